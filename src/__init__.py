@@ -1,0 +1,1 @@
+"""Kaggle image-classification trainer built on PyTorch and pytorch-ignite."""

@@ -1,0 +1,68 @@
+"""Albumentations pipelines: named train-time presets plus the deterministic resize/normalise/to-tensor tail.
+
+Every pipeline maps a uint8 image (H, W, C) with any C (1 grey, 3 RGB, 6 for multi-channel microscopy)
+to a float32 tensor (C, img_size, img_size), normalised per channel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import albumentations as A
+import cv2
+from albumentations.pytorch import ToTensorV2
+
+
+def _light() -> list[A.BasicTransform]:
+    # Small shifts, zooms and rotations; no flips, so it is safe for digits, text and other oriented images.
+    return [
+        A.Affine(
+            scale=(0.9, 1.1),
+            translate_percent=(-0.08, 0.08),
+            rotate=(-10, 10),
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            p=0.8,
+        )
+    ]
+
+
+PRESETS: dict[str, Callable[[], list[A.BasicTransform]]] = {
+    "none": list,
+    "light": _light,
+}
+
+
+def build_transforms(
+    img_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    aug: str = "none",
+    seed: int | None = None,
+) -> A.Compose:
+    """Builds a pipeline: resize -> augmentation preset -> normalise -> tensor.
+
+    Args:
+        img_size: side of the square output, pixels.
+        mean: per-channel mean of pixel / 255, length C.
+        std: per-channel standard deviation of pixel / 255, length C.
+        aug: preset name from `PRESETS`; ``"none"`` gives the deterministic valid/test pipeline.
+        seed: seed of the pipeline's random draws.
+
+    Returns:
+        An `A.Compose` called as ``pipeline(image=img)["image"]``: uint8 (H, W, C) -> float32 (C, img_size, img_size).
+
+    Raises:
+        ValueError: unknown preset; the message lists the known presets.
+    """
+    if aug not in PRESETS:
+        raise ValueError(f"unknown augmentation preset {aug!r}; known: {sorted(PRESETS)}")
+    return A.Compose(
+        [
+            A.Resize(img_size, img_size, interpolation=cv2.INTER_LINEAR),
+            *PRESETS[aug](),
+            A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
+            ToTensorV2(),
+        ],
+        seed=seed,
+    )

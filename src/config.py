@@ -1,0 +1,225 @@
+"""The typed run configuration: one dataclass filled from defaults, a YAML/JSON file and CLI flags.
+
+Precedence, lowest first: the dataclass defaults, ``--config FILE`` (or, with ``--resume``, the run
+folder's saved ``config.yaml``), then the CLI flags. `tyro` builds the CLI from the dataclass, so
+``python -m src.train --help`` lists every field below with its doc string.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import tyro
+import yaml
+
+CONFIG_FILENAME = "config.yaml"
+
+
+@dataclasses.dataclass
+class Config:
+    """Train an image classifier. Flags override `--config FILE` (YAML or JSON), which overrides defaults."""
+
+    # --- model -------------------------------------------------------------------------------
+    arch: str = "effnet-b0"
+    """Model architecture; `--list-archs` prints the known names."""
+    pretrained: str | None = None
+    """None (random init), 'imagenet' (the library's own download) or a path to a local state dict."""
+    activation: str | None = None
+    """Replace the model's ReLU/SiLU/Swish modules with this activation ('mish', 'relu', 'silu')."""
+    num_classes: int | None = None
+    """Number of classes; None infers it from the data."""
+    in_chans: int | None = None
+    """Input channels; None infers it from the data (1 for the bundled digits)."""
+    drop_rate: float = 0.2
+    """Dropout before the classifier layer."""
+
+    # --- data --------------------------------------------------------------------------------
+    img_size: int = 32
+    """Side of the square model input, pixels. Images are resized to it."""
+    folds: int = 5
+    """Number of stratified folds."""
+    fold: int = 0
+    """Validation fold, 0 <= fold < folds."""
+    aug: str = "light"
+    """Train-time augmentation preset ('none', 'light')."""
+    batch_size: int = 64
+    """Micro-batch size (images per forward pass)."""
+    num_workers: int | None = None
+    """DataLoader worker processes; None: 0 on CPU (the cores are busier training), min(8, cores) on CUDA."""
+    train_eval_size: int = 1000
+    """Images of the train fold evaluated each epoch (a fixed, seeded subset); 0 evaluates all."""
+    data_fraction: float = 1.0
+    """Use this fraction of the rows (stratified, seeded); a debug cap."""
+
+    # --- optimisation ------------------------------------------------------------------------
+    epochs: int = 15
+    """Maximum number of epochs."""
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    """Optimizer; no weight decay is applied to biases and normalisation weights."""
+    lr: float = 4e-3
+    """Peak learning rate."""
+    weight_decay: float = 1e-2
+    """Weight decay (decoupled for AdamW)."""
+    scheduler: Literal["onecycle", "cosine", "plateau", "none"] = "onecycle"
+    """LR schedule: linear one-cycle, cosine with linear warmup, reduce-on-plateau of the valid metric, none."""
+    warmup_epochs: float = 1.0
+    """Warmup length in epochs for 'onecycle' and 'cosine'."""
+    accumulation_steps: int = 1
+    """Micro-batches per optimizer step; the update equals one batch of accumulation_steps x batch_size."""
+    clip_grad_norm: float | None = None
+    """Clip the global gradient L2 norm to this value before each optimizer step."""
+    amp: Literal["none", "fp16", "bf16"] = "none"
+    """Automatic mixed precision: 'fp16' (with a grad scaler, CUDA only) or 'bf16'."""
+    channels_last: bool = True
+    """Use the channels-last memory format (about 1.8x faster training on CPU for effnet-b0, see NOTES.md)."""
+    label_smoothing: float = 0.1
+    """Label smoothing of the cross-entropy targets, with or without mixup."""
+    mixup_alpha: float = 0.0
+    """Mixup concentration; 0 disables mixup. Weights ~ Beta(alpha, alpha) or Dirichlet(alpha * 1_k)."""
+    mixup_k: int = 2
+    """Samples mixed per image: 2 is Beta mixup (Zhang et al. 2018), k > 2 is Dirichlet k-way mixup."""
+
+    # --- run control -------------------------------------------------------------------------
+    seed: int = 42
+    """Seed of the folds, the model init, the data order, augmentation and mixup."""
+    patience: int = 5
+    """Early stopping: epochs without improvement of the valid accuracy before stopping."""
+    n_saved: int = 2
+    """Number of best checkpoints (by valid accuracy) to keep."""
+    resume: str | None = None
+    """Continue a run from a `checkpoint_*.pt` file or from a run folder (its newest checkpoint)."""
+    output_dir: str = "experiments"
+    """Parent folder of the run folders."""
+    run_name: str | None = None
+    """Run folder name under output_dir; None makes '<arch>-fold<fold>-<timestamp>'."""
+    device: str = "auto"
+    """'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'."""
+    log_every: int = 1
+    """Log the training loss and lr to TensorBoard every this many iterations."""
+    max_iters_per_epoch: int | None = None
+    """Debug cap on the training iterations per epoch."""
+    dry_run: bool = False
+    """Check a config in seconds: 1% of the data (at least one batch), one epoch, no files written. Also DRY_RUN=1."""
+    progress: bool = True
+    """Show a progress bar."""
+    list_archs: bool = False
+    """Print the known architectures and exit."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_config_file(path: str | Path) -> Config:
+    """Reads a YAML or JSON config file.
+
+    Args:
+        path: ``.yaml``/``.yml`` or ``.json`` file whose keys are `Config` field names.
+
+    Returns:
+        The config with the file's values over the defaults.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a mapping or has keys that are not config fields.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    text = path.read_text()
+    values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of config fields, got {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown config keys {unknown}; known keys: {sorted(known)}")
+    return Config(**values)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Writes the resolved config as YAML, enough to repeat the run with ``--config path``."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def parse_config(argv: Sequence[str] | None = None, environ: dict | None = None) -> Config:
+    """Builds the run config from defaults, an optional config file and CLI flags.
+
+    ``--config FILE`` sets the defaults; ``--resume RUN`` without ``--config`` takes the run folder's
+    saved ``config.yaml`` as the defaults. ``DRY_RUN=1`` in the environment turns on ``dry_run``.
+
+    Args:
+        argv: CLI arguments without the program name; None reads ``sys.argv``.
+        environ: environment mapping; None reads ``os.environ``.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ValueError: a value is out of range (see `validate`).
+        FileNotFoundError: the config file does not exist.
+    """
+    environ = os.environ if environ is None else environ
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    pre.add_argument("--resume")
+    known, rest = pre.parse_known_args(argv)
+    if known.config:
+        default = load_config_file(known.config)
+    elif known.resume and (resolve_run_dir(known.resume) / CONFIG_FILENAME).is_file():
+        default = load_config_file(resolve_run_dir(known.resume) / CONFIG_FILENAME)
+    else:
+        default = Config()
+    if known.resume:
+        rest = [*rest, "--resume", known.resume]
+    config = tyro.cli(Config, args=rest, default=default)
+    if environ.get("DRY_RUN", "").strip().lower() in ("1", "true", "yes"):
+        config.dry_run = True
+    validate(config)
+    return config
+
+
+def resolve_run_dir(resume: str | Path) -> Path:
+    """The run folder of a ``--resume`` value: the folder itself or a checkpoint file's parent."""
+    path = Path(resume)
+    return path.parent if path.is_file() else path
+
+
+def validate(config: Config) -> None:
+    """Checks value ranges that the types alone do not.
+
+    Raises:
+        ValueError: naming the field, its value and what was expected.
+    """
+    checks = [
+        ("folds", config.folds >= 2, "an integer >= 2"),
+        ("fold", 0 <= config.fold < config.folds, f"0 <= fold < folds ({config.folds})"),
+        ("batch_size", config.batch_size >= 1, "an integer >= 1"),
+        ("epochs", config.epochs >= 1, "an integer >= 1"),
+        ("img_size", config.img_size >= 8, "an integer >= 8 (pixels)"),
+        ("lr", config.lr > 0, "a positive float"),
+        ("weight_decay", config.weight_decay >= 0, "a float >= 0"),
+        ("accumulation_steps", config.accumulation_steps >= 1, "an integer >= 1"),
+        ("label_smoothing", 0.0 <= config.label_smoothing < 1.0, "0 <= label_smoothing < 1"),
+        ("mixup_alpha", config.mixup_alpha >= 0, "a float >= 0 (0 disables mixup)"),
+        ("mixup_k", config.mixup_k >= 2, "an integer >= 2"),
+        ("patience", config.patience >= 1, "an integer >= 1"),
+        ("n_saved", config.n_saved >= 1, "an integer >= 1"),
+        ("num_workers", config.num_workers is None or config.num_workers >= 0, "an integer >= 0 or None"),
+        ("data_fraction", 0.0 < config.data_fraction <= 1.0, "0 < data_fraction <= 1"),
+        ("train_eval_size", config.train_eval_size >= 0, "an integer >= 0 (0 = the whole train fold)"),
+        ("warmup_epochs", config.warmup_epochs >= 0, "a float >= 0"),
+        ("clip_grad_norm", config.clip_grad_norm is None or config.clip_grad_norm > 0, "a positive float or None"),
+        ("in_chans", config.in_chans is None or config.in_chans >= 1, "an integer >= 1 or None"),
+        ("num_classes", config.num_classes is None or config.num_classes >= 2, "an integer >= 2 or None"),
+    ]
+    for name, ok, expected in checks:
+        if not ok:
+            raise ValueError(f"--{name.replace('_', '-')} {getattr(config, name)!r}: expected {expected}")

@@ -1,0 +1,143 @@
+"""The ignite engines: one trainer (mixup, AMP, gradient accumulation and clipping) and plain evaluators."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from ignite.engine import Engine, Events
+from ignite.metrics import Accuracy, Loss, Metric
+from torch import nn
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``--amp`` on ``device``, or None when AMP is off.
+
+    fp16 needs CUDA (and a grad scaler); bf16 runs on CUDA and CPU.
+    """
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16" and device.type == "cuda":
+        return torch.float16
+    return None
+
+
+def optimizer_step_filter(accumulation_steps: int) -> Callable[[Engine, int], bool]:
+    """Event filter true on the iteration that ends an accumulation window (an optimizer step)."""
+    return lambda engine, iteration: iteration % accumulation_steps == 0
+
+
+def window_start_filter(accumulation_steps: int) -> Callable[[Engine, int], bool]:
+    """Event filter true on the first micro-batch of an accumulation window (to set the lr before it)."""
+    return lambda engine, iteration: (iteration - 1) % accumulation_steps == 0
+
+
+def to_device(
+    batch: tuple[torch.Tensor, torch.Tensor], device: torch.device, channels_last: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Moves an (x (N, C, H, W), y) batch to ``device``, x optionally in channels-last memory format."""
+    x, y = batch
+    memory_format = torch.channels_last if channels_last and x.ndim == 4 else torch.preserve_format
+    return x.to(device, non_blocking=True, memory_format=memory_format), y.to(device, non_blocking=True)
+
+
+def create_trainer(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    device: torch.device,
+    accumulation_steps: int = 1,
+    clip_grad_norm: float | None = None,
+    amp: str = "none",
+    mixup: Callable | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    channels_last: bool = False,
+) -> Engine:
+    """Builds the training engine.
+
+    Each iteration is one micro-batch. Its loss is divided by ``accumulation_steps`` before backward,
+    so the ``accumulation_steps`` micro-batches of a window sum to the gradient of their mean loss, the
+    same update as one batch ``accumulation_steps`` times larger (exactly so without BatchNorm, whose
+    statistics see the micro-batches). The optimizer steps on every ``accumulation_steps``-th
+    iteration (counted over the whole run, so a window may span an epoch end).
+
+    Args:
+        model: maps (N, C, H, W) float to logits (N, num_classes).
+        optimizer: the optimizer.
+        criterion: loss of (logits, targets); targets are (N,) int64 or soft (N, num_classes) with mixup.
+        device: where to train.
+        accumulation_steps: micro-batches per optimizer step.
+        clip_grad_norm: max global L2 norm of the gradients (after unscaling), or None.
+        amp: ``"none"``, ``"fp16"`` (CUDA; needs ``scaler``) or ``"bf16"``.
+        mixup: optional callable (x, y) -> (mixed x, soft targets (N, num_classes)).
+        scaler: a `torch.amp.GradScaler`; None or disabled for fp32 and bf16.
+        channels_last: feed inputs in channels-last memory format.
+
+    Returns:
+        An `Engine` whose step returns ``{"loss": float}``, the un-divided loss of the micro-batch.
+    """
+    dtype = autocast_dtype(amp, device)
+    scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
+
+    def train_step(engine: Engine, batch) -> dict[str, float]:
+        model.train()
+        x, y = to_device(batch, device, channels_last)  # (N, C, H, W), (N,)
+        if mixup is not None:
+            x, y = mixup(x, y)  # y: (N, num_classes) soft targets
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            y_pred = model(x)  # (N, num_classes)
+            loss = criterion(y_pred, y)
+        scaler.scale(loss / accumulation_steps).backward()
+        if engine.state.iteration % accumulation_steps == 0:
+            if clip_grad_norm is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+        return {"loss": loss.item()}
+
+    return Engine(train_step)
+
+
+def make_metrics() -> dict[str, Metric]:
+    """Fresh metrics for one evaluator: accuracy and the plain (unsmoothed) cross-entropy loss."""
+    return {"accuracy": Accuracy(), "loss": Loss(nn.CrossEntropyLoss())}
+
+
+def create_evaluator(
+    model: nn.Module,
+    metrics: dict[str, Metric],
+    device: torch.device,
+    amp: str = "none",
+    channels_last: bool = False,
+) -> Engine:
+    """Builds an evaluation engine: ``model.eval()``, no gradients, un-mixed data.
+
+    Its step returns ``(y_pred (N, num_classes) float32 logits, y (N,) int64)``; the metrics are
+    computed over the whole loader and land in ``evaluator.state.metrics``.
+    """
+    dtype = autocast_dtype(amp, device)
+
+    @torch.no_grad()
+    def eval_step(engine: Engine, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        model.eval()
+        x, y = to_device(batch, device, channels_last)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            y_pred = model(x)
+        return y_pred.float(), y
+
+    evaluator = Engine(eval_step)
+    for name, metric in metrics.items():
+        metric.attach(evaluator, name)
+    return evaluator
+
+
+def attach_evaluation(trainer: Engine, evaluators: dict[str, tuple[Engine, object]], every: Events) -> None:
+    """Runs each ``name -> (evaluator, loader)`` on ``every`` trainer event, in the given order."""
+
+    def evaluate(engine: Engine) -> None:
+        for evaluator, loader in evaluators.values():
+            evaluator.run(loader)
+
+    trainer.add_event_handler(every, evaluate)

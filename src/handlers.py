@@ -1,0 +1,176 @@
+"""Handlers attached to the engines by event: evaluation, schedules, checkpoints, early stopping, logging."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from pathlib import Path
+
+from ignite.engine import Engine, Events
+from ignite.handlers import (
+    Checkpoint,
+    DiskSaver,
+    EarlyStopping,
+    ParamScheduler,
+    ProgressBar,
+    ReduceLROnPlateauScheduler,
+    TensorboardLogger,
+    TerminateOnNan,
+    global_step_from_engine,
+)
+from ignite.metrics import Average, RunningAverage
+
+from src.engine import window_start_filter
+
+HISTORY_FILENAME = "history.csv"
+CHECKPOINT_PREFIX = "checkpoint"
+BEST_PREFIX = "best"
+
+
+class History:
+    """Per-epoch metrics, kept in memory and, with a path, appended to a CSV file (one row per epoch).
+
+    On resume the rows already in the file are read back, so the summary covers the whole run.
+    """
+
+    def __init__(self, path: Path | None = None):
+        self.path = path
+        self.rows: list[dict] = []
+        if path is not None and path.is_file():
+            with path.open(newline="") as f:
+                self.rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+    def record(self, row: dict) -> None:
+        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]  # a resumed epoch replaces its row
+        if self.path is not None:
+            with self.path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(row))
+                writer.writeheader()
+                writer.writerows(self.rows)
+
+    def best(self, key: str = "valid_accuracy") -> dict | None:
+        """The row with the highest ``key`` (the earliest one on ties), or None before the first epoch."""
+        return max(reversed(self.rows), key=lambda r: r[key]) if self.rows else None
+
+
+def _number(text: str) -> float | int:
+    value = float(text)
+    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
+
+
+def attach_training_metrics(trainer: Engine) -> None:
+    """Running average of the loss (for the progress bar) and the epoch mean (for the history)."""
+    RunningAverage(output_transform=lambda out: out["loss"]).attach(trainer, "running_loss")
+    Average(output_transform=lambda out: out["loss"]).attach(trainer, "loss")
+
+
+def attach_lr_scheduler(
+    trainer: Engine, valid_evaluator: Engine, lr_scheduler: ParamScheduler | None, accumulation_steps: int
+) -> None:
+    """Step-wise schedules run before each optimizer step; the plateau schedule after each validation."""
+    if lr_scheduler is None:
+        return
+    if isinstance(lr_scheduler, ReduceLROnPlateauScheduler):
+        valid_evaluator.add_event_handler(Events.COMPLETED, lr_scheduler)
+    else:
+        trainer.add_event_handler(
+            Events.ITERATION_STARTED(event_filter=window_start_filter(accumulation_steps)), lr_scheduler
+        )
+
+
+def attach_early_stopping(trainer: Engine, valid_evaluator: Engine, patience: int) -> EarlyStopping:
+    """Stops training when the valid accuracy has not improved for ``patience`` validations."""
+    handler = EarlyStopping(
+        patience=patience, score_function=Checkpoint.get_default_score_fn("accuracy"), trainer=trainer
+    )
+    valid_evaluator.add_event_handler(Events.COMPLETED, handler)
+    return handler
+
+
+def attach_history(
+    trainer: Engine, evaluators: dict[str, Engine], optimizer, history: History, logger: logging.Logger
+) -> None:
+    """After the epoch's evaluations, records and logs one row: epoch, lr, losses, accuracies, speed."""
+
+    def record(engine: Engine) -> None:
+        epoch_time = engine.state.times[Events.EPOCH_COMPLETED.name] or math.nan
+        images = engine.state.epoch_length * engine.state.dataloader.batch_size
+        row = {
+            "epoch": engine.state.epoch,
+            "iteration": engine.state.iteration,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": engine.state.metrics["loss"],
+        }
+        for name, evaluator in evaluators.items():
+            row.update({f"{name}_{metric}": value for metric, value in evaluator.state.metrics.items()})
+        row.update({"epoch_time_s": round(epoch_time, 3), "train_images_per_s": round(images / epoch_time, 1)})
+        history.record(row)
+        logger.info(
+            "epoch %d: "
+            + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "epoch"),
+            engine.state.epoch,
+        )
+
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, record)
+
+
+def attach_checkpoints(
+    trainer: Engine, valid_evaluator: Engine, to_save: dict, model, run_dir: Path, n_saved: int
+) -> Checkpoint:
+    """Best model by valid accuracy (``best_model_<epoch>_valid_accuracy=<acc>.pt``, the ``n_saved`` best)
+    and the last full training state every epoch (``checkpoint_<epoch>.pt``).
+
+    Files are written to a temporary name and renamed (``atomic=True``), and the previous checkpoint is
+    removed only after the new one is complete, so a crash or Ctrl-C never leaves a broken last checkpoint.
+    """
+    best = Checkpoint(
+        {"model": model},
+        DiskSaver(run_dir, atomic=True, require_empty=False),
+        filename_prefix=BEST_PREFIX,
+        n_saved=n_saved,
+        score_function=Checkpoint.get_default_score_fn("accuracy"),
+        score_name="valid_accuracy",
+        global_step_transform=global_step_from_engine(trainer),
+    )
+    valid_evaluator.add_event_handler(Events.COMPLETED, best)
+    to_save["best_checkpoint"] = best  # its list of kept files survives a resume
+    last = Checkpoint(
+        to_save,
+        DiskSaver(run_dir, atomic=True, require_empty=False),
+        n_saved=1,
+        global_step_transform=lambda engine, event: engine.state.epoch,
+    )
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, last)
+    return best
+
+
+def attach_tensorboard(
+    trainer: Engine, evaluators: dict[str, Engine], optimizer, run_dir: Path, log_every: int
+) -> TensorboardLogger:
+    """TensorBoard (tensorboardX) events: ``train/loss`` and ``lr`` every ``log_every`` iterations, and
+    every metric of each evaluator per epoch under the evaluator's name (``valid/accuracy``...)."""
+    tb_logger = TensorboardLogger(log_dir=str(run_dir))
+    tb_logger.attach_output_handler(
+        trainer, event_name=Events.ITERATION_COMPLETED(every=log_every), tag="train", output_transform=lambda out: out
+    )
+    tb_logger.attach_opt_params_handler(
+        trainer, event_name=Events.ITERATION_STARTED(every=log_every), optimizer=optimizer
+    )
+    for name, evaluator in evaluators.items():
+        tb_logger.attach_output_handler(
+            evaluator,
+            event_name=Events.COMPLETED,
+            tag=name,
+            metric_names="all",
+            global_step_transform=global_step_from_engine(trainer, Events.EPOCH_COMPLETED),
+        )
+    return tb_logger
+
+
+def attach_progress_bar(trainer: Engine) -> None:
+    ProgressBar(persist=False).attach(trainer, metric_names=["running_loss"])
+
+
+def attach_terminate_on_nan(trainer: Engine) -> None:
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())

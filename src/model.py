@@ -1,0 +1,274 @@
+"""Model registry: ``--arch`` names to builders of a `Classifier` (backbone -> pool -> dropout -> linear).
+
+Backbones come from efficientnet-pytorch (EfficientNet, Tan & Le 2019, https://arxiv.org/abs/1905.11946)
+and pretrainedmodels (SE-ResNeXt, Hu et al. 2018, https://arxiv.org/abs/1709.01507; DenseNet, Huang et
+al. 2017, https://arxiv.org/abs/1608.06993). Every model takes (N, in_chans, H, W) float input of any
+size >= 32 px and returns logits (N, num_classes); `Classifier.forward_features` gives the pooled
+embedding (N, num_features).
+
+BatchNorm: efficientnet-pytorch defaults to a TF-style momentum of 0.99 (0.01 in PyTorch terms), which
+leaves the running statistics far from the data for many epochs when training from scratch on small
+data sets (eval accuracy at chance). We build EfficientNets with PyTorch's usual 0.1.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from src.activations import replace_activations
+
+EFFNET_BN_MOMENTUM_TF = 0.9  # efficientnet-pytorch stores 1 - (PyTorch momentum); 0.9 -> 0.1
+
+
+class Classifier(nn.Module):
+    """A feature extractor followed by global average pooling, dropout and a linear classifier.
+
+    Args:
+        backbone: maps (N, C, H, W) to feature maps (N, num_features, h, w).
+        num_features: channels of the backbone output.
+        num_classes: number of output logits.
+        drop_rate: dropout probability before the linear layer.
+    """
+
+    def __init__(self, backbone: nn.Module, num_features: int, num_classes: int, drop_rate: float = 0.0):
+        super().__init__()
+        self.backbone = backbone
+        self.num_features = num_features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(num_features, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> pooled embedding (N, num_features)."""
+        return self.pool(self.backbone(x)).flatten(1)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, num_features) -> logits (N, num_classes)."""
+        return self.fc(self.dropout(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class EfficientNetFeatures(nn.Module):
+    """efficientnet-pytorch's `extract_features` as a module: (N, C, H, W) -> (N, F, h, w)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        for head_part in ("_fc", "_avg_pooling", "_dropout"):
+            if hasattr(net, head_part):
+                delattr(net, head_part)
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x)
+
+
+class PretrainedModelsFeatures(nn.Module):
+    """pretrainedmodels' `features` as a module: (N, C, H, W) -> (N, F, h, w).
+
+    DenseNets apply their last ReLU functionally in `logits`; it is kept here as a module so that
+    activation swapping reaches it.
+    """
+
+    def __init__(self, net: nn.Module, final_relu: bool = False):
+        super().__init__()
+        if hasattr(net, "last_linear"):
+            del net.last_linear
+        self.net = net
+        self.act = nn.ReLU(inplace=True) if final_relu else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.net.features(x))
+
+
+def _efficientnet(name: str, in_chans: int, pretrained: str | None) -> tuple[nn.Module, int]:
+    from efficientnet_pytorch import EfficientNet
+
+    # image_size=None selects dynamic 'same' padding, so any input size works.
+    params = dict(image_size=None, batch_norm_momentum=EFFNET_BN_MOMENTUM_TF)
+    if pretrained == "imagenet":
+        net = EfficientNet.from_pretrained(name, in_channels=3, num_classes=1000, **params)
+    else:
+        net = EfficientNet.from_name(name, in_channels=3 if pretrained else in_chans, **params)
+    return net, net._fc.in_features
+
+
+def _pretrainedmodels(name: str, in_chans: int, pretrained: str | None) -> tuple[nn.Module, int]:
+    import pretrainedmodels
+
+    with warnings.catch_warnings():  # torchvision's deprecation warning for `pretrained=` inside pretrainedmodels
+        warnings.simplefilter("ignore", UserWarning)
+        net = pretrainedmodels.__dict__[name](
+            num_classes=1000, pretrained="imagenet" if pretrained == "imagenet" else None
+        )
+    if in_chans != 3 and not pretrained:
+        adapt_input_conv(net, in_chans)  # random init anyway: only the shape matters
+    return net, net.last_linear.in_features
+
+
+def _effnet_backbone(name: str, in_chans: int, pretrained: str | None) -> tuple[nn.Module, nn.Module, int]:
+    net, num_features = _efficientnet(name, in_chans, pretrained)
+    return net, partial(EfficientNetFeatures), num_features
+
+
+def _pm_backbone(name: str, in_chans: int, pretrained: str | None) -> tuple[nn.Module, nn.Module, int]:
+    net, num_features = _pretrainedmodels(name, in_chans, pretrained)
+    return net, partial(PretrainedModelsFeatures, final_relu=name.startswith("densenet")), num_features
+
+
+# name -> builder(in_chans, pretrained) -> (library net, feature wrapper, num_features)
+ARCHS: dict[str, Callable[[int, str | None], tuple]] = {
+    **{f"effnet-b{i}": partial(_effnet_backbone, f"efficientnet-b{i}") for i in range(8)},
+    **{
+        name: partial(_pm_backbone, name)
+        for name in ("se_resnext50_32x4d", "se_resnext101_32x4d", "densenet121", "densenet169", "densenet201")
+    },
+}
+
+
+def list_archs() -> list[str]:
+    """The registered ``--arch`` names."""
+    return list(ARCHS)
+
+
+def check_arch(arch: str) -> None:
+    """Raises ValueError naming the known architectures when ``arch`` is not registered."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; known archs: {', '.join(list_archs())}")
+
+
+def adapt_input_conv(net: nn.Module, in_chans: int) -> nn.Conv2d:
+    """Adapts the first 3-channel convolution of ``net`` to ``in_chans`` inputs, in place.
+
+    Pretrained filters stay meaningful: for 1 channel the RGB filters are summed (a grey image then gives
+    the same response as the RGB image with that grey in every channel); for C channels the RGB filters
+    are tiled over C and rescaled by 3 / C (timm's ``adapt_input_conv``), plus an even correction when C
+    is not a multiple of 3, so that the response to a constant image is unchanged.
+
+    Args:
+        net: the network; its first `nn.Conv2d` with 3 input channels is changed.
+        in_chans: new number of input channels, >= 1.
+
+    Returns:
+        The adapted convolution.
+
+    Raises:
+        ValueError: no convolution with 3 input channels was found.
+    """
+    conv = next((m for m in net.modules() if isinstance(m, nn.Conv2d) and m.in_channels == 3), None)
+    if conv is None:
+        raise ValueError("no 3-channel input convolution found to adapt")
+    if in_chans == 3:
+        return conv
+    weight = conv.weight.detach()  # (O, 3, kh, kw)
+    tiled = weight.repeat(1, math.ceil(in_chans / 3), 1, 1)[:, :in_chans] * (3.0 / in_chans)  # (O, C, kh, kw)
+    # Spread what tiling loses (C not a multiple of 3) evenly, so the channel sum equals the RGB sum.
+    # For C = 1 this is exactly the sum of the RGB filters.
+    new = tiled + (weight.sum(dim=1, keepdim=True) - tiled.sum(dim=1, keepdim=True)) / in_chans
+    conv.weight = nn.Parameter(new.contiguous())
+    conv.in_channels = in_chans
+    return conv
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights file not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict (a mapping of parameter names to tensors)")
+    return state
+
+
+def _load_library_weights(net: nn.Module, state: dict, path: Path) -> None:
+    """Loads a state dict saved from the library's own model (what its 'imagenet' download holds)."""
+    head_keys = ("_fc.", "last_linear.", "classifier.", "fc.")
+    state = {k: v for k, v in state.items() if not k.startswith(head_keys)}
+    result = net.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(head_keys)]
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            f"{path}: does not match the architecture: missing keys {missing[:5]}, "
+            f"unexpected keys {result.unexpected_keys[:5]}"
+        )
+
+
+def build_model(
+    arch: str,
+    num_classes: int,
+    in_chans: int = 3,
+    pretrained: str | None = None,
+    activation: str | None = None,
+    drop_rate: float = 0.2,
+) -> Classifier:
+    """Builds a registered architecture.
+
+    Args:
+        arch: a name from `list_archs()`, e.g. ``"effnet-b0"``.
+        num_classes: number of output logits.
+        in_chans: input channels (1 grey, 3 RGB, any C); pretrained stems are adapted by `adapt_input_conv`.
+        pretrained: None for random init; ``"imagenet"`` for the library's own download (needs internet);
+            or a path to a local state dict, either of the library's model (e.g. the downloaded ImageNet
+            file) or of a `Classifier` saved by this project (a ``checkpoint_*.pt`` or ``best_*.pt``).
+        activation: if given (e.g. ``"mish"``), replaces every ReLU/SiLU/Swish module with it.
+        drop_rate: dropout before the final linear layer.
+
+    Returns:
+        A `Classifier` mapping (N, in_chans, H, W) float to logits (N, num_classes).
+
+    Raises:
+        ValueError: unknown arch or activation, or weights that do not fit the architecture.
+        FileNotFoundError: ``pretrained`` is a path that does not exist.
+        RuntimeError: the ImageNet weights could not be downloaded.
+    """
+    check_arch(arch)
+    weights_path = Path(pretrained) if pretrained not in (None, "imagenet") else None
+    own_state = None
+    library_init = pretrained
+    if weights_path is not None:
+        state = _read_state_dict(weights_path)
+        if any(k.startswith("backbone.") for k in state):
+            own_state, library_init = state, None  # a Classifier of ours: built at in_chans, loaded below
+    try:
+        net, wrap, num_features = ARCHS[arch](in_chans, library_init)
+    except (OSError, RuntimeError) as error:
+        if pretrained == "imagenet":
+            raise RuntimeError(
+                f"could not download the ImageNet weights of {arch} ({error}); download them where there is "
+                "internet and pass the file with --pretrained PATH"
+            ) from error
+        raise
+    if library_init is not None:
+        if weights_path is not None:
+            _load_library_weights(net, state, weights_path)
+        adapt_input_conv(net, in_chans)
+    model = Classifier(wrap(net), num_features, num_classes, drop_rate)
+    if activation:
+        replace_activations(model, activation)
+    if own_state is not None:
+        _load_own_weights(model, own_state, weights_path)
+    return model
+
+
+def _load_own_weights(model: Classifier, state: dict, path: Path) -> None:
+    own = model.state_dict()
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if any(not k.startswith("fc.") for k in mismatched):
+        raise ValueError(f"{path}: tensor shapes do not fit the model: {mismatched[:5]}")
+    state = {k: v for k, v in state.items() if k not in mismatched}  # a new head for another num_classes
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("fc.")]
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            f"{path}: does not match the model: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )

@@ -1,0 +1,300 @@
+"""Train a classifier: ``python -m src.train --arch effnet-b0 [flags]`` (``--help`` lists the flags).
+
+run(config) reads top to bottom: setup_data -> setup_model -> setup_trainer -> setup_evaluators ->
+attach_handlers -> trainer.run -> summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint
+from ignite.utils import manual_seed, setup_logger
+
+from src.config import CONFIG_FILENAME, Config, parse_config, resolve_run_dir, save_config
+from src.engine import attach_evaluation, create_evaluator, create_trainer, make_metrics
+from src.handlers import (
+    HISTORY_FILENAME,
+    History,
+    attach_checkpoints,
+    attach_early_stopping,
+    attach_history,
+    attach_lr_scheduler,
+    attach_progress_bar,
+    attach_tensorboard,
+    attach_terminate_on_nan,
+    attach_training_metrics,
+)
+from src.loaddata import Loaders, build_loaders, load_digits, split_indices
+from src.losses import build_criterion
+from src.mixup import Mixup
+from src.model import build_model, check_arch, list_archs
+from src.optim import build_lr_scheduler, build_optimizer
+
+DRY_RUN_FRACTION = 0.01
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    return device
+
+
+def setup_data(config: Config, device: torch.device) -> tuple[Loaders, Config, list[str]]:
+    """Loads the data, splits the fold and builds the loaders; returns them, the resolved config and the classes."""
+    data = load_digits()
+    fraction = DRY_RUN_FRACTION if config.dry_run else config.data_fraction
+    train_idx, valid_idx = split_indices(
+        data, config.folds, config.fold, config.seed, fraction=fraction, min_train=config.batch_size
+    )
+    num_workers = (
+        config.num_workers
+        if config.num_workers is not None
+        else (min(8, os.cpu_count() or 1) if device.type == "cuda" else 0)
+    )
+    loaders = build_loaders(
+        data,
+        train_idx,
+        valid_idx,
+        img_size=config.img_size,
+        batch_size=config.batch_size,
+        aug=config.aug,
+        num_workers=num_workers,
+        train_eval_size=config.train_eval_size,
+        seed=config.seed,
+        pin_memory=device.type == "cuda",
+    )
+    resolved = dataclasses.replace(
+        config,
+        num_classes=config.num_classes or len(data.classes),
+        in_chans=config.in_chans or data.in_chans,
+        num_workers=num_workers,
+    )
+    if resolved.num_classes < len(data.classes):
+        raise ValueError(f"--num-classes {resolved.num_classes}: the data has {len(data.classes)} classes")
+    return loaders, resolved, data.classes
+
+
+def setup_model(config: Config, device: torch.device) -> torch.nn.Module:
+    model = build_model(
+        config.arch,
+        num_classes=config.num_classes,
+        in_chans=config.in_chans,
+        pretrained=config.pretrained,
+        activation=config.activation,
+        drop_rate=config.drop_rate,
+    )
+    return model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
+
+
+def setup_trainer(config: Config, model, loaders: Loaders, device: torch.device):
+    """Builds the optimizer, schedule, criterion, mixup and the trainer; returns them with ``to_save``."""
+    optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
+    epoch_length = _epoch_length(config, loaders)
+    steps_per_epoch = epoch_length / config.accumulation_steps
+    lr_scheduler = build_lr_scheduler(
+        config.scheduler,
+        optimizer,
+        config.lr,
+        total_steps=int(config.epochs * steps_per_epoch),
+        warmup_steps=int(config.warmup_epochs * steps_per_epoch),
+    )
+    mixup = (
+        Mixup(config.mixup_alpha, config.num_classes, config.mixup_k, seed=config.seed)
+        if config.mixup_alpha > 0
+        else None
+    )
+    if config.amp == "fp16" and device.type != "cuda":
+        logging.getLogger("src.train").warning("--amp fp16 needs CUDA; training in fp32 on %s", device)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16" and device.type == "cuda")
+    trainer = create_trainer(
+        model,
+        optimizer,
+        build_criterion("ce", config.label_smoothing),
+        device,
+        accumulation_steps=config.accumulation_steps,
+        clip_grad_norm=config.clip_grad_norm,
+        amp=config.amp,
+        mixup=mixup,
+        scaler=scaler,
+        channels_last=config.channels_last,
+    )
+    to_save = {"trainer": trainer, "model": model, "optimizer": optimizer}
+    for name, obj in (("lr_scheduler", lr_scheduler), ("mixup", mixup)):
+        if obj is not None:
+            to_save[name] = obj
+    if scaler.is_enabled():
+        to_save["scaler"] = scaler
+    return trainer, optimizer, lr_scheduler, to_save
+
+
+def setup_evaluators(config: Config, model, device: torch.device) -> dict[str, Engine]:
+    """One evaluator per loader: the train subset (valid-time transforms) and the valid fold."""
+    return {
+        name: create_evaluator(model, make_metrics(), device, amp=config.amp, channels_last=config.channels_last)
+        for name in ("train_eval", "valid")
+    }
+
+
+def attach_handlers(
+    config: Config,
+    trainer: Engine,
+    evaluators: dict[str, Engine],
+    loaders: Loaders,
+    model,
+    optimizer,
+    lr_scheduler,
+    to_save: dict,
+    run_dir: Path | None,
+    logger: logging.Logger,
+) -> tuple[History, list]:
+    valid = evaluators["valid"]
+    attach_terminate_on_nan(trainer)
+    attach_training_metrics(trainer)
+    attach_lr_scheduler(trainer, valid, lr_scheduler, config.accumulation_steps)
+    attach_evaluation(
+        trainer,
+        {"train_eval": (evaluators["train_eval"], loaders.train_eval), "valid": (valid, loaders.valid)},
+        Events.EPOCH_COMPLETED,
+    )
+    to_save["early_stopping"] = attach_early_stopping(trainer, valid, config.patience)
+    history = History(run_dir / HISTORY_FILENAME if run_dir else None)
+    attach_history(trainer, evaluators, optimizer, history, logger)
+    closers = []
+    if run_dir is not None:
+        attach_checkpoints(trainer, valid, to_save, model, run_dir, config.n_saved)
+        closers.append(attach_tensorboard(trainer, evaluators, optimizer, run_dir, config.log_every))
+    if config.progress:
+        attach_progress_bar(trainer)
+    return history, closers
+
+
+def setup_run_dir(config: Config) -> Path | None:
+    """Creates the run folder and saves the resolved config and class list; None for a dry run."""
+    if config.dry_run:
+        return None
+    if config.resume:
+        run_dir = resolve_run_dir(config.resume)
+    else:
+        name = config.run_name or f"{config.arch}-fold{config.fold}-{datetime.now():%Y%m%d-%H%M%S}"
+        run_dir = Path(config.output_dir) / name
+        if run_dir.exists() and any(run_dir.glob("*.pt")):
+            raise ValueError(
+                f"run folder {run_dir} already holds checkpoints; pass --resume {run_dir} or another --run-name"
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / CONFIG_FILENAME)
+    return run_dir
+
+
+def find_checkpoint(resume: str) -> Path:
+    """The checkpoint to resume from: the file itself, or the newest ``checkpoint_<epoch>.pt`` of a run folder.
+
+    Raises:
+        FileNotFoundError: no such file, or a folder without checkpoints.
+    """
+    path = Path(resume)
+    if path.is_file():
+        return path
+    candidates = (
+        sorted(path.glob("checkpoint_*.pt"), key=lambda p: int(re.findall(r"\d+", p.stem)[-1])) if path.is_dir() else []
+    )
+    if not candidates:
+        raise FileNotFoundError(f"--resume {resume}: no checkpoint file, nor a run folder holding checkpoint_*.pt")
+    return candidates[-1]
+
+
+def _epoch_length(config: Config, loaders: Loaders) -> int:
+    length = len(loaders.train)
+    return min(length, config.max_iters_per_epoch) if config.max_iters_per_epoch else length
+
+
+def run(config: Config) -> dict:
+    """Trains one fold as configured and returns the summary (best valid accuracy, its epoch, wall time, run folder)."""
+    start = time.perf_counter()
+    logger = setup_logger("src.train", level=logging.INFO)
+    check_arch(config.arch)
+    checkpoint = find_checkpoint(config.resume) if config.resume else None
+    manual_seed(config.seed)
+    device = resolve_device(config.device)
+    loaders, config, classes = setup_data(config, device)
+    model = setup_model(config, device)
+    run_dir = setup_run_dir(config)
+    if run_dir is not None:
+        (run_dir / "classes.json").write_text(json.dumps(classes))
+    trainer, optimizer, lr_scheduler, to_save = setup_trainer(config, model, loaders, device)
+    evaluators = setup_evaluators(config, model, device)
+    history, closers = attach_handlers(
+        config, trainer, evaluators, loaders, model, optimizer, lr_scheduler, to_save, run_dir, logger
+    )
+    if checkpoint is not None:
+        trainer_state = torch.load(checkpoint, map_location=device, weights_only=False)
+        to_load = {k: v for k, v in to_save.items() if k in trainer_state}
+        ignored = sorted(set(to_save) - set(to_load))
+        Checkpoint.load_objects(to_load=to_load, checkpoint=trainer_state)
+        logger.info(
+            "resumed from %s at epoch %d, iteration %d%s",
+            checkpoint,
+            trainer.state.epoch,
+            trainer.state.iteration,
+            f" (not in checkpoint: {ignored})" if ignored else "",
+        )
+    logger.info(
+        "%s on %s: %d train / %d valid images, %s",
+        config.arch,
+        device,
+        len(loaders.train.dataset),
+        len(loaders.valid.dataset),
+        "dry run (no files written)" if run_dir is None else f"run folder {run_dir}",
+    )
+    try:
+        trainer.run(
+            loaders.train,
+            max_epochs=1 if config.dry_run else config.epochs,
+            epoch_length=_epoch_length(config, loaders),
+        )
+    finally:
+        for closer in closers:
+            closer.close()
+    best = history.best() or {}
+    summary = {
+        "best_valid_accuracy": best.get("valid_accuracy"),
+        "best_epoch": best.get("epoch"),
+        "epochs_run": trainer.state.epoch,
+        "wall_time_s": round(time.perf_counter() - start, 1),
+        "train_images_per_s": round(sum(r["train_images_per_s"] for r in history.rows) / max(len(history.rows), 1), 1),
+        "run_dir": str(run_dir) if run_dir else None,
+    }
+    logger.info("summary: %s", json.dumps(summary))
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = parse_config(argv)
+        if config.list_archs:
+            print("\n".join(list_archs()))
+            return 0
+        run(config)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

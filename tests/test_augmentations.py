@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+import torch
+
+from src.augmentations import PRESETS, build_transforms
+
+
+@pytest.mark.parametrize("aug", sorted(PRESETS))
+@pytest.mark.parametrize("in_chans", [1, 3, 6])
+def test_presets_keep_shape_dtype_and_channels(aug, in_chans):
+    image = np.random.default_rng(0).integers(0, 256, (28, 30, in_chans), dtype=np.uint8)
+    pipeline = build_transforms(32, [0.5] * in_chans, [0.25] * in_chans, aug=aug, seed=0)
+    out = pipeline(image=image)["image"]
+    assert out.shape == (in_chans, 32, 32) and out.dtype == torch.float32
+
+
+def test_eval_pipeline_is_deterministic_and_normalises():
+    image = np.full((10, 10, 1), 102, dtype=np.uint8)
+    pipeline = build_transforms(16, [0.2], [0.2], aug="none")
+    a, b = pipeline(image=image)["image"], pipeline(image=image)["image"]
+    assert torch.equal(a, b)
+    assert torch.allclose(a, torch.ones_like(a))  # (102 / 255 - 0.2) / 0.2 = 1
+
+
+def test_light_augmentation_changes_images():
+    image = np.zeros((28, 28, 1), dtype=np.uint8)
+    image[8:20, 12:16] = 255
+    pipeline = build_transforms(28, [0.0], [1.0], aug="light", seed=0)
+    outs = [pipeline(image=image)["image"] for _ in range(8)]
+    assert any(not torch.equal(outs[0], o) for o in outs[1:])
+
+
+def test_unknown_preset_lists_known():
+    with pytest.raises(ValueError, match="light"):
+        build_transforms(32, [0.5], [0.5], aug="extreme")

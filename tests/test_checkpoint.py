@@ -1,0 +1,79 @@
+import torch
+from ignite.engine import Events
+from ignite.handlers import Checkpoint
+
+from src.engine import create_evaluator, create_trainer, make_metrics
+from src.handlers import History, attach_checkpoints
+from src.losses import build_criterion
+from src.optim import build_lr_scheduler, build_optimizer
+from src.train import find_checkpoint
+from tests.conftest import TinyConvNet, make_blobs
+
+CPU = torch.device("cpu")
+
+
+def _setup(run_dir, seed=0):
+    torch.manual_seed(seed)
+    model = TinyConvNet(num_classes=3)
+    optimizer = build_optimizer(model, "adamw", lr=0.01, weight_decay=0.01)
+    scheduler = build_lr_scheduler("cosine", optimizer, lr=0.01, total_steps=12, warmup_steps=2)
+    trainer = create_trainer(model, optimizer, build_criterion("ce"), CPU)
+    trainer.add_event_handler(Events.ITERATION_STARTED, scheduler)
+    valid = create_evaluator(model, make_metrics(), CPU)
+    x, y = make_blobs(24, 3, size=8)
+    batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 24, 8)]
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: valid.run(batches))
+    to_save = {"trainer": trainer, "model": model, "optimizer": optimizer, "lr_scheduler": scheduler}
+    attach_checkpoints(trainer, valid, to_save, model, run_dir, n_saved=2)
+    return trainer, model, optimizer, to_save, batches
+
+
+def test_checkpoint_then_resume_continues_with_the_same_state(tmp_path):
+    trainer, model, optimizer, _, batches = _setup(tmp_path)
+    trainer.run(batches, max_epochs=2)
+    assert sorted(p.name for p in tmp_path.glob("checkpoint_*.pt")) == ["checkpoint_2.pt"]
+    assert len(list(tmp_path.glob("best_model_*valid_accuracy=*.pt"))) >= 1
+    saved_optimizer = optimizer.state_dict()
+    saved_lr = optimizer.param_groups[0]["lr"]
+
+    trainer2, model2, optimizer2, to_save2, batches2 = _setup(tmp_path, seed=1)  # different init
+    Checkpoint.load_objects(to_load=to_save2, checkpoint=torch.load(find_checkpoint(str(tmp_path)), weights_only=False))
+    assert (trainer2.state.epoch, trainer2.state.iteration) == (2, 6)
+    for a, b in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(a, b)
+    state2 = optimizer2.state_dict()
+    assert state2["state"].keys() == saved_optimizer["state"].keys()
+    for key, value in saved_optimizer["state"].items():
+        assert torch.equal(value["exp_avg"], state2["state"][key]["exp_avg"])
+        assert value["step"] == state2["state"][key]["step"]
+    assert optimizer2.param_groups[0]["lr"] == saved_lr
+
+    epochs_seen = []
+    trainer2.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs_seen.append(e.state.epoch))
+    trainer2.run(batches2, max_epochs=4)
+    assert epochs_seen == [3, 4]
+    assert trainer2.state.iteration == 12
+    assert sorted(p.name for p in tmp_path.glob("checkpoint_*.pt")) == ["checkpoint_4.pt"]
+
+
+def test_find_checkpoint_picks_the_newest_epoch(tmp_path):
+    for epoch in (2, 10, 9):
+        torch.save({}, tmp_path / f"checkpoint_{epoch}.pt")
+    assert find_checkpoint(str(tmp_path)).name == "checkpoint_10.pt"
+
+
+def test_find_checkpoint_errors_name_the_path(tmp_path):
+    import pytest
+
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        find_checkpoint(str(tmp_path))
+
+
+def test_history_round_trips_and_finds_the_best(tmp_path):
+    history = History(tmp_path / "history.csv")
+    history.record({"epoch": 1, "valid_accuracy": 0.5, "lr": 0.001})
+    history.record({"epoch": 2, "valid_accuracy": 0.9, "lr": 0.0005})
+    history.record({"epoch": 3, "valid_accuracy": 0.9, "lr": 0.0001})
+    reread = History(tmp_path / "history.csv")
+    assert reread.rows == history.rows
+    assert reread.best()["epoch"] == 2

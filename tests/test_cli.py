@@ -1,0 +1,98 @@
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from src.train import main
+
+TINY = ["--data-fraction", "0.04", "--train-eval-size", "32", "--batch-size", "32", "--no-progress"]
+
+
+def test_dry_run_writes_no_files(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DRY_RUN", "1")
+    assert main(["--arch", "effnet-b0"]) == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tiny_run_writes_run_folder_and_resumes(tmp_path):
+    out = tmp_path / "experiments"
+    flags = ["--arch", "effnet-b0", "--output-dir", str(out), "--run-name", "tiny", *TINY]
+    assert main([*flags, "--epochs", "1"]) == 0
+    run_dir = out / "tiny"
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"config.yaml", "history.csv", "classes.json", "checkpoint_1.pt"} <= names
+    assert any(n.startswith("best_model_1_valid_accuracy=") for n in names)
+    assert any(n.startswith("events.out.tfevents") for n in names)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["in_chans"] == 1 and config["num_classes"] == 10 and config["arch"] == "effnet-b0"
+
+    assert main(["--resume", str(run_dir), "--epochs", "2"]) == 0
+    with (run_dir / "history.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert int(rows[1]["iteration"]) == 2 * int(rows[0]["iteration"])
+    assert {"train_eval_accuracy", "valid_accuracy", "train_eval_loss", "valid_loss", "lr"} <= set(rows[0])
+    assert (run_dir / "checkpoint_2.pt").exists() and not (run_dir / "checkpoint_1.pt").exists()
+
+
+def test_acceptance_flag_combination_runs(tmp_path):
+    flags = [
+        "--arch",
+        "effnet-b0",
+        "--accumulation-steps",
+        "4",
+        "--mixup-alpha",
+        "0.4",
+        "--mixup-k",
+        "3",
+        "--activation",
+        "mish",
+        "--epochs",
+        "1",
+        "--clip-grad-norm",
+        "1.0",
+        "--scheduler",
+        "cosine",
+        "--output-dir",
+        str(tmp_path),
+        "--run-name",
+        "combo",
+        *TINY,
+    ]
+    assert main(flags) == 0
+    assert (tmp_path / "combo" / "checkpoint_1.pt").exists()
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path, capsys):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "checkpoint_3.pt").write_bytes(b"precious")
+    assert main(["--output-dir", str(tmp_path), "--run-name", "taken", *TINY]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (tmp_path / "taken" / "checkpoint_3.pt").read_bytes() == b"precious"
+
+
+def test_unknown_arch_exits_non_zero_with_the_known_names():
+    result = subprocess.run(
+        [sys.executable, "-m", "src.train", "--arch", "nope"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert (
+        "unknown arch 'nope'" in result.stderr
+        and "effnet-b0" in result.stderr
+        and "se_resnext50_32x4d" in result.stderr
+    )
+
+
+@pytest.mark.parametrize("flags,expected", [(["--fold", "7"], "--fold 7"), (["--resume", "nowhere"], "nowhere")])
+def test_bad_input_gets_a_clear_message(flags, expected, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(flags) == 2
+    assert expected in capsys.readouterr().err

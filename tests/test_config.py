@@ -1,0 +1,57 @@
+import json
+
+import pytest
+
+from src.config import Config, load_config_file, parse_config, save_config
+
+
+def test_defaults_and_flags():
+    config = parse_config(["--arch", "densenet121", "--accumulation-steps", "4", "--mixup-alpha", "0.4"], environ={})
+    assert config.arch == "densenet121" and config.accumulation_steps == 4 and config.mixup_alpha == 0.4
+    assert config.folds == 5 and config.fold == 0 and not config.dry_run
+
+
+def test_dry_run_from_environment():
+    assert parse_config([], environ={"DRY_RUN": "1"}).dry_run
+    assert not parse_config([], environ={"DRY_RUN": "0"}).dry_run
+
+
+def test_config_file_then_flags_override(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("arch: effnet-b1\nlr: 0.01\nepochs: 3\n")
+    config = parse_config(["--config", str(path), "--lr", "0.02"], environ={})
+    assert (config.arch, config.lr, config.epochs) == ("effnet-b1", 0.02, 3)
+    json_path = tmp_path / "run.json"
+    json_path.write_text(json.dumps({"batch_size": 16}))
+    assert parse_config(["--config", str(json_path)], environ={}).batch_size == 16
+
+
+def test_saved_config_round_trips(tmp_path):
+    config = Config(arch="effnet-b2", mixup_alpha=0.2, clip_grad_norm=1.0, in_chans=1)
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config_file(tmp_path / "config.yaml") == config
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("arch: effnet-b0\nlearning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="learning_rate"):
+        load_config_file(path)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        parse_config(["--config", str(tmp_path / "nope.yaml")], environ={})
+
+
+@pytest.mark.parametrize(
+    "flags,field",
+    [
+        (["--fold", "5"], "--fold"),
+        (["--accumulation-steps", "0"], "--accumulation-steps"),
+        (["--label-smoothing", "1.5"], "--label-smoothing"),
+    ],
+)
+def test_out_of_range_values_are_named(flags, field):
+    with pytest.raises(ValueError, match=field):
+        parse_config(flags, environ={})

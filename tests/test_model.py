@@ -1,0 +1,91 @@
+import pytest
+import torch
+from efficientnet_pytorch import EfficientNet
+from torch import nn
+
+from src.model import ARCHS, adapt_input_conv, build_model, list_archs
+
+
+@pytest.mark.parametrize("arch", list_archs())
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_forward_shapes(arch, in_chans):
+    model = build_model(arch, num_classes=7, in_chans=in_chans).eval()
+    x = torch.randn(2, in_chans, 32, 32)  # (N, C, H, W)
+    with torch.no_grad():
+        logits = model(x)
+        features = model.forward_features(x)
+    assert logits.shape == (2, 7)
+    assert features.shape == (2, model.num_features)
+    assert torch.isfinite(logits).all()
+
+
+def test_registry_has_required_archs():
+    required = {f"effnet-b{i}" for i in range(8)} | {"se_resnext50_32x4d", "densenet121"}
+    assert required <= set(ARCHS)
+
+
+def test_unknown_arch_lists_known_names():
+    with pytest.raises(ValueError) as info:
+        build_model("nope", num_classes=10)
+    message = str(info.value)
+    assert "'nope'" in message and "effnet-b0" in message and "densenet121" in message
+
+
+def test_effnet_batchnorm_momentum_is_pytorch_default():
+    model = build_model("effnet-b0", num_classes=10, in_chans=1)
+    momenta = {m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
+    assert len(momenta) == 1 and momenta.pop() == pytest.approx(0.1)
+
+
+def _stem(model):
+    return next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+def test_adapt_input_conv_one_channel_sums_rgb():
+    conv_net = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False))
+    rgb_weight = conv_net[0].weight.detach().clone()
+    grey = torch.rand(1, 1, 8, 8)
+    expected = nn.functional.conv2d(grey.expand(1, 3, 8, 8), rgb_weight)
+    adapt_input_conv(conv_net, 1)
+    assert conv_net[0].weight.shape == (4, 1, 3, 3)
+    assert torch.allclose(conv_net(grey), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("in_chans", [2, 4, 6])
+def test_adapt_input_conv_many_channels_keeps_constant_image_response(in_chans):
+    conv_net = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False))
+    rgb_response = conv_net(torch.full((1, 3, 8, 8), 0.5))
+    adapt_input_conv(conv_net, in_chans)
+    assert conv_net[0].in_channels == in_chans
+    assert torch.allclose(conv_net(torch.full((1, in_chans, 8, 8), 0.5)), rgb_response, atol=1e-5)
+
+
+def test_pretrained_path_of_library_weights_is_loaded_and_adapted(tmp_path):
+    torch.manual_seed(0)
+    reference = EfficientNet.from_name("efficientnet-b0", image_size=None, batch_norm_momentum=0.9)
+    path = tmp_path / "efficientnet-b0-imagenet.pth"
+    torch.save(reference.state_dict(), path)
+    model = build_model("effnet-b0", num_classes=5, in_chans=1, pretrained=str(path))
+    assert torch.equal(model.backbone.net._blocks[3]._project_conv.weight, reference._blocks[3]._project_conv.weight)
+    assert torch.allclose(_stem(model).weight, reference._conv_stem.weight.sum(1, keepdim=True))
+
+
+def test_pretrained_path_of_own_checkpoint_round_trips(tmp_path):
+    model = build_model("densenet121", num_classes=4, in_chans=1)
+    path = tmp_path / "best_model.pt"
+    torch.save(model.state_dict(), path)
+    loaded = build_model("densenet121", num_classes=4, in_chans=1, pretrained=str(path))
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_pretrained_path_missing_names_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        build_model("effnet-b0", num_classes=3, pretrained=str(tmp_path / "missing.pth"))
+
+
+def test_pretrained_path_of_other_arch_is_rejected(tmp_path):
+    path = tmp_path / "densenet.pth"
+    torch.save(build_model("densenet121", num_classes=3).state_dict(), path)
+    with pytest.raises(ValueError, match="densenet.pth"):
+        build_model("effnet-b0", num_classes=3, pretrained=str(path))
