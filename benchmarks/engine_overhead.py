@@ -84,8 +84,10 @@ def main() -> None:
             pass
         results["loader_only"].append(images / (time.perf_counter() - start))
         results["ignite_loader"].append(images / ignite_loop(copy.deepcopy(base), loaders.train, 1e-3, iters))
-    print(f"{args.arch} {args.img_size}px batch {args.batch_size}, {iters} iterations x {args.repeats} repeats, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"{args.arch} {args.img_size}px batch {args.batch_size}, {iters} iterations x {args.repeats} repeats, "
+        f"{torch.get_num_threads()} threads"
+    )
     for name, values in results.items():
         print(f"{name:>18}: {max(values):8.1f} images/s (best of {args.repeats}; all: {[round(v, 1) for v in values]})")
 

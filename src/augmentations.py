@@ -27,9 +27,28 @@ def _light() -> list[A.BasicTransform]:
     ]
 
 
+def _medium() -> list[A.BasicTransform]:
+    # Stronger geometry plus local warps (elastic-style distortions help handwriting, Simard et al. 2003)
+    # and one small erased patch; still no flips.
+    return [
+        A.Affine(
+            scale=(0.85, 1.15),
+            translate_percent=(-0.1, 0.1),
+            rotate=(-15, 15),
+            shear=(-10, 10),
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            p=0.9,
+        ),
+        A.GridDistortion(num_steps=5, distort_limit=0.2, border_mode=cv2.BORDER_CONSTANT, p=0.3),
+        A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.1, 0.25), hole_width_range=(0.1, 0.25), p=0.3),
+    ]
+
+
 PRESETS: dict[str, Callable[[], list[A.BasicTransform]]] = {
     "none": list,
     "light": _light,
+    "medium": _medium,
 }
 
 

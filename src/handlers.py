@@ -7,6 +7,7 @@ import logging
 import math
 from pathlib import Path
 
+import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import (
     Checkpoint,
@@ -51,7 +52,7 @@ class History:
 
     def best(self, key: str = "valid_accuracy") -> dict | None:
         """The row with the highest ``key`` (the earliest one on ties), or None before the first epoch."""
-        return max(reversed(self.rows), key=lambda r: r[key]) if self.rows else None
+        return max(self.rows, key=lambda r: r[key]) if self.rows else None
 
 
 def _number(text: str) -> float | int:
@@ -115,18 +116,46 @@ def attach_history(
     trainer.add_event_handler(Events.EPOCH_COMPLETED, record)
 
 
+class SafeDiskSaver(DiskSaver):
+    """An atomic `DiskSaver` that deletes a replaced checkpoint only after its successor is on disk.
+
+    ignite's `Checkpoint` asks its saver to remove the file being replaced *before* writing the new one,
+    so with ``n_saved=1`` a crash or Ctrl-C during the write would leave no checkpoint at all. Here the
+    removal waits until the new file has been written to a temporary name and renamed into place.
+    """
+
+    def __init__(self, dirname: Path | str):
+        super().__init__(dirname, atomic=True, require_empty=False)
+        self._pending: list[str] = []
+
+    def remove(self, filename: str) -> None:
+        self._pending.append(filename)
+
+    def __call__(self, checkpoint, filename: str, metadata=None) -> None:
+        super().__call__(checkpoint, filename, metadata)
+        while self._pending:
+            name = self._pending.pop()
+            if name != filename:  # re-saving under the same name has already replaced it atomically
+                (self.dirname / name).unlink(missing_ok=True)
+
+
 def attach_checkpoints(
     trainer: Engine, valid_evaluator: Engine, to_save: dict, model, run_dir: Path, n_saved: int
-) -> Checkpoint:
+) -> tuple[Checkpoint, Checkpoint]:
     """Best model by valid accuracy (``best_model_<epoch>_valid_accuracy=<acc>.pt``, the ``n_saved`` best)
     and the last full training state every epoch (``checkpoint_<epoch>.pt``).
 
-    Files are written to a temporary name and renamed (``atomic=True``), and the previous checkpoint is
-    removed only after the new one is complete, so a crash or Ctrl-C never leaves a broken last checkpoint.
+    Files are written to a temporary name and renamed, and the previous checkpoint is removed only after
+    the new one is complete (`SafeDiskSaver`), so a crash or Ctrl-C never leaves a broken last checkpoint.
+    The last-state file also holds its own handler's list of files (``include_self``), so a resumed run
+    goes on rotating them (see `resume_from`).
+
+    Returns:
+        The best-model and the last-state `Checkpoint` handlers.
     """
     best = Checkpoint(
         {"model": model},
-        DiskSaver(run_dir, atomic=True, require_empty=False),
+        SafeDiskSaver(run_dir),
         filename_prefix=BEST_PREFIX,
         n_saved=n_saved,
         score_function=Checkpoint.get_default_score_fn("accuracy"),
@@ -137,12 +166,32 @@ def attach_checkpoints(
     to_save["best_checkpoint"] = best  # its list of kept files survives a resume
     last = Checkpoint(
         to_save,
-        DiskSaver(run_dir, atomic=True, require_empty=False),
+        SafeDiskSaver(run_dir),
         n_saved=1,
         global_step_transform=lambda engine, event: engine.state.epoch,
+        include_self=True,
     )
     trainer.add_event_handler(Events.EPOCH_COMPLETED, last)
-    return best
+    return best, last
+
+
+def resume_from(path: Path, to_save: dict, last_checkpoint: Checkpoint | None = None) -> list[str]:
+    """Loads a ``checkpoint_<epoch>.pt`` into the objects of ``to_save`` (and the last-state handler).
+
+    Args:
+        path: the checkpoint file.
+        to_save: the same name -> object mapping the checkpoint was saved from.
+        last_checkpoint: the run's last-state handler, to go on rotating its files.
+
+    Returns:
+        The names in ``to_save`` that the checkpoint did not hold (left as they were).
+    """
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    to_load = {name: obj for name, obj in to_save.items() if name in state}
+    Checkpoint.load_objects(to_load=to_load, checkpoint=state)
+    if last_checkpoint is not None and "checkpointer" in state:
+        last_checkpoint.load_state_dict(state["checkpointer"])
+    return sorted(set(to_save) - set(to_load))
 
 
 def attach_tensorboard(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
 import numpy as np
 import torch
@@ -70,6 +71,11 @@ class ImageDataset(Dataset):
         return self.transform(image=image)["image"], int(self.labels[index])
 
 
+def default_num_workers(device: torch.device) -> int:
+    """0 on CPU (decoding in the training process leaves the cores to the model), min(8, cores) on CUDA."""
+    return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+
+
 def make_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """Assigns each row to a validation fold with a seeded, shuffled `StratifiedKFold`.
 
@@ -85,7 +91,7 @@ def make_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
         ValueError: a class has fewer members than ``folds`` (names the class and its count).
     """
     counts = np.bincount(labels)
-    too_small = [(c, n) for c, n in enumerate(counts) if 0 < n < folds]
+    too_small = [(c, int(n)) for c, n in enumerate(counts) if 0 < n < folds]
     if too_small:
         raise ValueError(f"stratified {folds}-fold split needs >= {folds} rows per class; (class, rows): {too_small}")
     fold_of = np.empty(len(labels), dtype=np.int64)

@@ -79,6 +79,8 @@ def build_lr_scheduler(
         cosine = CosineAnnealingScheduler(
             optimizer, "lr", start_value=lr, end_value=lr / 100, cycle_size=max(total_steps - warmup_steps, 2)
         )
+        if warmup_steps < 2:  # ignite's warmup needs at least 2 events
+            return cosine
         return create_lr_scheduler_with_warmup(cosine, warmup_start_value=lr / 25, warmup_duration=warmup_steps)
     if name == "plateau":
         return ReduceLROnPlateauScheduler(optimizer, metric_name="accuracy", mode="max", factor=0.5, patience=2)

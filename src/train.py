@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -35,8 +34,9 @@ from src.handlers import (
     attach_tensorboard,
     attach_terminate_on_nan,
     attach_training_metrics,
+    resume_from,
 )
-from src.loaddata import Loaders, build_loaders, load_digits, split_indices
+from src.loaddata import Loaders, build_loaders, default_num_workers, load_digits, split_indices
 from src.losses import build_criterion
 from src.mixup import Mixup
 from src.model import build_model, check_arch, list_archs
@@ -61,11 +61,7 @@ def setup_data(config: Config, device: torch.device) -> tuple[Loaders, Config, l
     train_idx, valid_idx = split_indices(
         data, config.folds, config.fold, config.seed, fraction=fraction, min_train=config.batch_size
     )
-    num_workers = (
-        config.num_workers
-        if config.num_workers is not None
-        else (min(8, os.cpu_count() or 1) if device.type == "cuda" else 0)
-    )
+    num_workers = config.num_workers if config.num_workers is not None else default_num_workers(device)
     loaders = build_loaders(
         data,
         train_idx,
@@ -161,7 +157,7 @@ def attach_handlers(
     to_save: dict,
     run_dir: Path | None,
     logger: logging.Logger,
-) -> tuple[History, list]:
+) -> tuple[History, list, Checkpoint | None]:
     valid = evaluators["valid"]
     attach_terminate_on_nan(trainer)
     attach_training_metrics(trainer)
@@ -174,13 +170,13 @@ def attach_handlers(
     to_save["early_stopping"] = attach_early_stopping(trainer, valid, config.patience)
     history = History(run_dir / HISTORY_FILENAME if run_dir else None)
     attach_history(trainer, evaluators, optimizer, history, logger)
-    closers = []
+    closers, last_checkpoint = [], None
     if run_dir is not None:
-        attach_checkpoints(trainer, valid, to_save, model, run_dir, config.n_saved)
+        _, last_checkpoint = attach_checkpoints(trainer, valid, to_save, model, run_dir, config.n_saved)
         closers.append(attach_tensorboard(trainer, evaluators, optimizer, run_dir, config.log_every))
     if config.progress:
         attach_progress_bar(trainer)
-    return history, closers
+    return history, closers, last_checkpoint
 
 
 def setup_run_dir(config: Config) -> Path | None:
@@ -228,6 +224,8 @@ def run(config: Config) -> dict:
     start = time.perf_counter()
     logger = setup_logger("src.train", level=logging.INFO)
     check_arch(config.arch)
+    if config.dry_run:
+        config = dataclasses.replace(config, epochs=1)
     checkpoint = find_checkpoint(config.resume) if config.resume else None
     manual_seed(config.seed)
     device = resolve_device(config.device)
@@ -238,20 +236,17 @@ def run(config: Config) -> dict:
         (run_dir / "classes.json").write_text(json.dumps(classes))
     trainer, optimizer, lr_scheduler, to_save = setup_trainer(config, model, loaders, device)
     evaluators = setup_evaluators(config, model, device)
-    history, closers = attach_handlers(
+    history, closers, last_checkpoint = attach_handlers(
         config, trainer, evaluators, loaders, model, optimizer, lr_scheduler, to_save, run_dir, logger
     )
     if checkpoint is not None:
-        trainer_state = torch.load(checkpoint, map_location=device, weights_only=False)
-        to_load = {k: v for k, v in to_save.items() if k in trainer_state}
-        ignored = sorted(set(to_save) - set(to_load))
-        Checkpoint.load_objects(to_load=to_load, checkpoint=trainer_state)
+        missing = resume_from(checkpoint, to_save, last_checkpoint)
         logger.info(
             "resumed from %s at epoch %d, iteration %d%s",
             checkpoint,
             trainer.state.epoch,
             trainer.state.iteration,
-            f" (not in checkpoint: {ignored})" if ignored else "",
+            f" (not in the checkpoint, left fresh: {missing})" if missing else "",
         )
     logger.info(
         "%s on %s: %d train / %d valid images, %s",
@@ -264,7 +259,7 @@ def run(config: Config) -> dict:
     try:
         trainer.run(
             loaders.train,
-            max_epochs=1 if config.dry_run else config.epochs,
+            max_epochs=config.epochs,
             epoch_length=_epoch_length(config, loaders),
         )
     finally:
@@ -280,6 +275,12 @@ def run(config: Config) -> dict:
         "run_dir": str(run_dir) if run_dir else None,
     }
     logger.info("summary: %s", json.dumps(summary))
+    print(
+        f"best valid accuracy {summary['best_valid_accuracy']} at epoch {summary['best_epoch']} "
+        f"({summary['epochs_run']} epochs, {summary['wall_time_s']} s, "
+        f"{summary['train_images_per_s']} train images/s); "
+        f"run folder: {summary['run_dir'] or 'none (dry run)'}"
+    )
     return summary
 
 
@@ -293,6 +294,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "interrupted: the last complete checkpoint_<epoch>.pt is intact; continue with --resume <run folder>",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 

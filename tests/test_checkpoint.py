@@ -1,9 +1,9 @@
+import pytest
 import torch
 from ignite.engine import Events
-from ignite.handlers import Checkpoint
 
 from src.engine import create_evaluator, create_trainer, make_metrics
-from src.handlers import History, attach_checkpoints
+from src.handlers import History, attach_checkpoints, resume_from
 from src.losses import build_criterion
 from src.optim import build_lr_scheduler, build_optimizer
 from src.train import find_checkpoint
@@ -24,20 +24,20 @@ def _setup(run_dir, seed=0):
     batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 24, 8)]
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: valid.run(batches))
     to_save = {"trainer": trainer, "model": model, "optimizer": optimizer, "lr_scheduler": scheduler}
-    attach_checkpoints(trainer, valid, to_save, model, run_dir, n_saved=2)
-    return trainer, model, optimizer, to_save, batches
+    _, last = attach_checkpoints(trainer, valid, to_save, model, run_dir, n_saved=2)
+    return trainer, model, optimizer, to_save, batches, last
 
 
 def test_checkpoint_then_resume_continues_with_the_same_state(tmp_path):
-    trainer, model, optimizer, _, batches = _setup(tmp_path)
+    trainer, model, optimizer, _, batches, _ = _setup(tmp_path)
     trainer.run(batches, max_epochs=2)
     assert sorted(p.name for p in tmp_path.glob("checkpoint_*.pt")) == ["checkpoint_2.pt"]
     assert len(list(tmp_path.glob("best_model_*valid_accuracy=*.pt"))) >= 1
     saved_optimizer = optimizer.state_dict()
     saved_lr = optimizer.param_groups[0]["lr"]
 
-    trainer2, model2, optimizer2, to_save2, batches2 = _setup(tmp_path, seed=1)  # different init
-    Checkpoint.load_objects(to_load=to_save2, checkpoint=torch.load(find_checkpoint(str(tmp_path)), weights_only=False))
+    trainer2, model2, optimizer2, to_save2, batches2, last2 = _setup(tmp_path, seed=1)  # different init
+    assert resume_from(find_checkpoint(str(tmp_path)), to_save2, last2) == []
     assert (trainer2.state.epoch, trainer2.state.iteration) == (2, 6)
     for a, b in zip(model.parameters(), model2.parameters()):
         assert torch.equal(a, b)
@@ -63,8 +63,6 @@ def test_find_checkpoint_picks_the_newest_epoch(tmp_path):
 
 
 def test_find_checkpoint_errors_name_the_path(tmp_path):
-    import pytest
-
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         find_checkpoint(str(tmp_path))
 
@@ -77,3 +75,29 @@ def test_history_round_trips_and_finds_the_best(tmp_path):
     reread = History(tmp_path / "history.csv")
     assert reread.rows == history.rows
     assert reread.best()["epoch"] == 2
+
+
+def test_a_crash_while_saving_leaves_the_last_checkpoint_intact(tmp_path, monkeypatch):
+    trainer, model, _, _, batches, _ = _setup(tmp_path)
+    trainer.run(batches, max_epochs=1)
+    good = torch.load(tmp_path / "checkpoint_1.pt", weights_only=False)
+
+    real_save = torch.save
+
+    def crashing_save(obj, f, *args, **kwargs):
+        if "trainer" in obj:  # the full-state checkpoint of epoch 2: write half a file, then die
+            real_save(obj, f, *args, **kwargs)
+            f.truncate(10)
+            raise KeyboardInterrupt
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", crashing_save)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run(batches, max_epochs=2)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert not (tmp_path / "checkpoint_2.pt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("best_")) == ["checkpoint_1.pt"]
+    reloaded = torch.load(tmp_path / "checkpoint_1.pt", weights_only=False)
+    assert reloaded["trainer"]["iteration"] == good["trainer"]["iteration"] == 3  # epoch 1 of 3 batches
+    for key, value in good["model"].items():
+        assert torch.equal(value, reloaded["model"][key])

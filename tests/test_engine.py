@@ -103,7 +103,7 @@ def test_effnet_b0_overfits_a_small_set():
     torch.manual_seed(0)
     x, y = make_blobs(32, 4, size=32)
     model = build_model("effnet-b0", num_classes=4, in_chans=1).to(memory_format=torch.channels_last)
-    metrics = _fit(model, x, y, epochs=20, lr=3e-3, channels_last=True)
+    metrics = _fit(model, x, y, epochs=30, lr=3e-3, channels_last=True)  # eval-mode BN needs ~25 epochs here
     assert metrics["accuracy"] == 1.0
 
 
