@@ -38,6 +38,8 @@ class Config:
     """Input channels; None infers it from the data (1 for the bundled digits)."""
     drop_rate: float = 0.2
     """Dropout before the classifier layer."""
+    drop_path_rate: float = 0.2
+    """Stochastic depth (drop connect) of EfficientNet blocks (Huang et al. 2016); other archs ignore it."""
 
     # --- data --------------------------------------------------------------------------------
     img_size: int = 32
@@ -216,6 +218,8 @@ def validate(config: Config) -> None:
         ("data_fraction", 0.0 < config.data_fraction <= 1.0, "0 < data_fraction <= 1"),
         ("train_eval_size", config.train_eval_size >= 0, "an integer >= 0 (0 = the whole train fold)"),
         ("warmup_epochs", config.warmup_epochs >= 0, "a float >= 0"),
+        ("drop_rate", 0.0 <= config.drop_rate < 1.0, "0 <= drop_rate < 1"),
+        ("drop_path_rate", 0.0 <= config.drop_path_rate < 1.0, "0 <= drop_path_rate < 1"),
         ("clip_grad_norm", config.clip_grad_norm is None or config.clip_grad_norm > 0, "a positive float or None"),
         ("in_chans", config.in_chans is None or config.in_chans >= 1, "an integer >= 1 or None"),
         ("num_classes", config.num_classes is None or config.num_classes >= 2, "an integer >= 2 or None"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 from ignite.metrics import Accuracy, Loss, Metric
 from torch import nn
 
@@ -131,13 +131,3 @@ def create_evaluator(
     for name, metric in metrics.items():
         metric.attach(evaluator, name)
     return evaluator
-
-
-def attach_evaluation(trainer: Engine, evaluators: dict[str, tuple[Engine, object]], every: Events) -> None:
-    """Runs each ``name -> (evaluator, loader)`` on ``every`` trainer event, in the given order."""
-
-    def evaluate(engine: Engine) -> None:
-        for evaluator, loader in evaluators.values():
-            evaluator.run(loader)
-
-    trainer.add_event_handler(every, evaluate)

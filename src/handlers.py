@@ -25,7 +25,6 @@ from ignite.metrics import Average, RunningAverage
 from src.engine import window_start_filter
 
 HISTORY_FILENAME = "history.csv"
-CHECKPOINT_PREFIX = "checkpoint"
 BEST_PREFIX = "best"
 
 
@@ -78,6 +77,16 @@ def attach_lr_scheduler(
         trainer.add_event_handler(
             Events.ITERATION_STARTED(event_filter=window_start_filter(accumulation_steps)), lr_scheduler
         )
+
+
+def attach_evaluation(trainer: Engine, evaluators: dict[str, tuple[Engine, object]], every: Events) -> None:
+    """Runs each ``name -> (evaluator, loader)`` on ``every`` trainer event, in the given order."""
+
+    def evaluate(engine: Engine) -> None:
+        for evaluator, loader in evaluators.values():
+            evaluator.run(loader)
+
+    trainer.add_event_handler(every, evaluate)
 
 
 def attach_early_stopping(trainer: Engine, valid_evaluator: Engine, patience: int) -> EarlyStopping:

@@ -89,11 +89,11 @@ class PretrainedModelsFeatures(nn.Module):
         return self.act(self.net.features(x))
 
 
-def _efficientnet(name: str, in_chans: int, pretrained: str | None) -> tuple[nn.Module, int]:
+def _efficientnet(name: str, in_chans: int, pretrained: str | None, drop_path_rate: float) -> tuple[nn.Module, int]:
     from efficientnet_pytorch import EfficientNet
 
     # image_size=None selects dynamic 'same' padding, so any input size works.
-    params = dict(image_size=None, batch_norm_momentum=EFFNET_BN_MOMENTUM_TF)
+    params = dict(image_size=None, batch_norm_momentum=EFFNET_BN_MOMENTUM_TF, drop_connect_rate=drop_path_rate)
     if pretrained == "imagenet":
         net = EfficientNet.from_pretrained(name, in_channels=3, num_classes=1000, **params)
     else:
@@ -101,7 +101,7 @@ def _efficientnet(name: str, in_chans: int, pretrained: str | None) -> tuple[nn.
     return net, net._fc.in_features
 
 
-def _pretrainedmodels(name: str, in_chans: int, pretrained: str | None) -> tuple[nn.Module, int]:
+def _pretrainedmodels(name: str, in_chans: int, pretrained: str | None, drop_path_rate: float) -> tuple[nn.Module, int]:
     import pretrainedmodels
 
     with warnings.catch_warnings():  # torchvision's deprecation warning for `pretrained=` inside pretrainedmodels
@@ -114,18 +114,18 @@ def _pretrainedmodels(name: str, in_chans: int, pretrained: str | None) -> tuple
     return net, net.last_linear.in_features
 
 
-def _effnet_backbone(name: str, in_chans: int, pretrained: str | None) -> tuple[nn.Module, nn.Module, int]:
-    net, num_features = _efficientnet(name, in_chans, pretrained)
+def _effnet_backbone(name: str, in_chans: int, pretrained: str | None, drop_path_rate: float = 0.2) -> tuple:
+    net, num_features = _efficientnet(name, in_chans, pretrained, drop_path_rate)
     return net, partial(EfficientNetFeatures), num_features
 
 
-def _pm_backbone(name: str, in_chans: int, pretrained: str | None) -> tuple[nn.Module, nn.Module, int]:
-    net, num_features = _pretrainedmodels(name, in_chans, pretrained)
+def _pm_backbone(name: str, in_chans: int, pretrained: str | None, drop_path_rate: float = 0.0) -> tuple:
+    net, num_features = _pretrainedmodels(name, in_chans, pretrained, drop_path_rate)
     return net, partial(PretrainedModelsFeatures, final_relu=name.startswith("densenet")), num_features
 
 
-# name -> builder(in_chans, pretrained) -> (library net, feature wrapper, num_features)
-ARCHS: dict[str, Callable[[int, str | None], tuple]] = {
+# name -> builder(in_chans, pretrained, drop_path_rate) -> (library net, feature wrapper, num_features)
+ARCHS: dict[str, Callable[..., tuple]] = {
     **{f"effnet-b{i}": partial(_effnet_backbone, f"efficientnet-b{i}") for i in range(8)},
     **{
         name: partial(_pm_backbone, name)
@@ -210,6 +210,7 @@ def build_model(
     pretrained: str | None = None,
     activation: str | None = None,
     drop_rate: float = 0.2,
+    drop_path_rate: float = 0.2,
 ) -> Classifier:
     """Builds a registered architecture.
 
@@ -222,6 +223,7 @@ def build_model(
             file) or of a `Classifier` saved by this project (a ``checkpoint_*.pt`` or ``best_*.pt``).
         activation: if given (e.g. ``"mish"``), replaces every ReLU/SiLU/Swish module with it.
         drop_rate: dropout before the final linear layer.
+        drop_path_rate: stochastic depth of EfficientNet blocks (ignored by the pretrainedmodels archs).
 
     Returns:
         A `Classifier` mapping (N, in_chans, H, W) float to logits (N, num_classes).
@@ -240,7 +242,7 @@ def build_model(
         if any(k.startswith("backbone.") for k in state):
             own_state, library_init = state, None  # a Classifier of ours: built at in_chans, loaded below
     try:
-        net, wrap, num_features = ARCHS[arch](in_chans, library_init)
+        net, wrap, num_features = ARCHS[arch](in_chans, library_init, drop_path_rate)
     except (OSError, RuntimeError) as error:
         if pretrained == "imagenet":
             raise RuntimeError(

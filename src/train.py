@@ -22,12 +22,13 @@ from ignite.handlers import Checkpoint
 from ignite.utils import manual_seed, setup_logger
 
 from src.config import CONFIG_FILENAME, Config, parse_config, resolve_run_dir, save_config
-from src.engine import attach_evaluation, create_evaluator, create_trainer, make_metrics
+from src.engine import create_evaluator, create_trainer, make_metrics
 from src.handlers import (
     HISTORY_FILENAME,
     History,
     attach_checkpoints,
     attach_early_stopping,
+    attach_evaluation,
     attach_history,
     attach_lr_scheduler,
     attach_progress_bar,
@@ -93,6 +94,7 @@ def setup_model(config: Config, device: torch.device) -> torch.nn.Module:
         pretrained=config.pretrained,
         activation=config.activation,
         drop_rate=config.drop_rate,
+        drop_path_rate=config.drop_path_rate,
     )
     return model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
 
@@ -193,7 +195,8 @@ def setup_run_dir(config: Config) -> Path | None:
                 f"run folder {run_dir} already holds checkpoints; pass --resume {run_dir} or another --run-name"
             )
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / CONFIG_FILENAME)
+    # Without the folder-specific fields, `--config <run>/config.yaml` repeats the run in a new folder.
+    save_config(dataclasses.replace(config, run_name=None, resume=None), run_dir / CONFIG_FILENAME)
     return run_dir
 
 

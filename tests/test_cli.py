@@ -29,6 +29,7 @@ def test_tiny_run_writes_run_folder_and_resumes(tmp_path):
     assert any(n.startswith("events.out.tfevents") for n in names)
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["in_chans"] == 1 and config["num_classes"] == 10 and config["arch"] == "effnet-b0"
+    assert config["run_name"] is None and config["resume"] is None  # repeatable into a new folder
 
     assert main(["--resume", str(run_dir), "--epochs", "2"]) == 0
     with (run_dir / "history.csv").open() as f:
@@ -96,3 +97,13 @@ def test_bad_input_gets_a_clear_message(flags, expected, capsys, tmp_path, monke
     monkeypatch.chdir(tmp_path)
     assert main(flags) == 2
     assert expected in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_default_recipe_learns_the_digits(tmp_path):
+    """Three epochs of the default recipe on the full bundled digits (about 80 s on 2 cores)."""
+    flags = ["--output-dir", str(tmp_path), "--run-name", "slow", "--epochs", "3", "--no-progress"]
+    assert main(flags) == 0
+    with (tmp_path / "slow" / "history.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[-1]["valid_accuracy"]) > 0.9

@@ -152,3 +152,18 @@ def test_early_stopping_reads_the_valid_score():
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: valid.run([0]))
     trainer.run([0], max_epochs=6)
     assert trainer.state.epoch == 4  # best 0.6 at epoch 2, no improvement at 3 and 4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 autocast with a grad scaler needs CUDA")
+@pytest.mark.parametrize("amp", ["fp16", "bf16"])
+def test_amp_trains_on_cuda(amp):
+    device = torch.device("cuda")
+    x, y = make_blobs(16, 3, size=8)
+    model = TinyConvNet(num_classes=3).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+    trainer = create_trainer(model, optimizer, build_criterion("ce"), device, amp=amp, scaler=scaler)
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer.run([(x, y)] * 3, max_epochs=1)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
