@@ -58,6 +58,7 @@ def build_transforms(
     std: Sequence[float],
     aug: str = "none",
     seed: int | None = None,
+    resize_mode: str = "resize",
 ) -> A.Compose:
     """Builds a pipeline: resize -> augmentation preset -> normalise -> tensor.
 
@@ -67,6 +68,8 @@ def build_transforms(
         std: per-channel standard deviation of pixel / 255, length C.
         aug: preset name from `PRESETS`; ``"none"`` gives the deterministic valid/test pipeline.
         seed: seed of the pipeline's random draws.
+        resize_mode: ``"resize"`` scales every image to img_size; ``"pad"`` first zero-pads smaller images
+            (centred) up to img_size, so small images keep their pixels (MNIST 28 -> 32 as in LeNet-5).
 
     Returns:
         An `A.Compose` called as ``pipeline(image=img)["image"]``: uint8 (H, W, C) -> float32 (C, img_size, img_size).
@@ -74,10 +77,17 @@ def build_transforms(
     Raises:
         ValueError: unknown preset; the message lists the known presets.
     """
+    if resize_mode not in ("resize", "pad"):
+        raise ValueError(f"unknown resize mode {resize_mode!r}; known: resize, pad")
     if aug not in PRESETS:
         raise ValueError(f"unknown augmentation preset {aug!r}; known: {sorted(PRESETS)}")
     return A.Compose(
         [
+            *(
+                [A.PadIfNeeded(img_size, img_size, border_mode=cv2.BORDER_CONSTANT, fill=0)]
+                if resize_mode == "pad"
+                else []
+            ),
             A.Resize(img_size, img_size, interpolation=cv2.INTER_LINEAR),
             *PRESETS[aug](),
             A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),

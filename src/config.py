@@ -44,6 +44,8 @@ class Config:
     # --- data --------------------------------------------------------------------------------
     img_size: int = 32
     """Side of the square model input, pixels. Images are resized to it."""
+    resize_mode: Literal["resize", "pad"] = "resize"
+    """'resize' scales every image to img_size; 'pad' zero-pads smaller images (centred) first."""
     folds: int = 5
     """Number of stratified folds."""
     fold: int = 0

@@ -152,6 +152,7 @@ def build_loaders(
     seed: int = 0,
     pin_memory: bool = False,
     eval_batch_size: int | None = None,
+    resize_mode: str = "resize",
 ) -> Loaders:
     """Builds the three loaders of a run; normalisation statistics come from the train fold.
 
@@ -167,13 +168,14 @@ def build_loaders(
         seed: seed of the shuffling, the augmentation and the train-eval subset.
         pin_memory: pin host memory (for CUDA).
         eval_batch_size: batch size of the evaluation loaders; default 4 x batch_size.
+        resize_mode: ``"resize"`` or ``"pad"`` (zero-pad smaller images), see `build_transforms`.
 
     Returns:
         The train, train-eval and valid loaders, and the normalisation mean/std.
     """
     mean, std = channel_stats(data.images[train_idx])
-    train_tf = build_transforms(img_size, mean, std, aug=aug, seed=seed)
-    eval_tf = build_transforms(img_size, mean, std, aug="none")
+    train_tf = build_transforms(img_size, mean, std, aug=aug, seed=seed, resize_mode=resize_mode)
+    eval_tf = build_transforms(img_size, mean, std, aug="none", resize_mode=resize_mode)
     eval_idx = take_subset(train_idx, train_eval_size, seed) if train_eval_size else train_idx
     common = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0)
     eval_batch_size = eval_batch_size or 4 * batch_size

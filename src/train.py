@@ -74,6 +74,7 @@ def setup_data(config: Config, device: torch.device) -> tuple[Loaders, Config, l
         train_eval_size=config.train_eval_size,
         seed=config.seed,
         pin_memory=device.type == "cuda",
+        resize_mode=config.resize_mode,
     )
     resolved = dataclasses.replace(
         config,

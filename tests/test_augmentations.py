@@ -33,3 +33,23 @@ def test_light_augmentation_changes_images():
 def test_unknown_preset_lists_known():
     with pytest.raises(ValueError, match="light"):
         build_transforms(32, [0.5], [0.5], aug="extreme")
+
+
+def test_pad_mode_keeps_small_images_pixel_exact():
+    image = np.zeros((28, 28, 1), dtype=np.uint8)
+    image[10:12, 5:9] = 255
+    out = build_transforms(32, [0.0], [1.0], aug="none", resize_mode="pad")(image=image)["image"]
+    assert out.shape == (1, 32, 32)
+    assert torch.equal(out[0, 2:30, 2:30], torch.from_numpy(image[..., 0] / 255.0).float())  # centred, 2 px border
+    assert out[0, :2].abs().sum() == 0 and out[0, :, :2].abs().sum() == 0
+
+
+def test_pad_mode_still_shrinks_large_images():
+    image = np.zeros((64, 48, 3), dtype=np.uint8)
+    out = build_transforms(32, [0.5] * 3, [0.5] * 3, resize_mode="pad")(image=image)["image"]
+    assert out.shape == (3, 32, 32)
+
+
+def test_unknown_resize_mode_is_named():
+    with pytest.raises(ValueError, match="crop"):
+        build_transforms(32, [0.5], [0.5], resize_mode="crop")
