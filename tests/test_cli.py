@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from src.train import main
@@ -65,7 +66,10 @@ def test_acceptance_flag_combination_runs(tmp_path):
         *TINY,
     ]
     assert main(flags) == 0
-    assert (tmp_path / "combo" / "checkpoint_1.pt").exists()
+    state = torch.load(tmp_path / "combo" / "checkpoint_1.pt", weights_only=False)
+    assert {"model", "optimizer", "lr_scheduler", "trainer", "mixup", "early_stopping"} <= set(state)
+    steps = {s["step"].item() for s in state["optimizer"]["state"].values()}
+    assert steps == {state["trainer"]["iteration"] // 4}  # one optimizer step per 4 micro-batches
 
 
 def test_existing_run_folder_is_not_overwritten(tmp_path, capsys):
