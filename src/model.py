@@ -101,7 +101,7 @@ def _efficientnet(name: str, in_chans: int, pretrained: str | None, drop_path_ra
     return net, net._fc.in_features
 
 
-def _pretrainedmodels(name: str, in_chans: int, pretrained: str | None, drop_path_rate: float) -> tuple[nn.Module, int]:
+def _pretrainedmodels(name: str, in_chans: int, pretrained: str | None) -> tuple[nn.Module, int]:
     import pretrainedmodels
 
     with warnings.catch_warnings():  # torchvision's deprecation warning for `pretrained=` inside pretrainedmodels
@@ -116,11 +116,11 @@ def _pretrainedmodels(name: str, in_chans: int, pretrained: str | None, drop_pat
 
 def _effnet_backbone(name: str, in_chans: int, pretrained: str | None, drop_path_rate: float = 0.2) -> tuple:
     net, num_features = _efficientnet(name, in_chans, pretrained, drop_path_rate)
-    return net, partial(EfficientNetFeatures), num_features
+    return net, EfficientNetFeatures, num_features
 
 
 def _pm_backbone(name: str, in_chans: int, pretrained: str | None, drop_path_rate: float = 0.0) -> tuple:
-    net, num_features = _pretrainedmodels(name, in_chans, pretrained, drop_path_rate)
+    net, num_features = _pretrainedmodels(name, in_chans, pretrained)  # these archs have no stochastic depth
     return net, partial(PretrainedModelsFeatures, final_relu=name.startswith("densenet")), num_features
 
 
