@@ -88,6 +88,9 @@ class Config:
     """Mixup concentration; 0 disables mixup. Weights ~ Beta(alpha, alpha) or Dirichlet(alpha * 1_k)."""
     mixup_k: int = 2
     """Samples mixed per image: 2 is Beta mixup (Zhang et al. 2018), k > 2 is Dirichlet k-way mixup."""
+    ema: float = 0.0
+    """Decay per optimizer step of a moving average of the weights (e.g. 0.99); 0 = off. When on, the EMA model
+    is validated alongside the trained one and picks the best checkpoint."""
 
     # --- run control -------------------------------------------------------------------------
     seed: int = 42
@@ -214,6 +217,7 @@ def validate(config: Config) -> None:
         ("label_smoothing", 0.0 <= config.label_smoothing < 1.0, "0 <= label_smoothing < 1"),
         ("mixup_alpha", config.mixup_alpha >= 0, "a float >= 0 (0 disables mixup)"),
         ("mixup_k", config.mixup_k >= 2, "an integer >= 2"),
+        ("ema", 0.0 <= config.ema < 1.0, "0 <= ema < 1 (0 turns EMA off)"),
         ("patience", config.patience >= 1, "an integer >= 1"),
         ("n_saved", config.n_saved >= 1, "an integer >= 1"),
         ("num_workers", config.num_workers is None or config.num_workers >= 0, "an integer >= 0 or None"),

@@ -13,6 +13,7 @@ from ignite.handlers import (
     Checkpoint,
     DiskSaver,
     EarlyStopping,
+    EMAHandler,
     ParamScheduler,
     ProgressBar,
     ReduceLROnPlateauScheduler,
@@ -22,7 +23,7 @@ from ignite.handlers import (
 )
 from ignite.metrics import Average, RunningAverage
 
-from src.engine import window_start_filter
+from src.engine import optimizer_step_filter, window_start_filter
 
 HISTORY_FILENAME = "history.csv"
 BEST_PREFIX = "best"
@@ -77,6 +78,41 @@ def attach_lr_scheduler(
         trainer.add_event_handler(
             Events.ITERATION_STARTED(event_filter=window_start_filter(accumulation_steps)), lr_scheduler
         )
+
+
+def build_ema(model: torch.nn.Module, decay: float, warmup_steps: int = 0) -> EMAHandler:
+    """An exponential moving average of the weights (Polyak & Juditsky 1992; timm's ModelEma), ignite's `EMAHandler`.
+
+    After each optimizer step, ``ema = decay * ema + (1 - decay) * weights``; BatchNorm running statistics
+    are averaged the same way (``handle_buffers="update"``). With ``warmup_steps`` the decay rises linearly
+    from 0 (a plain copy) to ``decay`` over that many optimizer steps, so the average does not keep the
+    random initial weights.
+
+    Args:
+        model: the trained model; the EMA copy (``handler.ema_model``, in eval mode) is made from it.
+        decay: in (0, 1), per optimizer step; the average spans about ``1 / (1 - decay)`` steps.
+        warmup_steps: optimizer steps of the decay warmup; 0 uses ``decay`` from the first step.
+
+    Raises:
+        ValueError: ``decay`` is not in (0, 1).
+    """
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"--ema {decay!r}: expected a decay in (0, 1), e.g. 0.999 (0 turns EMA off)")
+    if warmup_steps > 1:
+        return EMAHandler(
+            model, momentum=1.0 - decay, momentum_warmup=1.0, warmup_iters=warmup_steps, handle_buffers="update"
+        )
+    return EMAHandler(model, momentum=1.0 - decay, handle_buffers="update")
+
+
+def attach_ema(trainer: Engine, ema: EMAHandler, accumulation_steps: int) -> None:
+    """Updates the EMA once per optimizer step (the last micro-batch of each accumulation window)."""
+    ema.attach(
+        trainer,
+        name="ema_momentum",
+        warn_if_exists=False,
+        event=Events.ITERATION_COMPLETED(event_filter=optimizer_step_filter(accumulation_steps)),
+    )
 
 
 def attach_evaluation(trainer: Engine, evaluators: dict[str, tuple[Engine, object]], every: Events) -> None:
@@ -149,10 +185,16 @@ class SafeDiskSaver(DiskSaver):
 
 
 def attach_checkpoints(
-    trainer: Engine, valid_evaluator: Engine, to_save: dict, model, run_dir: Path, n_saved: int
+    trainer: Engine,
+    valid_evaluator: Engine,
+    to_save: dict,
+    model,
+    run_dir: Path,
+    n_saved: int,
+    score_name: str = "valid_accuracy",
 ) -> tuple[Checkpoint, Checkpoint]:
-    """Best model by valid accuracy (``best_model_<epoch>_valid_accuracy=<acc>.pt``, the ``n_saved`` best)
-    and the last full training state every epoch (``checkpoint_<epoch>.pt``).
+    """Best model by the accuracy of ``valid_evaluator`` (``best_model_<epoch>_<score_name>=<acc>.pt``, the
+    ``n_saved`` best) and the last full training state every epoch (``checkpoint_<epoch>.pt``).
 
     Files are written to a temporary name and renamed, and the previous checkpoint is removed only after
     the new one is complete (`SafeDiskSaver`), so a crash or Ctrl-C never leaves a broken last checkpoint.
@@ -168,7 +210,7 @@ def attach_checkpoints(
         filename_prefix=BEST_PREFIX,
         n_saved=n_saved,
         score_function=Checkpoint.get_default_score_fn("accuracy"),
-        score_name="valid_accuracy",
+        score_name=score_name,
         global_step_transform=global_step_from_engine(trainer),
     )
     valid_evaluator.add_event_handler(Events.COMPLETED, best)

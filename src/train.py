@@ -28,6 +28,7 @@ from src.handlers import (
     History,
     attach_checkpoints,
     attach_early_stopping,
+    attach_ema,
     attach_evaluation,
     attach_history,
     attach_lr_scheduler,
@@ -35,6 +36,7 @@ from src.handlers import (
     attach_tensorboard,
     attach_terminate_on_nan,
     attach_training_metrics,
+    build_ema,
     resume_from,
 )
 from src.loaddata import Loaders, build_loaders, default_num_workers, load_digits, split_indices
@@ -132,21 +134,32 @@ def setup_trainer(config: Config, model, loaders: Loaders, device: torch.device)
         scaler=scaler,
         channels_last=config.channels_last,
     )
+    ema = build_ema(model, config.ema, warmup_steps=int(config.warmup_epochs * steps_per_epoch)) if config.ema else None
     to_save = {"trainer": trainer, "model": model, "optimizer": optimizer}
-    for name, obj in (("lr_scheduler", lr_scheduler), ("mixup", mixup)):
+    for name, obj in (("lr_scheduler", lr_scheduler), ("mixup", mixup), ("ema_model", ema and ema.ema_model)):
         if obj is not None:
             to_save[name] = obj
     if scaler.is_enabled():
         to_save["scaler"] = scaler
-    return trainer, optimizer, lr_scheduler, to_save
+    return trainer, optimizer, lr_scheduler, ema, to_save
 
 
-def setup_evaluators(config: Config, model, device: torch.device) -> dict[str, Engine]:
-    """One evaluator per loader: the train subset (valid-time transforms) and the valid fold."""
+def setup_evaluators(config: Config, model, ema_model=None, device: torch.device | None = None) -> dict[str, Engine]:
+    """One evaluator per (model, loader): the train subset (valid-time transforms) and the valid fold with the
+    trained model, and with ``--ema`` the valid fold again with the EMA model ("valid_ema")."""
+    models = {"train_eval": model, "valid": model}
+    if ema_model is not None:
+        models["valid_ema"] = ema_model
     return {
-        name: create_evaluator(model, make_metrics(), device, amp=config.amp, channels_last=config.channels_last)
-        for name in ("train_eval", "valid")
+        name: create_evaluator(net, make_metrics(), device, amp=config.amp, channels_last=config.channels_last)
+        for name, net in models.items()
     }
+
+
+def selection_name(config: Config) -> str:
+    """The evaluator whose accuracy picks the best checkpoint and drives early stopping and the plateau schedule:
+    the EMA model's with ``--ema`` (the weights one would submit), else the trained model's."""
+    return "valid_ema" if config.ema else "valid"
 
 
 def attach_handlers(
@@ -157,25 +170,35 @@ def attach_handlers(
     model,
     optimizer,
     lr_scheduler,
+    ema,
     to_save: dict,
     run_dir: Path | None,
     logger: logging.Logger,
 ) -> tuple[History, list, Checkpoint | None]:
-    valid = evaluators["valid"]
+    select = selection_name(config)
+    selector = evaluators[select]
     attach_terminate_on_nan(trainer)
     attach_training_metrics(trainer)
-    attach_lr_scheduler(trainer, valid, lr_scheduler, config.accumulation_steps)
+    if ema is not None:
+        attach_ema(trainer, ema, config.accumulation_steps)
+        if getattr(ema, "momentum_scheduler", None) is not None:  # only set with a warmup
+            to_save["ema_momentum_scheduler"] = ema.momentum_scheduler
+    attach_lr_scheduler(trainer, selector, lr_scheduler, config.accumulation_steps)
+    loader_of = {"train_eval": loaders.train_eval, "valid": loaders.valid, "valid_ema": loaders.valid}
     attach_evaluation(
         trainer,
-        {"train_eval": (evaluators["train_eval"], loaders.train_eval), "valid": (valid, loaders.valid)},
+        {name: (evaluator, loader_of[name]) for name, evaluator in evaluators.items()},
         Events.EPOCH_COMPLETED,
     )
-    to_save["early_stopping"] = attach_early_stopping(trainer, valid, config.patience)
+    to_save["early_stopping"] = attach_early_stopping(trainer, selector, config.patience)
     history = History(run_dir / HISTORY_FILENAME if run_dir else None)
     attach_history(trainer, evaluators, optimizer, history, logger)
     closers, last_checkpoint = [], None
     if run_dir is not None:
-        _, last_checkpoint = attach_checkpoints(trainer, valid, to_save, model, run_dir, config.n_saved)
+        best_model = ema.ema_model if ema is not None else model
+        _, last_checkpoint = attach_checkpoints(
+            trainer, selector, to_save, best_model, run_dir, config.n_saved, score_name=f"{select}_accuracy"
+        )
         closers.append(attach_tensorboard(trainer, evaluators, optimizer, run_dir, config.log_every))
     if config.progress:
         attach_progress_bar(trainer)
@@ -238,10 +261,10 @@ def run(config: Config) -> dict:
     run_dir = setup_run_dir(config)
     if run_dir is not None:
         (run_dir / "classes.json").write_text(json.dumps(classes))
-    trainer, optimizer, lr_scheduler, to_save = setup_trainer(config, model, loaders, device)
-    evaluators = setup_evaluators(config, model, device)
+    trainer, optimizer, lr_scheduler, ema, to_save = setup_trainer(config, model, loaders, device)
+    evaluators = setup_evaluators(config, model, ema and ema.ema_model, device)
     history, closers, last_checkpoint = attach_handlers(
-        config, trainer, evaluators, loaders, model, optimizer, lr_scheduler, to_save, run_dir, logger
+        config, trainer, evaluators, loaders, model, optimizer, lr_scheduler, ema, to_save, run_dir, logger
     )
     if checkpoint is not None:
         missing = resume_from(checkpoint, to_save, last_checkpoint)
@@ -269,10 +292,12 @@ def run(config: Config) -> dict:
     finally:
         for closer in closers:
             closer.close()
-    best = history.best() or {}
+    key = f"{selection_name(config)}_accuracy"
+    best = history.best(key) or {}
     summary = {
-        "best_valid_accuracy": best.get("valid_accuracy"),
+        "best_valid_accuracy": best.get(key),
         "best_epoch": best.get("epoch"),
+        "selected_by": key,
         "epochs_run": trainer.state.epoch,
         "wall_time_s": round(time.perf_counter() - start, 1),
         "train_images_per_s": round(sum(r["train_images_per_s"] for r in history.rows) / max(len(history.rows), 1), 1),
@@ -280,7 +305,7 @@ def run(config: Config) -> dict:
     }
     logger.info("summary: %s", json.dumps(summary))
     print(
-        f"best valid accuracy {summary['best_valid_accuracy']} at epoch {summary['best_epoch']} "
+        f"best {key.replace('_', ' ')} {summary['best_valid_accuracy']} at epoch {summary['best_epoch']} "
         f"({summary['epochs_run']} epochs, {summary['wall_time_s']} s, "
         f"{summary['train_images_per_s']} train images/s); "
         f"run folder: {summary['run_dir'] or 'none (dry run)'}"

@@ -72,6 +72,25 @@ def test_acceptance_flag_combination_runs(tmp_path):
     assert steps == {state["trainer"]["iteration"] // 4}  # one optimizer step per 4 micro-batches
 
 
+def test_ema_run_selects_by_the_ema_model_and_resumes_its_state(tmp_path):
+    flags = ["--ema", "0.9", "--accumulation-steps", "2", "--output-dir", str(tmp_path), "--run-name", "ema", *TINY]
+    assert main([*flags, "--epochs", "1"]) == 0
+    run_dir = tmp_path / "ema"
+    best = list(run_dir.glob("best_model_1_valid_ema_accuracy=*.pt"))
+    assert len(best) == 1
+    first = torch.load(run_dir / "checkpoint_1.pt", weights_only=False)
+    assert {"ema_model", "ema_momentum_scheduler"} <= set(first)
+    assert torch.load(best[0], weights_only=False).keys() == first["ema_model"].keys()
+    assert first["ema_momentum_scheduler"]["event_index"] == first["trainer"]["iteration"] // 2  # per optimizer step
+
+    assert main(["--resume", str(run_dir), "--epochs", "2"]) == 0
+    second = torch.load(run_dir / "checkpoint_2.pt", weights_only=False)
+    assert second["ema_momentum_scheduler"]["event_index"] == second["trainer"]["iteration"] // 2  # counted on
+    with (run_dir / "history.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and "valid_ema_accuracy" in rows[0]
+
+
 def test_existing_run_folder_is_not_overwritten(tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "checkpoint_3.pt").write_bytes(b"precious")
