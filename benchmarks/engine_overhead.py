@@ -20,7 +20,7 @@ from ignite.engine import Events
 
 from src.engine import create_trainer
 from src.handlers import attach_lr_scheduler, attach_terminate_on_nan, attach_training_metrics
-from src.loaddata import build_loaders, load_digits, split_indices
+from src.loaddata import assign_folds, build_loaders, load_digits, split_indices
 from src.losses import build_criterion
 from src.model import build_model
 from src.optim import build_lr_scheduler, build_optimizer
@@ -67,7 +67,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     data = load_digits()
-    train_idx, valid_idx = split_indices(data, 5, 0, seed=42)
+    train_idx, valid_idx = split_indices(assign_folds(data, 5, seed=42), 0, seed=42)
     loaders = build_loaders(data, train_idx, valid_idx, args.img_size, args.batch_size, aug="light", seed=42)
     iters = min(args.iters, len(loaders.train))
     batches = [b for b, _ in zip(loaders.train, range(iters))]  # the same decoded, augmented batches in memory

@@ -7,6 +7,7 @@ to a float32 tensor (C, img_size, img_size), normalised per channel.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import albumentations as A
 import cv2
@@ -45,11 +46,48 @@ def _medium() -> list[A.BasicTransform]:
     ]
 
 
+def _heavy() -> list[A.BasicTransform]:
+    # Medium plus photometric changes and noise, for large data sets and long schedules. Every transform
+    # here works on any channel count (1, 3, 6); flips are left out because they change the meaning of
+    # digits and text: add them with a pipeline file (``--aug my_aug.yaml``) for natural images.
+    return [
+        *_medium(),
+        A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
+        A.GaussNoise(std_range=(0.02, 0.08), p=0.3),
+    ]
+
+
 PRESETS: dict[str, Callable[[], list[A.BasicTransform]]] = {
     "none": list,
     "light": _light,
     "medium": _medium,
+    "heavy": _heavy,
 }
+
+
+def load_pipeline_file(path: str | Path) -> list[A.BasicTransform]:
+    """Transforms from an albumentations pipeline saved with ``A.save(pipeline, path)`` (YAML or JSON).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not an albumentations pipeline; the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--aug {path}: no such augmentation file")
+    data_format = "yaml" if path.suffix in (".yaml", ".yml") else "json"
+    try:
+        pipeline = A.load(str(path), data_format=data_format)
+    except Exception as error:  # albumentations raises KeyError/ValueError/yaml errors for bad files
+        raise ValueError(
+            f"--aug {path}: not an albumentations pipeline ({type(error).__name__}: {error}); "
+            "write one with albumentations.save(A.Compose([...]), path)"
+        ) from None
+    return list(pipeline.transforms) if isinstance(pipeline, A.BaseCompose) else [pipeline]
+
+
+def is_pipeline_file(aug: str) -> bool:
+    return Path(aug).suffix in (".yaml", ".yml", ".json")
 
 
 def build_transforms(
@@ -66,7 +104,8 @@ def build_transforms(
         img_size: side of the square output, pixels.
         mean: per-channel mean of pixel / 255, length C.
         std: per-channel standard deviation of pixel / 255, length C.
-        aug: preset name from `PRESETS`; ``"none"`` gives the deterministic valid/test pipeline.
+        aug: preset name from `PRESETS` (``"none"`` gives the deterministic valid/test pipeline), or the
+            path of an albumentations pipeline file (YAML/JSON, `load_pipeline_file`) put in the preset's place.
         seed: seed of the pipeline's random draws.
         resize_mode: ``"resize"`` scales every image to img_size; ``"pad"`` first zero-pads smaller images
             (centred) up to img_size, so small images keep their pixels (MNIST 28 -> 32 as in LeNet-5).
@@ -76,11 +115,16 @@ def build_transforms(
 
     Raises:
         ValueError: unknown preset; the message lists the known presets.
+        FileNotFoundError: a pipeline file that does not exist.
     """
     if resize_mode not in ("resize", "pad"):
         raise ValueError(f"unknown resize mode {resize_mode!r}; known: resize, pad")
-    if aug not in PRESETS:
-        raise ValueError(f"unknown augmentation preset {aug!r}; known: {sorted(PRESETS)}")
+    if is_pipeline_file(aug):
+        augment = load_pipeline_file(aug)
+    elif aug in PRESETS:
+        augment = PRESETS[aug]()
+    else:
+        raise ValueError(f"unknown augmentation preset {aug!r}; known: {sorted(PRESETS)} or a .yaml/.json file")
     return A.Compose(
         [
             *(
@@ -89,7 +133,7 @@ def build_transforms(
                 else []
             ),
             A.Resize(img_size, img_size, interpolation=cv2.INTER_LINEAR),
-            *PRESETS[aug](),
+            *augment,
             A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
             ToTensorV2(),
         ],

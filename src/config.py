@@ -41,7 +41,55 @@ class Config:
     drop_path_rate: float = 0.2
     """Stochastic depth (drop connect) of EfficientNet blocks (Huang et al. 2016); other archs ignore it."""
 
-    # --- data --------------------------------------------------------------------------------
+    # --- data: layout and targets (README "Bring your own data") -----------------------------
+    layout: Literal["auto", "digits", "images", "pixels", "parquet", "strokes"] = "auto"
+    """Data layout; 'auto': digits without --train-csv, parquet with --parquet, images with --image-dir,
+    strokes for a CSV with a 'drawing' column, else pixels."""
+    train_csv: str | None = None
+    """Training table: a CSV path or a glob of CSVs (QuickDraw: one per class). None trains on the bundled digits."""
+    image_dir: str | None = None
+    """Folder the image paths of --image-template are relative to (layout 'images')."""
+    image_template: str = "{id}.png"
+    """Image path under --image-dir, filled from the row: {id} is the --id-col value, {<column>} any column,
+    {channel} each of --channels (one file per channel, stacked)."""
+    channels: str | None = None
+    """Comma-separated values of the {channel} field, e.g. '1,2,3,4,5,6' (Recursion: 6 files per image)."""
+    grayscale: bool = False
+    """Convert colour image files to one channel."""
+    parquet: str | None = None
+    """Parquet file(s) (path or glob) of flattened images: --id-col plus height x width pixel columns."""
+    height: int | None = None
+    """Image height of the pixel-CSV and parquet layouts (None: square)."""
+    width: int | None = None
+    """Image width of the pixel-CSV and parquet layouts (None: square)."""
+    max_per_class: int | None = None
+    """Read at most this many rows per class (QuickDraw)."""
+    id_col: str = "id"
+    """Column of sample ids (file names for --image-template's {id})."""
+    label_col: str = "label"
+    """Label column; several comma-separated columns train one head each (Bengali.AI: 3 heads)."""
+    multilabel: bool = False
+    """The label column holds space-separated tags (Planet): multi-hot targets, BCE loss."""
+    classes: str | None = None
+    """The class list, comma-separated or a file with one class per line; None: the labels seen in training."""
+    head_weights: str | None = None
+    """Loss weight per label column, comma-separated (Bengali.AI: '2,1,1')."""
+    group_col: str | None = None
+    """Column of groups (a plate, a patient) kept on one side of every fold."""
+    fold_col: str = "fold"
+    """A column with this name in the training table fixes the folds instead of the seeded split."""
+    skip_bad: bool = False
+    """Skip rows with a missing or undecodable image or a bad label (and report how many) instead of stopping."""
+    verify_images: bool = True
+    """Decode every image once before training so a bad file stops the run up front."""
+    cache: bool = False
+    """Decode all images into memory before training (small data sets)."""
+    mean: str | None = None
+    """Per-channel normalisation mean (pixel / 255), comma-separated; None: computed on the train fold."""
+    std: str | None = None
+    """Per-channel normalisation std (pixel / 255), comma-separated; None: computed on the train fold."""
+
+    # --- data: folds, size, augmentation, loading ------------------------------------------------
     img_size: int = 32
     """Side of the square model input, pixels. Images are resized to it."""
     resize_mode: Literal["resize", "pad"] = "resize"
@@ -51,7 +99,7 @@ class Config:
     fold: int = 0
     """Validation fold, 0 <= fold < folds."""
     aug: str = "light"
-    """Train-time augmentation preset ('none', 'light')."""
+    """Train-time augmentation: a preset ('none', 'light', 'medium', 'heavy') or an albumentations YAML/JSON file."""
     batch_size: int = 64
     """Micro-batch size (images per forward pass)."""
     num_workers: int | None = None
@@ -120,6 +168,45 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def label_cols(self) -> list[str]:
+        return _split(self.label_col)
+
+    @property
+    def class_list(self) -> list[str] | None:
+        """--classes as a list: the lines of a file, or the comma-separated names."""
+        if not self.classes:
+            return None
+        path = Path(self.classes)
+        if path.is_file():
+            return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        return _split(self.classes)
+
+    @property
+    def head_weight_list(self) -> list[float] | None:
+        return _floats("head_weights", self.head_weights)
+
+    @property
+    def mean_list(self) -> list[float] | None:
+        return _floats("mean", self.mean)
+
+    @property
+    def std_list(self) -> list[float] | None:
+        return _floats("std", self.std)
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _floats(name: str, text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in _split(str(text))]
+    except ValueError:
+        raise ValueError(f"--{name.replace('_', '-')} {text!r}: expected comma-separated numbers") from None
 
 
 def load_config_file(path: str | Path) -> Config:
@@ -227,9 +314,16 @@ def validate(config: Config) -> None:
         ("drop_rate", 0.0 <= config.drop_rate < 1.0, "0 <= drop_rate < 1"),
         ("drop_path_rate", 0.0 <= config.drop_path_rate < 1.0, "0 <= drop_path_rate < 1"),
         ("clip_grad_norm", config.clip_grad_norm is None or config.clip_grad_norm > 0, "a positive float or None"),
+        ("height", config.height is None or config.height >= 1, "an integer >= 1 or None"),
+        ("width", config.width is None or config.width >= 1, "an integer >= 1 or None"),
+        ("max_per_class", config.max_per_class is None or config.max_per_class >= 1, "an integer >= 1 or None"),
         ("in_chans", config.in_chans is None or config.in_chans >= 1, "an integer >= 1 or None"),
         ("num_classes", config.num_classes is None or config.num_classes >= 2, "an integer >= 2 or None"),
     ]
+    for name in ("head_weights", "mean", "std"):
+        _floats(name, getattr(config, name))
+    if config.std_list and min(config.std_list) <= 0:
+        raise ValueError(f"--std {config.std!r}: expected positive values")
     for name, ok, expected in checks:
         if not ok:
             raise ValueError(f"--{name.replace('_', '-')} {getattr(config, name)!r}: expected {expected}")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import torch
 from ignite.engine import Engine
-from ignite.metrics import Accuracy, Loss, Metric
+from ignite.metrics import Accuracy, Loss, Metric, MetricsLambda
 from torch import nn
+
+from src.losses import MultiHeadCrossEntropy, SmoothBCEWithLogits
+from src.targets import Task
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -100,9 +104,42 @@ def create_trainer(
     return Engine(train_step)
 
 
-def make_metrics() -> dict[str, Metric]:
-    """Fresh metrics for one evaluator: accuracy and the plain (unsmoothed) cross-entropy loss."""
-    return {"accuracy": Accuracy(), "loss": Loss(nn.CrossEntropyLoss())}
+def make_metrics(task: Task | None = None) -> dict[str, Metric]:
+    """Fresh metrics for one evaluator; ``accuracy`` selects the best checkpoint for every task kind.
+
+    - single (or None): ``accuracy`` and the plain (unsmoothed) cross-entropy ``loss``.
+    - multilabel: ``accuracy`` is the exact-match rate of the tags at probability 0.5, ``label_accuracy``
+      the fraction of correct (row, tag) decisions, ``loss`` the BCE.
+    - multihead: ``accuracy_<column>`` per head, ``accuracy`` their weighted mean (the task's head
+      weights), ``loss`` the weighted per-head cross entropy.
+    """
+    if task is None or task.kind == "single":
+        return {"accuracy": Accuracy(), "loss": Loss(nn.CrossEntropyLoss())}
+    if task.kind == "multilabel":
+
+        def tags(output):
+            y_pred, y = output
+            return (y_pred > 0).long(), y.long()  # logit > 0 <=> probability > 0.5
+
+        def flat_tags(output):
+            y_pred, y = tags(output)
+            return y_pred.flatten(), y.flatten()
+
+        return {
+            "accuracy": Accuracy(output_transform=tags, is_multilabel=True),
+            "label_accuracy": Accuracy(output_transform=flat_tags),
+            "loss": Loss(SmoothBCEWithLogits()),
+        }
+    metrics: dict[str, Metric] = {"loss": Loss(MultiHeadCrossEntropy(task.sizes, task.weights))}
+    offsets = [0, *itertools.accumulate(task.sizes)]
+    for h, head in enumerate(task.heads):
+        metrics[f"accuracy_{head.column}"] = Accuracy(
+            output_transform=lambda out, h=h: (out[0][:, offsets[h] : offsets[h + 1]], out[1][:, h])
+        )
+    per_head = [metrics[f"accuracy_{head.column}"] for head in task.heads]
+    total = sum(task.weights)
+    metrics["accuracy"] = MetricsLambda(lambda *accs: sum(w * a for w, a in zip(task.weights, accs)) / total, *per_head)
+    return metrics
 
 
 def create_evaluator(

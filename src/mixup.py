@@ -25,19 +25,21 @@ class Mixup:
         num_classes: number of classes of the integer labels.
         k: samples mixed per image; 2 draws lam ~ Beta(alpha, alpha), k > 2 draws Dirichlet(alpha * 1_k).
         seed: seed of the generator drawing the weights and permutations.
+        to_soft: maps the batch's targets to float (N, num_outputs) before mixing (`Task.to_soft`: multi-hot
+            tags, one-hot blocks per head); None one-hot encodes integer labels (N,) to (N, num_classes).
 
     Raises:
         ValueError: alpha <= 0, k < 2 or num_classes < 2.
     """
 
-    def __init__(self, alpha: float, num_classes: int, k: int = 2, seed: int = 0):
+    def __init__(self, alpha: float, num_classes: int, k: int = 2, seed: int = 0, to_soft=None):
         if alpha <= 0:
             raise ValueError(f"mixup alpha must be > 0, got {alpha}")
         if k < 2:
             raise ValueError(f"mixup k must be >= 2, got {k}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-        self.alpha, self.num_classes, self.k = alpha, num_classes, k
+        self.alpha, self.num_classes, self.k, self.to_soft = alpha, num_classes, k, to_soft
         self.rng = np.random.default_rng(seed)
 
     def sample_weights(self) -> np.ndarray:
@@ -52,13 +54,17 @@ class Mixup:
 
         Args:
             x: inputs, (N, C, H, W) float.
-            y: integer labels (N,) int64, or soft/one-hot targets (N, num_classes) float.
+            y: integer labels (N,) int64, soft/one-hot targets (N, num_classes) float, or anything ``to_soft`` takes.
 
         Returns:
-            Mixed inputs (N, C, H, W) and soft targets (N, num_classes) float32, rows summing to 1.
+            Mixed inputs (N, C, H, W) and soft targets (N, num_classes) float32, the same convex combination
+            of the samples' targets (rows sum to 1 for one-hot targets, to 1 per head for several heads).
         """
         n = x.shape[0]
-        targets = y.float() if y.ndim == 2 else F.one_hot(y, self.num_classes).float()  # (N, num_classes)
+        if self.to_soft is not None:
+            targets = self.to_soft(y)
+        else:
+            targets = y.float() if y.ndim == 2 else F.one_hot(y, self.num_classes).float()  # (N, num_classes)
         weights = self.sample_weights()
         perms = [np.arange(n)] + [self.rng.permutation(n) for _ in range(self.k - 1)]
         index = [torch.as_tensor(p, device=x.device) for p in perms]

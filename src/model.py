@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -27,23 +27,46 @@ from src.activations import replace_activations
 EFFNET_BN_MOMENTUM_TF = 0.9  # efficientnet-pytorch stores 1 - (PyTorch momentum); 0.9 -> 0.1
 
 
+class MultiHead(nn.Module):
+    """One linear head per label column: (N, num_features) -> the heads' logits side by side (N, sum(sizes)).
+
+    Args:
+        num_features: input embedding size.
+        sizes: classes per head (Bengali.AI: 168, 11, 7).
+    """
+
+    def __init__(self, num_features: int, sizes: Sequence[int]):
+        super().__init__()
+        self.sizes = list(sizes)
+        self.heads = nn.ModuleList(nn.Linear(num_features, size) for size in self.sizes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.cat([head(features) for head in self.heads], dim=1)
+
+
 class Classifier(nn.Module):
     """A feature extractor followed by global average pooling, dropout and a linear classifier.
 
     Args:
         backbone: maps (N, C, H, W) to feature maps (N, num_features, h, w).
         num_features: channels of the backbone output.
-        num_classes: number of output logits.
+        num_classes: number of output logits, or a list of classes per head (one linear layer each,
+            outputs concatenated in that order, see `MultiHead`).
         drop_rate: dropout probability before the linear layer.
     """
 
-    def __init__(self, backbone: nn.Module, num_features: int, num_classes: int, drop_rate: float = 0.0):
+    def __init__(
+        self, backbone: nn.Module, num_features: int, num_classes: int | Sequence[int], drop_rate: float = 0.0
+    ):
         super().__init__()
         self.backbone = backbone
         self.num_features = num_features
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(num_features, num_classes)
+        if isinstance(num_classes, int):
+            self.fc = nn.Linear(num_features, num_classes)
+        else:
+            self.fc = MultiHead(num_features, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> pooled embedding (N, num_features)."""
@@ -205,7 +228,7 @@ def _load_library_weights(net: nn.Module, state: dict, path: Path) -> None:
 
 def build_model(
     arch: str,
-    num_classes: int,
+    num_classes: int | Sequence[int],
     in_chans: int = 3,
     pretrained: str | None = None,
     activation: str | None = None,
@@ -216,7 +239,7 @@ def build_model(
 
     Args:
         arch: a name from `list_archs()`, e.g. ``"effnet-b0"``.
-        num_classes: number of output logits.
+        num_classes: number of output logits, or classes per head for several heads (`MultiHead`).
         in_chans: input channels (1 grey, 3 RGB, any C); pretrained stems are adapted by `adapt_input_conv`.
         pretrained: None for random init; ``"imagenet"`` for the library's own download (needs internet);
             or a path to a local state dict, either of the library's model (e.g. the downloaded ImageNet
@@ -226,7 +249,7 @@ def build_model(
         drop_path_rate: stochastic depth of EfficientNet blocks (ignored by the pretrainedmodels archs).
 
     Returns:
-        A `Classifier` mapping (N, in_chans, H, W) float to logits (N, num_classes).
+        A `Classifier` mapping (N, in_chans, H, W) float to logits (N, num_classes) (N, sum(num_classes) for heads).
 
     Raises:
         ValueError: unknown arch or activation, or weights that do not fit the architecture.

