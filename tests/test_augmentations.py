@@ -53,3 +53,21 @@ def test_pad_mode_still_shrinks_large_images():
 def test_unknown_resize_mode_is_named():
     with pytest.raises(ValueError, match="crop"):
         build_transforms(32, [0.5], [0.5], resize_mode="crop")
+
+
+def test_pipeline_file_replaces_the_preset(tmp_path):
+    import albumentations as A
+
+    A.save(A.Compose([A.HorizontalFlip(p=1.0)]), str(tmp_path / "flip.yaml"), data_format="yaml")
+    image = np.zeros((8, 8, 1), dtype=np.uint8)
+    image[:, :2] = 255  # a bright left edge
+    out = build_transforms(8, [0.0], [1.0], aug=str(tmp_path / "flip.yaml"), seed=0)(image=image)["image"]
+    assert out[0, :, -2:].min() == 1.0 and out[0, :, :2].max() == 0.0  # flipped to the right edge
+
+
+def test_bad_pipeline_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
+        build_transforms(8, [0.0], [1.0], aug=str(tmp_path / "nowhere.yaml"))
+    (tmp_path / "bad.json").write_text('{"transform": {"__class_fullname__": "NoSuchTransform", "p": 1}}')
+    with pytest.raises(ValueError, match="bad.json: not an albumentations pipeline"):
+        build_transforms(8, [0.0], [1.0], aug=str(tmp_path / "bad.json"))
