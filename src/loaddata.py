@@ -20,7 +20,7 @@ from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, Stratified
 from torch.utils.data import DataLoader, Dataset
 
 from src.augmentations import build_transforms
-from src.sources import ArrayImages, Source, cache_images, find_bad_rows, read_digits, read_source
+from src.sources import ArrayImages, Source, decode_all, in_memory, read_digits, read_source
 from src.targets import Task, infer_task, require_columns
 
 
@@ -76,22 +76,25 @@ def load_data(options, logger: logging.Logger | None = None) -> Data:
     )
     bad: list[tuple[int, str]] = []
     targets = task.encode(source.table, where, bad=bad if options.skip_bad else None)
-    if options.verify_images or options.cache:
-        image_bad = find_bad_rows(source)
+    decoded = None
+    if options.cache or options.verify_images:
+        cacheable = options.cache and not isinstance(source.images, ArrayImages)
+        decoded, image_bad = decode_all(source, keep=cacheable)
         if image_bad and not options.skip_bad:
             raise ValueError(
                 f"{image_bad[0][1]} ({len(image_bad)} bad image(s) in all; --skip-bad skips them and says how many)"
             )
         bad += image_bad
+    keep = np.arange(len(targets))
     if bad:
         rows = sorted({row for row, _ in bad})
-        keep = np.setdiff1d(np.arange(len(targets)), rows)
+        keep = np.setdiff1d(keep, rows)
         logger.warning("--skip-bad: skipped %d of %d rows of %s; first: %s", len(rows), len(targets), where, bad[0][1])
         if len(keep) == 0:
             raise ValueError(f"{where}: every row is bad; first: {bad[0][1]}")
         source, targets = source.subset(keep), targets[keep]
-    if options.cache:
-        source = cache_images(source)
+    if decoded is not None:  # --cache: the images decoded above, kept in memory
+        source = dataclasses.replace(source, images=in_memory([decoded[i] for i in keep]))
     return Data(source, task, targets)
 
 

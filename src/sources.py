@@ -397,29 +397,37 @@ def read_source(options) -> Source:
     return LAYOUTS[layout](options)
 
 
-def find_bad_rows(source: Source, workers: int = 4) -> list[tuple[int, str]]:
-    """Reads every image once (threads; OpenCV releases the GIL) and returns (row, message) of those that fail."""
+def decode_all(source: Source, keep: bool = False, workers: int = 4) -> tuple[list | None, list[tuple[int, str]]]:
+    """Reads every image once (threads; OpenCV releases the GIL).
 
-    def check(row: int) -> tuple[int, str] | None:
+    Args:
+        source: the rows to read.
+        keep: return the decoded images (for ``--cache``); otherwise only check them.
+        workers: reading threads.
+
+    Returns:
+        The images (uint8 (H, W, C) per row, None for bad rows) when ``keep``, else None; and
+        ``(row, message)`` for every row whose image could not be read.
+    """
+
+    def read(row: int):
         try:
-            source.images[row]
+            image = source.images[row]
         except ValueError as error:
-            return row, str(error)
-        return None
+            return None, (row, str(error))
+        return (image if keep else None), None
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return [r for r in pool.map(check, range(len(source.images))) if r is not None]
+        results = list(pool.map(read, range(len(source.images))))
+    bad = [problem for _, problem in results if problem is not None]
+    return ([image for image, _ in results] if keep else None), bad
 
 
-def cache_images(source: Source, workers: int = 4) -> Source:
-    """Decodes every image into memory (one array when all share a shape), for small data sets (``--cache``)."""
-    if isinstance(source.images, ArrayImages):
-        return source
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        images = list(pool.map(source.images.__getitem__, range(len(source.images))))
+def in_memory(images: Sequence[np.ndarray]) -> ArrayImages:
+    """Decoded images as one array when they share a shape (`ArrayImages`), else a list (`ListImages`)."""
     if len({im.shape for im in images}) == 1:
-        return dataclasses.replace(source, images=ArrayImages(np.stack(images)))
-    return dataclasses.replace(source, images=ListImages(images))
+        return ArrayImages(np.stack(images))
+    return ListImages(list(images))
 
 
 def _pixels_to_images(pixels, options, where: str, offset: int = 0, columns: int | None = None) -> np.ndarray:

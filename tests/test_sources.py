@@ -8,7 +8,7 @@ import pytest
 
 from src.config import Config
 from src.loaddata import assign_folds, load_data
-from src.sources import parse_strokes, rasterize
+from src.sources import ArrayImages, parse_strokes, rasterize
 from tests import layouts
 
 
@@ -160,6 +160,9 @@ def test_undecodable_image_is_named_and_skip_bad_counts_it(tmp_path, caplog):
     data = _load(**{**options, "skip_bad": True})
     assert len(data) == 5 and "img00002" not in data.source.ids()
     assert "skipped 1 of 6 rows" in caplog.text
+    cached = _load(**{**options, "skip_bad": True, "cache": True})  # one decoding pass, kept in memory
+    assert isinstance(cached.source.images, ArrayImages) and len(cached.source.images) == 5
+    assert all(np.array_equal(cached.source.images[i], data.source.images[i]) for i in range(5))
 
 
 @pytest.mark.parametrize(
