@@ -98,3 +98,17 @@ def test_valid_loader_is_deterministic_and_normalised():
     assert torch.equal(a, b)
     train_eval = torch.cat([x for x, _ in loaders.train_eval])
     assert abs(train_eval.mean().item()) < 0.1 and abs(train_eval.std().item() - 1) < 0.1
+
+
+def test_file_images_load_in_worker_processes(tmp_path):
+    from src.config import Config
+    from src.loaddata import load_data
+    from tests import layouts
+
+    csv, folder = layouts.image_folder(tmp_path, n=16, num_classes=2)
+    data = load_data(Config(train_csv=str(csv), image_dir=str(folder)))
+    train_idx, valid_idx = _split(data, 2, 0)
+    loaders = build_loaders(data, train_idx, valid_idx, img_size=16, batch_size=4, num_workers=2)
+    in_workers = torch.cat([x for x, _ in loaders.valid])
+    loaders = build_loaders(data, train_idx, valid_idx, img_size=16, batch_size=4, num_workers=0)
+    assert torch.equal(in_workers, torch.cat([x for x, _ in loaders.valid]))
