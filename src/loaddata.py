@@ -56,7 +56,7 @@ def load_data(options, logger: logging.Logger | None = None) -> Data:
     Bad rows (a missing or undecodable image, an empty label, a label outside ``--classes``) stop the
     run with a message naming the file, line and value, or with ``options.skip_bad`` are dropped and
     counted in the log. Images are checked by decoding each once when ``options.verify_images`` (or
-    ``options.cache``, which keeps them) is set.
+    ``options.cache``, which keeps them) is set, except in a dry run, which decodes only the images it uses.
 
     Raises:
         ValueError: bad input, as above.
@@ -77,7 +77,7 @@ def load_data(options, logger: logging.Logger | None = None) -> Data:
     bad: list[tuple[int, str]] = []
     targets = task.encode(source.table, where, bad=bad if options.skip_bad else None)
     decoded = None
-    if options.cache or options.verify_images:
+    if options.cache or (options.verify_images and not options.dry_run):  # a dry run reads only what it uses
         cacheable = options.cache and not isinstance(source.images, ArrayImages)
         decoded, image_bad = decode_all(source, keep=cacheable)
         if image_bad and not options.skip_bad:
