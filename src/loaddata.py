@@ -340,6 +340,13 @@ def build_loaders(
         generator=torch.Generator().manual_seed(seed),
         **common,
     )
-    train_eval = DataLoader(subset(eval_idx, eval_tf), batch_size=eval_batch_size, **common)
-    valid = DataLoader(subset(valid_idx, eval_tf), batch_size=eval_batch_size, **common)
+    # Each evaluation loader owns a generator: creating a loader's iterator draws a worker base seed from
+    # the loader's generator, or from the global RNG without one, and a draw from the global RNG would make
+    # the training run (dropout, drop-path) depend on how many evaluations are attached.
+    train_eval = DataLoader(
+        subset(eval_idx, eval_tf), batch_size=eval_batch_size, generator=torch.Generator().manual_seed(seed), **common
+    )
+    valid = DataLoader(
+        subset(valid_idx, eval_tf), batch_size=eval_batch_size, generator=torch.Generator().manual_seed(seed), **common
+    )
     return Loaders(train=train, train_eval=train_eval, valid=valid, mean=mean, std=std)
