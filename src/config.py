@@ -35,7 +35,8 @@ class Config:
     num_classes: int | None = None
     """Number of classes; None infers it from the data."""
     in_chans: int | None = None
-    """Input channels; None infers it from the data (1 for the bundled digits)."""
+    """Input channels; None infers it from the data (1 for the bundled digits). The pixel-CSV and parquet layouts
+    read this many values per pixel (default 1)."""
     drop_rate: float = 0.2
     """Dropout before the classifier layer."""
     drop_path_rate: float = 0.2
