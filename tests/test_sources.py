@@ -216,3 +216,22 @@ def test_stroke_chunks_are_balanced_complete_and_trainable(tmp_path):
         assert counts["cat"] == 5 and set(counts[["house", "the sun"]]) <= {2, 3}
     data = _load(train_csv=str(tmp_path / "chunks" / "train_k[01].csv"), label_col="word", img_size=32)
     assert len(data) == len(tables[0]) + len(tables[1]) and data.classes == ["cat", "house", "the sun"]
+
+
+def test_class_list_from_a_file_keeps_unseen_classes(tmp_path):
+    options, _, _ = _image_csv(tmp_path)
+    (tmp_path / "classes.txt").write_text("c0\nc1\nc2\n")
+    data = _load(**{**options, "classes": str(tmp_path / "classes.txt")})
+    assert data.classes == ["c0", "c1", "c2"] and data.task.num_outputs == 3  # c2 has no training rows
+
+
+def test_given_normalisation_must_match_the_channels(tmp_path):
+    from src.loaddata import build_loaders, split_indices
+
+    options, _, _ = _image_csv(tmp_path)
+    data = _load(**options)
+    train_idx, valid_idx = split_indices(assign_folds(data, 2, seed=0), 0, seed=0)
+    loaders = build_loaders(data, train_idx, valid_idx, 16, 2, mean=[0.5], std=[0.25])
+    assert loaders.mean == [0.5] and loaders.std == [0.25]
+    with pytest.raises(ValueError, match="3/3 values; the images have 1 channels"):
+        build_loaders(data, train_idx, valid_idx, 16, 2, mean=[0.5] * 3, std=[0.25] * 3)
