@@ -1,7 +1,7 @@
 """Loader speed per data layout: decode + augment images/s in one process, and training images/s with the
 layout's loader in the loop vs the model fed from batches already in memory.
 
-    python -m benchmarks.loader_speed [--images 2000] [--iters 20] [--img-size 32] [--layouts images pixels ...]
+    python -m benchmarks.loader_speed [--images 2000] [--iters 20] [--img-size 32] [--repeats 3] [--only images pixels]
 
 The bundled digits are written to each layout in a temporary folder (image folder of PNGs, pixel CSV,
 parquet, six single-channel PNGs per image) and read through `load_data` exactly as training does; the
@@ -121,6 +121,7 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", nargs="*", default=None, help="layouts whose name starts with one of these")
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,6 +135,8 @@ def main() -> None:
             f"{'train, loader':>14} {'ratio':>6}"
         )
         for name, config in configs.items():
+            if args.only and not any(name.startswith(prefix) for prefix in args.only):
+                continue
             in_chans = 6 if "6-channel" in name else 1
             model = build_model("effnet-b0", num_classes=10, in_chans=in_chans).to(memory_format=torch.channels_last)
             r = measure(config, args.iters, args.img_size, args.batch_size, model, args.repeats)
