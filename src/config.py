@@ -131,6 +131,10 @@ class Config:
     """Automatic mixed precision: 'fp16' (with a grad scaler, CUDA only) or 'bf16'."""
     channels_last: bool = True
     """Use the channels-last memory format (about 1.8x faster training on CPU for effnet-b0, see NOTES.md)."""
+    loss: Literal["ce", "focal"] = "ce"
+    """Training loss: 'ce' (cross entropy; BCE for multi-label) or 'focal' (Lin et al. 2017; sigmoid if multi-label)."""
+    focal_gamma: float = 2.0
+    """Focusing parameter of the focal loss (0 = cross entropy)."""
     label_smoothing: float = 0.1
     """Label smoothing of the cross-entropy targets, with or without mixup."""
     mixup_alpha: float = 0.0
@@ -305,6 +309,7 @@ def validate(config: Config) -> None:
         ("label_smoothing", 0.0 <= config.label_smoothing < 1.0, "0 <= label_smoothing < 1"),
         ("mixup_alpha", config.mixup_alpha >= 0, "a float >= 0 (0 disables mixup)"),
         ("mixup_k", config.mixup_k >= 2, "an integer >= 2"),
+        ("focal_gamma", config.focal_gamma >= 0, "a float >= 0"),
         ("ema", 0.0 <= config.ema < 1.0, "0 <= ema < 1 (0 turns EMA off)"),
         ("patience", config.patience >= 1, "an integer >= 1"),
         ("n_saved", config.n_saved >= 1, "an integer >= 1"),

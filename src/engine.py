@@ -10,7 +10,7 @@ from ignite.engine import Engine
 from ignite.metrics import Accuracy, Loss, Metric, MetricsLambda
 from torch import nn
 
-from src.losses import MultiHeadCrossEntropy, SmoothBCEWithLogits
+from src.losses import MultiHeadLoss, SmoothBCEWithLogits
 from src.targets import Task
 
 
@@ -130,7 +130,7 @@ def make_metrics(task: Task | None = None) -> dict[str, Metric]:
             "label_accuracy": Accuracy(output_transform=flat_tags),
             "loss": Loss(SmoothBCEWithLogits()),
         }
-    metrics: dict[str, Metric] = {"loss": Loss(MultiHeadCrossEntropy(task.sizes, task.weights))}
+    metrics: dict[str, Metric] = {"loss": Loss(MultiHeadLoss(task.sizes, task.weights))}
     offsets = [0, *itertools.accumulate(task.sizes)]
     for h, head in enumerate(task.heads):
         metrics[f"accuracy_{head.column}"] = Accuracy(

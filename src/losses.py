@@ -5,8 +5,11 @@
   `torch.nn.functional.cross_entropy` itself.
 - Multi-label: binary cross entropy on logits (N, C) against multi-hot or mixed targets (N, C), with
   label smoothing pulling each target towards 0.5.
-- Multi-head: the weighted mean of one cross entropy per head (Bengali.AI's 2:1:1 heads); the logits
+- Multi-head: the weighted mean of one loss per head (Bengali.AI's 2:1:1 heads); the logits
   (N, sum of head sizes) are the heads' logits side by side.
+- Focal loss (Lin, Goyal, Girshick, He, Dollar, "Focal Loss for Dense Object Detection", ICCV 2017,
+  https://arxiv.org/abs/1708.02002): ``-(1 - p_t)^gamma log p_t`` down-weights easy examples. The binary
+  form (multi-label) is torchvision's `sigmoid_focal_loss`; the softmax form is ours (torch has none).
 """
 
 from __future__ import annotations
@@ -42,34 +45,79 @@ class SmoothBCEWithLogits(nn.Module):
         return F.binary_cross_entropy_with_logits(logits, target)
 
 
-class MultiHeadCrossEntropy(nn.Module):
-    """Weighted mean over heads of each head's cross entropy: sum_h w_h CE_h / sum_h w_h.
+class FocalLoss(nn.Module):
+    """Softmax focal loss, mean over the batch: ``-sum_c y_c (1 - p_c)^gamma log p_c`` (Lin et al. 2017).
+
+    ``gamma = 0`` is cross entropy. Targets are indices (N,) int64 or soft (N, C) float (mixup); label
+    smoothing mixes them with the uniform distribution first, as `F.cross_entropy` does.
+
+    Args:
+        gamma: focusing parameter, >= 0 (the paper's default 2).
+        label_smoothing: in [0, 1).
+    """
+
+    def __init__(self, gamma: float = 2.0, label_smoothing: float = 0.0):
+        super().__init__()
+        self.gamma, self.label_smoothing = gamma, label_smoothing
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        num_classes = logits.shape[1]
+        soft = target.float() if target.is_floating_point() else F.one_hot(target, num_classes).float()
+        soft = soft * (1.0 - self.label_smoothing) + self.label_smoothing / num_classes
+        log_p = F.log_softmax(logits.float(), dim=1)
+        return -(soft * (1.0 - log_p.exp()).pow(self.gamma) * log_p).sum(dim=1).mean()
+
+
+class BinaryFocalLoss(nn.Module):
+    """Sigmoid focal loss for multi-label logits (N, C) and targets in [0, 1] (N, C), mean over all entries
+    (torchvision's `sigmoid_focal_loss`, no alpha weighting); label smoothing pulls targets towards 0.5."""
+
+    def __init__(self, gamma: float = 2.0, label_smoothing: float = 0.0):
+        super().__init__()
+        self.gamma, self.label_smoothing = gamma, label_smoothing
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        from torchvision.ops import sigmoid_focal_loss
+
+        target = target.float() * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
+        return sigmoid_focal_loss(logits.float(), target, alpha=-1, gamma=self.gamma, reduction="mean")
+
+
+class MultiHeadLoss(nn.Module):
+    """Weighted mean over heads of each head's loss: sum_h w_h L_h / sum_h w_h.
 
     Args:
         sizes: classes per head; the logits (N, sum(sizes)) are split in this order.
         weights: weight per head.
-        label_smoothing: applied within each head.
+        head_loss: the loss of one head, (logits (N, C_h), targets (N,) or (N, C_h)) -> scalar; default
+            cross entropy with ``label_smoothing``.
+        label_smoothing: for the default cross entropy.
 
     Targets are int64 (N, heads) class indices or soft (N, sum(sizes)) (mixup, one block per head).
     """
 
-    def __init__(self, sizes: Sequence[int], weights: Sequence[float] | None = None, label_smoothing: float = 0.0):
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        weights: Sequence[float] | None = None,
+        head_loss: nn.Module | None = None,
+        label_smoothing: float = 0.0,
+    ):
         super().__init__()
         self.sizes = list(sizes)
         self.weights = list(weights or [1.0] * len(self.sizes))
-        self.label_smoothing = label_smoothing
+        self.head_loss = head_loss or nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         soft = target.is_floating_point()
         targets = target.split(self.sizes, dim=1) if soft else target.unbind(dim=1)
         losses = [
-            F.cross_entropy(head_logits, head_target, label_smoothing=self.label_smoothing)
-            for head_logits, head_target in zip(logits.split(self.sizes, dim=1), targets)
+            self.head_loss(h_logits, h_target) for h_logits, h_target in zip(logits.split(self.sizes, 1), targets)
         ]
         return sum(w * loss for w, loss in zip(self.weights, losses)) / sum(self.weights)
 
 
-LOSSES = {"ce": cross_entropy, "bce": SmoothBCEWithLogits}
+LOSSES = {"ce": cross_entropy, "bce": SmoothBCEWithLogits, "focal": FocalLoss}
 
 
 def build_criterion(name: str = "ce", label_smoothing: float = 0.0) -> nn.Module:
@@ -83,10 +131,25 @@ def build_criterion(name: str = "ce", label_smoothing: float = 0.0) -> nn.Module
     return LOSSES[name](label_smoothing=label_smoothing)
 
 
-def task_criterion(task: Task, label_smoothing: float = 0.0) -> nn.Module:
-    """The criterion a task trains with: CE (single), BCE (multilabel), weighted per-head CE (multihead)."""
+def task_criterion(task: Task, label_smoothing: float = 0.0, loss: str = "ce", focal_gamma: float = 2.0) -> nn.Module:
+    """The criterion a task trains with.
+
+    Args:
+        task: single -> softmax loss; multilabel -> sigmoid loss per tag; multihead -> weighted softmax loss per head.
+        label_smoothing: in [0, 1).
+        loss: ``"ce"`` (cross entropy, or BCE for multi-label) or ``"focal"`` (softmax or sigmoid focal loss).
+        focal_gamma: the focal loss's gamma.
+
+    Raises:
+        ValueError: unknown loss name.
+    """
+    if loss not in ("ce", "focal"):
+        raise ValueError(f"--loss {loss!r}: expected 'ce' or 'focal'")
     if task.kind == "multilabel":
-        return SmoothBCEWithLogits(label_smoothing)
+        return (
+            BinaryFocalLoss(focal_gamma, label_smoothing) if loss == "focal" else SmoothBCEWithLogits(label_smoothing)
+        )
+    head_loss = FocalLoss(focal_gamma, label_smoothing) if loss == "focal" else cross_entropy(label_smoothing)
     if task.kind == "multihead":
-        return MultiHeadCrossEntropy(task.sizes, task.weights, label_smoothing)
-    return cross_entropy(label_smoothing)
+        return MultiHeadLoss(task.sizes, task.weights, head_loss)
+    return head_loss

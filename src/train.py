@@ -142,7 +142,7 @@ def setup_trainer(config: Config, model, task: Task, loaders: Loaders, device: t
     trainer = create_trainer(
         model,
         optimizer,
-        task_criterion(task, config.label_smoothing),
+        task_criterion(task, config.label_smoothing, config.loss, config.focal_gamma),
         device,
         accumulation_steps=config.accumulation_steps,
         clip_grad_norm=config.clip_grad_norm,

@@ -26,7 +26,7 @@ def _parquet(tmp):
     csv_path, pattern = layouts.parquet_multihead(tmp, n=24)
     flags = ["--train-csv", str(csv_path), "--parquet", pattern, "--id-col", "image_id", "--height", "12"]
     flags += ["--width", "16", "--label-col", "grapheme_root,vowel_diacritic,consonant_diacritic"]
-    return [*flags, "--head-weights", "2,1,1", "--mixup-alpha", "0.4"], "multihead", 24, 1
+    return [*flags, "--head-weights", "2,1,1", "--mixup-alpha", "0.4", "--loss", "focal"], "multihead", 24, 1
 
 
 def _six_channel(tmp):
@@ -50,7 +50,7 @@ def _multilabel(tmp):
     csv_path, folder = layouts.planet_multilabel(tmp, n=24)
     flags = ["--train-csv", str(csv_path), "--image-dir", str(folder), "--image-template", "{id}.jpg"]
     return (
-        [*flags, "--id-col", "image_name", "--label-col", "tags", "--multilabel", "--aug", "heavy"],
+        [*flags, "--id-col", "image_name", "--label-col", "tags", "--multilabel", "--aug", "heavy", "--loss", "focal"],
         "multilabel",
         24,
         3,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from src.engine import create_evaluator, make_metrics
-from src.losses import MultiHeadCrossEntropy, SmoothBCEWithLogits, task_criterion
+from src.losses import MultiHeadLoss, SmoothBCEWithLogits, task_criterion
 from src.mixup import Mixup
 from src.model import build_model
 from src.targets import Head, Task, infer_task
@@ -43,7 +43,7 @@ def test_multihead_soft_targets_are_one_hot_per_head():
 
 def test_multihead_cross_entropy_is_the_weighted_mean_of_the_heads():
     logits = torch.tensor([[2.0, 0.0, 0.0, 0.0, 1.0]])
-    loss = MultiHeadCrossEntropy([3, 2], [2.0, 1.0])(logits, torch.tensor([[0, 1]]))
+    loss = MultiHeadLoss([3, 2], [2.0, 1.0])(logits, torch.tensor([[0, 1]]))
     root = -math.log(math.exp(2) / (math.exp(2) + 2))  # head 1: class 0 of logits (2, 0, 0)
     vowel = -math.log(math.e / (1 + math.e))  # head 2: class 1 of logits (0, 1)
     assert loss.item() == pytest.approx((2 * root + vowel) / 3, rel=1e-6)
