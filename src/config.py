@@ -119,8 +119,9 @@ class Config:
     """Peak learning rate."""
     weight_decay: float = 1e-2
     """Weight decay (decoupled for AdamW)."""
-    scheduler: Literal["onecycle", "cosine", "plateau", "none"] = "onecycle"
-    """LR schedule: linear one-cycle, cosine with linear warmup, reduce-on-plateau of the valid metric, none."""
+    scheduler: Literal["onecycle", "cosine", "step", "plateau", "none"] = "onecycle"
+    """LR schedule: linear one-cycle, cosine with linear warmup, step (/10 at 50% and 75%, after a warmup),
+    reduce-on-plateau of the valid metric, none."""
     warmup_epochs: float = 1.0
     """Warmup length in epochs for 'onecycle' and 'cosine'."""
     accumulation_steps: int = 1

@@ -10,12 +10,14 @@ from __future__ import annotations
 import torch
 from ignite.handlers import (
     CosineAnnealingScheduler,
+    LRScheduler,
     ParamScheduler,
     PiecewiseLinear,
     ReduceLROnPlateauScheduler,
     create_lr_scheduler_with_warmup,
 )
 from torch import nn
+from torch.optim.lr_scheduler import MultiStepLR
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -57,7 +59,8 @@ def build_lr_scheduler(
     Args:
         name: ``"onecycle"`` (linear warmup from lr/25 to lr, then linear decay to lr/1e4),
             ``"cosine"`` (linear warmup from lr/25 then cosine to lr/100), ``"plateau"`` (halve lr
-            when the valid accuracy has not improved for 2 validations), or ``"none"``.
+            when the valid accuracy has not improved for 2 validations), ``"step"`` (linear warmup, then
+            lr, divided by 10 at 50% and again at 75% of the steps; torch's `MultiStepLR`), or ``"none"``.
         optimizer: the optimizer whose ``lr`` is scheduled.
         lr: peak learning rate.
         total_steps: optimizer steps in the whole run.
@@ -82,8 +85,15 @@ def build_lr_scheduler(
         if warmup_steps < 2:  # ignite's warmup needs at least 2 events
             return cosine
         return create_lr_scheduler_with_warmup(cosine, warmup_start_value=lr / 25, warmup_duration=warmup_steps)
+    if name == "step":
+        offset = warmup_steps if warmup_steps >= 2 else 0  # the wrapped schedule counts from the warmup's end
+        milestones = sorted({max(int(f * total_steps) - offset, 1) for f in (0.5, 0.75)})
+        step = LRScheduler(MultiStepLR(optimizer, milestones=milestones, gamma=0.1))
+        if offset == 0:  # ignite's warmup needs at least 2 events
+            return step
+        return create_lr_scheduler_with_warmup(step, warmup_start_value=lr / 25, warmup_duration=warmup_steps)
     if name == "plateau":
         return ReduceLROnPlateauScheduler(optimizer, metric_name="accuracy", mode="max", factor=0.5, patience=2)
     if name == "none":
         return None
-    raise ValueError(f"unknown scheduler {name!r}; known: onecycle, cosine, plateau, none")
+    raise ValueError(f"unknown scheduler {name!r}; known: onecycle, cosine, step, plateau, none")

@@ -167,3 +167,43 @@ def test_amp_trains_on_cuda(amp):
     trainer.run([(x, y)] * 3, max_epochs=1)
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("warmup_steps", [0, 4])
+def test_step_schedule_divides_the_lr_by_ten_at_half_and_three_quarters(warmup_steps):
+    model = TinyClassifier(num_classes=3)
+    optimizer = build_optimizer(model, "sgd", lr=0.1, weight_decay=0)
+    scheduler = build_lr_scheduler("step", optimizer, lr=0.1, total_steps=20, warmup_steps=warmup_steps)
+    engine = Engine(lambda e, b: None)
+    lrs = []
+    engine.add_event_handler(Events.ITERATION_STARTED, scheduler)
+    engine.add_event_handler(Events.ITERATION_STARTED, lambda e: lrs.append(optimizer.param_groups[0]["lr"]))
+    engine.run([0] * 20, max_epochs=1)
+    assert lrs[9] == pytest.approx(0.1) and lrs[10] == pytest.approx(0.01)  # step 10 of 20
+    assert lrs[14] == pytest.approx(0.01) and lrs[15] == pytest.approx(0.001)  # step 15 of 20
+    if warmup_steps:
+        assert lrs[0] == pytest.approx(0.1 / 25) and lrs[0] < lrs[2] < lrs[4] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("name", ["onecycle", "cosine", "step"])
+def test_schedules_resume_from_their_state_dict(name):
+    def run(scheduler, optimizer, iterations, state=None):
+        engine = Engine(lambda e, b: None)
+        lrs = []
+        engine.add_event_handler(Events.ITERATION_STARTED, scheduler)
+        engine.add_event_handler(Events.ITERATION_STARTED, lambda e: lrs.append(optimizer.param_groups[0]["lr"]))
+        engine.run([0] * iterations, max_epochs=1)
+        return lrs
+
+    def fresh():
+        optimizer = build_optimizer(TinyClassifier(num_classes=3), "sgd", lr=0.1, weight_decay=0)
+        return build_lr_scheduler(name, optimizer, lr=0.1, total_steps=20, warmup_steps=4), optimizer
+
+    whole = run(*fresh(), 20)
+    first, optimizer = fresh()
+    head = run(first, optimizer, 12)
+    second, optimizer2 = fresh()
+    second.load_state_dict(first.state_dict())
+    optimizer2.param_groups[0]["lr"] = optimizer.param_groups[0]["lr"]
+    tail = run(second, optimizer2, 8)
+    assert head + tail == pytest.approx(whole)
