@@ -1,10 +1,11 @@
 """Model registry: ``--arch`` names to builders of a `Classifier` (backbone -> pool -> dropout -> linear).
 
 Backbones come from efficientnet-pytorch (EfficientNet, Tan & Le 2019, https://arxiv.org/abs/1905.11946)
-and pretrainedmodels (SE-ResNeXt, Hu et al. 2018, https://arxiv.org/abs/1709.01507; DenseNet, Huang et
-al. 2017, https://arxiv.org/abs/1608.06993). Every model takes (N, in_chans, H, W) float input of any
-size >= 32 px and returns logits (N, num_classes); `Classifier.forward_features` gives the pooled
-embedding (N, num_features).
+and pretrainedmodels (SE-ResNeXt / SENet, Hu et al. 2018, https://arxiv.org/abs/1709.01507; DenseNet,
+Huang et al. 2017, https://arxiv.org/abs/1608.06993; ResNeXt, Inception-v4, Xception, NASNet, PNASNet,
+PolyNet, ResNet: see `PRETRAINEDMODELS_ARCHS`). Every model takes (N, in_chans, H, W) float input of any
+size >= 32 px (75 px for the Inception family and PolyNet, see `MIN_INPUT`) and returns logits
+(N, num_classes); `Classifier.forward_features` gives the pooled embedding (N, num_features).
 
 BatchNorm: efficientnet-pytorch defaults to a TF-style momentum of 0.99 (0.01 in PyTorch terms), which
 leaves the running statistics far from the data for many epochs when training from scratch on small
@@ -13,6 +14,7 @@ data sets (eval accuracy at chance). We build EfficientNets with PyTorch's usual
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -132,6 +134,9 @@ def _pretrainedmodels(name: str, in_chans: int, pretrained: str | None) -> tuple
         net = pretrainedmodels.__dict__[name](
             num_classes=1000, pretrained="imagenet" if pretrained == "imagenet" else None
         )
+    # pretrainedmodels' ResNeXt101 models share one module-level `features` Sequential between all
+    # instances; a private copy keeps one model's changes (in_chans, weights) out of the next one.
+    net = copy.deepcopy(net)
     if in_chans != 3 and not pretrained:
         adapt_input_conv(net, in_chans)  # random init anyway: only the shape matters
     return net, net.last_linear.in_features
@@ -144,22 +149,66 @@ def _effnet_backbone(name: str, in_chans: int, pretrained: str | None, drop_path
 
 def _pm_backbone(name: str, in_chans: int, pretrained: str | None, drop_path_rate: float = 0.0) -> tuple:
     net, num_features = _pretrainedmodels(name, in_chans, pretrained)  # these archs have no stochastic depth
-    return net, partial(PretrainedModelsFeatures, final_relu=name.startswith("densenet")), num_features
+    return net, partial(PretrainedModelsFeatures, final_relu=name in FINAL_RELU), num_features
 
+
+# pretrainedmodels archs that build and train here; dpn*, bninception and vgg* do not fit the
+# backbone -> pool -> linear shape (their `logits` use conv heads or fixed-size linear layers).
+PRETRAINEDMODELS_ARCHS = (
+    "se_resnext50_32x4d",
+    "se_resnext101_32x4d",
+    "se_resnet50",
+    "se_resnet101",
+    "se_resnet152",
+    "senet154",
+    "densenet121",
+    "densenet161",
+    "densenet169",
+    "densenet201",
+    "resnext101_32x4d",
+    "resnext101_64x4d",
+    "inceptionv4",
+    "inceptionresnetv2",
+    "xception",
+    "nasnetamobile",
+    "pnasnet5large",
+    "polynet",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "cafferesnet101",
+    "fbresnet152",
+)
+# Archs whose `logits` applies a ReLU to `features` before pooling (kept as a module here).
+FINAL_RELU = {"densenet121", "densenet161", "densenet169", "densenet201", "xception", "nasnetamobile", "pnasnet5large"}
+# Smallest square input (pixels) each arch accepts; 32 unless listed.
+MIN_INPUT = {"inceptionv4": 75, "inceptionresnetv2": 75, "polynet": 75}
 
 # name -> builder(in_chans, pretrained, drop_path_rate) -> (library net, feature wrapper, num_features)
 ARCHS: dict[str, Callable[..., tuple]] = {
     **{f"effnet-b{i}": partial(_effnet_backbone, f"efficientnet-b{i}") for i in range(8)},
-    **{
-        name: partial(_pm_backbone, name)
-        for name in ("se_resnext50_32x4d", "se_resnext101_32x4d", "densenet121", "densenet169", "densenet201")
-    },
+    **{name: partial(_pm_backbone, name) for name in PRETRAINEDMODELS_ARCHS},
 }
 
 
 def list_archs() -> list[str]:
     """The registered ``--arch`` names."""
     return list(ARCHS)
+
+
+def describe_archs(names: Sequence[str] | None = None, num_classes: int = 1000, in_chans: int = 3) -> list[str]:
+    """One line per arch: name, parameter count (millions, with a ``num_classes`` head) and smallest input.
+
+    Builds each model with random weights, so all of them (``names=None``) take about 40 s on 2 CPU cores.
+    """
+    lines = []
+    for name in names or list(ARCHS):
+        model = build_model(name, num_classes=num_classes, in_chans=in_chans)
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        lines.append(f"{name:<22} {params:7.1f}M params  input >= {MIN_INPUT.get(name, 32)} px")
+    return lines
 
 
 def check_arch(arch: str) -> None:

@@ -43,7 +43,7 @@ from src.handlers import (
 from src.loaddata import Data, Loaders, assign_folds, build_loaders, default_num_workers, load_data, split_indices
 from src.losses import task_criterion
 from src.mixup import Mixup
-from src.model import build_model, check_arch, list_archs
+from src.model import build_model, check_arch, describe_archs
 from src.optim import build_lr_scheduler, build_optimizer
 from src.targets import Task
 
@@ -343,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = parse_config(argv)
         if config.list_archs:
-            print("\n".join(list_archs()))
+            print("\n".join(describe_archs()))
             return 0
         run(config)
     except (ValueError, FileNotFoundError) as error:

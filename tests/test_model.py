@@ -3,14 +3,19 @@ import torch
 from efficientnet_pytorch import EfficientNet
 from torch import nn
 
-from src.model import ARCHS, adapt_input_conv, build_model, list_archs
+from src.model import ARCHS, MIN_INPUT, adapt_input_conv, build_model, list_archs
+
+# One arch of each family by default; the whole zoo (about 2 minutes on 2 cores) under `-m slow`.
+FAST_ARCHS = {"effnet-b0", "effnet-b3", "se_resnext50_32x4d", "densenet121", "resnet18", "xception", "inceptionv4"}
+ZOO = [a if a in FAST_ARCHS else pytest.param(a, marks=pytest.mark.slow) for a in list_archs()]
 
 
-@pytest.mark.parametrize("arch", list_archs())
+@pytest.mark.parametrize("arch", ZOO)
 @pytest.mark.parametrize("in_chans", [1, 3])
 def test_forward_shapes(arch, in_chans):
     model = build_model(arch, num_classes=7, in_chans=in_chans).eval()
-    x = torch.randn(2, in_chans, 32, 32)  # (N, C, H, W)
+    size = MIN_INPUT.get(arch, 32)
+    x = torch.randn(2, in_chans, size, size)  # (N, C, H, W)
     with torch.no_grad():
         logits = model(x)
         features = model.forward_features(x)
@@ -20,7 +25,9 @@ def test_forward_shapes(arch, in_chans):
 
 
 def test_registry_has_required_archs():
-    required = {f"effnet-b{i}" for i in range(8)} | {"se_resnext50_32x4d", "densenet121"}
+    required = {f"effnet-b{i}" for i in range(8)} | {"se_resnext50_32x4d", "se_resnext101_32x4d", "senet154"}
+    required |= {"densenet121", "densenet161", "densenet169", "densenet201", "resnext101_32x4d", "inceptionv4"}
+    required |= {"xception"}
     assert required <= set(ARCHS)
 
 
@@ -89,3 +96,20 @@ def test_pretrained_path_of_other_arch_is_rejected(tmp_path):
     torch.save(build_model("densenet121", num_classes=3).state_dict(), path)
     with pytest.raises(ValueError, match="densenet.pth"):
         build_model("effnet-b0", num_classes=3, pretrained=str(path))
+
+
+def test_describe_archs_counts_parameters_and_names_the_smallest_input():
+    from src.model import describe_archs
+
+    effnet, inception = describe_archs(["effnet-b0", "inceptionv4"])
+    assert effnet.split()[:2] == ["effnet-b0", "5.3M"] and "input >= 32 px" in effnet  # 5.29M with 1000 classes
+    assert inception.startswith("inceptionv4") and "input >= 75 px" in inception
+
+
+def test_models_do_not_share_modules_between_builds():
+    # pretrainedmodels' resnext101_32x4d builds every instance on one module-level `features` object
+    grey = build_model("resnext101_32x4d", num_classes=3, in_chans=1)
+    colour = build_model("resnext101_32x4d", num_classes=3, in_chans=3).eval()
+    with torch.no_grad():
+        assert colour(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+    assert grey.backbone.net.features[0].in_channels == 1
