@@ -39,6 +39,8 @@ class Config:
     read this many values per pixel (default 1)."""
     drop_rate: float = 0.2
     """Dropout before the classifier layer."""
+    head: Literal["linear", "bn-dropout"] = "linear"
+    """Classifier head: 'linear' (dropout -> linear) or 'bn-dropout' (BatchNorm -> dropout -> linear)."""
     drop_path_rate: float = 0.2
     """Stochastic depth (drop connect) of EfficientNet blocks (Huang et al. 2016); other archs ignore it."""
 

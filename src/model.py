@@ -46,8 +46,11 @@ class MultiHead(nn.Module):
         return torch.cat([head(features) for head in self.heads], dim=1)
 
 
+HEADS = ("linear", "bn-dropout")
+
+
 class Classifier(nn.Module):
-    """A feature extractor followed by global average pooling, dropout and a linear classifier.
+    """A feature extractor followed by global average pooling and a head: [BatchNorm] -> dropout -> linear.
 
     Args:
         backbone: maps (N, C, H, W) to feature maps (N, num_features, h, w).
@@ -55,15 +58,28 @@ class Classifier(nn.Module):
         num_classes: number of output logits, or a list of classes per head (one linear layer each,
             outputs concatenated in that order, see `MultiHead`).
         drop_rate: dropout probability before the linear layer.
+        head: ``"linear"`` (dropout -> linear) or ``"bn-dropout"`` (BatchNorm1d -> dropout -> linear, the
+            head of the Recursion Cellular competition log).
+
+    Raises:
+        ValueError: unknown head.
     """
 
     def __init__(
-        self, backbone: nn.Module, num_features: int, num_classes: int | Sequence[int], drop_rate: float = 0.0
+        self,
+        backbone: nn.Module,
+        num_features: int,
+        num_classes: int | Sequence[int],
+        drop_rate: float = 0.0,
+        head: str = "linear",
     ):
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"--head {head!r}: unknown head; known: {', '.join(HEADS)}")
         self.backbone = backbone
         self.num_features = num_features
         self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head_norm = nn.BatchNorm1d(num_features) if head == "bn-dropout" else nn.Identity()
         self.dropout = nn.Dropout(drop_rate)
         if isinstance(num_classes, int):
             self.fc = nn.Linear(num_features, num_classes)
@@ -76,7 +92,7 @@ class Classifier(nn.Module):
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """(N, num_features) -> logits (N, num_classes)."""
-        return self.fc(self.dropout(features))
+        return self.fc(self.dropout(self.head_norm(features)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -283,6 +299,7 @@ def build_model(
     activation: str | None = None,
     drop_rate: float = 0.2,
     drop_path_rate: float = 0.2,
+    head: str = "linear",
 ) -> Classifier:
     """Builds a registered architecture.
 
@@ -296,6 +313,7 @@ def build_model(
         activation: if given (e.g. ``"mish"``), replaces every ReLU/SiLU/Swish module with it.
         drop_rate: dropout before the final linear layer.
         drop_path_rate: stochastic depth of EfficientNet blocks (ignored by the pretrainedmodels archs).
+        head: ``"linear"`` or ``"bn-dropout"`` (see `Classifier`).
 
     Returns:
         A `Classifier` mapping (N, in_chans, H, W) float to logits (N, num_classes) (N, sum(num_classes) for heads).
@@ -326,7 +344,7 @@ def build_model(
         if weights_path is not None:
             _load_library_weights(net, state, weights_path)
         adapt_input_conv(net, in_chans)
-    model = Classifier(wrap(net), num_features, num_classes, drop_rate)
+    model = Classifier(wrap(net), num_features, num_classes, drop_rate, head)
     if activation:
         replace_activations(model, activation)
     if own_state is not None:
@@ -337,12 +355,12 @@ def build_model(
 def _load_own_weights(model: Classifier, state: dict, path: Path) -> None:
     own = model.state_dict()
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    if any(not k.startswith("fc.") for k in mismatched):
+    head_keys = ("fc.", "head_norm.")  # a new head (another num_classes or head kind) may replace the old one
+    if any(not k.startswith(head_keys) for k in mismatched):
         raise ValueError(f"{path}: tensor shapes do not fit the model: {mismatched[:5]}")
-    state = {k: v for k, v in state.items() if k not in mismatched}  # a new head for another num_classes
+    state = {k: v for k, v in state.items() if k not in mismatched}
     result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith("fc.")]
-    if missing or result.unexpected_keys:
-        raise ValueError(
-            f"{path}: does not match the model: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}"
-        )
+    missing = [k for k in result.missing_keys if not k.startswith(head_keys)]
+    unexpected = [k for k in result.unexpected_keys if not k.startswith(head_keys)]
+    if missing or unexpected:
+        raise ValueError(f"{path}: does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")

@@ -115,6 +115,7 @@ def setup_model(config: Config, task: Task, device: torch.device) -> torch.nn.Mo
         activation=config.activation,
         drop_rate=config.drop_rate,
         drop_path_rate=config.drop_path_rate,
+        head=config.head,
     )
     return model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
 

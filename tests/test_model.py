@@ -113,3 +113,18 @@ def test_models_do_not_share_modules_between_builds():
     with torch.no_grad():
         assert colour(torch.randn(1, 3, 32, 32)).shape == (1, 3)
     assert grey.backbone.net.features[0].in_channels == 1
+
+
+def test_bn_dropout_head_normalises_the_embedding(tmp_path):
+    model = build_model("effnet-b0", num_classes=4, in_chans=1, head="bn-dropout", drop_rate=0.3)
+    assert isinstance(model.head_norm, nn.BatchNorm1d) and model.dropout.p == 0.3
+    model.train()
+    model(torch.randn(4, 1, 32, 32))
+    assert model.head_norm.num_batches_tracked.item() == 1  # the head's BatchNorm sees the embeddings
+    torch.save(build_model("effnet-b0", num_classes=4, in_chans=1).state_dict(), tmp_path / "linear.pt")
+    reloaded = build_model(
+        "effnet-b0", num_classes=4, in_chans=1, head="bn-dropout", pretrained=str(tmp_path / "linear.pt")
+    )
+    assert reloaded.head_norm.num_batches_tracked.item() == 0  # a new head on the loaded backbone
+    with pytest.raises(ValueError, match="--head 'mlp'"):
+        build_model("effnet-b0", num_classes=4, in_chans=1, head="mlp")
