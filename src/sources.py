@@ -109,9 +109,9 @@ class FileImages:
         return np.concatenate(planes, axis=2)
 
     def _decode(self, path: str, index: int) -> np.ndarray:
-        if not os.path.isfile(path):
-            raise ValueError(f"{at(self.where, index)}: image file {path} not found")
         image = cv2.imread(path, cv2.IMREAD_GRAYSCALE if self.grayscale else cv2.IMREAD_UNCHANGED)
+        if image is None and not os.path.isfile(path):  # tell a missing file from a broken one
+            raise ValueError(f"{at(self.where, index)}: image file {path} not found")
         if image is None:
             raise ValueError(
                 f"{at(self.where, index)}: image file {path} cannot be decoded; expected an image file "
@@ -292,7 +292,7 @@ def read_image_folder(options) -> Source:
     records = table.to_dict("records")
     paths = []
     for row, record in enumerate(records):
-        values = {k: v for k, v in record.items() if isinstance(k, str)}
+        values = dict(record)
         if "id" in fields:
             values["id"] = record[options.id_col]
         missing = [f for f in fields - {"channel"} if _missing(values.get(f))]
