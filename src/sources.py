@@ -109,9 +109,9 @@ class FileImages:
         return np.concatenate(planes, axis=2)
 
     def _decode(self, path: str, index: int) -> np.ndarray:
-        image = cv2.imread(path, cv2.IMREAD_GRAYSCALE if self.grayscale else cv2.IMREAD_UNCHANGED)
-        if image is None and not os.path.isfile(path):  # tell a missing file from a broken one
+        if not os.path.isfile(path):  # before OpenCV, which would also print its own warning to stderr
             raise ValueError(f"{at(self.where, index)}: image file {path} not found")
+        image = cv2.imread(path, cv2.IMREAD_GRAYSCALE if self.grayscale else cv2.IMREAD_UNCHANGED)
         if image is None:
             raise ValueError(
                 f"{at(self.where, index)}: image file {path} cannot be decoded; expected an image file "
