@@ -1,0 +1,109 @@
+"""Learning-rate range test: ``python -m src.lr_find --arch effnet-b0 [training flags] [--lr-find-iters 100]``.
+
+Trains the configured model on the configured data for a few iterations while the learning rate rises
+exponentially from ``--lr-find-start`` to ``--lr-find-end`` (Smith, "Cyclical Learning Rates for
+Training Neural Networks", WACV 2017, https://arxiv.org/abs/1506.01186), with ignite's
+`FastaiLRFinder`, which restores the model and optimizer afterwards. Saves the loss-vs-lr plot
+(``lr_find.png``) and the curve (``lr_find.csv``) to ``<output-dir>/lr_find-<arch>/`` and prints
+ignite's suggested learning rate (the steepest descent of the smoothed loss).
+
+Takes every training flag (data layout, arch, batch size, accumulation, mixup, ...); the schedule,
+evaluation and checkpoint flags do not apply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+from ignite.handlers import FastaiLRFinder
+from ignite.utils import manual_seed, setup_logger
+
+from src.config import parse_config
+from src.model import check_arch
+from src.train import resolve_device, setup_data, setup_model, setup_trainer
+
+
+def find_lr(config, iters: int = 100, start_lr: float = 1e-7, end_lr: float = 1.0, out_dir: Path | None = None):
+    """Runs the range test.
+
+    Args:
+        config: a training `Config`.
+        iters: iterations of the test (micro-batches).
+        start_lr, end_lr: the range, swept exponentially.
+        out_dir: where ``lr_find.png`` and ``lr_find.csv`` go; None writes nothing.
+
+    Returns:
+        (suggested lr, or None when the curve has no clear descent, e.g. a range too narrow; the curve as a
+        DataFrame with columns lr and loss).
+
+    Raises:
+        ValueError: bad config or data, or a range with start_lr >= end_lr.
+    """
+    if not 0 < start_lr < end_lr:
+        raise ValueError(f"--lr-find-start {start_lr} / --lr-find-end {end_lr}: expected 0 < start < end")
+    logger = setup_logger("src.lr_find", level=logging.INFO)
+    check_arch(config.arch)
+    manual_seed(config.seed)
+    device = resolve_device(config.device)
+    loaders, config, data, _ = setup_data(config, device, logger)
+    model = setup_model(config, data.task, device)
+    trainer, optimizer, _, _, _ = setup_trainer(config, model, data.task, loaders, device)
+    finder = FastaiLRFinder()
+    to_save = {"model": model, "optimizer": optimizer}
+    with finder.attach(
+        trainer, to_save, output_transform=lambda out: out["loss"], num_iter=iters, start_lr=start_lr, end_lr=end_lr
+    ) as finding:
+        finding.run(loaders.train, max_epochs=max(1, -(-iters // len(loaders.train))))
+    results = finder.get_results()
+    # one lr per parameter group (decay / no decay) moving together: report the first group's
+    lrs = [lr[0] if isinstance(lr, list | tuple) else lr for lr in results["lr"]]
+    curve = pd.DataFrame({"lr": lrs, "loss": results["loss"]})
+    try:
+        suggested = finder.lr_suggestion()
+        suggestion = float(suggested[0] if isinstance(suggested, list | tuple) else suggested)
+    except RuntimeError as error:  # ignite: the curve is not U-shaped
+        logger.warning("no lr suggestion: %s", error)
+        suggestion = None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        curve.to_csv(out_dir / "lr_find.csv", index=False)
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        skip = {"skip_start": min(10, len(curve) // 4), "skip_end": min(5, len(curve) // 4)}
+        finder.plot(ax=ax, display_suggestion=suggestion is not None, **skip)
+        fig.savefig(out_dir / "lr_find.png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+    return suggestion, curve
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    own = argparse.ArgumentParser(add_help=False)
+    own.add_argument("--lr-find-iters", type=int, default=100)
+    own.add_argument("--lr-find-start", type=float, default=1e-7)
+    own.add_argument("--lr-find-end", type=float, default=1.0)
+    args, rest = own.parse_known_args(argv)
+    try:
+        config = parse_config(rest)
+        out_dir = None if config.dry_run else Path(config.output_dir) / (config.run_name or f"lr_find-{config.arch}")
+        suggestion, curve = find_lr(config, args.lr_find_iters, args.lr_find_start, args.lr_find_end, out_dir)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    shown = f"{suggestion:.2e}" if suggestion else "none (widen the range)"
+    lrs = f"lr {curve['lr'].iloc[0]:.1e} to {curve['lr'].iloc[-1]:.1e}"
+    plot = out_dir / "lr_find.png" if out_dir else "none (dry run)"
+    print(f"suggested lr {shown} ({len(curve)} iterations, {lrs}); plot: {plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
