@@ -58,6 +58,10 @@ def parquet_multihead(tmp: Path, n: int = 24, height: int = 12, width: int = 16)
     return tmp / "train.csv", str(tmp / "train_image_data_*.parquet")
 
 
+# The flags that read `six_channel`'s layout, as Config fields.
+SIX_CHANNEL = {"image_template": "{experiment}/{id}_w{channel}.png", "channels": "1,2,3,4,5,6", "label_col": "sirna"}
+
+
 def six_channel(tmp: Path, n: int = 12, num_classes: int = 3) -> tuple[Path, Path]:
     """Recursion-style: one PNG per channel, ``<experiment>/<id>_w<channel>.png``, channel k filled with 10 k."""
     folder = tmp / "images" / "EXP-1"

@@ -42,13 +42,7 @@ def test_image_folder_template_with_columns_and_colour_order(tmp_path):
 
 def test_six_channel_files_stack_into_one_image(tmp_path):
     csv, root = layouts.six_channel(tmp_path, n=6)
-    data = _load(
-        train_csv=str(csv),
-        image_dir=str(root),
-        image_template="{experiment}/{id}_w{channel}.png",
-        channels="1,2,3,4,5,6",
-        label_col="sirna",
-    )
+    data = _load(train_csv=str(csv), image_dir=str(root), **layouts.SIX_CHANNEL)
     image = data.source.images[0]
     assert image.shape == (16, 16, 6) and data.in_chans == 6
     background = image[image[..., 0] < 100]  # pixels outside the bright square hold 10 x channel
@@ -101,14 +95,7 @@ def test_rasterize_encodes_stroke_order_as_intensity():
 
 def test_folds_honour_a_fold_column_and_groups(tmp_path):
     csv, root = layouts.six_channel(tmp_path, n=12)
-    config = Config(
-        train_csv=str(csv),
-        image_dir=str(root),
-        image_template="{experiment}/{id}_w{channel}.png",
-        channels="1,2,3,4,5,6",
-        label_col="sirna",
-        folds=4,
-    )
+    config = Config(train_csv=str(csv), image_dir=str(root), folds=4, **layouts.SIX_CHANNEL)
     data = load_data(config)
     fold_of = assign_folds(data, 4, seed=0, group_col="plate")
     plates = data.source.table["plate"].to_numpy()
