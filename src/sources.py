@@ -310,7 +310,7 @@ def read_pixel_csv(options) -> Source:
     if not pixel_cols:
         meta = set(options.label_cols) | {options.id_col, options.group_col, options.fold_col}
         pixel_cols = [c for c in table.columns if c not in meta]
-    images = _pixels_to_images(table[pixel_cols], options, where, offset=0)
+    images = _pixels_to_images(table[pixel_cols].to_numpy(), [str(c) for c in pixel_cols], options, where)
     return Source(table.drop(columns=pixel_cols), ArrayImages(images), where, options.id_col)
 
 
@@ -331,8 +331,9 @@ def read_parquet_images(options) -> Source:
         ids += [str(v) for v in data.column(options.id_col).to_pylist()]
         pixels = data.drop_columns([options.id_col])
         # one numpy array per column (H*W of them), never one Python object per pixel
-        block = np.stack([col.to_numpy() for col in pixels.columns], axis=1) if pixels.num_columns else None
-        blocks.append(_pixels_to_images(block, options, file, offset=0, columns=pixels.num_columns))
+        columns = [col.to_numpy() for col in pixels.columns]
+        block = np.stack(columns, axis=1) if columns else np.empty((pixels.num_rows, 0), np.uint8)
+        blocks.append(_pixels_to_images(block, pixels.column_names, options, file))
     images = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
     position = {image_id: i for i, image_id in enumerate(ids)}
     rows = []
@@ -430,11 +431,9 @@ def in_memory(images: Sequence[np.ndarray]) -> ArrayImages:
     return ListImages(list(images))
 
 
-def _pixels_to_images(pixels, options, where: str, offset: int = 0, columns: int | None = None) -> np.ndarray:
-    """(N, P) pixel values -> uint8 (N, H, W, C), checking the count and the range."""
-    names = list(pixels.columns) if isinstance(pixels, pd.DataFrame) else None
-    values = pixels.to_numpy() if isinstance(pixels, pd.DataFrame) else pixels
-    count = values.shape[1] if values is not None else (columns or 0)
+def _pixels_to_images(values: np.ndarray, names: Sequence[str], options, where) -> np.ndarray:
+    """(N, P) pixel values with their column names -> uint8 (N, H, W, C), checking the count and the range."""
+    count = values.shape[1]
     channels = options.in_chans or 1
     height, width = options.height, options.width
     if height is None and width is None:
@@ -451,19 +450,13 @@ def _pixels_to_images(pixels, options, where: str, offset: int = 0, columns: int
             f"{where}: {count} pixel columns; expected height x width x channels = "
             f"{height} x {width} x {channels} = {height * width * channels}"
         )
-    values = np.asarray(values)
     if not np.issubdtype(values.dtype, np.number):
         raise ValueError(f"{where}: pixel columns hold non-numbers; expected integers in [0, 255]")
-    bad = (
-        ~np.isfinite(values) | (values < 0) | (values > 255)
-        if values.dtype.kind == "f"
-        else (values < 0) | (values > 255)
-    )
+    bad = ~np.isfinite(values) | (values < 0) | (values > 255)
     if bad.any():
         row, col = np.argwhere(bad)[0]
         raise ValueError(
-            f"{at(where, offset + row)}: pixel column {names[col] if names else col} is {values[row, col].item()!r}; "
-            "expected a value in [0, 255]"
+            f"{at(where, row)}: pixel column {names[col]} is {values[row, col].item()!r}; expected a value in [0, 255]"
         )
     return values.astype(np.uint8).reshape(len(values), height, width, channels)
 
