@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from ignite.engine import Engine, Events
@@ -61,7 +62,9 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def setup_data(config: Config, device: torch.device, logger: logging.Logger) -> tuple[Loaders, Config, Data, object]:
+def setup_data(
+    config: Config, device: torch.device, logger: logging.Logger
+) -> tuple[Loaders, Config, Data, np.ndarray]:
     """Reads and checks the data, assigns the folds and builds the loaders.
 
     Returns:
@@ -244,7 +247,7 @@ def setup_run_dir(config: Config) -> Path | None:
     return run_dir
 
 
-def save_data_description(run_dir: Path, data: Data, fold_of) -> None:
+def save_data_description(run_dir: Path, data: Data, fold_of: np.ndarray) -> None:
     """Writes ``classes.json`` (the task: kind, label columns, class lists, head weights; used by prediction)
     and ``folds.csv`` (id, fold of every row)."""
     (run_dir / CLASSES_FILENAME).write_text(json.dumps(data.task.to_dict(), indent=1))
