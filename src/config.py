@@ -95,6 +95,9 @@ class Config:
     # --- data: folds, size, augmentation, loading ------------------------------------------------
     img_size: int = 32
     """Side of the square model input, pixels. Images are resized to it."""
+    img_size_schedule: str | None = None
+    """Progressive resizing: 'SIZE:EPOCH,...' (e.g. '24:0,32:4,40:10') switches the train and valid image size
+    at the start of each listed epoch (0-based) without restarting; before the first entry --img-size applies."""
     resize_mode: Literal["resize", "pad"] = "resize"
     """'resize' scales every image to img_size; 'pad' zero-pads smaller images (centred) first."""
     folds: int = 5
@@ -196,6 +199,15 @@ class Config:
         return _floats("head_weights", self.head_weights)
 
     @property
+    def size_schedule(self) -> list[tuple[int, int]]:
+        """--img-size-schedule as (first epoch, size) pairs in epoch order, starting with (0, img_size)."""
+        return parse_size_schedule(self.img_size_schedule, self.img_size)
+
+    def img_size_at(self, epoch: int) -> int:
+        """The image side (pixels) of 0-based ``epoch`` under --img-size-schedule (--img-size without one)."""
+        return [size for start, size in self.size_schedule if start <= epoch][-1]
+
+    @property
     def mean_list(self) -> list[float] | None:
         return _floats("mean", self.mean)
 
@@ -206,6 +218,29 @@ class Config:
 
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_size_schedule(text: str | None, img_size: int) -> list[tuple[int, int]]:
+    """Parses 'SIZE:EPOCH,...' into (first epoch, size) pairs sorted by epoch, starting with (0, img_size)
+    unless the text sets epoch 0 itself.
+
+    Raises:
+        ValueError: an entry that is not SIZE:EPOCH with SIZE >= 8 and EPOCH >= 0, or an epoch listed twice.
+    """
+    schedule = {0: img_size}
+    if not text:
+        return list(schedule.items())
+    listed = set()
+    for entry in _split(str(text)):
+        size, _, epoch = entry.partition(":")
+        if not (size.strip().isdigit() and epoch.strip().isdigit() and int(size) >= 8) or int(epoch) in listed:
+            raise ValueError(
+                f"--img-size-schedule {text!r}: bad entry {entry!r}; expected SIZE:EPOCH pairs with SIZE >= 8 pixels "
+                "and distinct 0-based epochs, e.g. '24:0,32:4,40:10'"
+            )
+        listed.add(int(epoch))
+        schedule[int(epoch)] = int(size)
+    return sorted(schedule.items())
 
 
 def _floats(name: str, text: str | None) -> list[float] | None:
@@ -329,6 +364,7 @@ def validate(config: Config) -> None:
         ("in_chans", config.in_chans is None or config.in_chans >= 1, "an integer >= 1 or None"),
         ("num_classes", config.num_classes is None or config.num_classes >= 2, "an integer >= 2 or None"),
     ]
+    parse_size_schedule(config.img_size_schedule, config.img_size)
     for name in ("head_weights", "mean", "std"):
         _floats(name, getattr(config, name))
     if config.std_list and min(config.std_list) <= 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -125,6 +126,32 @@ def attach_evaluation(trainer: Engine, evaluators: dict[str, tuple[Engine, objec
     trainer.add_event_handler(every, evaluate)
 
 
+def attach_progressive_resizing(
+    trainer: Engine, loaders, size_at: Callable[[int], int], seed: int, logger: logging.Logger
+) -> None:
+    """Progressive resizing (fast.ai's DAWNBench recipe, Howard 2018; Touvron et al. 2019 on train/test size):
+    at the start of each epoch, switches the train and evaluation pipelines to ``size_at(epoch - 1)`` pixels
+    when that differs from the current size, and restarts the train iterator so the new size applies to the
+    whole epoch (also on the first epoch of a resumed run, and with worker processes).
+
+    Args:
+        trainer: the training engine.
+        loaders: the run's `src.loaddata.Loaders` (built with ``resizable=True`` when workers are used).
+        size_at: 0-based epoch -> image side in pixels.
+        seed: the train augmentation is re-seeded with ``seed + epoch`` at each change.
+        logger: logs each change.
+    """
+
+    def resize(engine: Engine) -> None:
+        size = size_at(engine.state.epoch - 1)
+        if size != loaders.img_size:
+            loaders.set_img_size(size, seed + engine.state.epoch)
+            engine.set_data(loaders.train)
+            logger.info("epoch %d: image size %d px", engine.state.epoch, size)
+
+    trainer.add_event_handler(Events.EPOCH_STARTED, resize)
+
+
 def attach_early_stopping(trainer: Engine, valid_evaluator: Engine, patience: int) -> EarlyStopping:
     """Stops training when the valid accuracy has not improved for ``patience`` validations."""
     handler = EarlyStopping(
@@ -135,9 +162,14 @@ def attach_early_stopping(trainer: Engine, valid_evaluator: Engine, patience: in
 
 
 def attach_history(
-    trainer: Engine, evaluators: dict[str, Engine], optimizer, history: History, logger: logging.Logger
+    trainer: Engine,
+    evaluators: dict[str, Engine],
+    optimizer,
+    history: History,
+    logger: logging.Logger,
+    img_size: Callable[[], int] | None = None,
 ) -> None:
-    """After the epoch's evaluations, records and logs one row: epoch, lr, losses, accuracies, speed."""
+    """After the epoch's evaluations, records and logs one row: epoch, lr, (image size), losses, accuracies, speed."""
 
     def record(engine: Engine) -> None:
         epoch_time = engine.state.times[Events.EPOCH_COMPLETED.name] or math.nan
@@ -148,6 +180,8 @@ def attach_history(
             "lr": optimizer.param_groups[0]["lr"],
             "train_loss": engine.state.metrics["loss"],
         }
+        if img_size is not None:
+            row["img_size"] = img_size()
         for name, evaluator in evaluators.items():
             row.update({f"{name}_{metric}": value for metric, value in evaluator.state.metrics.items()})
         row.update({"epoch_time_s": round(epoch_time, 3), "train_images_per_s": round(images / epoch_time, 1)})

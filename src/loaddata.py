@@ -10,8 +10,9 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import albumentations as A
 import numpy as np
 import pandas as pd
 import torch
@@ -248,6 +249,18 @@ class Loaders:
     valid: DataLoader  # valid fold, valid-time transforms
     mean: list[float]
     std: list[float]
+    img_size: int  # the side the pipelines currently resize to, pixels
+    transforms: Callable[[int, int], tuple[A.Compose, A.Compose]]  # (img_size, seed) -> (train, eval) pipelines
+
+    def set_img_size(self, img_size: int, seed: int) -> None:
+        """Switches all three loaders to ``img_size`` (progressive resizing), with the train augmentation
+        re-seeded by ``seed``. Takes effect at the next iterator, so call it before an epoch starts; the
+        loaders must not keep persistent workers (see `build_loaders`' ``resizable``)."""
+        train_tf, eval_tf = self.transforms(img_size, seed)
+        self.train.dataset.transform = train_tf
+        self.train_eval.dataset.transform = eval_tf
+        self.valid.dataset.transform = eval_tf
+        self.img_size = img_size
 
 
 def assign_folds(
@@ -298,6 +311,7 @@ def build_loaders(
     resize_mode: str = "resize",
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    resizable: bool = False,
 ) -> Loaders:
     """Builds the three loaders of a run; normalisation statistics come from the train fold.
 
@@ -315,6 +329,8 @@ def build_loaders(
         eval_batch_size: batch size of the evaluation loaders; default 4 x batch_size.
         resize_mode: ``"resize"`` or ``"pad"`` (zero-pad smaller images), see `build_transforms`.
         mean, std: per-channel normalisation (pixel / 255); None computes them on the train fold.
+        resizable: the image size will change during the run (`Loaders.set_img_size`), so worker processes
+            are started afresh each epoch (not persistent) and pick the current pipelines up.
 
     Returns:
         The train, train-eval and valid loaders, and the normalisation mean/std.
@@ -323,10 +339,16 @@ def build_loaders(
         mean, std = channel_stats(data.source.images, train_idx, seed=seed)
     if len(mean) != data.in_chans or len(std) != data.in_chans:
         raise ValueError(f"--mean/--std give {len(mean)}/{len(std)} values; the images have {data.in_chans} channels")
-    train_tf = build_transforms(img_size, mean, std, aug=aug, seed=seed, resize_mode=resize_mode)
-    eval_tf = build_transforms(img_size, mean, std, aug="none", resize_mode=resize_mode)
+
+    def transforms(size: int, seed: int) -> tuple[A.Compose, A.Compose]:
+        return (
+            build_transforms(size, mean, std, aug=aug, seed=seed, resize_mode=resize_mode),
+            build_transforms(size, mean, std, aug="none", resize_mode=resize_mode),
+        )
+
+    train_tf, eval_tf = transforms(img_size, seed)
     eval_idx = take_subset(train_idx, train_eval_size, seed) if train_eval_size else train_idx
-    common = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0)
+    common = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0 and not resizable)
     eval_batch_size = eval_batch_size or 4 * batch_size
 
     def subset(indices: np.ndarray, transform) -> ImageDataset:
@@ -349,4 +371,6 @@ def build_loaders(
     valid = DataLoader(
         subset(valid_idx, eval_tf), batch_size=eval_batch_size, generator=torch.Generator().manual_seed(seed), **common
     )
-    return Loaders(train=train, train_eval=train_eval, valid=valid, mean=mean, std=std)
+    return Loaders(
+        train=train, train_eval=train_eval, valid=valid, mean=mean, std=std, img_size=img_size, transforms=transforms
+    )

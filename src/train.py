@@ -35,6 +35,7 @@ from src.handlers import (
     attach_history,
     attach_lr_scheduler,
     attach_progress_bar,
+    attach_progressive_resizing,
     attach_tensorboard,
     attach_terminate_on_nan,
     attach_training_metrics,
@@ -84,7 +85,7 @@ def setup_data(
         data,
         train_idx,
         valid_idx,
-        img_size=config.img_size,
+        img_size=config.img_size_at(0),
         batch_size=config.batch_size,
         aug=config.aug,
         num_workers=num_workers,
@@ -94,6 +95,7 @@ def setup_data(
         resize_mode=config.resize_mode,
         mean=config.mean_list,
         std=config.std_list,
+        resizable=len(config.size_schedule) > 1,
     )
     task = data.task
     if task.kind != "multihead" and config.num_classes is not None and config.num_classes < task.num_outputs:
@@ -215,7 +217,9 @@ def attach_handlers(
     )
     to_save["early_stopping"] = attach_early_stopping(trainer, selector, config.patience)
     history = History(run_dir / HISTORY_FILENAME if run_dir else None)
-    attach_history(trainer, evaluators, optimizer, history, logger)
+    if len(config.size_schedule) > 1:
+        attach_progressive_resizing(trainer, loaders, config.img_size_at, config.seed, logger)
+    attach_history(trainer, evaluators, optimizer, history, logger, img_size=lambda: loaders.img_size)
     closers, last_checkpoint = [], None
     if run_dir is not None:
         best_model = ema.ema_model if ema is not None else model
