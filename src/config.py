@@ -124,6 +124,11 @@ class Config:
     """Peak learning rate."""
     weight_decay: float = 1e-2
     """Weight decay (decoupled for AdamW)."""
+    freeze_epochs: int = 0
+    """Train only the head for this many epochs (backbone frozen), then the whole model."""
+    backbone_lr_mult: float = 1.0
+    """The backbone's learning rate is lr x this (e.g. 0.1 when fine-tuning pretrained weights); every schedule
+    keeps the ratio."""
     scheduler: Literal["onecycle", "cosine", "step", "plateau", "none"] = "onecycle"
     """LR schedule: linear one-cycle, cosine with linear warmup, step (/10 at 50% and 75%, after a warmup),
     reduce-on-plateau of the valid metric, none."""
@@ -343,6 +348,8 @@ def validate(config: Config) -> None:
         ("img_size", config.img_size >= 8, "an integer >= 8 (pixels)"),
         ("lr", config.lr > 0, "a positive float"),
         ("weight_decay", config.weight_decay >= 0, "a float >= 0"),
+        ("freeze_epochs", config.freeze_epochs >= 0, "an integer >= 0 (0: no freezing)"),
+        ("backbone_lr_mult", config.backbone_lr_mult > 0, "a positive float (1: the head's lr)"),
         ("accumulation_steps", config.accumulation_steps >= 1, "an integer >= 1"),
         ("label_smoothing", 0.0 <= config.label_smoothing < 1.0, "0 <= label_smoothing < 1"),
         ("mixup_alpha", config.mixup_alpha >= 0, "a float >= 0 (0 disables mixup)"),

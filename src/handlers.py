@@ -25,6 +25,7 @@ from ignite.handlers import (
 from ignite.metrics import Average, RunningAverage
 
 from src.engine import optimizer_step_filter, window_start_filter
+from src.optim import set_backbone_trainable
 
 HISTORY_FILENAME = "history.csv"
 BEST_PREFIX = "best"
@@ -150,6 +151,25 @@ def attach_progressive_resizing(
             logger.info("epoch %d: image size %d px", engine.state.epoch, size)
 
     trainer.add_event_handler(Events.EPOCH_STARTED, resize)
+
+
+def attach_freezing(trainer: Engine, model: torch.nn.Module, freeze_epochs: int, logger: logging.Logger) -> None:
+    """Trains only the head for the first ``freeze_epochs`` epochs (backbone ``requires_grad=False``), then
+    the whole model (the usual fine-tuning schedule of fast.ai's ``fine_tune``). Decided at each epoch start
+    from the epoch number, so a resumed run freezes or not as the original did.
+
+    Raises:
+        ValueError: the model has no ``backbone`` module.
+    """
+    set_backbone_trainable(model, freeze_epochs == 0)  # fails early on a model without a backbone
+
+    def freeze(engine: Engine) -> None:
+        trainable = engine.state.epoch > freeze_epochs
+        set_backbone_trainable(model, trainable)
+        if engine.state.epoch == freeze_epochs + 1:
+            logger.info("epoch %d: backbone unfrozen", engine.state.epoch)
+
+    trainer.add_event_handler(Events.EPOCH_STARTED, freeze)
 
 
 def attach_early_stopping(trainer: Engine, valid_evaluator: Engine, patience: int) -> EarlyStopping:

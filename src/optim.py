@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import torch
 from ignite.handlers import (
+    ConcatScheduler,
     CosineAnnealingScheduler,
     LRScheduler,
+    ParamGroupScheduler,
     ParamScheduler,
     PiecewiseLinear,
     ReduceLROnPlateauScheduler,
@@ -20,13 +22,50 @@ from torch import nn
 from torch.optim.lr_scheduler import MultiStepLR
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Splits parameters into decayed weights and undecayed biases / normalisation weights (ndim <= 1)."""
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, weight_decay: float, backbone_lr_mult: float = 1.0) -> list[dict]:
+    """Splits parameters into decayed weights and undecayed biases / normalisation weights (ndim <= 1).
+
+    With ``backbone_lr_mult != 1`` the parameters of ``model.backbone`` get their own two groups whose
+    ``lr_mult`` key scales the learning rate (discriminative fine-tuning, Howard & Ruder 2018); every group
+    carries ``lr_mult`` (1.0 for the head). Frozen parameters (``requires_grad=False``) are included: freezing
+    is switched on and off during training (`set_backbone_trainable`).
+
+    Raises:
+        ValueError: ``backbone_lr_mult`` is not positive, or the model has no ``backbone`` to scale.
+    """
+    if backbone_lr_mult <= 0:
+        raise ValueError(
+            f"--backbone-lr-mult {backbone_lr_mult!r}: expected a positive float (1 = same lr as the head)"
+        )
+    backbone = set()
+    if backbone_lr_mult != 1.0:
+        if not isinstance(getattr(model, "backbone", None), nn.Module):
+            raise ValueError(f"--backbone-lr-mult needs a model with a backbone; {type(model).__name__} has none")
+        backbone = {id(p) for p in model.backbone.parameters()}
+    groups = {(mult, decay): [] for mult in dict.fromkeys((1.0, backbone_lr_mult)) for decay in (True, False)}
     for param in model.parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        mult = backbone_lr_mult if id(param) in backbone else 1.0
+        groups[(mult, param.ndim > 1)].append(param)
+    return [
+        {"params": params, "weight_decay": weight_decay if decay else 0.0, "lr_mult": mult}
+        for (mult, decay), params in groups.items()
+        if params or mult == 1.0
+    ]
+
+
+def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
+    """Freezes (``requires_grad=False``) or unfreezes the parameters of ``model.backbone``.
+
+    A frozen parameter gets no gradient, so the optimizer leaves it (and its moments) untouched; BatchNorm
+    running statistics of the backbone still follow the data in train mode.
+
+    Raises:
+        ValueError: the model has no ``backbone`` module.
+    """
+    backbone = getattr(model, "backbone", None)
+    if not isinstance(backbone, nn.Module):
+        raise ValueError(f"--freeze-epochs needs a model with a backbone; {type(model).__name__} has none")
+    backbone.requires_grad_(trainable)
 
 
 OPTIMIZERS = {
@@ -36,15 +75,21 @@ OPTIMIZERS = {
 }
 
 
-def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """Builds the optimizer with no weight decay on biases and normalisation weights.
+def build_optimizer(
+    model: nn.Module, name: str, lr: float, weight_decay: float, backbone_lr_mult: float = 1.0
+) -> torch.optim.Optimizer:
+    """Builds the optimizer with no weight decay on biases and normalisation weights, and the backbone's
+    learning rate ``lr * backbone_lr_mult`` (see `param_groups`).
 
     Raises:
-        ValueError: unknown optimizer name; the message lists the known names.
+        ValueError: unknown optimizer name (the message lists the known names), or a bad multiplier.
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; known: {sorted(OPTIMIZERS)}")
-    return OPTIMIZERS[name](param_groups(model, weight_decay), lr)
+    groups = param_groups(model, weight_decay, backbone_lr_mult)
+    for group in groups:
+        group["lr"] = lr * group["lr_mult"]
+    return OPTIMIZERS[name](groups, lr)
 
 
 def build_lr_scheduler(
@@ -61,8 +106,9 @@ def build_lr_scheduler(
             ``"cosine"`` (linear warmup from lr/25 then cosine to lr/100), ``"plateau"`` (halve lr
             when the valid accuracy has not improved for 2 validations), ``"step"`` (linear warmup, then
             lr, divided by 10 at 50% and again at 75% of the steps; torch's `MultiStepLR`), or ``"none"``.
-        optimizer: the optimizer whose ``lr`` is scheduled.
-        lr: peak learning rate.
+        optimizer: the optimizer whose ``lr`` is scheduled. A param group's ``lr_mult`` key (see
+            `param_groups`) scales its curve: it peaks at ``lr * lr_mult``.
+        lr: peak learning rate (of the groups with ``lr_mult`` 1).
         total_steps: optimizer steps in the whole run.
         warmup_steps: optimizer steps of linear warmup.
 
@@ -74,26 +120,52 @@ def build_lr_scheduler(
     """
     total_steps = max(total_steps, 2)
     warmup_steps = min(max(warmup_steps, 1), total_steps - 1)
-    if name == "onecycle":
-        return PiecewiseLinear(
-            optimizer, "lr", milestones_values=[(0, lr / 25), (warmup_steps, lr), (total_steps, lr / 1e4)]
+    if name in ("onecycle", "cosine"):
+        mults = sorted({group.get("lr_mult", 1.0) for group in optimizer.param_groups})
+        if len(mults) == 1:  # one schedule sets every group
+            return _curve(name, optimizer, lr * mults[0], total_steps, warmup_steps)
+        return ParamGroupScheduler(  # one schedule per group, each peaking at lr * its lr_mult
+            [
+                _curve(name, optimizer, lr * group.get("lr_mult", 1.0), total_steps, warmup_steps, index)
+                for index, group in enumerate(optimizer.param_groups)
+            ]
         )
-    if name == "cosine":
-        cosine = CosineAnnealingScheduler(
-            optimizer, "lr", start_value=lr, end_value=lr / 100, cycle_size=max(total_steps - warmup_steps, 2)
-        )
-        if warmup_steps < 2:  # ignite's warmup needs at least 2 events
-            return cosine
-        return create_lr_scheduler_with_warmup(cosine, warmup_start_value=lr / 25, warmup_duration=warmup_steps)
     if name == "step":
         offset = warmup_steps if warmup_steps >= 2 else 0  # the wrapped schedule counts from the warmup's end
         milestones = sorted({max(int(f * total_steps) - offset, 1) for f in (0.5, 0.75)})
-        step = LRScheduler(MultiStepLR(optimizer, milestones=milestones, gamma=0.1))
+        step = LRScheduler(MultiStepLR(optimizer, milestones=milestones, gamma=0.1))  # scales each group's own lr
         if offset == 0:  # ignite's warmup needs at least 2 events
             return step
         return create_lr_scheduler_with_warmup(step, warmup_start_value=lr / 25, warmup_duration=warmup_steps)
-    if name == "plateau":
+    if name == "plateau":  # torch's ReduceLROnPlateau scales each group's own lr
         return ReduceLROnPlateauScheduler(optimizer, metric_name="accuracy", mode="max", factor=0.5, patience=2)
     if name == "none":
         return None
     raise ValueError(f"unknown scheduler {name!r}; known: onecycle, cosine, step, plateau, none")
+
+
+def _curve(
+    name: str, optimizer, lr: float, total_steps: int, warmup_steps: int, index: int | None = None
+) -> ParamScheduler:
+    """The one-cycle or warmup + cosine curve peaking at ``lr``, for param group ``index`` (None: all groups)."""
+    if name == "onecycle":
+        return PiecewiseLinear(
+            optimizer,
+            "lr",
+            milestones_values=[(0, lr / 25), (warmup_steps, lr), (total_steps, lr / 1e4)],
+            param_group_index=index,
+        )
+    cosine = CosineAnnealingScheduler(
+        optimizer,
+        "lr",
+        start_value=lr,
+        end_value=lr / 100,
+        cycle_size=max(total_steps - warmup_steps, 2),
+        param_group_index=index,
+    )
+    if warmup_steps < 2:  # a warmup needs at least 2 events
+        return cosine
+    warmup = PiecewiseLinear(
+        optimizer, "lr", milestones_values=[(0, lr / 25), (warmup_steps, lr)], param_group_index=index
+    )
+    return ConcatScheduler([warmup, cosine], durations=[warmup_steps])

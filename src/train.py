@@ -32,6 +32,7 @@ from src.handlers import (
     attach_early_stopping,
     attach_ema,
     attach_evaluation,
+    attach_freezing,
     attach_history,
     attach_lr_scheduler,
     attach_progress_bar,
@@ -127,7 +128,7 @@ def setup_model(config: Config, task: Task, device: torch.device) -> torch.nn.Mo
 
 def setup_trainer(config: Config, model, task: Task, loaders: Loaders, device: torch.device):
     """Builds the optimizer, schedule, criterion, mixup and the trainer; returns them with ``to_save``."""
-    optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
+    optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay, config.backbone_lr_mult)
     epoch_length = _epoch_length(config, loaders)
     steps_per_epoch = epoch_length / config.accumulation_steps
     lr_scheduler = build_lr_scheduler(
@@ -217,6 +218,8 @@ def attach_handlers(
     )
     to_save["early_stopping"] = attach_early_stopping(trainer, selector, config.patience)
     history = History(run_dir / HISTORY_FILENAME if run_dir else None)
+    if config.freeze_epochs:
+        attach_freezing(trainer, model, config.freeze_epochs, logger)
     if len(config.size_schedule) > 1:
         attach_progressive_resizing(trainer, loaders, config.img_size_at, config.seed, logger)
     attach_history(trainer, evaluators, optimizer, history, logger, img_size=lambda: loaders.img_size)
