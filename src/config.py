@@ -159,8 +159,11 @@ class Config:
     # --- run control -------------------------------------------------------------------------
     seed: int = 42
     """Seed of the folds, the model init, the data order, augmentation and mixup."""
+    val_every: float | None = None
+    """Validate also inside epochs: a fraction of an epoch in (0, 1) (0.25: four times per epoch) or a whole
+    number of optimizer steps (500); always after an optimizer step and at every epoch end. None: each epoch."""
     patience: int = 5
-    """Early stopping: epochs without improvement of the valid accuracy before stopping."""
+    """Early stopping: validations without improvement of the valid accuracy before stopping."""
     n_saved: int = 2
     """Number of best checkpoints (by valid accuracy) to keep."""
     resume: str | None = None
@@ -357,6 +360,13 @@ def validate(config: Config) -> None:
         ("focal_gamma", config.focal_gamma >= 0, "a float >= 0"),
         ("ema", 0.0 <= config.ema < 1.0, "0 <= ema < 1 (0 turns EMA off)"),
         ("patience", config.patience >= 1, "an integer >= 1"),
+        (
+            "val_every",
+            config.val_every is None
+            or 0 < config.val_every < 1
+            or (config.val_every >= 1 and config.val_every == int(config.val_every)),
+            "a fraction of an epoch in (0, 1) or a whole number of optimizer steps",
+        ),
         ("n_saved", config.n_saved >= 1, "an integer >= 1"),
         ("num_workers", config.num_workers is None or config.num_workers >= 0, "an integer >= 0 or None"),
         ("data_fraction", 0.0 < config.data_fraction <= 1.0, "0 < data_fraction <= 1"),

@@ -36,6 +36,50 @@ def window_start_filter(accumulation_steps: int) -> Callable[[Engine, int], bool
     return lambda engine, iteration: (iteration - 1) % accumulation_steps == 0
 
 
+def validation_filter(
+    val_every: float, epoch_length: int, accumulation_steps: int = 1
+) -> Callable[[Engine, int], bool]:
+    """Event filter (on ITERATION_COMPLETED) of the iterations after which to validate: ``--val-every``.
+
+    Args:
+        val_every: a fraction of an epoch in (0, 1) (e.g. 0.25: four times per epoch), or a whole number of
+            optimizer steps >= 1 (e.g. 500), counted over the whole run.
+        epoch_length: iterations (micro-batches) per epoch.
+        accumulation_steps: micro-batches per optimizer step; validation happens only after an optimizer
+            step (the last micro-batch of a window), never in the middle of an accumulation window.
+
+    Returns:
+        ``filter(engine, iteration) -> bool``, also true on the last iteration of every epoch.
+
+    Raises:
+        ValueError: ``val_every`` is not positive, or >= 1 but not a whole number.
+    """
+    if val_every <= 0 or (val_every >= 1 and val_every != int(val_every)):
+        raise ValueError(
+            f"--val-every {val_every!r}: expected a fraction of an epoch in (0, 1) or a whole number of optimizer steps"
+        )
+    if val_every >= 1:
+        interval = int(val_every) * accumulation_steps
+
+        def every_steps(engine: Engine, iteration: int) -> bool:
+            return iteration % interval == 0 or iteration % epoch_length == 0
+
+        return every_steps
+    # A fraction: thresholds at multiples of `interval` iterations into the epoch; validate after the first
+    # optimizer step that reaches each threshold (windows may straddle epoch ends).
+    interval = max(round(val_every * epoch_length / accumulation_steps), 1) * accumulation_steps
+
+    def fraction(engine: Engine, iteration: int) -> bool:
+        in_epoch = (iteration - 1) % epoch_length + 1
+        if in_epoch == epoch_length:
+            return True
+        if iteration % accumulation_steps:
+            return False
+        return in_epoch // interval > max(in_epoch - accumulation_steps, 0) // interval
+
+    return fraction
+
+
 def to_device(
     batch: tuple[torch.Tensor, torch.Tensor], device: torch.device, channels_last: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:

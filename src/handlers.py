@@ -172,6 +172,19 @@ def attach_freezing(trainer: Engine, model: torch.nn.Module, freeze_epochs: int,
     trainer.add_event_handler(Events.EPOCH_STARTED, freeze)
 
 
+def attach_validation_log(trainer: Engine, evaluator: Engine, name: str, logger: logging.Logger) -> None:
+    """Logs the selecting evaluator's metrics after each validation inside an epoch (`--val-every`); the
+    epoch-end validation is logged with the history row."""
+
+    def log(engine: Engine) -> None:
+        state = trainer.state
+        if state.iteration % state.epoch_length:
+            metrics = " ".join(f"{name}_{k}={v:.4f}" for k, v in engine.state.metrics.items())
+            logger.info("iteration %d (epoch %.2f): %s", state.iteration, state.iteration / state.epoch_length, metrics)
+
+    evaluator.add_event_handler(Events.COMPLETED, log)
+
+
 def attach_early_stopping(trainer: Engine, valid_evaluator: Engine, patience: int) -> EarlyStopping:
     """Stops training when the valid accuracy has not improved for ``patience`` validations."""
     handler = EarlyStopping(
@@ -246,6 +259,7 @@ def attach_checkpoints(
     run_dir: Path,
     n_saved: int,
     score_name: str = "valid_accuracy",
+    by_iteration: bool = False,
 ) -> tuple[Checkpoint, Checkpoint]:
     """Best model by the accuracy of ``valid_evaluator`` (``best_model_<epoch>_<score_name>=<acc>.pt``, the
     ``n_saved`` best) and the last full training state every epoch (``checkpoint_<epoch>.pt``).
@@ -253,7 +267,8 @@ def attach_checkpoints(
     Files are written to a temporary name and renamed, and the previous checkpoint is removed only after
     the new one is complete (`SafeDiskSaver`), so a crash or Ctrl-C never leaves a broken last checkpoint.
     The last-state file also holds its own handler's list of files (``include_self``), so a resumed run
-    goes on rotating them (see `resume_from`).
+    goes on rotating them (see `resume_from`). With ``by_iteration`` (validation inside epochs) the best
+    files are numbered by the trainer's iteration instead of its epoch.
 
     Returns:
         The best-model and the last-state `Checkpoint` handlers.
@@ -265,7 +280,9 @@ def attach_checkpoints(
         n_saved=n_saved,
         score_function=Checkpoint.get_default_score_fn("accuracy"),
         score_name=score_name,
-        global_step_transform=global_step_from_engine(trainer),
+        global_step_transform=(lambda *_: trainer.state.iteration)
+        if by_iteration
+        else global_step_from_engine(trainer),
     )
     valid_evaluator.add_event_handler(Events.COMPLETED, best)
     to_save["best_checkpoint"] = best  # its list of kept files survives a resume
@@ -300,10 +317,16 @@ def resume_from(path: Path, to_save: dict, last_checkpoint: Checkpoint | None = 
 
 
 def attach_tensorboard(
-    trainer: Engine, evaluators: dict[str, Engine], optimizer, run_dir: Path, log_every: int
+    trainer: Engine,
+    evaluators: dict[str, Engine],
+    optimizer,
+    run_dir: Path,
+    log_every: int,
+    by_iteration: bool = False,
 ) -> TensorboardLogger:
     """TensorBoard (tensorboardX) events: ``train/loss`` and ``lr`` every ``log_every`` iterations, and
-    every metric of each evaluator per epoch under the evaluator's name (``valid/accuracy``...)."""
+    every metric of each evaluator at each validation under the evaluator's name (``valid/accuracy``...),
+    at the trainer's epoch, or with ``by_iteration`` (validation inside epochs) its iteration."""
     tb_logger = TensorboardLogger(log_dir=str(run_dir))
     tb_logger.attach_output_handler(
         trainer, event_name=Events.ITERATION_COMPLETED(every=log_every), tag="train", output_transform=lambda out: out
@@ -317,7 +340,9 @@ def attach_tensorboard(
             event_name=Events.COMPLETED,
             tag=name,
             metric_names="all",
-            global_step_transform=global_step_from_engine(trainer, Events.EPOCH_COMPLETED),
+            global_step_transform=global_step_from_engine(
+                trainer, Events.ITERATION_COMPLETED if by_iteration else Events.EPOCH_COMPLETED
+            ),
         )
     return tb_logger
 

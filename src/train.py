@@ -24,7 +24,7 @@ from ignite.handlers import Checkpoint
 from ignite.utils import manual_seed, setup_logger
 
 from src.config import CONFIG_FILENAME, Config, parse_config, resolve_run_dir, save_config
-from src.engine import create_evaluator, create_trainer, make_metrics
+from src.engine import create_evaluator, create_trainer, make_metrics, validation_filter
 from src.handlers import (
     HISTORY_FILENAME,
     History,
@@ -40,6 +40,7 @@ from src.handlers import (
     attach_tensorboard,
     attach_terminate_on_nan,
     attach_training_metrics,
+    attach_validation_log,
     build_ema,
     resume_from,
 )
@@ -214,8 +215,10 @@ def attach_handlers(
     attach_evaluation(
         trainer,
         {name: (evaluator, loader_of[name]) for name, evaluator in evaluators.items()},
-        Events.EPOCH_COMPLETED,
+        validation_event(config, _epoch_length(config, loaders)),
     )
+    if config.val_every is not None:
+        attach_validation_log(trainer, evaluators[select], select, logger)
     to_save["early_stopping"] = attach_early_stopping(trainer, selector, config.patience)
     history = History(run_dir / HISTORY_FILENAME if run_dir else None)
     if config.freeze_epochs:
@@ -227,12 +230,33 @@ def attach_handlers(
     if run_dir is not None:
         best_model = ema.ema_model if ema is not None else model
         _, last_checkpoint = attach_checkpoints(
-            trainer, selector, to_save, best_model, run_dir, config.n_saved, score_name=f"{select}_accuracy"
+            trainer,
+            selector,
+            to_save,
+            best_model,
+            run_dir,
+            config.n_saved,
+            score_name=f"{select}_accuracy",
+            by_iteration=config.val_every is not None,
         )
-        closers.append(attach_tensorboard(trainer, evaluators, optimizer, run_dir, config.log_every))
+        closers.append(
+            attach_tensorboard(
+                trainer, evaluators, optimizer, run_dir, config.log_every, by_iteration=config.val_every is not None
+            )
+        )
     if config.progress:
         attach_progress_bar(trainer)
     return history, closers, last_checkpoint
+
+
+def validation_event(config: Config, epoch_length: int):
+    """When the evaluators run: after every epoch, or with ``--val-every`` also inside epochs (see
+    `src.engine.validation_filter`)."""
+    if config.val_every is None:
+        return Events.EPOCH_COMPLETED
+    return Events.ITERATION_COMPLETED(
+        event_filter=validation_filter(config.val_every, epoch_length, config.accumulation_steps)
+    )
 
 
 def setup_run_dir(config: Config) -> Path | None:
