@@ -155,6 +155,10 @@ class Config:
     ema: float = 0.0
     """Decay per optimizer step of a moving average of the weights (e.g. 0.99); 0 = off. When on, the EMA model
     is validated alongside the trained one and picks the best checkpoint."""
+    swa_start_epoch: int | None = None
+    """Stochastic weight averaging from this epoch (1-based) on: the weights at the end of each epoch are
+    averaged, BatchNorm statistics recomputed on the train fold, and the average validated ('valid_swa') and
+    saved as swa_model_<epoch>.pt. None = off."""
 
     # --- run control -------------------------------------------------------------------------
     seed: int = 42
@@ -360,6 +364,7 @@ def validate(config: Config) -> None:
         ("focal_gamma", config.focal_gamma >= 0, "a float >= 0"),
         ("ema", 0.0 <= config.ema < 1.0, "0 <= ema < 1 (0 turns EMA off)"),
         ("patience", config.patience >= 1, "an integer >= 1"),
+        ("swa_start_epoch", config.swa_start_epoch is None or config.swa_start_epoch >= 1, "an epoch >= 1 or None"),
         (
             "val_every",
             config.val_every is None

@@ -23,6 +23,7 @@ from ignite.handlers import (
     global_step_from_engine,
 )
 from ignite.metrics import Average, RunningAverage
+from torch.optim.swa_utils import AveragedModel, update_bn
 
 from src.engine import optimizer_step_filter, window_start_filter
 from src.optim import set_backbone_trainable
@@ -57,7 +58,9 @@ class History:
         return max(self.rows, key=lambda r: r[key]) if self.rows else None
 
 
-def _number(text: str) -> float | int:
+def _number(text: str) -> float | int | None:
+    if text == "":  # a metric that was not computed that epoch (e.g. SWA before it starts)
+        return None
     value = float(text)
     return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
 
@@ -115,6 +118,55 @@ def attach_ema(trainer: Engine, ema: EMAHandler, accumulation_steps: int) -> Non
         warn_if_exists=False,
         event=Events.ITERATION_COMPLETED(event_filter=optimizer_step_filter(accumulation_steps)),
     )
+
+
+def build_swa(model: torch.nn.Module) -> AveragedModel:
+    """Stochastic weight averaging (Izmailov et al. 2018, https://arxiv.org/abs/1803.05407): an equal-weight
+    running average of the weights, torch's `AveragedModel` (its BatchNorm statistics are recomputed, see
+    `attach_swa`)."""
+    return AveragedModel(model)
+
+
+def attach_swa(
+    trainer: Engine,
+    swa_model: AveragedModel,
+    model: torch.nn.Module,
+    start_epoch: int,
+    bn_loader,
+    evaluator: Engine,
+    eval_loader,
+    device: torch.device,
+) -> None:
+    """From epoch ``start_epoch`` (1-based) on, at the end of every epoch: adds the weights to the average,
+    recomputes its BatchNorm running statistics over ``bn_loader`` (torch's `update_bn`: one pass, no
+    gradients) and runs ``evaluator`` on ``eval_loader``.
+    """
+
+    def update(engine: Engine) -> None:
+        if engine.state.epoch < start_epoch:
+            return
+        swa_model.update_parameters(model)
+        update_bn(bn_loader, swa_model, device=device)
+        evaluator.run(eval_loader)
+
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, update)
+
+
+def attach_model_file(
+    evaluator: Engine, module: torch.nn.Module, run_dir: Path, prefix: str, trainer: Engine
+) -> Checkpoint:
+    """After each run of ``evaluator``, saves ``module``'s state dict as ``<prefix>_model_<epoch>.pt`` (only the
+    newest kept, replaced atomically). Returns the handler; put it in ``to_save`` so a resumed run goes on
+    replacing its file."""
+    saver = Checkpoint(
+        {"model": module},
+        SafeDiskSaver(run_dir),
+        filename_prefix=prefix,
+        n_saved=1,
+        global_step_transform=global_step_from_engine(trainer),
+    )
+    evaluator.add_event_handler(Events.COMPLETED, saver)
+    return saver
 
 
 def attach_evaluation(trainer: Engine, evaluators: dict[str, tuple[Engine, object]], every: Events) -> None:

@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint
+from ignite.handlers import Checkpoint, EMAHandler
 from ignite.utils import manual_seed, setup_logger
+from torch.optim.swa_utils import AveragedModel
 
 from src.config import CONFIG_FILENAME, Config, parse_config, resolve_run_dir, save_config
 from src.engine import create_evaluator, create_trainer, make_metrics, validation_filter
@@ -35,13 +36,16 @@ from src.handlers import (
     attach_freezing,
     attach_history,
     attach_lr_scheduler,
+    attach_model_file,
     attach_progress_bar,
     attach_progressive_resizing,
+    attach_swa,
     attach_tensorboard,
     attach_terminate_on_nan,
     attach_training_metrics,
     attach_validation_log,
     build_ema,
+    build_swa,
     resume_from,
 )
 from src.loaddata import Data, Loaders, assign_folds, build_loaders, default_num_workers, load_data, split_indices
@@ -132,12 +136,13 @@ def setup_trainer(config: Config, model, task: Task, loaders: Loaders, device: t
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay, config.backbone_lr_mult)
     epoch_length = _epoch_length(config, loaders)
     steps_per_epoch = epoch_length / config.accumulation_steps
+    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
     lr_scheduler = build_lr_scheduler(
         config.scheduler,
         optimizer,
         config.lr,
         total_steps=int(config.epochs * steps_per_epoch),
-        warmup_steps=int(config.warmup_epochs * steps_per_epoch),
+        warmup_steps=warmup_steps,
     )
     mixup = (
         Mixup(config.mixup_alpha, config.num_classes, config.mixup_k, seed=config.seed, to_soft=task.to_soft)
@@ -159,24 +164,44 @@ def setup_trainer(config: Config, model, task: Task, loaders: Loaders, device: t
         scaler=scaler,
         channels_last=config.channels_last,
     )
-    ema = build_ema(model, config.ema, warmup_steps=int(config.warmup_epochs * steps_per_epoch)) if config.ema else None
+    averages = Averages(
+        ema=build_ema(model, config.ema, warmup_steps=warmup_steps) if config.ema else None,
+        swa=build_swa(model) if config.swa_start_epoch else None,
+    )
     to_save = {"trainer": trainer, "model": model, "optimizer": optimizer}
-    for name, obj in (("lr_scheduler", lr_scheduler), ("mixup", mixup), ("ema_model", ema and ema.ema_model)):
+    for name, obj in (
+        ("lr_scheduler", lr_scheduler),
+        ("mixup", mixup),
+        ("ema_model", averages.ema and averages.ema.ema_model),
+        ("swa_model", averages.swa),
+    ):
         if obj is not None:
             to_save[name] = obj
     if scaler.is_enabled():
         to_save["scaler"] = scaler
-    return trainer, optimizer, lr_scheduler, ema, to_save
+    return trainer, optimizer, lr_scheduler, averages, to_save
+
+
+@dataclasses.dataclass
+class Averages:
+    """The weight averages of a run: ``--ema`` (ignite's `EMAHandler`) and ``--swa-start-epoch`` (torch's
+    `AveragedModel`); None when off."""
+
+    ema: EMAHandler | None = None
+    swa: AveragedModel | None = None
 
 
 def setup_evaluators(
-    config: Config, model, task: Task, ema_model=None, device: torch.device | None = None
+    config: Config, model, task: Task, averages: Averages | None = None, device: torch.device | None = None
 ) -> dict[str, Engine]:
     """One evaluator per (model, loader): the train subset (valid-time transforms) and the valid fold with the
-    trained model, and with ``--ema`` the valid fold again with the EMA model ("valid_ema")."""
+    trained model; the valid fold again with the EMA model ("valid_ema", ``--ema``) and the SWA model
+    ("valid_swa", ``--swa-start-epoch``)."""
     models = {"train_eval": model, "valid": model}
-    if ema_model is not None:
-        models["valid_ema"] = ema_model
+    if averages is not None and averages.ema is not None:
+        models["valid_ema"] = averages.ema.ema_model
+    if averages is not None and averages.swa is not None:
+        models["valid_swa"] = averages.swa
     return {
         name: create_evaluator(net, make_metrics(task), device, amp=config.amp, channels_last=config.channels_last)
         for name, net in models.items()
@@ -197,13 +222,15 @@ def attach_handlers(
     model,
     optimizer,
     lr_scheduler,
-    ema,
+    averages: Averages,
     to_save: dict,
     run_dir: Path | None,
     logger: logging.Logger,
+    device: torch.device,
 ) -> tuple[History, list, Checkpoint | None]:
     select = selection_name(config)
     selector = evaluators[select]
+    ema = averages.ema
     attach_terminate_on_nan(trainer)
     attach_training_metrics(trainer)
     if ema is not None:
@@ -214,9 +241,20 @@ def attach_handlers(
     loader_of = {"train_eval": loaders.train_eval, "valid": loaders.valid, "valid_ema": loaders.valid}
     attach_evaluation(
         trainer,
-        {name: (evaluator, loader_of[name]) for name, evaluator in evaluators.items()},
+        {name: (evaluator, loader_of[name]) for name, evaluator in evaluators.items() if name != "valid_swa"},
         validation_event(config, _epoch_length(config, loaders)),
     )
+    if averages.swa is not None:  # after each epoch: average, BatchNorm statistics, validation
+        attach_swa(
+            trainer,
+            averages.swa,
+            model,
+            config.swa_start_epoch,
+            loaders.train,
+            evaluators["valid_swa"],
+            loaders.valid,
+            device,
+        )
     if config.val_every is not None:
         attach_validation_log(trainer, evaluators[select], select, logger)
     to_save["early_stopping"] = attach_early_stopping(trainer, selector, config.patience)
@@ -228,6 +266,10 @@ def attach_handlers(
     attach_history(trainer, evaluators, optimizer, history, logger, img_size=lambda: loaders.img_size)
     closers, last_checkpoint = [], None
     if run_dir is not None:
+        if averages.swa is not None:
+            to_save["swa_checkpoint"] = attach_model_file(
+                evaluators["valid_swa"], averages.swa.module, run_dir, "swa", trainer
+            )
         best_model = ema.ema_model if ema is not None else model
         _, last_checkpoint = attach_checkpoints(
             trainer,
@@ -322,10 +364,10 @@ def run(config: Config) -> dict:
     run_dir = setup_run_dir(config)
     if run_dir is not None:
         save_data_description(run_dir, data, fold_of)
-    trainer, optimizer, lr_scheduler, ema, to_save = setup_trainer(config, model, data.task, loaders, device)
-    evaluators = setup_evaluators(config, model, data.task, ema and ema.ema_model, device)
+    trainer, optimizer, lr_scheduler, averages, to_save = setup_trainer(config, model, data.task, loaders, device)
+    evaluators = setup_evaluators(config, model, data.task, averages, device)
     history, closers, last_checkpoint = attach_handlers(
-        config, trainer, evaluators, loaders, model, optimizer, lr_scheduler, ema, to_save, run_dir, logger
+        config, trainer, evaluators, loaders, model, optimizer, lr_scheduler, averages, to_save, run_dir, logger, device
     )
     if checkpoint is not None:
         missing = resume_from(checkpoint, to_save, last_checkpoint)
