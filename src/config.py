@@ -142,6 +142,9 @@ class Config:
     """Automatic mixed precision: 'fp16' (with a grad scaler, CUDA only) or 'bf16'."""
     channels_last: bool = True
     """Use the channels-last memory format (about 1.8x faster training on CPU for effnet-b0, see NOTES.md)."""
+    compile: bool = False
+    """torch.compile the model for training and evaluation (the first steps compile; no gain on CPU, see NOTES.md).
+    Checkpoints hold the plain model's weights."""
     loss: Literal["ce", "focal"] = "ce"
     """Training loss: 'ce' (cross entropy; BCE for multi-label) or 'focal' (Lin et al. 2017; sigmoid if multi-label)."""
     focal_gamma: float = 2.0

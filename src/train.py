@@ -153,7 +153,7 @@ def setup_trainer(config: Config, model, task: Task, loaders: Loaders, device: t
         logging.getLogger("src.train").warning("--amp fp16 needs CUDA; training in fp32 on %s", device)
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16" and device.type == "cuda")
     trainer = create_trainer(
-        model,
+        compiled(model, config),
         optimizer,
         task_criterion(task, config.label_smoothing, config.loss, config.focal_gamma),
         device,
@@ -203,9 +203,17 @@ def setup_evaluators(
     if averages is not None and averages.swa is not None:
         models["valid_swa"] = averages.swa
     return {
-        name: create_evaluator(net, make_metrics(task), device, amp=config.amp, channels_last=config.channels_last)
+        name: create_evaluator(
+            compiled(net, config), make_metrics(task), device, amp=config.amp, channels_last=config.channels_last
+        )
         for name, net in models.items()
     }
+
+
+def compiled(model: torch.nn.Module, config: Config) -> torch.nn.Module:
+    """``torch.compile(model)`` with ``--compile`` (it shares the model's parameters; optimizer, checkpoints and
+    weight averages keep using the plain model), else the model itself."""
+    return torch.compile(model) if config.compile else model
 
 
 def selection_name(config: Config) -> str:

@@ -141,3 +141,18 @@ def test_default_recipe_learns_the_digits(tmp_path):
     with (tmp_path / "slow" / "history.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert float(rows[-1]["valid_accuracy"]) > 0.9
+
+
+def test_compile_trains_the_compiled_model_and_saves_the_plain_one(tmp_path, monkeypatch):
+    calls = []
+    real_compile = torch.compile
+
+    def eager_compile(model, **kwargs):  # the eager backend checks the wiring in seconds (inductor: minutes on CPU)
+        calls.append(type(model).__name__)
+        return real_compile(model, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    assert main(["--compile", "--epochs", "1", "--output-dir", str(tmp_path), "--run-name", "c", *TINY]) == 0
+    assert calls == ["Classifier"] * 3  # the trainer and both evaluators
+    state = torch.load(tmp_path / "c" / "checkpoint_1.pt", weights_only=False)["model"]
+    assert not any(key.startswith("_orig_mod") for key in state)
