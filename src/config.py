@@ -39,8 +39,13 @@ class Config:
     read this many values per pixel (default 1)."""
     drop_rate: float = 0.2
     """Dropout before the classifier layer."""
-    head: Literal["linear", "bn-dropout"] = "linear"
-    """Classifier head: 'linear' (dropout -> linear) or 'bn-dropout' (BatchNorm -> dropout -> linear)."""
+    head: Literal["linear", "bn-dropout", "arcface", "cosface"] = "linear"
+    """Classifier head: 'linear' (dropout -> linear), 'bn-dropout' (BatchNorm -> dropout -> linear), or a margin
+    head 'arcface' / 'cosface' (scaled cosine logits; the margin is applied in the training loss)."""
+    margin: float | None = None
+    """Margin of an ArcFace head (degrees, default 28.6 = 0.5 rad) or CosFace head (cosine, default 0.35)."""
+    margin_scale: float = 30.0
+    """Logit scale s of an ArcFace / CosFace head."""
     drop_path_rate: float = 0.2
     """Stochastic depth (drop connect) of EfficientNet blocks (Huang et al. 2016); other archs ignore it."""
 
@@ -160,7 +165,7 @@ class Config:
     is validated alongside the trained one and picks the best checkpoint."""
     swa_start_epoch: int | None = None
     """Stochastic weight averaging from this epoch (1-based) on: the weights at the end of each epoch are
-    averaged, BatchNorm statistics recomputed on the train fold, and the average validated ('valid_swa') and
+    averaged, BatchNorm statistics recomputed on the train-eval subset, and the average validated ('valid_swa') and
     saved as swa_model_<epoch>.pt. None = off."""
 
     # --- run control -------------------------------------------------------------------------
@@ -381,6 +386,8 @@ def validate(config: Config) -> None:
         ("train_eval_size", config.train_eval_size >= 0, "an integer >= 0 (0 = the whole train fold)"),
         ("warmup_epochs", config.warmup_epochs >= 0, "a float >= 0"),
         ("drop_rate", 0.0 <= config.drop_rate < 1.0, "0 <= drop_rate < 1"),
+        ("margin", config.margin is None or config.margin >= 0, "a margin >= 0 or None (the head's default)"),
+        ("margin_scale", config.margin_scale > 0, "a positive float"),
         ("drop_path_rate", 0.0 <= config.drop_path_rate < 1.0, "0 <= drop_path_rate < 1"),
         ("clip_grad_norm", config.clip_grad_norm is None or config.clip_grad_norm > 0, "a positive float or None"),
         ("height", config.height is None or config.height >= 1, "an integer >= 1 or None"),

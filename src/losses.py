@@ -10,6 +10,9 @@
 - Focal loss (Lin, Goyal, Girshick, He, Dollar, "Focal Loss for Dense Object Detection", ICCV 2017,
   https://arxiv.org/abs/1708.02002): ``-(1 - p_t)^gamma log p_t`` down-weights easy examples. The binary
   form (multi-label) is torchvision's `sigmoid_focal_loss`; the softmax form is ours (torch has none).
+- Margin-based softmax (ArcFace, Deng et al. 2019, https://arxiv.org/abs/1801.07698; CosFace / AM-Softmax,
+  Wang et al. 2018, https://arxiv.org/abs/1801.09414): the margin functions of pytorch-metric-learning's
+  `ArcFaceLoss` / `CosFaceLoss` applied to the scaled cosine logits of a `src.model.CosineHead`.
 """
 
 from __future__ import annotations
@@ -131,7 +134,38 @@ def build_criterion(name: str = "ce", label_smoothing: float = 0.0) -> nn.Module
     return LOSSES[name](label_smoothing=label_smoothing)
 
 
-def task_criterion(task: Task, label_smoothing: float = 0.0, loss: str = "ce", focal_gamma: float = 2.0) -> nn.Module:
+class MarginSoftmaxLoss(nn.Module):
+    """Cross entropy after adding a class margin to the target logits of a margin head (ArcFace / CosFace).
+
+    The logits are ``s * cos(theta)`` (N, num_classes) from a `src.model.CosineHead`; for the target class,
+    ``cos(theta)`` becomes ``cos(theta + m)`` (ArcFace) or ``cos(theta) - m`` (CosFace), computed by the head's
+    pytorch-metric-learning loss (``modify_cosine_of_target_classes``), then rescaled and fed to cross entropy.
+    With soft targets (mixup) each class gets the margin in proportion to its target weight.
+
+    Args:
+        margin_loss: the head's ``margin_loss`` (pytorch-metric-learning `ArcFaceLoss` or `CosFaceLoss`).
+        label_smoothing: in [0, 1).
+    """
+
+    def __init__(self, margin_loss: nn.Module, label_smoothing: float = 0.0):
+        super().__init__()
+        self.margin_loss, self.label_smoothing = margin_loss, label_smoothing
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        cosine = logits.float() / self.margin_loss.scale  # (N, C)
+        weight = target if target.is_floating_point() else F.one_hot(target, cosine.shape[1]).to(cosine.dtype)
+        diff = self.margin_loss.modify_cosine_of_target_classes(cosine) - cosine
+        margin_logits = self.margin_loss.scale_logits(cosine + weight * diff, None)
+        return F.cross_entropy(margin_logits, target, label_smoothing=self.label_smoothing)
+
+
+def task_criterion(
+    task: Task,
+    label_smoothing: float = 0.0,
+    loss: str = "ce",
+    focal_gamma: float = 2.0,
+    margin_loss: nn.Module | None = None,
+) -> nn.Module:
     """The criterion a task trains with.
 
     Args:
@@ -139,12 +173,18 @@ def task_criterion(task: Task, label_smoothing: float = 0.0, loss: str = "ce", f
         label_smoothing: in [0, 1).
         loss: ``"ce"`` (cross entropy, or BCE for multi-label) or ``"focal"`` (softmax or sigmoid focal loss).
         focal_gamma: the focal loss's gamma.
+        margin_loss: the model's ArcFace / CosFace margin (``model.fc.margin_loss``) when it has a margin head:
+            the criterion is then `MarginSoftmaxLoss`.
 
     Raises:
-        ValueError: unknown loss name.
+        ValueError: unknown loss name, or a margin head with focal loss or a multi-label / multi-head task.
     """
     if loss not in ("ce", "focal"):
         raise ValueError(f"--loss {loss!r}: expected 'ce' or 'focal'")
+    if margin_loss is not None:
+        if loss != "ce" or task.kind != "single":
+            raise ValueError("--head arcface/cosface trains single-label tasks with --loss ce")
+        return MarginSoftmaxLoss(margin_loss, label_smoothing)
     if task.kind == "multilabel":
         return (
             BinaryFocalLoss(focal_gamma, label_smoothing) if loss == "focal" else SmoothBCEWithLogits(label_smoothing)

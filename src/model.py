@@ -46,7 +46,40 @@ class MultiHead(nn.Module):
         return torch.cat([head(features) for head in self.heads], dim=1)
 
 
-HEADS = ("linear", "bn-dropout")
+class CosineHead(nn.Module):
+    """Scaled cosine logits of a margin-based softmax head (ArcFace, Deng et al. 2019,
+    https://arxiv.org/abs/1801.07698; CosFace / AM-Softmax, Wang et al. 2018, https://arxiv.org/abs/1801.09414):
+    (N, num_features) -> ``scale * cos(angle between the embedding and each class weight)`` (N, num_classes).
+
+    The class weights and the margin belong to pytorch-metric-learning's `ArcFaceLoss` / `CosFaceLoss`
+    (``self.margin_loss``); the training criterion (`src.losses.MarginSoftmaxLoss`) applies its margin to these
+    logits, so evaluation and prediction use plain scaled cosines.
+
+    Args:
+        num_features: embedding size.
+        num_classes: number of classes.
+        kind: ``"arcface"`` (additive angular margin, in degrees as in pytorch-metric-learning; default 28.6 =
+            0.5 rad) or ``"cosface"`` (additive cosine margin; default 0.35).
+        margin: the margin; None takes the default of ``kind``.
+        scale: the logit scale s (the papers use 64 for faces; 30 suits a few classes).
+    """
+
+    def __init__(
+        self, num_features: int, num_classes: int, kind: str, margin: float | None = None, scale: float = 30.0
+    ):
+        super().__init__()
+        from pytorch_metric_learning import losses
+
+        loss_class = {"arcface": losses.ArcFaceLoss, "cosface": losses.CosFaceLoss}[kind]
+        extra = {} if margin is None else {"margin": margin}
+        self.margin_loss = loss_class(num_classes=num_classes, embedding_size=num_features, scale=scale, **extra)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.margin_loss.get_logits(features)
+
+
+HEADS = ("linear", "bn-dropout", "arcface", "cosface")
+MARGIN_HEADS = ("arcface", "cosface")
 
 
 class Classifier(nn.Module):
@@ -58,11 +91,14 @@ class Classifier(nn.Module):
         num_classes: number of output logits, or a list of classes per head (one linear layer each,
             outputs concatenated in that order, see `MultiHead`).
         drop_rate: dropout probability before the linear layer.
-        head: ``"linear"`` (dropout -> linear) or ``"bn-dropout"`` (BatchNorm1d -> dropout -> linear, the
-            head of the Recursion Cellular competition log).
+        head: ``"linear"`` (dropout -> linear), ``"bn-dropout"`` (BatchNorm1d -> dropout -> linear, the
+            head of the Recursion Cellular competition log), or ``"arcface"`` / ``"cosface"`` (dropout -> a
+            `CosineHead`; one head only).
+        margin: margin of an ArcFace (degrees) or CosFace head; None: the head's default.
+        scale: logit scale of an ArcFace or CosFace head.
 
     Raises:
-        ValueError: unknown head.
+        ValueError: unknown head, or a margin head with several heads.
     """
 
     def __init__(
@@ -72,16 +108,22 @@ class Classifier(nn.Module):
         num_classes: int | Sequence[int],
         drop_rate: float = 0.0,
         head: str = "linear",
+        margin: float | None = None,
+        scale: float = 30.0,
     ):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"--head {head!r}: unknown head; known: {', '.join(HEADS)}")
+        if head in MARGIN_HEADS and not isinstance(num_classes, int):
+            raise ValueError(f"--head {head}: margin heads train one label column; use --head linear for several")
         self.backbone = backbone
         self.num_features = num_features
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head_norm = nn.BatchNorm1d(num_features) if head == "bn-dropout" else nn.Identity()
         self.dropout = nn.Dropout(drop_rate)
-        if isinstance(num_classes, int):
+        if head in MARGIN_HEADS:
+            self.fc = CosineHead(num_features, num_classes, head, margin, scale)
+        elif isinstance(num_classes, int):
             self.fc = nn.Linear(num_features, num_classes)
         else:
             self.fc = MultiHead(num_features, num_classes)
@@ -300,6 +342,8 @@ def build_model(
     drop_rate: float = 0.2,
     drop_path_rate: float = 0.2,
     head: str = "linear",
+    margin: float | None = None,
+    scale: float = 30.0,
 ) -> Classifier:
     """Builds a registered architecture.
 
@@ -313,7 +357,8 @@ def build_model(
         activation: if given (e.g. ``"mish"``), replaces every ReLU/SiLU/Swish module with it.
         drop_rate: dropout before the final linear layer.
         drop_path_rate: stochastic depth of EfficientNet blocks (ignored by the pretrainedmodels archs).
-        head: ``"linear"`` or ``"bn-dropout"`` (see `Classifier`).
+        head: ``"linear"``, ``"bn-dropout"``, ``"arcface"`` or ``"cosface"`` (see `Classifier`).
+        margin, scale: margin and logit scale of an ArcFace / CosFace head (see `CosineHead`).
 
     Returns:
         A `Classifier` mapping (N, in_chans, H, W) float to logits (N, num_classes) (N, sum(num_classes) for heads).
@@ -344,7 +389,7 @@ def build_model(
         if weights_path is not None:
             _load_library_weights(net, state, weights_path)
         adapt_input_conv(net, in_chans)
-    model = Classifier(wrap(net), num_features, num_classes, drop_rate, head)
+    model = Classifier(wrap(net), num_features, num_classes, drop_rate, head, margin, scale)
     if activation:
         replace_activations(model, activation)
     if own_state is not None:

@@ -127,6 +127,8 @@ def setup_model(config: Config, task: Task, device: torch.device) -> torch.nn.Mo
         drop_rate=config.drop_rate,
         drop_path_rate=config.drop_path_rate,
         head=config.head,
+        margin=config.margin,
+        scale=config.margin_scale,
     )
     return model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
 
@@ -155,7 +157,9 @@ def setup_trainer(config: Config, model, task: Task, loaders: Loaders, device: t
     trainer = create_trainer(
         compiled(model, config),
         optimizer,
-        task_criterion(task, config.label_smoothing, config.loss, config.focal_gamma),
+        task_criterion(
+            task, config.label_smoothing, config.loss, config.focal_gamma, getattr(model.fc, "margin_loss", None)
+        ),
         device,
         accumulation_steps=config.accumulation_steps,
         clip_grad_norm=config.clip_grad_norm,
@@ -258,7 +262,7 @@ def attach_handlers(
             averages.swa,
             model,
             config.swa_start_epoch,
-            loaders.train,
+            loaders.train_eval,  # its own RNG: recomputing BatchNorm statistics must not change the training run
             evaluators["valid_swa"],
             loaders.valid,
             device,
