@@ -154,6 +154,10 @@ class Config:
     """Training loss: 'ce' (cross entropy; BCE for multi-label) or 'focal' (Lin et al. 2017; sigmoid if multi-label)."""
     focal_gamma: float = 2.0
     """Focusing parameter of the focal loss (0 = cross entropy)."""
+    center_loss: float = 0.0
+    """Weight (lambda) of the center loss (Wen et al. 2016) added to the classification loss; 0 = off."""
+    center_lr: float = 0.5
+    """Step size (alpha) of the center loss's own SGD on the class centers."""
     label_smoothing: float = 0.1
     """Label smoothing of the cross-entropy targets, with or without mixup."""
     mixup_alpha: float = 0.0
@@ -388,6 +392,8 @@ def validate(config: Config) -> None:
         ("drop_rate", 0.0 <= config.drop_rate < 1.0, "0 <= drop_rate < 1"),
         ("margin", config.margin is None or config.margin >= 0, "a margin >= 0 or None (the head's default)"),
         ("margin_scale", config.margin_scale > 0, "a positive float"),
+        ("center_loss", config.center_loss >= 0, "a weight >= 0 (0 = off)"),
+        ("center_lr", config.center_lr > 0, "a positive float"),
         ("drop_path_rate", 0.0 <= config.drop_path_rate < 1.0, "0 <= drop_path_rate < 1"),
         ("clip_grad_norm", config.clip_grad_norm is None or config.clip_grad_norm > 0, "a positive float or None"),
         ("height", config.height is None or config.height >= 1, "an integer >= 1 or None"),

@@ -100,6 +100,8 @@ def create_trainer(
     mixup: Callable | None = None,
     scaler: torch.amp.GradScaler | None = None,
     channels_last: bool = False,
+    feature_loss: nn.Module | None = None,
+    feature_optimizer: torch.optim.Optimizer | None = None,
 ) -> Engine:
     """Builds the training engine.
 
@@ -120,12 +122,16 @@ def create_trainer(
         mixup: optional callable (x, y) -> (mixed x, soft targets (N, num_classes)).
         scaler: a `torch.amp.GradScaler`; None or disabled for fp32 and bf16.
         channels_last: feed inputs in channels-last memory format.
+        feature_loss: optional loss of (embeddings (N, num_features), targets) added to the criterion (center
+            loss); the model must then have ``forward_features`` and ``forward_head``.
+        feature_optimizer: the optimizer of ``feature_loss``'s own parameters, stepped with ``optimizer``.
 
     Returns:
         An `Engine` whose step returns ``{"loss": float}``, the un-divided loss of the micro-batch.
     """
     dtype = autocast_dtype(amp, device)
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
+    optimizers = [optimizer] if feature_optimizer is None else [optimizer, feature_optimizer]
 
     def train_step(engine: Engine, batch) -> dict[str, float]:
         model.train()
@@ -133,16 +139,23 @@ def create_trainer(
         if mixup is not None:
             x, y = mixup(x, y)  # y: (N, num_classes) soft targets
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            y_pred = model(x)  # (N, num_classes)
-            loss = criterion(y_pred, y)
+            if feature_loss is None:
+                y_pred = model(x)  # (N, num_classes)
+                loss = criterion(y_pred, y)
+            else:
+                features = model.forward_features(x)  # (N, num_features)
+                y_pred = model.forward_head(features)
+                loss = criterion(y_pred, y) + feature_loss(features, y)
         scaler.scale(loss / accumulation_steps).backward()
         if engine.state.iteration % accumulation_steps == 0:
             if clip_grad_norm is not None:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-            scaler.step(optimizer)
+            for opt in optimizers:
+                scaler.step(opt)
             scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
         return {"loss": loss.item()}
 
     return Engine(train_step)

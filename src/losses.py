@@ -159,6 +159,39 @@ class MarginSoftmaxLoss(nn.Module):
         return F.cross_entropy(margin_logits, target, label_smoothing=self.label_smoothing)
 
 
+class CenterLoss(nn.Module):
+    """Center loss (Wen, Zhang, Li, Qiao, "A Discriminative Feature Learning Approach for Deep Face
+    Recognition", ECCV 2016): ``weight * 1/2 * mean_i ||f_i - c_{y_i}||^2``, pulling each embedding towards
+    a learned center of its class; added to the classification loss.
+
+    The centers are parameters of this module, trained by their own optimizer (`center_optimizer`, plain SGD
+    as in the paper) so that their step size does not depend on ``weight``.
+
+    Args:
+        num_classes: number of classes (centers).
+        num_features: embedding size.
+        weight: lambda, the loss weight.
+    """
+
+    def __init__(self, num_classes: int, num_features: int, weight: float):
+        super().__init__()
+        self.weight = weight
+        self.centers = nn.Parameter(torch.randn(num_classes, num_features))
+
+    def forward(self, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """features (N, num_features) float, target (N,) int64 or soft (N, num_classes) (its argmax is used)."""
+        if target.is_floating_point():
+            target = target.argmax(dim=1)
+        distances = (features.float() - self.centers[target]).pow(2).sum(dim=1)  # (N,)
+        return self.weight * 0.5 * distances.mean()
+
+
+def center_optimizer(center_loss: CenterLoss, lr: float = 0.5) -> torch.optim.Optimizer:
+    """SGD on the centers with step ``lr`` (the paper's alpha) independent of the loss weight: the gradient
+    of ``weight * loss`` is divided back by ``weight`` through the learning rate."""
+    return torch.optim.SGD(center_loss.parameters(), lr=lr / center_loss.weight)
+
+
 def task_criterion(
     task: Task,
     label_smoothing: float = 0.0,

@@ -49,7 +49,7 @@ from src.handlers import (
     resume_from,
 )
 from src.loaddata import Data, Loaders, assign_folds, build_loaders, default_num_workers, load_data, split_indices
-from src.losses import task_criterion
+from src.losses import CenterLoss, center_optimizer, task_criterion
 from src.mixup import Mixup
 from src.model import build_model, check_arch, describe_archs
 from src.optim import build_lr_scheduler, build_optimizer
@@ -154,6 +154,12 @@ def setup_trainer(config: Config, model, task: Task, loaders: Loaders, device: t
     if config.amp == "fp16" and device.type != "cuda":
         logging.getLogger("src.train").warning("--amp fp16 needs CUDA; training in fp32 on %s", device)
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16" and device.type == "cuda")
+    center_loss = center_opt = None
+    if config.center_loss > 0:
+        if task.kind != "single":
+            raise ValueError("--center-loss needs a single-label task (one center per class)")
+        center_loss = CenterLoss(config.num_classes, model.num_features, config.center_loss).to(device)
+        center_opt = center_optimizer(center_loss, config.center_lr)
     trainer = create_trainer(
         compiled(model, config),
         optimizer,
@@ -167,6 +173,8 @@ def setup_trainer(config: Config, model, task: Task, loaders: Loaders, device: t
         mixup=mixup,
         scaler=scaler,
         channels_last=config.channels_last,
+        feature_loss=center_loss,
+        feature_optimizer=center_opt,
     )
     averages = Averages(
         ema=build_ema(model, config.ema, warmup_steps=warmup_steps) if config.ema else None,
@@ -178,6 +186,8 @@ def setup_trainer(config: Config, model, task: Task, loaders: Loaders, device: t
         ("mixup", mixup),
         ("ema_model", averages.ema and averages.ema.ema_model),
         ("swa_model", averages.swa),
+        ("center_loss", center_loss),
+        ("center_optimizer", center_opt),
     ):
         if obj is not None:
             to_save[name] = obj
