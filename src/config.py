@@ -37,6 +37,14 @@ class Config:
     in_chans: int | None = None
     """Input channels; None infers it from the data (1 for the bundled digits). The pixel-CSV and parquet layouts
     read this many values per pixel (default 1)."""
+    hidden_size: int = 256
+    """GRU state size of --arch gru (QuickDraw strokes)."""
+    num_layers: int = 2
+    """Stacked GRU layers of --arch gru."""
+    max_strokes: int = 20
+    """--arch gru reads the first this many strokes of each drawing."""
+    max_stroke_length: int = 32
+    """--arch gru reads the first this many points of each stroke."""
     drop_rate: float = 0.2
     """Dropout before the classifier layer."""
     head: Literal["linear", "bn-dropout", "arcface", "cosface"] = "linear"
@@ -393,6 +401,10 @@ def validate(config: Config) -> None:
         ("margin", config.margin is None or config.margin >= 0, "a margin >= 0 or None (the head's default)"),
         ("margin_scale", config.margin_scale > 0, "a positive float"),
         ("center_loss", config.center_loss >= 0, "a weight >= 0 (0 = off)"),
+        ("hidden_size", config.hidden_size >= 1, "an integer >= 1"),
+        ("num_layers", config.num_layers >= 1, "an integer >= 1"),
+        ("max_strokes", config.max_strokes >= 1, "an integer >= 1"),
+        ("max_stroke_length", config.max_stroke_length >= 1, "an integer >= 1"),
         ("center_lr", config.center_lr > 0, "a positive float"),
         ("drop_path_rate", 0.0 <= config.drop_path_rate < 1.0, "0 <= drop_path_rate < 1"),
         ("clip_grad_norm", config.clip_grad_norm is None or config.clip_grad_norm > 0, "a positive float or None"),

@@ -80,6 +80,7 @@ def load_data(options, logger: logging.Logger | None = None) -> Data:
     decoded = None
     if options.cache or (options.verify_images and not options.dry_run):  # a dry run reads only what it uses
         cacheable = options.cache and not isinstance(source.images, ArrayImages)
+        cacheable = cacheable and not getattr(source.images, "sequence", False)  # sequences are built when read
         decoded, image_bad = decode_all(source, keep=cacheable)
         if image_bad and not options.skip_bad:
             raise ValueError(
@@ -124,6 +125,14 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = self.images[index]
         return self.transform(image=image)["image"], torch.as_tensor(self.targets[index])
+
+
+class SequenceToTensor:
+    """The transform of point sequences (`src.sources.StrokeSequences`), called like an albumentations
+    pipeline: ``t(image=seq)["image"]`` -> float32 tensor (T, C)."""
+
+    def __call__(self, image: np.ndarray) -> dict[str, torch.Tensor]:
+        return {"image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))}
 
 
 def default_num_workers(device: torch.device) -> int:
@@ -335,16 +344,25 @@ def build_loaders(
     Returns:
         The train, train-eval and valid loaders, and the normalisation mean/std.
     """
-    if mean is None or std is None:
-        mean, std = channel_stats(data.source.images, train_idx, seed=seed)
-    if len(mean) != data.in_chans or len(std) != data.in_chans:
-        raise ValueError(f"--mean/--std give {len(mean)}/{len(std)} values; the images have {data.in_chans} channels")
+    if getattr(data.source.images, "sequence", False):  # point sequences (--arch gru): used as they are
+        mean, std = [], []
 
-    def transforms(size: int, seed: int) -> tuple[A.Compose, A.Compose]:
-        return (
-            build_transforms(size, mean, std, aug=aug, seed=seed, resize_mode=resize_mode),
-            build_transforms(size, mean, std, aug="none", resize_mode=resize_mode),
-        )
+        def transforms(size: int, seed: int) -> tuple[SequenceToTensor, SequenceToTensor]:
+            return SequenceToTensor(), SequenceToTensor()
+
+    else:
+        if mean is None or std is None:
+            mean, std = channel_stats(data.source.images, train_idx, seed=seed)
+        if len(mean) != data.in_chans or len(std) != data.in_chans:
+            raise ValueError(
+                f"--mean/--std give {len(mean)}/{len(std)} values; the images have {data.in_chans} channels"
+            )
+
+        def transforms(size: int, seed: int) -> tuple[A.Compose, A.Compose]:
+            return (
+                build_transforms(size, mean, std, aug=aug, seed=seed, resize_mode=resize_mode),
+                build_transforms(size, mean, std, aug="none", resize_mode=resize_mode),
+            )
 
     train_tf, eval_tf = transforms(img_size, seed)
     eval_idx = take_subset(train_idx, train_eval_size, seed) if train_eval_size else train_idx

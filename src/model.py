@@ -200,6 +200,47 @@ def _pretrainedmodels(name: str, in_chans: int, pretrained: str | None) -> tuple
     return net, net.last_linear.in_features
 
 
+class GRUBackbone(nn.Module):
+    """The Quick, Draw! recurrent baseline's encoder: stacked GRU layers (Cho et al. 2014) over the (dx, dy, pen)
+    points of a drawing (`src.sources.strokes_to_sequence`); its last layer's final hidden state is the embedding.
+
+    Input (N, T, C) float32 whose last column marks real points (1) and padding (0); the other C - 1 columns
+    are the point features. Padding is skipped by packing the sequences to their lengths. Output
+    (N, hidden_size, 1, 1), so that `Classifier`'s pooling and heads apply unchanged.
+
+    Args:
+        in_chans: C, point features plus the mask column (4 for strokes).
+        hidden_size: GRU state size.
+        num_layers: stacked GRU layers.
+    """
+
+    def __init__(self, in_chans: int, hidden_size: int = 256, num_layers: int = 2):
+        super().__init__()
+        if in_chans < 2:
+            raise ValueError(f"--arch gru: expected point sequences (N, T, C >= 2), got C={in_chans}")
+        self.gru = nn.GRU(in_chans - 1, hidden_size, num_layers=num_layers, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 3:
+            raise ValueError(f"--arch gru takes point sequences (N, T, C), got a tensor of shape {tuple(x.shape)}")
+        lengths = x[..., -1].sum(dim=1).clamp(min=1).long().cpu()  # an empty drawing keeps one (zero) step
+        packed = nn.utils.rnn.pack_padded_sequence(x[..., :-1], lengths, batch_first=True, enforce_sorted=False)
+        _, hidden = self.gru(packed)  # (num_layers, N, hidden_size)
+        return hidden[-1][:, :, None, None]
+
+
+def _gru_backbone(
+    in_chans: int, pretrained: str | None, drop_path_rate: float = 0.0, hidden_size: int = 256, num_layers: int = 2
+) -> tuple:
+    if pretrained == "imagenet":
+        raise ValueError("--arch gru has no ImageNet weights; pass a checkpoint path or no --pretrained")
+    return GRUBackbone(in_chans, hidden_size, num_layers), _as_is, hidden_size
+
+
+def _as_is(net: nn.Module) -> nn.Module:
+    return net
+
+
 def _effnet_backbone(name: str, in_chans: int, pretrained: str | None, drop_path_rate: float = 0.2) -> tuple:
     net, num_features = _efficientnet(name, in_chans, pretrained, drop_path_rate)
     return net, EfficientNetFeatures, num_features
@@ -248,7 +289,10 @@ MIN_INPUT = {"inceptionv4": 75, "inceptionresnetv2": 75, "polynet": 75}
 ARCHS: dict[str, Callable[..., tuple]] = {
     **{f"effnet-b{i}": partial(_effnet_backbone, f"efficientnet-b{i}") for i in range(8)},
     **{name: partial(_pm_backbone, name) for name in PRETRAINEDMODELS_ARCHS},
+    "gru": _gru_backbone,
 }
+# Archs that read point sequences (N, T, C) instead of images: QuickDraw strokes (`--layout strokes`) only.
+SEQUENCE_ARCHS = ("gru",)
 
 
 def list_archs() -> list[str]:
@@ -263,9 +307,14 @@ def describe_archs(names: Sequence[str] | None = None, num_classes: int = 1000, 
     """
     lines = []
     for name in names or list(ARCHS):
-        model = build_model(name, num_classes=num_classes, in_chans=in_chans)
+        if name in SEQUENCE_ARCHS:
+            model = build_model(name, num_classes=num_classes, in_chans=4)
+            takes = "QuickDraw strokes (--layout strokes)"
+        else:
+            model = build_model(name, num_classes=num_classes, in_chans=in_chans)
+            takes = f"input >= {MIN_INPUT.get(name, 32)} px"
         params = sum(p.numel() for p in model.parameters()) / 1e6
-        lines.append(f"{name:<22} {params:7.1f}M params  input >= {MIN_INPUT.get(name, 32)} px")
+        lines.append(f"{name:<22} {params:7.1f}M params  {takes}")
     return lines
 
 
@@ -344,6 +393,7 @@ def build_model(
     head: str = "linear",
     margin: float | None = None,
     scale: float = 30.0,
+    arch_options: dict | None = None,
 ) -> Classifier:
     """Builds a registered architecture.
 
@@ -359,6 +409,7 @@ def build_model(
         drop_path_rate: stochastic depth of EfficientNet blocks (ignored by the pretrainedmodels archs).
         head: ``"linear"``, ``"bn-dropout"``, ``"arcface"`` or ``"cosface"`` (see `Classifier`).
         margin, scale: margin and logit scale of an ArcFace / CosFace head (see `CosineHead`).
+        arch_options: extra arguments of the arch's builder (``gru``: ``hidden_size``, ``num_layers``).
 
     Returns:
         A `Classifier` mapping (N, in_chans, H, W) float to logits (N, num_classes) (N, sum(num_classes) for heads).
@@ -377,7 +428,7 @@ def build_model(
         if any(k.startswith("backbone.") for k in state):
             own_state, library_init = state, None  # a Classifier of ours: built at in_chans, loaded below
     try:
-        net, wrap, num_features = ARCHS[arch](in_chans, library_init, drop_path_rate)
+        net, wrap, num_features = ARCHS[arch](in_chans, library_init, drop_path_rate, **(arch_options or {}))
     except (OSError, RuntimeError) as error:
         if pretrained == "imagenet":
             raise RuntimeError(

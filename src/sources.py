@@ -165,6 +165,64 @@ class StrokeImages:
         )
 
 
+class StrokeSequences:
+    """QuickDraw drawings as point sequences for recurrent models (`--arch gru`), see `strokes_to_sequence`:
+    float32 (max_strokes * max_stroke_length, 4).
+
+    Raises (on read):
+        ValueError: the drawing is not JSON strokes ``[[[x...], [y...]], ...]``; names the row.
+    """
+
+    sequence = True  # not images: no albumentations pipeline, no normalisation statistics
+
+    def __init__(
+        self, drawings: Sequence[str], max_strokes: int, max_stroke_length: int, where: Locator | str = "table"
+    ):
+        self.drawings, self.where = list(drawings), where
+        self.max_strokes, self.max_stroke_length = max_strokes, max_stroke_length
+
+    def __len__(self) -> int:
+        return len(self.drawings)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        try:
+            strokes = parse_strokes(self.drawings[index])
+        except ValueError as error:
+            raise ValueError(f"{at(self.where, index)}: {error}") from None
+        return strokes_to_sequence(strokes, self.max_strokes, self.max_stroke_length)
+
+    def subset(self, rows: np.ndarray) -> StrokeSequences:
+        return StrokeSequences(
+            [self.drawings[i] for i in rows], self.max_strokes, self.max_stroke_length, _subset_where(self.where, rows)
+        )
+
+
+def strokes_to_sequence(strokes: Sequence[np.ndarray], max_strokes: int, max_stroke_length: int) -> np.ndarray:
+    """The (dx, dy, pen) point sequence of the Quick, Draw! RNN baseline (Ha & Eck 2017's stroke-3 format),
+    zero-padded to a fixed length, with a fourth column marking the real points.
+
+    Keeps the first ``max_strokes`` strokes and the first ``max_stroke_length`` points of each. Coordinates
+    (QuickDraw's 0-255) are scaled to [0, 1]; dx, dy are the steps from the previous point (the first point's
+    from the origin); pen is 1 on the last point of each stroke (the pen lifts after it).
+
+    Returns:
+        float32 (max_strokes * max_stroke_length, 4): rows (dx, dy, pen, 1) for the points, then rows of 0.
+    """
+    pieces = []
+    for points in list(strokes)[:max_strokes]:
+        points = np.asarray(points, np.float32)[:max_stroke_length] / 255.0
+        pen = np.zeros((len(points), 1), np.float32)
+        pen[-1] = 1.0
+        pieces.append(np.concatenate([points, pen], axis=1))
+    out = np.zeros((max_strokes * max_stroke_length, 4), np.float32)
+    if pieces:
+        points = np.concatenate(pieces)  # (P, 3): x, y, pen
+        out[: len(points), :2] = np.diff(points[:, :2], axis=0, prepend=np.zeros((1, 2), np.float32))
+        out[: len(points), 2] = points[:, 2]
+        out[: len(points), 3] = 1.0
+    return out
+
+
 def parse_strokes(drawing: str) -> list[np.ndarray]:
     """A QuickDraw ``drawing`` JSON string -> one int32 (points, 2) array of (x, y) per stroke.
 
@@ -209,7 +267,7 @@ class Source:
     """
 
     table: pd.DataFrame
-    images: ArrayImages | FileImages | StrokeImages
+    images: ArrayImages | FileImages | StrokeImages | StrokeSequences
     where: Locator | str
     id_col: str | None = None
 
@@ -349,7 +407,12 @@ def read_strokes(options) -> Source:
     label_col = options.label_cols[0]
     table, where = read_csv(options.train_csv, label_col=label_col, max_per_class=options.max_per_class, dtype=str)
     require_columns(table, ["drawing"], where)
-    images = StrokeImages(table["drawing"].tolist(), options.img_size, where=where)
+    from src.model import SEQUENCE_ARCHS  # a recurrent model reads point sequences, a CNN rasterized strokes
+
+    if getattr(options, "arch", None) in SEQUENCE_ARCHS:
+        images = StrokeSequences(table["drawing"].tolist(), options.max_strokes, options.max_stroke_length, where)
+    else:
+        images = StrokeImages(table["drawing"].tolist(), options.img_size, where=where)
     return Source(table.drop(columns=["drawing"]), images, where, options.id_col)
 
 

@@ -51,7 +51,7 @@ from src.handlers import (
 from src.loaddata import Data, Loaders, assign_folds, build_loaders, default_num_workers, load_data, split_indices
 from src.losses import CenterLoss, center_optimizer, task_criterion
 from src.mixup import Mixup
-from src.model import build_model, check_arch, describe_archs
+from src.model import SEQUENCE_ARCHS, build_model, check_arch, describe_archs
 from src.optim import build_lr_scheduler, build_optimizer
 from src.targets import Task
 
@@ -79,6 +79,12 @@ def setup_data(
         the data, and the fold of every row (int64 (N,)).
     """
     data = load_data(config, logger)
+    if (config.arch in SEQUENCE_ARCHS) != bool(getattr(data.source.images, "sequence", False)):
+        raise ValueError(
+            f"--arch {config.arch} reads QuickDraw strokes as point sequences (--layout strokes)"
+            if config.arch in SEQUENCE_ARCHS
+            else f"--arch {config.arch} takes images, not point sequences"
+        )
     fold_of = assign_folds(data, config.folds, config.seed, config.group_col, config.fold_col)
     fraction = DRY_RUN_FRACTION if config.dry_run else config.data_fraction
     train_idx, valid_idx = split_indices(
@@ -129,6 +135,11 @@ def setup_model(config: Config, task: Task, device: torch.device) -> torch.nn.Mo
         head=config.head,
         margin=config.margin,
         scale=config.margin_scale,
+        arch_options=(
+            {"hidden_size": config.hidden_size, "num_layers": config.num_layers}
+            if config.arch in SEQUENCE_ARCHS
+            else None
+        ),
     )
     return model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
 

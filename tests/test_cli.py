@@ -91,15 +91,17 @@ def test_ema_run_selects_by_the_ema_model_and_resumes_its_state(tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2] and "valid_ema_accuracy" in rows[0]
 
 
-def test_an_extra_evaluator_does_not_change_the_training_run(tmp_path):
-    """Evaluation must not draw from the training RNG: with --ema (a third evaluator) the trained model's
-    weights after two epochs (dropout and drop-path active) are the same as without."""
+@pytest.mark.parametrize("extra", [["--ema", "0.9"], ["--swa-start-epoch", "1"]])
+def test_an_extra_evaluator_does_not_change_the_training_run(tmp_path, extra):
+    """Evaluation must not draw from the training RNG: with --ema or SWA (a third evaluator; SWA also
+    recomputes BatchNorm statistics) the trained model's weights after two epochs (dropout and drop-path
+    active) are the same as without."""
     flags = ["--epochs", "2", "--output-dir", str(tmp_path), *TINY]
     assert main([*flags, "--run-name", "plain"]) == 0
-    assert main([*flags, "--run-name", "ema", "--ema", "0.9"]) == 0
+    assert main([*flags, "--run-name", "extra", *extra]) == 0
     plain = torch.load(tmp_path / "plain" / "checkpoint_2.pt", weights_only=False)["model"]
-    ema = torch.load(tmp_path / "ema" / "checkpoint_2.pt", weights_only=False)["model"]
-    assert all(torch.equal(plain[k], ema[k]) for k in plain)
+    other = torch.load(tmp_path / "extra" / "checkpoint_2.pt", weights_only=False)["model"]
+    assert all(torch.equal(plain[k], other[k]) for k in plain)
 
 
 def test_existing_run_folder_is_not_overwritten(tmp_path, capsys):

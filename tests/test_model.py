@@ -3,11 +3,14 @@ import torch
 from efficientnet_pytorch import EfficientNet
 from torch import nn
 
-from src.model import ARCHS, MIN_INPUT, adapt_input_conv, build_model, list_archs
+from src.model import ARCHS, MIN_INPUT, SEQUENCE_ARCHS, adapt_input_conv, build_model, list_archs
 
-# One arch of each family by default; the whole zoo (about 2 minutes on 2 cores) under `-m slow`.
+# One arch of each family by default; the whole zoo (about 2 minutes on 2 cores) under `-m slow`. The image
+# archs only: the sequence archs (gru) have their own tests in test_gru.py.
 FAST_ARCHS = {"effnet-b0", "effnet-b3", "se_resnext50_32x4d", "densenet121", "resnet18", "xception", "inceptionv4"}
-ZOO = [a if a in FAST_ARCHS else pytest.param(a, marks=pytest.mark.slow) for a in list_archs()]
+ZOO = [
+    a if a in FAST_ARCHS else pytest.param(a, marks=pytest.mark.slow) for a in list_archs() if a not in SEQUENCE_ARCHS
+]
 
 
 @pytest.mark.parametrize("arch", ZOO)
