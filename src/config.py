@@ -18,6 +18,8 @@ from typing import Literal
 import tyro
 import yaml
 
+from src.metrics import get_metric
+
 CONFIG_FILENAME = "config.yaml"
 
 
@@ -179,6 +181,13 @@ class Config:
     """Stochastic weight averaging from this epoch (1-based) on: the weights at the end of each epoch are
     averaged, BatchNorm statistics recomputed on the train-eval subset, and the average validated ('valid_swa') and
     saved as swa_model_<epoch>.pt. None = off."""
+
+    metric: str = "accuracy"
+    """The competition metric that selects the best checkpoint, drives early stopping and the plateau schedule:
+    accuracy, top<k>, map@<k> (QuickDraw: map@3), macro_recall (Bengali.AI with 2:1:1 heads), f<beta>
+    (multi-label, Planet: f2), roc_auc, qwk, log_loss (src/metrics.py)."""
+    threshold: float = 0.5
+    """Probability above which a tag is predicted (multi-label accuracy and f<beta>)."""
 
     # --- run control -------------------------------------------------------------------------
     seed: int = 42
@@ -401,6 +410,7 @@ def validate(config: Config) -> None:
         ("margin", config.margin is None or config.margin >= 0, "a margin >= 0 or None (the head's default)"),
         ("margin_scale", config.margin_scale > 0, "a positive float"),
         ("center_loss", config.center_loss >= 0, "a weight >= 0 (0 = off)"),
+        ("threshold", 0.0 < config.threshold < 1.0, "a probability in (0, 1)"),
         ("hidden_size", config.hidden_size >= 1, "an integer >= 1"),
         ("num_layers", config.num_layers >= 1, "an integer >= 1"),
         ("max_strokes", config.max_strokes >= 1, "an integer >= 1"),
@@ -415,6 +425,7 @@ def validate(config: Config) -> None:
         ("num_classes", config.num_classes is None or config.num_classes >= 2, "an integer >= 2 or None"),
     ]
     parse_size_schedule(config.img_size_schedule, config.img_size)
+    get_metric(config.metric)
     for name in ("head_weights", "mean", "std"):
         _floats(name, getattr(config, name))
     if config.std_list and min(config.std_list) <= 0:

@@ -53,9 +53,11 @@ class History:
                 writer.writeheader()
                 writer.writerows(self.rows)
 
-    def best(self, key: str = "valid_accuracy") -> dict | None:
-        """The row with the highest ``key`` (the earliest one on ties), or None before the first epoch."""
-        return max(self.rows, key=lambda r: r[key]) if self.rows else None
+    def best(self, key: str = "valid_accuracy", higher_is_better: bool = True) -> dict | None:
+        """The row with the best ``key`` (highest, or lowest when not ``higher_is_better``; the earliest one on
+        ties), or None before the first epoch."""
+        sign = 1 if higher_is_better else -1
+        return max(self.rows, key=lambda r: sign * r[key]) if self.rows else None
 
 
 def _number(text: str) -> float | int | None:
@@ -237,11 +239,16 @@ def attach_validation_log(trainer: Engine, evaluator: Engine, name: str, logger:
     evaluator.add_event_handler(Events.COMPLETED, log)
 
 
-def attach_early_stopping(trainer: Engine, valid_evaluator: Engine, patience: int) -> EarlyStopping:
-    """Stops training when the valid accuracy has not improved for ``patience`` validations."""
-    handler = EarlyStopping(
-        patience=patience, score_function=Checkpoint.get_default_score_fn("accuracy"), trainer=trainer
-    )
+def score_function(metric: str = "accuracy", higher_is_better: bool = True) -> Callable[[Engine], float]:
+    """An evaluator's ``metric``, signed so that higher is better (for `Checkpoint` and `EarlyStopping`)."""
+    return Checkpoint.get_default_score_fn(metric, 1.0 if higher_is_better else -1.0)
+
+
+def attach_early_stopping(
+    trainer: Engine, valid_evaluator: Engine, patience: int, metric: str = "accuracy", higher_is_better: bool = True
+) -> EarlyStopping:
+    """Stops training when the valid ``metric`` has not improved for ``patience`` validations."""
+    handler = EarlyStopping(patience=patience, score_function=score_function(metric, higher_is_better), trainer=trainer)
     valid_evaluator.add_event_handler(Events.COMPLETED, handler)
     return handler
 
@@ -312,9 +319,12 @@ def attach_checkpoints(
     n_saved: int,
     score_name: str = "valid_accuracy",
     by_iteration: bool = False,
+    metric: str = "accuracy",
+    higher_is_better: bool = True,
 ) -> tuple[Checkpoint, Checkpoint]:
-    """Best model by the accuracy of ``valid_evaluator`` (``best_model_<epoch>_<score_name>=<acc>.pt``, the
-    ``n_saved`` best) and the last full training state every epoch (``checkpoint_<epoch>.pt``).
+    """Best model by the ``metric`` of ``valid_evaluator`` (``best_model_<epoch>_<score_name>=<score>.pt``, the
+    ``n_saved`` best; a lower-is-better metric's score is written negated, ignite's convention) and the last
+    full training state every epoch (``checkpoint_<epoch>.pt``).
 
     Files are written to a temporary name and renamed, and the previous checkpoint is removed only after
     the new one is complete (`SafeDiskSaver`), so a crash or Ctrl-C never leaves a broken last checkpoint.
@@ -330,7 +340,7 @@ def attach_checkpoints(
         SafeDiskSaver(run_dir),
         filename_prefix=BEST_PREFIX,
         n_saved=n_saved,
-        score_function=Checkpoint.get_default_score_fn("accuracy"),
+        score_function=score_function(metric, higher_is_better),
         score_name=score_name,
         global_step_transform=(lambda *_: trainer.state.iteration)
         if by_iteration

@@ -98,19 +98,22 @@ def build_lr_scheduler(
     lr: float,
     total_steps: int,
     warmup_steps: int = 0,
+    metric: str = "accuracy",
+    higher_is_better: bool = True,
 ) -> ParamScheduler | None:
     """Builds a step-wise schedule, or the plateau scheduler (to attach to the valid evaluator).
 
     Args:
         name: ``"onecycle"`` (linear warmup from lr/25 to lr, then linear decay to lr/1e4),
             ``"cosine"`` (linear warmup from lr/25 then cosine to lr/100), ``"plateau"`` (halve lr
-            when the valid accuracy has not improved for 2 validations), ``"step"`` (linear warmup, then
+            when the valid metric has not improved for 2 validations), ``"step"`` (linear warmup, then
             lr, divided by 10 at 50% and again at 75% of the steps; torch's `MultiStepLR`), or ``"none"``.
         optimizer: the optimizer whose ``lr`` is scheduled. A param group's ``lr_mult`` key (see
             `param_groups`) scales its curve: it peaks at ``lr * lr_mult``.
         lr: peak learning rate (of the groups with ``lr_mult`` 1).
         total_steps: optimizer steps in the whole run.
         warmup_steps: optimizer steps of linear warmup.
+        metric, higher_is_better: the valid metric the plateau schedule watches, and its direction.
 
     Returns:
         An ignite param scheduler with ``state_dict`` (for resuming), or None for ``"none"``.
@@ -138,7 +141,8 @@ def build_lr_scheduler(
             return step
         return create_lr_scheduler_with_warmup(step, warmup_start_value=lr / 25, warmup_duration=warmup_steps)
     if name == "plateau":  # torch's ReduceLROnPlateau scales each group's own lr
-        return ReduceLROnPlateauScheduler(optimizer, metric_name="accuracy", mode="max", factor=0.5, patience=2)
+        mode = "max" if higher_is_better else "min"
+        return ReduceLROnPlateauScheduler(optimizer, metric_name=metric, mode=mode, factor=0.5, patience=2)
     if name == "none":
         return None
     raise ValueError(f"unknown scheduler {name!r}; known: onecycle, cosine, step, plateau, none")

@@ -50,6 +50,7 @@ from src.handlers import (
 )
 from src.loaddata import Data, Loaders, assign_folds, build_loaders, default_num_workers, load_data, split_indices
 from src.losses import CenterLoss, center_optimizer, task_criterion
+from src.metrics import get_metric, ignite_metric
 from src.mixup import Mixup
 from src.model import SEQUENCE_ARCHS, build_model, check_arch, describe_archs
 from src.optim import build_lr_scheduler, build_optimizer
@@ -79,6 +80,7 @@ def setup_data(
         the data, and the fold of every row (int64 (N,)).
     """
     data = load_data(config, logger)
+    get_metric(config.metric, data.task)  # a metric the task kind cannot use stops here
     if (config.arch in SEQUENCE_ARCHS) != bool(getattr(data.source.images, "sequence", False)):
         raise ValueError(
             f"--arch {config.arch} reads QuickDraw strokes as point sequences (--layout strokes)"
@@ -156,6 +158,8 @@ def setup_trainer(config: Config, model, task: Task, loaders: Loaders, device: t
         config.lr,
         total_steps=int(config.epochs * steps_per_epoch),
         warmup_steps=warmup_steps,
+        metric=config.metric,
+        higher_is_better=get_metric(config.metric).higher_is_better,
     )
     mixup = (
         Mixup(config.mixup_alpha, config.num_classes, config.mixup_k, seed=config.seed, to_soft=task.to_soft)
@@ -229,10 +233,22 @@ def setup_evaluators(
         models["valid_swa"] = averages.swa
     return {
         name: create_evaluator(
-            compiled(net, config), make_metrics(task), device, amp=config.amp, channels_last=config.channels_last
+            compiled(net, config),
+            evaluator_metrics(config, task),
+            device,
+            amp=config.amp,
+            channels_last=config.channels_last,
         )
         for name, net in models.items()
     }
+
+
+def evaluator_metrics(config: Config, task: Task) -> dict:
+    """The task's standard metrics (`src.engine.make_metrics`) plus the competition ``--metric``."""
+    metrics = make_metrics(task)
+    if config.metric not in metrics:
+        metrics[config.metric] = ignite_metric(config.metric, task, config.threshold)
+    return metrics
 
 
 def compiled(model: torch.nn.Module, config: Config) -> torch.nn.Module:
@@ -242,7 +258,7 @@ def compiled(model: torch.nn.Module, config: Config) -> torch.nn.Module:
 
 
 def selection_name(config: Config) -> str:
-    """The evaluator whose accuracy picks the best checkpoint and drives early stopping and the plateau schedule:
+    """The evaluator whose ``--metric`` picks the best checkpoint and drives early stopping and the plateau schedule:
     the EMA model's with ``--ema`` (the weights one would submit), else the trained model's."""
     return "valid_ema" if config.ema else "valid"
 
@@ -290,7 +306,8 @@ def attach_handlers(
         )
     if config.val_every is not None:
         attach_validation_log(trainer, evaluators[select], select, logger)
-    to_save["early_stopping"] = attach_early_stopping(trainer, selector, config.patience)
+    higher = get_metric(config.metric).higher_is_better
+    to_save["early_stopping"] = attach_early_stopping(trainer, selector, config.patience, config.metric, higher)
     history = History(run_dir / HISTORY_FILENAME if run_dir else None)
     if config.freeze_epochs:
         attach_freezing(trainer, model, config.freeze_epochs, logger)
@@ -311,8 +328,10 @@ def attach_handlers(
             best_model,
             run_dir,
             config.n_saved,
-            score_name=f"{select}_accuracy",
+            score_name=f"{select}_{config.metric}",
             by_iteration=config.val_every is not None,
+            metric=config.metric,
+            higher_is_better=higher,
         )
         closers.append(
             attach_tensorboard(
@@ -428,10 +447,10 @@ def run(config: Config) -> dict:
     finally:
         for closer in closers:
             closer.close()
-    key = f"{selection_name(config)}_accuracy"
-    best = history.best(key) or {}
+    key = f"{selection_name(config)}_{config.metric}"
+    best = history.best(key, get_metric(config.metric).higher_is_better) or {}
     summary = {
-        "best_valid_accuracy": best.get(key),
+        "best_valid_score": best.get(key),
         "best_epoch": best.get("epoch"),
         "selected_by": key,
         "epochs_run": trainer.state.epoch,
@@ -441,7 +460,7 @@ def run(config: Config) -> dict:
     }
     logger.info("summary: %s", json.dumps(summary))
     print(
-        f"best {key.replace('_', ' ')} {summary['best_valid_accuracy']} at epoch {summary['best_epoch']} "
+        f"best {key.replace('_', ' ')} {summary['best_valid_score']} at epoch {summary['best_epoch']} "
         f"({summary['epochs_run']} epochs, {summary['wall_time_s']} s, "
         f"{summary['train_images_per_s']} train images/s); "
         f"run folder: {summary['run_dir'] or 'none (dry run)'}"
