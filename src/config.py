@@ -117,8 +117,9 @@ class Config:
     """'resize' scales every image to img_size; 'pad' zero-pads smaller images (centred) first."""
     folds: int = 5
     """Number of stratified folds."""
-    fold: int = 0
-    """Validation fold, 0 <= fold < folds."""
+    fold: int | Literal["all"] = 0
+    """Validation fold, 0 <= fold < folds, or 'all': every fold in turn (sub-folders fold<k>), then the out-of-fold
+    predictions (oof.csv) and the CV score."""
     aug: str = "light"
     """Train-time augmentation: a preset ('none', 'light', 'medium', 'heavy') or an albumentations YAML/JSON file."""
     batch_size: int = 64
@@ -378,7 +379,7 @@ def validate(config: Config) -> None:
     """
     checks = [
         ("folds", config.folds >= 2, "an integer >= 2"),
-        ("fold", 0 <= config.fold < config.folds, f"0 <= fold < folds ({config.folds})"),
+        ("fold", config.fold == "all" or 0 <= config.fold < config.folds, f"0 <= fold < folds ({config.folds}) or all"),
         ("batch_size", config.batch_size >= 1, "an integer >= 1"),
         ("epochs", config.epochs >= 1, "an integer >= 1"),
         ("img_size", config.img_size >= 8, "an integer >= 8 (pixels)"),

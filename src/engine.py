@@ -6,7 +6,7 @@ import itertools
 from collections.abc import Callable
 
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from ignite.metrics import Accuracy, Loss, Metric, MetricsLambda
 from torch import nn
 
@@ -225,3 +225,18 @@ def create_evaluator(
     for name, metric in metrics.items():
         metric.attach(evaluator, name)
     return evaluator
+
+
+def predict_logits(
+    model: nn.Module, loader, device: torch.device, amp: str = "none", channels_last: bool = False
+) -> torch.Tensor:
+    """Runs ``model`` in eval mode over ``loader`` (batches of (x, y); y is ignored) through an evaluator.
+
+    Returns:
+        float32 logits (N, num_outputs) on the CPU, in the loader's order.
+    """
+    evaluator = create_evaluator(model, {}, device, amp=amp, channels_last=channels_last)
+    outputs: list[torch.Tensor] = []
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: outputs.append(engine.state.output[0].cpu()))
+    evaluator.run(loader)
+    return torch.cat(outputs) if outputs else torch.empty(0)

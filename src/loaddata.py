@@ -259,6 +259,7 @@ class Loaders:
     mean: list[float]
     std: list[float]
     img_size: int  # the side the pipelines currently resize to, pixels
+    valid_rows: np.ndarray  # the data rows of the valid loader, in its order
     transforms: Callable[[int, int], tuple[A.Compose, A.Compose]]  # (img_size, seed) -> (train, eval) pipelines
 
     def set_img_size(self, img_size: int, seed: int) -> None:
@@ -390,5 +391,12 @@ def build_loaders(
         subset(valid_idx, eval_tf), batch_size=eval_batch_size, generator=torch.Generator().manual_seed(seed), **common
     )
     return Loaders(
-        train=train, train_eval=train_eval, valid=valid, mean=mean, std=std, img_size=img_size, transforms=transforms
+        train=train,
+        train_eval=train_eval,
+        valid=valid,
+        mean=mean,
+        std=std,
+        img_size=img_size,
+        valid_rows=np.asarray(valid_idx),
+        transforms=transforms,
     )

@@ -25,7 +25,7 @@ from ignite.utils import manual_seed, setup_logger
 from torch.optim.swa_utils import AveragedModel
 
 from src.config import CONFIG_FILENAME, Config, parse_config, resolve_run_dir, save_config
-from src.engine import create_evaluator, create_trainer, make_metrics, validation_filter
+from src.engine import create_evaluator, create_trainer, make_metrics, predict_logits, validation_filter
 from src.handlers import (
     HISTORY_FILENAME,
     History,
@@ -50,15 +50,17 @@ from src.handlers import (
 )
 from src.loaddata import Data, Loaders, assign_folds, build_loaders, default_num_workers, load_data, split_indices
 from src.losses import CenterLoss, center_optimizer, task_criterion
-from src.metrics import get_metric, ignite_metric
+from src.metrics import get_metric, ignite_metric, to_probs
 from src.mixup import Mixup
 from src.model import SEQUENCE_ARCHS, build_model, check_arch, describe_archs
+from src.oof import PREDICTIONS_FILENAME, predictions_frame
 from src.optim import build_lr_scheduler, build_optimizer
 from src.targets import Task
 
 DRY_RUN_FRACTION = 0.01
 CLASSES_FILENAME = "classes.json"
 FOLDS_FILENAME = "folds.csv"
+SUMMARY_FILENAME = "summary.json"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -379,6 +381,31 @@ def save_data_description(run_dir: Path, data: Data, fold_of: np.ndarray) -> Non
     pd.DataFrame({"id": data.source.ids(), "fold": fold_of}).to_csv(run_dir / FOLDS_FILENAME, index=False)
 
 
+def save_valid_predictions(
+    run_dir: Path,
+    best: Checkpoint,
+    model: torch.nn.Module,
+    loaders: Loaders,
+    data: Data,
+    fold_of: np.ndarray,
+    config: Config,
+    device: torch.device,
+) -> None:
+    """Loads the best checkpoint into ``model`` and writes its valid-fold probabilities to ``valid_predictions.csv``
+    (id, fold, labels, one column per class; `src.oof`)."""
+    model.load_state_dict(torch.load(run_dir / best.last_checkpoint, map_location=device, weights_only=True))
+    logits = predict_logits(model, loaders.valid, device, amp=config.amp, channels_last=config.channels_last)
+    rows, ids = loaders.valid_rows, data.source.ids()
+    frame = predictions_frame(
+        [ids[i] for i in rows],
+        to_probs(logits, data.task),
+        data.task,
+        folds=fold_of[rows],
+        labels=data.source.table.iloc[rows],
+    )
+    frame.to_csv(run_dir / PREDICTIONS_FILENAME, index=False)
+
+
 def find_checkpoint(resume: str) -> Path:
     """The checkpoint to resume from: the file itself, or the newest ``checkpoint_<epoch>.pt`` of a run folder.
 
@@ -423,6 +450,11 @@ def run(config: Config) -> dict:
     )
     if checkpoint is not None:
         missing = resume_from(checkpoint, to_save, last_checkpoint)
+        if trainer.state.epoch >= config.epochs:  # ignite would start a finished run again from epoch 0
+            raise ValueError(
+                f"--resume {config.resume}: the run has already trained {trainer.state.epoch} epochs of --epochs "
+                f"{config.epochs}; pass a larger --epochs to go on"
+            )
         logger.info(
             "resumed from %s at epoch %d, iteration %d%s",
             checkpoint,
@@ -447,6 +479,8 @@ def run(config: Config) -> dict:
     finally:
         for closer in closers:
             closer.close()
+    if run_dir is not None:
+        save_valid_predictions(run_dir, to_save["best_checkpoint"], model, loaders, data, fold_of, config, device)
     key = f"{selection_name(config)}_{config.metric}"
     best = history.best(key, get_metric(config.metric).higher_is_better) or {}
     summary = {
@@ -459,6 +493,8 @@ def run(config: Config) -> dict:
         "run_dir": str(run_dir) if run_dir else None,
     }
     logger.info("summary: %s", json.dumps(summary))
+    if run_dir is not None:  # marks the run as finished (`--fold all` skips finished folds)
+        (run_dir / SUMMARY_FILENAME).write_text(json.dumps(summary, indent=1))
     print(
         f"best {key.replace('_', ' ')} {summary['best_valid_score']} at epoch {summary['best_epoch']} "
         f"({summary['epochs_run']} epochs, {summary['wall_time_s']} s, "
@@ -474,7 +510,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.list_archs:
             print("\n".join(describe_archs()))
             return 0
-        run(config)
+        if config.fold == "all" and not config.dry_run:
+            from src.cv import run_all_folds  # src.cv imports this module (it calls run() per fold)
+
+            run_all_folds(config)
+        else:
+            run(dataclasses.replace(config, fold=0) if config.fold == "all" else config)  # a dry run checks fold 0
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -158,3 +158,13 @@ def test_compile_trains_the_compiled_model_and_saves_the_plain_one(tmp_path, mon
     assert calls == ["Classifier"] * 3  # the trainer and both evaluators
     state = torch.load(tmp_path / "c" / "checkpoint_1.pt", weights_only=False)["model"]
     assert not any(key.startswith("_orig_mod") for key in state)
+
+
+def test_resuming_a_finished_run_stops_without_touching_it(tmp_path, capsys):
+    flags = ["--epochs", "1", "--output-dir", str(tmp_path), "--run-name", "done", *TINY]
+    assert main(flags) == 0
+    before = (tmp_path / "done" / "checkpoint_1.pt").read_bytes()
+    assert main(["--resume", str(tmp_path / "done")]) == 2  # --epochs 1 from the saved config: nothing to do
+    assert "pass a larger --epochs" in capsys.readouterr().err
+    assert (tmp_path / "done" / "checkpoint_1.pt").read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "done").glob("checkpoint_*.pt")) == ["checkpoint_1.pt"]

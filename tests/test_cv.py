@@ -1,0 +1,39 @@
+"""--fold all: every fold trained in its sub-folder, out-of-fold predictions cover every row once, resumable."""
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from src.train import main
+from tests import layouts
+
+FAST = ["--epochs", "1", "--batch-size", "8", "--train-eval-size", "8", "--img-size", "32", "--no-progress"]
+
+
+def test_all_folds_write_oof_covering_every_row_once_and_skip_finished_folds(tmp_path, capsys):
+    csv_path = layouts.pixel_csv(tmp_path, n=30)
+    flags = ["--train-csv", str(csv_path), "--folds", "3", "--fold", "all", *FAST]
+    flags += ["--output-dir", str(tmp_path), "--run-name", "cv"]
+    assert main(flags) == 0
+    run = tmp_path / "cv"
+    oof = pd.read_csv(run / "oof.csv", dtype={"id": str, "label": str})
+    folds = pd.read_csv(run / "fold0" / "folds.csv", dtype={"id": str})
+    assert sorted(oof["id"]) == sorted(folds["id"]) and oof["id"].is_unique  # every row exactly once
+    assert dict(zip(oof["id"], oof["fold"])) == dict(zip(folds["id"], folds["fold"]))  # with its own fold
+    probs = oof[[c for c in oof.columns if c.startswith("p_")]].to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1.0)
+    summary = json.loads((run / "cv_summary.json").read_text())
+    predicted = np.array([c[2:] for c in oof.columns if c.startswith("p_")])[probs.argmax(axis=1)]
+    assert summary["oof_score"] == round(float((predicted == oof["label"]).mean()), 6)  # OOF accuracy by hand
+    assert len(summary["fold_scores"]) == 3
+    assert f"OOF {summary['oof_score']:.4f}" in capsys.readouterr().out
+
+    # A finished fold is skipped, a missing one trained again: re-running the command completes the folds.
+    kept = (run / "fold0" / "checkpoint_1.pt").stat().st_mtime_ns
+    for path in sorted((run / "fold1").iterdir()):
+        path.unlink()
+    assert main(flags) == 0
+    assert (run / "fold0" / "checkpoint_1.pt").stat().st_mtime_ns == kept
+    assert (run / "fold1" / "valid_predictions.csv").is_file()
+    assert len(pd.read_csv(run / "oof.csv")) == 30
