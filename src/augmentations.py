@@ -97,8 +97,9 @@ def build_transforms(
     aug: str = "none",
     seed: int | None = None,
     resize_mode: str = "resize",
+    extra: Sequence[A.BasicTransform] = (),
 ) -> A.Compose:
-    """Builds a pipeline: resize -> augmentation preset -> normalise -> tensor.
+    """Builds a pipeline: resize -> augmentation preset -> extra transforms -> normalise -> tensor.
 
     Args:
         img_size: side of the square output, pixels.
@@ -109,6 +110,7 @@ def build_transforms(
         seed: seed of the pipeline's random draws.
         resize_mode: ``"resize"`` scales every image to img_size; ``"pad"`` first zero-pads smaller images
             (centred) up to img_size, so small images keep their pixels (MNIST 28 -> 32 as in LeNet-5).
+        extra: deterministic transforms applied after the augmentation (a test-time augmentation variant).
 
     Returns:
         An `A.Compose` called as ``pipeline(image=img)["image"]``: uint8 (H, W, C) -> float32 (C, img_size, img_size).
@@ -134,6 +136,7 @@ def build_transforms(
             ),
             A.Resize(img_size, img_size, interpolation=cv2.INTER_LINEAR),
             *augment,
+            *extra,
             A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
             ToTensorV2(),
         ],

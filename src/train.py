@@ -121,6 +121,9 @@ def setup_data(
         num_classes=task.num_outputs if task.kind == "multihead" else (config.num_classes or task.num_outputs),
         in_chans=data.in_chans,
         num_workers=num_workers,
+        # the train fold's normalisation, saved with the run so that prediction normalises the same way
+        mean=",".join(f"{v:.6f}" for v in loaders.mean) if loaders.mean else config.mean,
+        std=",".join(f"{v:.6f}" for v in loaders.std) if loaders.std else config.std,
     )
     if config.in_chans is not None and config.in_chans != data.in_chans:
         raise ValueError(f"--in-chans {config.in_chans}: the images have {data.in_chans} channels")

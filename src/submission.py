@@ -1,0 +1,123 @@
+"""Submission files from probabilities, in the formats Kaggle image competitions use, checked against a sample.
+
+Formats (``--submission-format``):
+
+- ``label``: ``id,<label>``, the most likely class (Digit Recognizer, Dogs vs Cats as labels).
+- ``topk``: ``id,<label>``, the k most likely classes space-separated, spaces in class names replaced by
+  underscores (Quick, Draw!: ``word`` with 3 guesses, scored by MAP@3).
+- ``tags``: ``id,<label>``, the tags whose probability exceeds their threshold, space-separated (Planet).
+- ``long``: ``row_id,target``, one row per image and head, ``row_id = <id>_<head column>`` (Bengali.AI).
+- ``probs``: ``id`` and one column per class with its probability, optionally clipped to [clip, 1 - clip]
+  (log-loss competitions such as Dogs vs Cats).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from src.targets import Task
+
+FORMATS = ("label", "topk", "tags", "long", "probs")
+DEFAULT_FORMAT = {"single": "label", "multilabel": "tags", "multihead": "long"}
+FORMAT_KINDS = {
+    "label": ("single",),
+    "topk": ("single",),
+    "tags": ("multilabel",),
+    "long": ("multihead",),
+    "probs": ("single", "multilabel"),
+}
+
+
+def make_submission(
+    ids: Sequence[str],
+    probs: np.ndarray,
+    task: Task,
+    fmt: str,
+    id_col: str = "id",
+    top_k: int = 3,
+    threshold: float | np.ndarray = 0.5,
+    clip: float = 0.0,
+) -> pd.DataFrame:
+    """The submission table of probabilities (N, num_outputs) for ``ids`` in format ``fmt`` (module doc).
+
+    Args:
+        ids: the test ids, length N.
+        probs: float (N, num_outputs) probabilities (per head side by side for several heads).
+        task: the run's task (class names, label columns).
+        fmt: one of `FORMATS`.
+        id_col: the id column's name.
+        top_k: guesses per row of ``topk``.
+        threshold: a probability, or one per tag (C,), above which ``tags`` lists a tag.
+        clip: ``probs`` clips the probabilities to [clip, 1 - clip].
+
+    Raises:
+        ValueError: an unknown format, or one the task kind has no use for.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"--submission-format {fmt!r}: unknown; known: {', '.join(FORMATS)}")
+    if task.kind not in FORMAT_KINDS[fmt]:
+        raise ValueError(f"--submission-format {fmt}: not for a {task.kind} task; use {DEFAULT_FORMAT[task.kind]}")
+    ids = [str(i) for i in ids]
+    label = task.heads[0].column
+    if fmt == "long":
+        rows, targets = [], []
+        offsets = np.cumsum([0, *task.sizes])
+        for h, head in enumerate(task.heads):
+            best = probs[:, offsets[h] : offsets[h + 1]].argmax(axis=1)
+            rows += [f"{i}_{head.column}" for i in ids]
+            targets += [head.classes[b] for b in best]
+        order = np.arange(len(rows)).reshape(len(task.heads), len(ids)).T.ravel()  # image by image, heads in order
+        return pd.DataFrame({"row_id": np.asarray(rows)[order], "target": np.asarray(targets)[order]})
+    classes = np.asarray(task.classes)
+    if fmt == "label":
+        return pd.DataFrame({id_col: ids, label: classes[probs.argmax(axis=1)]})
+    if fmt == "topk":
+        top = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+        words = np.char.replace(classes.astype(str), " ", "_")
+        return pd.DataFrame({id_col: ids, label: [" ".join(words[row]) for row in top]})
+    if fmt == "tags":
+        chosen = probs > np.asarray(threshold)
+        return pd.DataFrame({id_col: ids, label: [" ".join(classes[row]) for row in chosen]})
+    values = np.clip(probs, clip, 1.0 - clip) if clip > 0 else probs
+    return pd.concat([pd.DataFrame({id_col: ids}), pd.DataFrame(values, columns=list(classes))], axis=1)
+
+
+def match_sample(submission: pd.DataFrame, sample_path: str | Path) -> pd.DataFrame:
+    """Puts the submission in the sample submission's id order and column names, and checks it.
+
+    The first column is the id (``row_id`` in the long format). For the one-label formats the second column
+    takes the sample's name; for ``probs`` the class columns must be the sample's (any order).
+
+    Raises:
+        FileNotFoundError: no sample file.
+        ValueError: different ids (counts and examples named), different columns, or an empty (NaN) value.
+    """
+    path = Path(sample_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--sample-submission {path}: no such file")
+    sample = pd.read_csv(path, dtype=str)
+    ours_id, their_id = submission.columns[0], sample.columns[0]
+    if len(submission.columns) == 2 and len(sample.columns) == 2:
+        submission = submission.set_axis(list(sample.columns), axis=1)
+    else:
+        submission = submission.rename(columns={ours_id: their_id})
+    if set(submission.columns) != set(sample.columns):
+        raise ValueError(f"{path}: columns {list(sample.columns)} but the submission has {list(submission.columns)}")
+    ours, theirs = set(submission[their_id].astype(str)), set(sample[their_id])
+    if ours != theirs:
+        missing, extra = sorted(theirs - ours), sorted(ours - theirs)
+        raise ValueError(
+            f"{path}: {len(missing)} ids of the sample are not predicted (e.g. {missing[:3]}) and "
+            f"{len(extra)} predicted ids are not in the sample (e.g. {extra[:3]})"
+        )
+    submission = submission.set_index(submission[their_id].astype(str)).loc[sample[their_id]].reset_index(drop=True)
+    submission = submission[list(sample.columns)]
+    if submission.isna().any().any():
+        raise ValueError(
+            f"submission for {path}: empty values in columns {list(submission.columns[submission.isna().any()])}"
+        )
+    return submission
