@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from ignite.utils import setup_logger
 
 from src.config import CONFIG_FILENAME, Config, save_config
 from src.metrics import score
@@ -48,7 +49,7 @@ def run_all_folds(config: Config) -> dict:
     Returns:
         The cross-validation summary: metric, per-fold scores, mean, std, OOF score, run folder.
     """
-    logger = logging.getLogger("src.train")
+    logger = setup_logger("src.train", level=logging.INFO)  # configured once; run() gets the same logger
     run_dir = cv_run_dir(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(dataclasses.replace(config, run_name=None, resume=None), run_dir / CONFIG_FILENAME)
