@@ -1,0 +1,188 @@
+"""Blend runs: ``python -m src.ensemble runA runB ... [--method mean|geometric|rank] [--weights auto|equal|1,2]``.
+
+Reads each run's out-of-fold predictions (``oof.csv`` of a ``--fold all`` run) and, when present, its test
+predictions (``test_predictions.csv`` of `src.predict`), checks that the runs share the class list and the OOF
+ids, blends them, reports the OOF score of each run and of the blend, and writes ``oof.csv``,
+``test_predictions.csv`` and ``submission.csv`` of the blend.
+
+``--weights auto`` maximises the blend's OOF metric over the weights (non-negative, summing to 1) with scipy's
+Nelder-Mead from equal weights, and keeps the best single run's weights if the search ends below it, so the
+blend never scores below the best run on OOF.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import tyro
+from scipy.optimize import minimize
+from scipy.stats import rankdata
+
+from src.config import CONFIG_FILENAME, load_config_file
+from src.metrics import get_metric, score
+from src.oof import OOF_FILENAME, predictions_frame, read_predictions
+from src.predict import SUBMISSION_FILENAME, TEST_PREDICTIONS_FILENAME
+from src.submission import DEFAULT_FORMAT, make_submission, match_sample
+from src.targets import Task
+from src.train import CLASSES_FILENAME
+from src.tta import renormalise
+
+METHODS = ("mean", "geometric", "rank")
+
+
+@dataclasses.dataclass
+class EnsembleConfig:
+    """Blend the OOF and test predictions of several runs."""
+
+    runs: tyro.conf.Positional[list[str]]
+    """Run folders of `--fold all` runs (each with oof.csv; test_predictions.csv for a submission)."""
+    method: Literal["mean", "geometric", "rank"] = "mean"
+    """Weighted mean of probabilities, weighted geometric mean, or weighted mean of per-class ranks (AUC)."""
+    weights: str = "auto"
+    """'auto' (maximise the OOF metric), 'equal', or comma-separated weights, one per run."""
+    metric: str | None = None
+    """The OOF metric; None: the first run's --metric."""
+    output_dir: str = "experiments/ensemble"
+    """Where the blend's files go."""
+    submission_format: Literal["label", "topk", "tags", "long", "probs"] | None = None
+    """As in src.predict; None: label, tags or long by the task."""
+    top_k: int = 3
+    """Guesses per row of the topk format."""
+    sample_submission: str | None = None
+    """A sample submission fixing the id order and columns, checked against the result."""
+
+
+def blend(probs: list[np.ndarray], weights: np.ndarray, method: str, task: Task) -> np.ndarray:
+    """Weighted blend of probability arrays (N, num_outputs).
+
+    Raises:
+        ValueError: unknown method.
+    """
+    weights = np.asarray(weights, np.float64) / np.sum(weights)
+    stack = np.stack(probs)  # (runs, N, num_outputs)
+    if method == "mean":
+        return np.tensordot(weights, stack, axes=1)
+    if method == "geometric":
+        merged = np.exp(np.tensordot(weights, np.log(np.clip(stack, 1e-15, 1.0)), axes=1))
+        return merged if task.kind == "multilabel" else renormalise(merged, task)
+    if method == "rank":  # per class, ranks scaled to [0, 1]: only the order of the rows matters
+        ranks = np.stack([rankdata(p, axis=0) / len(p) for p in stack])
+        return np.tensordot(weights, ranks, axes=1)
+    raise ValueError(f"--method {method!r}: unknown; known: {', '.join(METHODS)}")
+
+
+def fit_weights(
+    probs: list[np.ndarray], targets: np.ndarray, task: Task, metric: str, method: str, threshold: float = 0.5
+) -> np.ndarray:
+    """Weights (sum 1) maximising the OOF ``metric`` of the blend; never worse than the best single run."""
+    sign = 1.0 if get_metric(metric).higher_is_better else -1.0
+
+    def value(weights: np.ndarray) -> float:
+        return sign * score(metric, blend(probs, weights, method, task), targets, task, threshold)
+
+    def loss(logits: np.ndarray) -> float:  # softmax keeps the weights positive and summing to 1
+        weights = np.exp(logits - logits.max())
+        return -value(weights / weights.sum())
+
+    result = minimize(loss, np.zeros(len(probs)), method="Nelder-Mead", options={"xatol": 1e-3, "fatol": 1e-6})
+    weights = np.exp(result.x - result.x.max())
+    weights /= weights.sum()
+    singles = [value(np.eye(len(probs))[i]) for i in range(len(probs))]
+    best = int(np.argmax(singles))
+    return weights if value(weights) >= singles[best] else np.eye(len(probs))[best]
+
+
+def run_task(run: Path) -> Task:
+    """The task (class lists) of a run folder.
+
+    Raises:
+        FileNotFoundError: a folder without ``classes.json`` and ``oof.csv`` (not a finished ``--fold all`` run).
+    """
+    classes = next(iter(sorted(run.glob(f"**/{CLASSES_FILENAME}"))), None)
+    if classes is None or not (run / OOF_FILENAME).is_file():
+        raise FileNotFoundError(f"{run}: no {OOF_FILENAME}; ensembles take finished --fold all runs")
+    return Task.from_dict(json.loads(classes.read_text()))
+
+
+def ensemble(args: EnsembleConfig) -> dict:
+    """Blends the runs as configured; returns the scores and weights (see the module doc)."""
+    if len(args.runs) < 2:
+        raise ValueError("give at least two run folders to blend")
+    runs = [Path(r) for r in args.runs]
+    task = run_task(runs[0])
+    for run in runs[1:]:
+        if run_task(run) != task:
+            raise ValueError(f"{run}: its class list differs from {runs[0]}'s; blend runs of the same task")
+    loaded = [read_predictions(run / OOF_FILENAME, task) for run in runs]
+    frame, _, targets = loaded[0]
+    order = frame["id"].tolist()
+    probs = []
+    for run, (run_frame, run_probs, _) in zip(runs, loaded):
+        if sorted(run_frame["id"]) != sorted(order):
+            raise ValueError(f"{run}: its OOF ids differ from {runs[0]}'s; blend runs trained on the same rows")
+        position = {image_id: row for row, image_id in enumerate(run_frame["id"])}
+        probs.append(run_probs[[position[i] for i in order]])
+    config = load_config_file(next(iter(sorted(runs[0].glob(f"**/{CONFIG_FILENAME}")))))
+    metric = args.metric or config.metric
+    if args.weights == "auto":
+        weights = fit_weights(probs, targets, task, metric, args.method, config.threshold)
+    elif args.weights == "equal":
+        weights = np.full(len(runs), 1.0 / len(runs))
+    else:
+        weights = np.array([float(w) for w in args.weights.split(",")])
+        if len(weights) != len(runs) or (weights < 0).any() or weights.sum() == 0:
+            raise ValueError(f"--weights {args.weights!r}: expected {len(runs)} non-negative numbers, not all 0")
+        weights = weights / weights.sum()
+    blended = blend(probs, weights, args.method, task)
+    result = {
+        "metric": metric,
+        "runs": {str(run): round(score(metric, p, targets, task, config.threshold), 6) for run, p in zip(runs, probs)},
+        "weights": [round(float(w), 4) for w in weights],
+        "oof_blend": round(score(metric, blended, targets, task, config.threshold), 6),
+    }
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    predictions_frame(order, blended, task, folds=frame["fold"].to_numpy(), labels=frame).to_csv(
+        out / OOF_FILENAME, index=False
+    )
+    tests = [run / TEST_PREDICTIONS_FILENAME for run in runs]
+    if all(path.is_file() for path in tests):
+        test_frames = [read_predictions(path, task, with_targets=False) for path in tests]
+        ids = test_frames[0][0]["id"].tolist()
+        test_probs = []
+        for path, (test_frame, p, _) in zip(tests, test_frames):
+            if sorted(test_frame["id"]) != sorted(ids):
+                raise ValueError(f"{path}: its test ids differ from {tests[0]}'s")
+            position = {image_id: row for row, image_id in enumerate(test_frame["id"])}
+            test_probs.append(p[[position[i] for i in ids]])
+        test_blend = blend(test_probs, weights, args.method, task)
+        predictions_frame(ids, test_blend, task).to_csv(out / TEST_PREDICTIONS_FILENAME, index=False)
+        fmt = args.submission_format or DEFAULT_FORMAT[task.kind]
+        submission = make_submission(ids, test_blend, task, fmt, config.id_col, args.top_k, config.threshold)
+        if args.sample_submission:
+            submission = match_sample(submission, args.sample_submission)
+        submission.to_csv(out / SUBMISSION_FILENAME, index=False)
+        result["submission"] = str(out / SUBMISSION_FILENAME)
+    (out / "ensemble.json").write_text(json.dumps(result, indent=1))
+    singles = ", ".join(f"{Path(r).name} {s:.4f}" for r, s in result["runs"].items())
+    print(f"OOF {metric}: {singles}; blend {result['oof_blend']:.4f} with weights {result['weights']}; wrote {out}")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        ensemble(tyro.cli(EnsembleConfig, args=argv))
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
