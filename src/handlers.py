@@ -148,7 +148,10 @@ def attach_swa(
         if engine.state.epoch < start_epoch:
             return
         swa_model.update_parameters(model)
-        update_bn(bn_loader, swa_model, device=device)
+        # update_bn runs the model in train mode: its dropout and drop-path draws must not move the global RNG,
+        # or averaging would change the rest of the training run.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            update_bn(bn_loader, swa_model, device=device)
         evaluator.run(eval_loader)
 
     trainer.add_event_handler(Events.EPOCH_COMPLETED, update)
