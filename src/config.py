@@ -131,6 +131,15 @@ class Config:
     data_fraction: float = 1.0
     """Use this fraction of the rows (stratified, seeded); a debug cap."""
 
+    pseudo_labels: str | None = None
+    """Test predictions (test_predictions.csv of src.predict) whose confident rows join the training folds."""
+    pseudo_threshold: float = 0.95
+    """Smallest top-class probability of a pseudo-labelled test image."""
+    pseudo_test_csv: str | None = None
+    """The test table of the pseudo-labelled images (same layout as the training data)."""
+    pseudo_image_dir: str | None = None
+    """Folder of the test images; None: --image-dir."""
+
     # --- optimisation ------------------------------------------------------------------------
     epochs: int = 15
     """Maximum number of epochs."""
@@ -412,6 +421,7 @@ def validate(config: Config) -> None:
         ("margin_scale", config.margin_scale > 0, "a positive float"),
         ("center_loss", config.center_loss >= 0, "a weight >= 0 (0 = off)"),
         ("threshold", 0.0 < config.threshold < 1.0, "a probability in (0, 1)"),
+        ("pseudo_threshold", 0.0 <= config.pseudo_threshold <= 1.0, "a probability in [0, 1]"),
         ("hidden_size", config.hidden_size >= 1, "an integer >= 1"),
         ("num_layers", config.num_layers >= 1, "an integer >= 1"),
         ("max_strokes", config.max_strokes >= 1, "an integer >= 1"),

@@ -21,7 +21,7 @@ from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, Stratified
 from torch.utils.data import DataLoader, Dataset
 
 from src.augmentations import build_transforms
-from src.sources import ArrayImages, Source, decode_all, in_memory, read_digits, read_source
+from src.sources import ArrayImages, ConcatImages, Source, decode_all, in_memory, read_digits, read_source
 from src.targets import Task, infer_task, require_columns
 
 
@@ -322,6 +322,7 @@ def build_loaders(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     resizable: bool = False,
+    extra_train: tuple | None = None,
 ) -> Loaders:
     """Builds the three loaders of a run; normalisation statistics come from the train fold.
 
@@ -339,6 +340,7 @@ def build_loaders(
         eval_batch_size: batch size of the evaluation loaders; default 4 x batch_size.
         resize_mode: ``"resize"`` or ``"pad"`` (zero-pad smaller images), see `build_transforms`.
         mean, std: per-channel normalisation (pixel / 255); None computes them on the train fold.
+        extra_train: ``(images, targets)`` added to the training set only (pseudo-labelled test images), or None.
         resizable: the image size will change during the run (`Loaders.set_img_size`), so worker processes
             are started afresh each epoch (not persistent) and pick the current pipelines up.
 
@@ -373,9 +375,17 @@ def build_loaders(
     def subset(indices: np.ndarray, transform) -> ImageDataset:
         return ImageDataset(data.source.images.subset(indices), data.targets[indices], transform)
 
+    train_set = subset(train_idx, train_tf)
+    if extra_train is not None:
+        extra_images, extra_targets = extra_train
+        train_set = ImageDataset(
+            ConcatImages([train_set.images, extra_images]),
+            np.concatenate([train_set.targets, extra_targets]),
+            train_tf,
+        )
     train = DataLoader(
-        subset(train_idx, train_tf),
-        batch_size=min(batch_size, len(train_idx)),
+        train_set,
+        batch_size=min(batch_size, len(train_set)),
         shuffle=True,
         drop_last=True,
         generator=torch.Generator().manual_seed(seed),

@@ -82,6 +82,28 @@ class ListImages(ArrayImages):
         return ListImages([self.images[i] for i in rows])
 
 
+class ConcatImages:
+    """Several image readers read as one: item i is the image of ``index[i] = (reader, row)``."""
+
+    def __init__(self, readers: Sequence, index: np.ndarray | None = None):
+        self.readers = list(readers)
+        if index is None:
+            index = np.concatenate(
+                [np.stack([np.full(len(r), k), np.arange(len(r))], axis=1) for k, r in enumerate(readers)]
+            )
+        self.index = index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        reader, row = self.index[i]
+        return self.readers[reader][int(row)]
+
+    def subset(self, rows: np.ndarray) -> ConcatImages:
+        return ConcatImages(self.readers, self.index[np.asarray(rows)])
+
+
 class FileImages:
     """Images decoded from files when read: one path per row, or one single-channel file per channel.
 

@@ -55,6 +55,7 @@ from src.mixup import Mixup
 from src.model import SEQUENCE_ARCHS, build_model, check_arch, describe_archs
 from src.oof import PREDICTIONS_FILENAME, predictions_frame
 from src.optim import build_lr_scheduler, build_optimizer
+from src.pseudo import pseudo_labelled
 from src.targets import Task
 
 DRY_RUN_FRACTION = 0.01
@@ -112,6 +113,7 @@ def setup_data(
         mean=config.mean_list,
         std=config.std_list,
         resizable=len(config.size_schedule) > 1,
+        extra_train=pseudo_labelled(config, data.task, logger) if config.pseudo_labels else None,
     )
     task = data.task
     if task.kind != "multihead" and config.num_classes is not None and config.num_classes < task.num_outputs:

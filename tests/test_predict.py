@@ -69,3 +69,19 @@ def test_bad_input_is_named(competition, tmp_path, capsys):
     bad = ["--run", str(run), "--test-csv", str(tmp_path / "test.csv"), "--image-dir", str(competition / "test")]
     assert predict_main([*bad, "--output-dir", str(tmp_path / "out2")]) == 2
     assert "img99999" in capsys.readouterr().err
+
+
+def test_pseudo_labels_join_the_training_fold_only(competition, tmp_path):
+    test = ["--test-csv", str(competition / "test.csv"), "--image-dir", str(competition / "test")]
+    assert predict_main(["--run", str(competition / "run"), *test, "--output-dir", str(tmp_path / "pred")]) == 0
+    flags = ["--train-csv", str(competition / "train.csv"), "--image-dir", str(competition / "train"), "--folds", "2"]
+    flags += ["--epochs", "1", "--batch-size", "5", "--train-eval-size", "8", "--no-progress", "--fold", "0"]
+    flags += ["--output-dir", str(tmp_path)]
+    pseudo = ["--pseudo-labels", str(tmp_path / "pred" / "test_predictions.csv"), "--pseudo-threshold", "0"]
+    pseudo += ["--pseudo-test-csv", str(competition / "test.csv"), "--pseudo-image-dir", str(competition / "test")]
+    assert train_main([*flags, "--run-name", "plain"]) == 0
+    assert train_main([*flags, "--run-name", "pseudo", *pseudo]) == 0
+    plain, extra = (pd.read_csv(tmp_path / name / "history.csv") for name in ("plain", "pseudo"))
+    assert plain["iteration"].iloc[0] == 3 and extra["iteration"].iloc[0] == 5  # 15 train rows, then 15 + 10
+    valid = [pd.read_csv(tmp_path / name / "valid_predictions.csv")["id"].tolist() for name in ("plain", "pseudo")]
+    assert valid[0] == valid[1] and len(valid[0]) == 15  # the validation fold is untouched

@@ -1,0 +1,65 @@
+"""Pseudo-labelling: confident test predictions join the training folds (never the validation fold).
+
+``--pseudo-labels <run>/test_predictions.csv --pseudo-threshold 0.95 --pseudo-test-csv test.csv`` takes the
+test images whose most likely class has probability >= the threshold, labelled with that class (Lee 2013,
+"Pseudo-Label"; a staple of Kaggle image competitions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+
+from src.oof import read_predictions
+from src.sources import read_source
+from src.targets import Task
+
+
+def pseudo_labelled(config, task: Task, logger: logging.Logger | None = None) -> tuple[object, np.ndarray]:
+    """The confident test images and their hard labels.
+
+    Args:
+        config: the run config (`src.config.Config`): ``pseudo_labels`` (a prediction file of `src.predict`),
+            ``pseudo_threshold``, ``pseudo_test_csv`` and ``pseudo_image_dir`` (default: ``image_dir``).
+        task: the training task; single-label only.
+        logger: reports how many images were taken.
+
+    Returns:
+        An image reader of the chosen test rows and their int64 class indices (N,).
+
+    Raises:
+        ValueError: not a single-label task, no test CSV, or prediction ids missing from the test CSV.
+        FileNotFoundError: the prediction file or test table does not exist.
+    """
+    if task.kind != "single":
+        raise ValueError("--pseudo-labels: supported for single-label tasks")
+    if not config.pseudo_test_csv:
+        raise ValueError("--pseudo-labels needs --pseudo-test-csv (the test table whose images were predicted)")
+    frame, probs, _ = read_predictions(config.pseudo_labels, task, with_targets=False)
+    confident = probs.max(axis=1) >= config.pseudo_threshold
+    test = read_source(
+        dataclasses.replace(
+            config,
+            train_csv=config.pseudo_test_csv,
+            image_dir=config.pseudo_image_dir or config.image_dir,
+            max_per_class=None,
+        )
+    )
+    position = {image_id: row for row, image_id in enumerate(test.ids())}
+    missing = [i for i in frame["id"][confident] if i not in position]
+    if missing:
+        raise ValueError(
+            f"--pseudo-labels {config.pseudo_labels}: ids {missing[:3]} are not in --pseudo-test-csv "
+            f"{config.pseudo_test_csv}"
+        )
+    rows = np.array([position[i] for i in frame["id"][confident]], dtype=np.int64)
+    if logger is not None:
+        logger.info(
+            "pseudo-labels: %d of %d test images at p >= %s join the training fold",
+            len(rows),
+            len(frame),
+            config.pseudo_threshold,
+        )
+    return test.images.subset(rows), probs[confident].argmax(axis=1).astype(np.int64)
