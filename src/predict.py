@@ -29,8 +29,8 @@ from src.augmentations import build_transforms
 from src.config import CONFIG_FILENAME, Config, load_config_file
 from src.engine import predict_logits
 from src.loaddata import ImageDataset, SequenceToTensor
-from src.metrics import score, to_probs
-from src.oof import PREDICTIONS_FILENAME, predictions_frame, read_predictions
+from src.metrics import score, to_probs, tune_thresholds
+from src.oof import OOF_FILENAME, PREDICTIONS_FILENAME, predictions_frame, read_predictions
 from src.sources import read_source
 from src.submission import DEFAULT_FORMAT, make_submission, match_sample
 from src.targets import Task
@@ -65,6 +65,8 @@ class PredictConfig:
     """Guesses per row of the topk format (QuickDraw: 3)."""
     threshold: float | None = None
     """Tag threshold of the tags format; None: the run's --threshold."""
+    tune_thresholds: bool = False
+    """Multi-label: per-tag thresholds that maximise the run's --metric (e.g. f2) on its oof.csv (Planet)."""
     clip: float = 0.0
     """The probs format clips probabilities to [clip, 1 - clip] (log loss)."""
     sample_submission: str | None = None
@@ -240,6 +242,11 @@ def predict(args: PredictConfig) -> dict:
     predictions_frame(ids, probs, task).to_csv(out / TEST_PREDICTIONS_FILENAME, index=False)
     fmt = args.submission_format or DEFAULT_FORMAT[task.kind]
     threshold = config.threshold if args.threshold is None else args.threshold
+    if args.tune_thresholds:
+        _, oof_probs, oof_targets = read_predictions(Path(args.run) / OOF_FILENAME, task)
+        threshold = tune_thresholds(oof_probs, oof_targets, task, config.metric)
+        result["thresholds"] = dict(zip(task.classes, threshold.tolist()))
+        print(f"thresholds tuned on OOF {config.metric}: {result['thresholds']}")
     submission = make_submission(ids, probs, task, fmt, config.id_col, args.top_k, threshold, args.clip)
     if args.sample_submission:
         submission = match_sample(submission, args.sample_submission)

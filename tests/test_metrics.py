@@ -101,3 +101,15 @@ def test_cli_selects_by_the_metric(tmp_path):
     best_epoch = int(np.argmin(losses)) + 1
     best = list((tmp_path / "m").glob("best_model_*_valid_log_loss=*.pt"))
     assert best and any(p.name.startswith(f"best_model_{best_epoch}_") for p in best)
+
+
+def test_thresholds_tuned_per_tag_beat_one_threshold():
+    from src.metrics import tune_thresholds
+
+    task = Task("multilabel", (Head("tags", ("rare", "common")),))
+    rng = np.random.default_rng(0)
+    targets = (rng.random((200, 2)) < [0.2, 0.7]).astype(np.float32)
+    probs = np.where(targets > 0, [0.3, 0.8], [0.1, 0.6]) + rng.normal(0, 0.05, (200, 2))  # tag scales differ
+    thresholds = tune_thresholds(probs, targets, task, "f2")
+    assert 0.1 < thresholds[0] < 0.3 and 0.6 < thresholds[1] < 0.8  # between each tag's two modes
+    assert score("f2", probs, targets, task, thresholds) > score("f2", probs, targets, task, 0.5)
