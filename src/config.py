@@ -11,9 +11,10 @@ import argparse
 import dataclasses
 import json
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import tyro
 import yaml
@@ -21,6 +22,7 @@ import yaml
 from src.metrics import get_metric
 
 CONFIG_FILENAME = "config.yaml"
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
@@ -372,6 +374,17 @@ def parse_config(argv: Sequence[str] | None = None, environ: dict | None = None)
         config.dry_run = True
     validate(config)
     return config
+
+
+def run_cli(command: Callable[[T], object], config_class: type[T], argv: Sequence[str] | None = None) -> int:
+    """Parses ``argv`` into ``config_class`` (tyro) and runs ``command`` on it; bad input (ValueError,
+    FileNotFoundError) prints ``error: <message>`` and returns exit code 2, success 0."""
+    try:
+        command(tyro.cli(config_class, args=argv))
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def resolve_run_dir(resume: str | Path) -> Path:

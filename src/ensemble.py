@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import tyro
 from scipy.optimize import minimize
 from scipy.stats import rankdata
 
-from src.config import CONFIG_FILENAME, load_config_file
+from src.config import CONFIG_FILENAME, load_config_file, run_cli
 from src.metrics import get_metric, score
 from src.oof import OOF_FILENAME, predictions_frame, read_predictions
 from src.predict import SUBMISSION_FILENAME, TEST_PREDICTIONS_FILENAME
@@ -110,6 +111,26 @@ def run_task(run: Path) -> Task:
     return Task.from_dict(json.loads(classes.read_text()))
 
 
+def aligned(paths: list[Path], task: Task, what: str) -> tuple[pd.DataFrame, list[str], list[np.ndarray]]:
+    """Reads prediction files and puts their probabilities in the first file's row order.
+
+    Returns:
+        The first file's table, its ids, and each file's probabilities (N, num_outputs) in that order.
+
+    Raises:
+        ValueError: a file whose ids differ from the first one's.
+    """
+    frames = [read_predictions(path, task, with_targets=False)[:2] for path in paths]
+    order = frames[0][0]["id"].tolist()
+    probs = []
+    for path, (frame, p) in zip(paths, frames):
+        if sorted(frame["id"]) != sorted(order):
+            raise ValueError(f"{path}: its {what} ids differ from {paths[0]}'s; blend runs of the same rows")
+        position = {image_id: row for row, image_id in enumerate(frame["id"])}
+        probs.append(p[[position[i] for i in order]])
+    return frames[0][0], order, probs
+
+
 def ensemble(args: EnsembleConfig) -> dict:
     """Blends the runs as configured; returns the scores and weights (see the module doc)."""
     if len(args.runs) < 2:
@@ -119,15 +140,8 @@ def ensemble(args: EnsembleConfig) -> dict:
     for run in runs[1:]:
         if run_task(run) != task:
             raise ValueError(f"{run}: its class list differs from {runs[0]}'s; blend runs of the same task")
-    loaded = [read_predictions(run / OOF_FILENAME, task) for run in runs]
-    frame, _, targets = loaded[0]
-    order = frame["id"].tolist()
-    probs = []
-    for run, (run_frame, run_probs, _) in zip(runs, loaded):
-        if sorted(run_frame["id"]) != sorted(order):
-            raise ValueError(f"{run}: its OOF ids differ from {runs[0]}'s; blend runs trained on the same rows")
-        position = {image_id: row for row, image_id in enumerate(run_frame["id"])}
-        probs.append(run_probs[[position[i] for i in order]])
+    frame, order, probs = aligned([run / OOF_FILENAME for run in runs], task, "OOF")
+    targets = task.encode(frame, where=str(runs[0] / OOF_FILENAME))
     config = load_config_file(next(iter(sorted(runs[0].glob(f"**/{CONFIG_FILENAME}")))))
     metric = args.metric or config.metric
     if args.weights == "auto":
@@ -153,14 +167,7 @@ def ensemble(args: EnsembleConfig) -> dict:
     )
     tests = [run / TEST_PREDICTIONS_FILENAME for run in runs]
     if all(path.is_file() for path in tests):
-        test_frames = [read_predictions(path, task, with_targets=False) for path in tests]
-        ids = test_frames[0][0]["id"].tolist()
-        test_probs = []
-        for path, (test_frame, p, _) in zip(tests, test_frames):
-            if sorted(test_frame["id"]) != sorted(ids):
-                raise ValueError(f"{path}: its test ids differ from {tests[0]}'s")
-            position = {image_id: row for row, image_id in enumerate(test_frame["id"])}
-            test_probs.append(p[[position[i] for i in ids]])
+        _, ids, test_probs = aligned(tests, task, "test")
         test_blend = blend(test_probs, weights, args.method, task)
         predictions_frame(ids, test_blend, task).to_csv(out / TEST_PREDICTIONS_FILENAME, index=False)
         fmt = args.submission_format or DEFAULT_FORMAT[task.kind]
@@ -176,12 +183,7 @@ def ensemble(args: EnsembleConfig) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        ensemble(tyro.cli(EnsembleConfig, args=argv))
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(ensemble, EnsembleConfig, argv)
 
 
 if __name__ == "__main__":

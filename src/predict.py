@@ -21,12 +21,11 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-import tyro
 from ignite.utils import setup_logger
 from torch.utils.data import DataLoader
 
 from src.augmentations import build_transforms
-from src.config import CONFIG_FILENAME, Config, load_config_file
+from src.config import CONFIG_FILENAME, Config, load_config_file, run_cli
 from src.engine import predict_logits
 from src.loaddata import ImageDataset, SequenceToTensor
 from src.metrics import score, to_probs, tune_thresholds
@@ -257,12 +256,7 @@ def predict(args: PredictConfig) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        predict(tyro.cli(PredictConfig, args=argv))
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(predict, PredictConfig, argv)
 
 
 if __name__ == "__main__":

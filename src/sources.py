@@ -16,6 +16,7 @@ Every layout ends in the same place: ``source.images[i]`` is a uint8 array (H, W
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import glob
 import json
@@ -157,19 +158,16 @@ class FileImages:
         return FileImages([self.paths[i] for i in rows], self.grayscale, _subset_where(self.where, rows))
 
 
-class StrokeImages:
-    """QuickDraw drawings rasterized when read: (size, size, 1) uint8.
-
-    Each stroke is drawn as a polyline; the stroke order is encoded as intensity (the first stroke
-    at 255, each later one 13 darker, floored at 125), the trick of the Quick, Draw! Doodle Recognition
-    competition's public kernels that lets a CNN see the drawing order.
+class Drawings:
+    """QuickDraw drawings (JSON strokes ``[[[x...], [y...]], ...]``, one string per row) read on demand;
+    a subclass turns each drawing's strokes into an array (`convert`).
 
     Raises (on read):
-        ValueError: the drawing is not JSON strokes ``[[[x...], [y...]], ...]``; names the row.
+        ValueError: the drawing is not JSON strokes; names the row.
     """
 
-    def __init__(self, drawings: Sequence[str], size: int, line_width: int = 2, where: Locator | str = "table"):
-        self.drawings, self.size, self.line_width, self.where = list(drawings), size, line_width, where
+    def __init__(self, drawings: Sequence[str], where: Locator | str = "table"):
+        self.drawings, self.where = list(drawings), where
 
     def __len__(self) -> int:
         return len(self.drawings)
@@ -179,44 +177,47 @@ class StrokeImages:
             strokes = parse_strokes(self.drawings[index])
         except ValueError as error:
             raise ValueError(f"{at(self.where, index)}: {error}") from None
+        return self.convert(strokes)
+
+    def subset(self, rows: np.ndarray) -> Drawings:
+        part = copy.copy(self)
+        part.drawings, part.where = [self.drawings[i] for i in rows], _subset_where(self.where, rows)
+        return part
+
+    def convert(self, strokes: list[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class StrokeImages(Drawings):
+    """QuickDraw drawings rasterized when read: (size, size, 1) uint8.
+
+    Each stroke is drawn as a polyline; the stroke order is encoded as intensity (the first stroke
+    at 255, each later one 13 darker, floored at 125), the trick of the Quick, Draw! Doodle Recognition
+    competition's public kernels that lets a CNN see the drawing order.
+    """
+
+    def __init__(self, drawings: Sequence[str], size: int, line_width: int = 2, where: Locator | str = "table"):
+        super().__init__(drawings, where)
+        self.size, self.line_width = size, line_width
+
+    def convert(self, strokes: list[np.ndarray]) -> np.ndarray:
         return rasterize(strokes, self.size, self.line_width)
 
-    def subset(self, rows: np.ndarray) -> StrokeImages:
-        return StrokeImages(
-            [self.drawings[i] for i in rows], self.size, self.line_width, _subset_where(self.where, rows)
-        )
 
-
-class StrokeSequences:
+class StrokeSequences(Drawings):
     """QuickDraw drawings as point sequences for recurrent models (`--arch gru`), see `strokes_to_sequence`:
-    float32 (max_strokes * max_stroke_length, 4).
-
-    Raises (on read):
-        ValueError: the drawing is not JSON strokes ``[[[x...], [y...]], ...]``; names the row.
-    """
+    float32 (max_strokes * max_stroke_length, 4)."""
 
     sequence = True  # not images: no albumentations pipeline, no normalisation statistics
 
     def __init__(
         self, drawings: Sequence[str], max_strokes: int, max_stroke_length: int, where: Locator | str = "table"
     ):
-        self.drawings, self.where = list(drawings), where
+        super().__init__(drawings, where)
         self.max_strokes, self.max_stroke_length = max_strokes, max_stroke_length
 
-    def __len__(self) -> int:
-        return len(self.drawings)
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        try:
-            strokes = parse_strokes(self.drawings[index])
-        except ValueError as error:
-            raise ValueError(f"{at(self.where, index)}: {error}") from None
+    def convert(self, strokes: list[np.ndarray]) -> np.ndarray:
         return strokes_to_sequence(strokes, self.max_strokes, self.max_stroke_length)
-
-    def subset(self, rows: np.ndarray) -> StrokeSequences:
-        return StrokeSequences(
-            [self.drawings[i] for i in rows], self.max_strokes, self.max_stroke_length, _subset_where(self.where, rows)
-        )
 
 
 def strokes_to_sequence(strokes: Sequence[np.ndarray], max_strokes: int, max_stroke_length: int) -> np.ndarray:
