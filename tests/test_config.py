@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import yaml
 
 from src.config import Config, load_config_file, parse_config, save_config
 
@@ -55,3 +56,27 @@ def test_missing_config_file_is_named(tmp_path):
 def test_out_of_range_values_are_named(flags, field):
     with pytest.raises(ValueError, match=field):
         parse_config(flags, environ={})
+
+
+def test_every_toolbox_flag_is_a_config_file_key(tmp_path):
+    values = {
+        "img_size_schedule": "24:0,32:4",
+        "freeze_epochs": 1,
+        "backbone_lr_mult": 0.1,
+        "val_every": 0.25,
+        "swa_start_epoch": 3,
+        "head": "arcface",
+        "margin": 20.0,
+        "center_loss": 0.01,
+        "metric": "map@3",
+        "fold": "all",
+        "compile": True,
+        "pseudo_threshold": 0.9,
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(values))
+    config = parse_config(["--config", str(path), "--lr", "1e-3"], environ={})
+    assert {k: getattr(config, k) for k in values} == values and config.lr == 1e-3
+    path.write_text(yaml.safe_dump({**values, "metric": "map3"}))
+    with pytest.raises(ValueError, match="--metric 'map3'"):
+        parse_config(["--config", str(path)], environ={})
