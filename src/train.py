@@ -398,7 +398,7 @@ def save_valid_predictions(
 ) -> None:
     """Loads the best checkpoint into ``model`` and writes its valid-fold probabilities to ``valid_predictions.csv``
     (id, fold, labels, one column per class; `src.oof`)."""
-    model.load_state_dict(torch.load(run_dir / best.last_checkpoint, map_location=device, weights_only=True))
+    model.load_state_dict(torch.load(best.last_checkpoint, map_location=device, weights_only=True))  # dir/file
     logits = predict_logits(model, loaders.valid, device, amp=config.amp, channels_last=config.channels_last)
     rows, ids = loaders.valid_rows, data.source.ids()
     frame = predictions_frame(
@@ -455,11 +455,6 @@ def run(config: Config) -> dict:
     )
     if checkpoint is not None:
         missing = resume_from(checkpoint, to_save, last_checkpoint)
-        if trainer.state.epoch >= config.epochs:  # ignite would start a finished run again from epoch 0
-            raise ValueError(
-                f"--resume {config.resume}: the run has already trained {trainer.state.epoch} epochs of --epochs "
-                f"{config.epochs}; pass a larger --epochs to go on"
-            )
         logger.info(
             "resumed from %s at epoch %d, iteration %d%s",
             checkpoint,
@@ -476,11 +471,15 @@ def run(config: Config) -> dict:
         "dry run (no files written)" if run_dir is None else f"run folder {run_dir}",
     )
     try:
-        trainer.run(
-            loaders.train,
-            max_epochs=config.epochs,
-            epoch_length=_epoch_length(config, loaders),
-        )
+        if checkpoint is not None and trainer.state.epoch >= config.epochs:  # ignite would restart it from epoch 0
+            logger.info(
+                "the run has already trained %d epochs of --epochs %d: nothing to train (pass a larger --epochs to "
+                "go on); writing its predictions and summary",
+                trainer.state.epoch,
+                config.epochs,
+            )
+        else:
+            trainer.run(loaders.train, max_epochs=config.epochs, epoch_length=_epoch_length(config, loaders))
     finally:
         for closer in closers:
             closer.close()

@@ -160,11 +160,12 @@ def test_compile_trains_the_compiled_model_and_saves_the_plain_one(tmp_path, mon
     assert not any(key.startswith("_orig_mod") for key in state)
 
 
-def test_resuming_a_finished_run_stops_without_touching_it(tmp_path, capsys):
-    flags = ["--epochs", "1", "--output-dir", str(tmp_path), "--run-name", "done", *TINY]
-    assert main(flags) == 0
-    before = (tmp_path / "done" / "checkpoint_1.pt").read_bytes()
-    assert main(["--resume", str(tmp_path / "done")]) == 2  # --epochs 1 from the saved config: nothing to do
-    assert "pass a larger --epochs" in capsys.readouterr().err
-    assert (tmp_path / "done" / "checkpoint_1.pt").read_bytes() == before
-    assert sorted(p.name for p in (tmp_path / "done").glob("checkpoint_*.pt")) == ["checkpoint_1.pt"]
+def test_resuming_a_finished_run_trains_nothing_and_keeps_its_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative run folder, as users give it
+    assert main(["--epochs", "1", "--output-dir", "exp", "--run-name", "done", *TINY]) == 0
+    before = (tmp_path / "exp" / "done" / "checkpoint_1.pt").read_bytes()
+    (tmp_path / "exp" / "done" / "valid_predictions.csv").unlink()
+    assert main(["--resume", "exp/done"]) == 0  # --epochs 1 from the saved config: nothing to train
+    assert (tmp_path / "exp" / "done" / "checkpoint_1.pt").read_bytes() == before  # not trained again from epoch 0
+    assert (tmp_path / "exp" / "done" / "valid_predictions.csv").is_file()  # the outputs are written again
+    assert sorted(p.name for p in (tmp_path / "exp" / "done").glob("checkpoint_*.pt")) == ["checkpoint_1.pt"]
