@@ -395,9 +395,9 @@ def save_valid_predictions(
     fold_of: np.ndarray,
     config: Config,
     device: torch.device,
-) -> None:
+) -> Path:
     """Loads the best checkpoint into ``model`` and writes its valid-fold probabilities to ``valid_predictions.csv``
-    (id, fold, labels, one column per class; `src.oof`)."""
+    (id, fold, labels, one column per class; `src.oof`). Returns the checkpoint's path."""
     model.load_state_dict(torch.load(best.last_checkpoint, map_location=device, weights_only=True))  # dir/file
     logits = predict_logits(model, loaders.valid, device, amp=config.amp, channels_last=config.channels_last)
     rows, ids = loaders.valid_rows, data.source.ids()
@@ -409,6 +409,7 @@ def save_valid_predictions(
         labels=data.source.table.iloc[rows],
     )
     frame.to_csv(run_dir / PREDICTIONS_FILENAME, index=False)
+    return Path(best.last_checkpoint)
 
 
 def find_checkpoint(resume: str) -> Path:
@@ -483,8 +484,11 @@ def run(config: Config) -> dict:
     finally:
         for closer in closers:
             closer.close()
+    predicted_by = None
     if run_dir is not None:
-        save_valid_predictions(run_dir, to_save["best_checkpoint"], model, loaders, data, fold_of, config, device)
+        predicted_by = save_valid_predictions(
+            run_dir, to_save["best_checkpoint"], model, loaders, data, fold_of, config, device
+        )
     key = f"{selection_name(config)}_{config.metric}"
     best = history.best(key, get_metric(config.metric).higher_is_better) or {}
     summary = {
@@ -495,6 +499,7 @@ def run(config: Config) -> dict:
         "wall_time_s": round(time.perf_counter() - start, 1),
         "train_images_per_s": round(sum(r["train_images_per_s"] for r in history.rows) / max(len(history.rows), 1), 1),
         "run_dir": str(run_dir) if run_dir else None,
+        "predictions_from": predicted_by.name if predicted_by else None,  # the checkpoint behind valid_predictions
     }
     logger.info("summary: %s", json.dumps(summary))
     if run_dir is not None:  # marks the run as finished (`--fold all` skips finished folds)
