@@ -60,14 +60,11 @@ def run_all_folds(config: Config) -> dict:
         run(fold_config(config, run_dir, fold))
 
     task = Task.from_dict(json.loads((run_dir / "fold0" / CLASSES_FILENAME).read_text()))
-    frames, fold_scores = [], []
-    for fold in range(config.folds):
-        frame, probs, targets = read_predictions(run_dir / f"fold{fold}" / PREDICTIONS_FILENAME, task)
-        frames.append(frame)
-        fold_scores.append(score(config.metric, probs, targets, task, config.threshold))
-    oof = pd.concat(frames, ignore_index=True)
+    folds = [read_predictions(run_dir / f"fold{fold}" / PREDICTIONS_FILENAME, task) for fold in range(config.folds)]
+    fold_scores = [score(config.metric, probs, targets, task, config.threshold) for _, probs, targets in folds]
+    oof = pd.concat([frame for frame, _, _ in folds], ignore_index=True)
     oof.to_csv(run_dir / OOF_FILENAME, index=False)
-    _, probs, targets = read_predictions(run_dir / OOF_FILENAME, task)
+    probs, targets = (np.concatenate([fold[i] for fold in folds]) for i in (1, 2))
     summary = {
         "metric": config.metric,
         "fold_scores": [round(s, 6) for s in fold_scores],

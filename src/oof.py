@@ -69,3 +69,16 @@ def read_predictions(
     probs = frame[probability_columns(task)].to_numpy(np.float64)
     targets = task.encode(frame, where=str(path)) if with_targets else None
     return frame, probs, targets
+
+
+def rows_of(ids: list[str], wanted, where: str) -> np.ndarray:
+    """The positions in ``ids`` of the ``wanted`` ids, int64 in ``wanted``'s order.
+
+    Raises:
+        ValueError: wanted ids that ``ids`` lacks (the first three named), prefixed with ``where``.
+    """
+    position = {image_id: row for row, image_id in enumerate(ids)}
+    missing = [i for i in wanted if i not in position]
+    if missing:
+        raise ValueError(f"{where}: ids {missing[:3]} ({len(missing)} in all) are not there")
+    return np.array([position[i] for i in wanted], dtype=np.int64)

@@ -29,7 +29,7 @@ from src.config import CONFIG_FILENAME, Config, load_config_file, run_cli
 from src.engine import predict_logits
 from src.loaddata import ImageDataset, SequenceToTensor
 from src.metrics import score, to_probs, tune_thresholds
-from src.oof import OOF_FILENAME, PREDICTIONS_FILENAME, predictions_frame, read_predictions
+from src.oof import OOF_FILENAME, PREDICTIONS_FILENAME, predictions_frame, read_predictions, rows_of
 from src.sources import read_source
 from src.submission import DEFAULT_FORMAT, make_submission, match_sample
 from src.targets import Task
@@ -187,14 +187,12 @@ def predict_oof(folds: list[FoldModel], args: PredictConfig, device: torch.devic
     and writes ``oof_tta-<tta>.csv``."""
     task, config = folds[0].task, folds[0].config
     train = read_source(config)
-    position = {image_id: row for row, image_id in enumerate(train.ids())}
+    train_ids = train.ids()
     plain, tta = [], []
     for fold in folds:
         frame, probs, targets = read_predictions(fold.run_dir / PREDICTIONS_FILENAME, task)
-        missing = [i for i in frame["id"] if i not in position]
-        if missing:
-            raise ValueError(f"{fold.run_dir / PREDICTIONS_FILENAME}: ids {missing[:3]} are not in the training data")
-        rows = np.array([position[i] for i in frame["id"]])
+        where = f"{fold.run_dir / PREDICTIONS_FILENAME} against the training data"
+        rows = rows_of(train_ids, frame["id"].tolist(), where)
         tta_probs = predict_images(fold, train.images.subset(rows), args, device, logger)
         plain.append((probs, targets))
         tta.append((frame, tta_probs, targets))

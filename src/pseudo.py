@@ -12,7 +12,7 @@ import logging
 
 import numpy as np
 
-from src.oof import read_predictions
+from src.oof import read_predictions, rows_of
 from src.sources import read_source
 from src.targets import Task
 
@@ -47,14 +47,11 @@ def pseudo_labelled(config, task: Task, logger: logging.Logger | None = None) ->
             max_per_class=None,
         )
     )
-    position = {image_id: row for row, image_id in enumerate(test.ids())}
-    missing = [i for i in frame["id"][confident] if i not in position]
-    if missing:
-        raise ValueError(
-            f"--pseudo-labels {config.pseudo_labels}: ids {missing[:3]} are not in --pseudo-test-csv "
-            f"{config.pseudo_test_csv}"
-        )
-    rows = np.array([position[i] for i in frame["id"][confident]], dtype=np.int64)
+    rows = rows_of(
+        test.ids(),
+        frame["id"][confident].tolist(),
+        f"--pseudo-labels {config.pseudo_labels} against --pseudo-test-csv {config.pseudo_test_csv}",
+    )
     if logger is not None:
         logger.info(
             "pseudo-labels: %d of %d test images at p >= %s join the training fold",

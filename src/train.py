@@ -79,7 +79,8 @@ def setup_data(
     """Reads and checks the data, assigns the folds and builds the loaders.
 
     Returns:
-        The loaders, the config with the inferred fields resolved (num_classes, in_chans, num_workers),
+        The loaders, the config with the inferred fields resolved (num_classes, in_chans, num_workers, and the
+        train fold's normalisation mean/std),
         the data, and the fold of every row (int64 (N,)).
     """
     data = load_data(config, logger)
