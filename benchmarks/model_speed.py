@@ -1,6 +1,8 @@
 """Training-step speed of one architecture under memory formats, activations and batch sizes.
 
     python -m benchmarks.model_speed [--arch effnet-b0] [--img-size 32] [--in-chans 1] [--iters 15]
+        [--batch-sizes 64,128] [--activations default,silu] [--layouts contiguous,channels_last]
+        [--output-strides 32,16]
 
 Random inputs, AdamW, cross entropy; prints images/s for each variant (best of 2 timings).
 """
@@ -46,20 +48,25 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="64,128")
     parser.add_argument("--activations", default="default,silu")
     parser.add_argument("--layouts", default="contiguous,channels_last")
+    parser.add_argument("--output-strides", default="32")
     args = parser.parse_args()
     print(f"{args.arch} {args.img_size}px in_chans={args.in_chans}, {torch.get_num_threads()} threads")
-    for batch_size, activation, channels_last in itertools.product(
+    for batch_size, activation, channels_last, output_stride in itertools.product(
         [int(b) for b in args.batch_sizes.split(",")],
         args.activations.split(","),
         [layout == "channels_last" for layout in args.layouts.split(",")],
+        [int(s) for s in args.output_strides.split(",")],
     ):
         torch.manual_seed(0)
-        model = build_model(args.arch, num_classes=10, in_chans=args.in_chans)
+        model = build_model(args.arch, num_classes=10, in_chans=args.in_chans, output_stride=output_stride)
         if activation != "default":
             replace_activations(model, activation)
         rate = images_per_second(model, batch_size, args.img_size, args.in_chans, args.iters, channels_last)
         layout = "channels_last" if channels_last else "contiguous"
-        print(f"batch {batch_size:4d}  activation {activation:8s} {layout:13s}  {rate:7.1f} images/s")
+        print(
+            f"batch {batch_size:4d}  activation {activation:8s} {layout:13s}  output stride {output_stride:2d}  "
+            f"{rate:7.1f} images/s"
+        )
 
 
 if __name__ == "__main__":

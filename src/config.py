@@ -60,6 +60,9 @@ class Config:
     """Logit scale s of an ArcFace / CosFace head."""
     drop_path_rate: float = 0.2
     """Stochastic depth (drop connect) of EfficientNet blocks (Huang et al. 2016); other archs ignore it."""
+    output_stride: Literal[8, 16, 32] = 32
+    """Total downsampling of the backbone: 32 (the arch's own), or 16 / 8 to run the last one / two
+    downsampling stages at stride 1, so small images keep a larger final map (EfficientNets, ResNet / SENet)."""
 
     # --- data: layout and targets (README "Bring your own data") -----------------------------
     layout: Literal["auto", "digits", "images", "pixels", "parquet", "strokes"] = "auto"

@@ -357,6 +357,58 @@ def adapt_input_conv(net: nn.Module, in_chans: int) -> nn.Conv2d:
     return conv
 
 
+OUTPUT_STRIDES = (8, 16, 32)
+
+
+def _stride_two(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and tuple(module.stride) == (2, 2)
+
+
+def _downsampling_stages(net: nn.Module) -> list[nn.Module] | None:
+    """The modules that halve the feature map in the last stages of ``net``, in order, or None if not known:
+    EfficientNet blocks with a stride-2 depthwise convolution, or the first block of a ResNet-style ``layerK``."""
+    if hasattr(net, "_blocks"):  # efficientnet-pytorch
+        return [block for block in net._blocks if _stride_two(block._depthwise_conv)]
+    if all(hasattr(net, f"layer{k}") for k in (2, 3, 4)):  # torchvision ResNet, pretrainedmodels SENet/FBResNet
+        return [getattr(net, f"layer{k}")[0] for k in (2, 3, 4)]
+    return None
+
+
+def set_output_stride(net: nn.Module, output_stride: int, arch: str = "") -> None:
+    """Lowers the total downsampling of a CNN backbone from 32 to ``output_stride``, in place, by running its
+    last one (16) or two (8) downsampling stages at stride 1.
+
+    Small inputs keep a larger final feature map: a 32 px digit ends at 2 x 2 with 16 instead of 1 x 1, so the
+    last stages' 3 x 3 and 5 x 5 kernels see neighbours again, the usual adaptation of ImageNet networks to
+    CIFAR-sized images. Unlike timm's ``output_stride`` (meant for dense prediction), no dilation is added: the
+    parameters are unchanged (any weights still load), the later stages' receptive fields shrink by the
+    removed factor. Cost: the later stages run on 4x (16) or 16x (8) the positions; on CPU at 32 px, 16 is as
+    fast as 32 (the last stages are tiny), 8 takes about twice as long (``NOTES.md``).
+
+    Args:
+        net: an efficientnet-pytorch `EfficientNet`, or a ResNet / SENet / FBResNet (``layer2`` ... ``layer4``).
+        output_stride: 32 (unchanged), 16 or 8.
+        arch: the arch name, for error messages.
+
+    Raises:
+        ValueError: ``output_stride`` not in 8, 16, 32, or a backbone without known downsampling stages.
+    """
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"--output-stride {output_stride}: expected one of {', '.join(map(str, OUTPUT_STRIDES))}")
+    if output_stride == 32:
+        return
+    stages = _downsampling_stages(net)
+    if stages is None:
+        raise ValueError(
+            f"--output-stride {output_stride}: not supported for --arch {arch or type(net).__name__}; "
+            "EfficientNets (effnet-b*) and the ResNet / SE-ResNet(X)t families support it"
+        )
+    for stage in stages[len(stages) - {16: 1, 8: 2}[output_stride] :]:
+        for module in stage.modules():
+            if _stride_two(module):
+                module.stride = (1, 1)
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {path}")
@@ -394,6 +446,7 @@ def build_model(
     margin: float | None = None,
     scale: float = 30.0,
     arch_options: dict | None = None,
+    output_stride: int = 32,
 ) -> Classifier:
     """Builds a registered architecture.
 
@@ -410,12 +463,14 @@ def build_model(
         head: ``"linear"``, ``"bn-dropout"``, ``"arcface"`` or ``"cosface"`` (see `Classifier`).
         margin, scale: margin and logit scale of an ArcFace / CosFace head (see `CosineHead`).
         arch_options: extra arguments of the arch's builder (``gru``: ``hidden_size``, ``num_layers``).
+        output_stride: total downsampling of the backbone, 32 (its own), 16 or 8 (see `set_output_stride`).
 
     Returns:
         A `Classifier` mapping (N, in_chans, H, W) float to logits (N, num_classes) (N, sum(num_classes) for heads).
 
     Raises:
-        ValueError: unknown arch or activation, or weights that do not fit the architecture.
+        ValueError: unknown arch or activation, weights that do not fit the architecture, or an output stride the
+            arch does not support.
         FileNotFoundError: ``pretrained`` is a path that does not exist.
         RuntimeError: the ImageNet weights could not be downloaded.
     """
@@ -440,6 +495,7 @@ def build_model(
         if weights_path is not None:
             _load_library_weights(net, state, weights_path)
         adapt_input_conv(net, in_chans)
+    set_output_stride(net, output_stride, arch)
     model = Classifier(wrap(net), num_features, num_classes, drop_rate, head, margin, scale)
     if activation:
         replace_activations(model, activation)

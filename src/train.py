@@ -145,6 +145,7 @@ def setup_model(config: Config, task: Task, device: torch.device) -> torch.nn.Mo
         head=config.head,
         margin=config.margin,
         scale=config.margin_scale,
+        output_stride=config.output_stride,
         arch_options=(
             {"hidden_size": config.hidden_size, "num_layers": config.num_layers}
             if config.arch in SEQUENCE_ARCHS

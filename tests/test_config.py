@@ -72,6 +72,7 @@ def test_every_toolbox_flag_is_a_config_file_key(tmp_path):
         "fold": "all",
         "compile": True,
         "pseudo_threshold": 0.9,
+        "output_stride": 16,
     }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(values))

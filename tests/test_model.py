@@ -131,3 +131,20 @@ def test_bn_dropout_head_normalises_the_embedding(tmp_path):
     assert reloaded.head_norm.num_batches_tracked.item() == 0  # a new head on the loaded backbone
     with pytest.raises(ValueError, match="--head 'mlp'"):
         build_model("effnet-b0", num_classes=4, in_chans=1, head="mlp")
+
+
+@pytest.mark.parametrize("arch", ["effnet-b0", "resnet18", "se_resnext50_32x4d"])
+def test_output_stride_keeps_a_larger_final_map_with_the_same_weights(arch):
+    x = torch.randn(2, 1, 64, 64)
+    models = {s: build_model(arch, num_classes=3, in_chans=1, output_stride=s).eval() for s in (32, 16, 8)}
+    with torch.no_grad():
+        sides = {stride: model.backbone(x).shape[-1] for stride, model in models.items()}
+        models[16].load_state_dict(models[32].state_dict())  # same parameters: any weights load
+        assert models[16](x).shape == (2, 3)
+    assert sides == {32: 2, 16: 4, 8: 8}
+
+
+@pytest.mark.parametrize("arch", ["densenet121", "gru"])
+def test_output_stride_unsupported_arch_says_which_are(arch):
+    with pytest.raises(ValueError, match=f"--output-stride 16: not supported for --arch {arch}.*EfficientNets"):
+        build_model(arch, num_classes=3, in_chans=4, output_stride=16)
