@@ -206,7 +206,10 @@ class Config:
 
     # --- run control -------------------------------------------------------------------------
     seed: int = 42
-    """Seed of the folds, the model init, the data order, augmentation and mixup."""
+    """Seed of the model init, the data order, augmentation and mixup, and of the folds unless --split-seed is set."""
+    split_seed: int | None = None
+    """Seed of the fold assignment (and of a --data-fraction subset); None: --seed. Fix it to train several seeds
+    on the same folds (seed averaging, fair comparisons)."""
     val_every: float | None = None
     """Validate also inside epochs: a fraction of an epoch in (0, 1) (0.25: four times per epoch) or a whole
     number of optimizer steps (500); always after an optimizer step and at every epoch end. None: each epoch."""

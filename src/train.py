@@ -91,10 +91,11 @@ def setup_data(
             if config.arch in SEQUENCE_ARCHS
             else f"--arch {config.arch} takes images, not point sequences"
         )
-    fold_of = assign_folds(data, config.folds, config.seed, config.group_col, config.fold_col)
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    fold_of = assign_folds(data, config.folds, split_seed, config.group_col, config.fold_col)
     fraction = DRY_RUN_FRACTION if config.dry_run else config.data_fraction
     train_idx, valid_idx = split_indices(
-        fold_of, config.fold, config.seed, fraction=fraction, min_train=config.batch_size
+        fold_of, config.fold, split_seed, fraction=fraction, min_train=config.batch_size
     )
     if len(valid_idx) == 0:
         raise ValueError(f"--fold {config.fold}: no rows in this fold of {config.folds}")

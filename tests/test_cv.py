@@ -37,3 +37,21 @@ def test_all_folds_write_oof_covering_every_row_once_and_skip_finished_folds(tmp
     assert (run / "fold0" / "checkpoint_1.pt").stat().st_mtime_ns == kept
     assert (run / "fold1" / "valid_predictions.csv").is_file()
     assert len(pd.read_csv(run / "oof.csv")) == 30
+
+
+def test_split_seed_keeps_the_folds_while_seed_changes_the_model(tmp_path):
+    csv_path = layouts.pixel_csv(tmp_path, n=30)
+    base = ["--train-csv", str(csv_path), "--folds", "3", *FAST, "--output-dir", str(tmp_path)]
+
+    def run(name, *flags):
+        assert main([*base, "--run-name", name, *flags]) == 0
+        folds = pd.read_csv(tmp_path / name / "folds.csv", dtype={"id": str})
+        return dict(zip(folds["id"], folds["fold"])), pd.read_csv(tmp_path / name / "valid_predictions.csv")
+
+    folds_1, predictions_1 = run("seed1", "--seed", "1", "--split-seed", "7")
+    folds_2, predictions_2 = run("seed2", "--seed", "2", "--split-seed", "7")
+    folds_3, _ = run("seed3", "--seed", "3")
+    assert folds_1 == folds_2 and folds_3 != folds_1  # --split-seed fixes the folds; alone, --seed reshuffles them
+    assert list(predictions_1["id"]) == list(predictions_2["id"])  # the same valid rows...
+    probabilities = [c for c in predictions_1.columns if c.startswith("p_")]
+    assert not np.allclose(predictions_1[probabilities], predictions_2[probabilities])  # ...from another model
