@@ -28,8 +28,8 @@ from scipy.stats import rankdata
 from src.config import CONFIG_FILENAME, load_config_file, run_cli
 from src.metrics import get_metric, score
 from src.oof import OOF_FILENAME, predictions_frame, read_predictions
-from src.predict import SUBMISSION_FILENAME, TEST_PREDICTIONS_FILENAME
-from src.submission import DEFAULT_FORMAT, make_submission, match_sample
+from src.predict import TEST_PREDICTIONS_FILENAME
+from src.submission import DEFAULT_FORMAT, make_submission, write_submission
 from src.targets import Task
 from src.train import CLASSES_FILENAME
 from src.tta import renormalise
@@ -172,10 +172,7 @@ def ensemble(args: EnsembleConfig) -> dict:
         predictions_frame(ids, test_blend, task).to_csv(out / TEST_PREDICTIONS_FILENAME, index=False)
         fmt = args.submission_format or DEFAULT_FORMAT[task.kind]
         submission = make_submission(ids, test_blend, task, fmt, config.id_col, args.top_k, config.threshold)
-        if args.sample_submission:
-            submission = match_sample(submission, args.sample_submission)
-        submission.to_csv(out / SUBMISSION_FILENAME, index=False)
-        result["submission"] = str(out / SUBMISSION_FILENAME)
+        result["submission"] = str(write_submission(submission, out, args.sample_submission))
     (out / "ensemble.json").write_text(json.dumps(result, indent=1))
     singles = ", ".join(f"{Path(r).name} {s:.4f}" for r, s in result["runs"].items())
     print(f"OOF {metric}: {singles}; blend {result['oof_blend']:.4f} with weights {result['weights']}; wrote {out}")

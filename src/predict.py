@@ -31,13 +31,12 @@ from src.loaddata import ImageDataset, SequenceToTensor
 from src.metrics import score, to_probs, tune_thresholds
 from src.oof import OOF_FILENAME, PREDICTIONS_FILENAME, predictions_frame, read_predictions, rows_of
 from src.sources import read_source
-from src.submission import DEFAULT_FORMAT, make_submission, match_sample
+from src.submission import DEFAULT_FORMAT, make_submission, write_submission
 from src.targets import Task
 from src.train import CLASSES_FILENAME, resolve_device, setup_model
 from src.tta import MERGES, Variant, merge, tta_variants
 
 TEST_PREDICTIONS_FILENAME = "test_predictions.csv"
-SUBMISSION_FILENAME = "submission.csv"
 
 
 @dataclasses.dataclass
@@ -245,11 +244,9 @@ def predict(args: PredictConfig) -> dict:
         result["thresholds"] = dict(zip(task.classes, threshold.tolist()))
         print(f"thresholds tuned on OOF {config.metric}: {result['thresholds']}")
     submission = make_submission(ids, probs, task, fmt, config.id_col, args.top_k, threshold, args.clip)
-    if args.sample_submission:
-        submission = match_sample(submission, args.sample_submission)
-    submission.to_csv(out / SUBMISSION_FILENAME, index=False)
-    result.update(rows=len(submission), submission=str(out / SUBMISSION_FILENAME))
-    print(f"{len(ids)} test images, {len(folds)} fold(s), --tta {args.tta}: wrote {out / SUBMISSION_FILENAME}")
+    path = write_submission(submission, out, args.sample_submission)
+    result.update(rows=len(submission), submission=str(path))
+    print(f"{len(ids)} test images, {len(folds)} fold(s), --tta {args.tta}: wrote {path}")
     return result
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 
 from src.targets import Task
 
+SUBMISSION_FILENAME = "submission.csv"
 FORMATS = ("label", "topk", "tags", "long", "probs")
 DEFAULT_FORMAT = {"single": "label", "multilabel": "tags", "multihead": "long"}
 FORMAT_KINDS = {
@@ -121,3 +122,17 @@ def match_sample(submission: pd.DataFrame, sample_path: str | Path) -> pd.DataFr
             f"submission for {path}: empty values in columns {list(submission.columns[submission.isna().any()])}"
         )
     return submission
+
+
+def write_submission(submission: pd.DataFrame, folder: str | Path, sample_path: str | Path | None = None) -> Path:
+    """Writes ``folder/submission.csv``, first put in the sample submission's order and checked against it
+    (`match_sample`) when ``sample_path`` is given. Returns the file's path.
+
+    Raises:
+        FileNotFoundError, ValueError: as `match_sample`; nothing is written then.
+    """
+    if sample_path:
+        submission = match_sample(submission, sample_path)
+    path = Path(folder) / SUBMISSION_FILENAME
+    submission.to_csv(path, index=False)
+    return path
