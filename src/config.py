@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -215,6 +216,10 @@ class Config:
     number of optimizer steps (500); always after an optimizer step and at every epoch end. None: each epoch."""
     patience: int = 5
     """Early stopping: validations without improvement of the valid accuracy before stopping."""
+    early_stopping_start_epoch: int | None = None
+    """Early stopping watches the validations from this epoch (1-based) on (Keras's start_from_epoch). None: from
+    the first epoch for 'plateau', 'step' and 'none'; for 'onecycle' and 'cosine', whose lr anneals over the whole
+    run, from the epoch where the lr has fallen half-way, so a noisy high-lr phase does not end the run."""
     n_saved: int = 2
     """Number of best checkpoints (by valid accuracy) to keep."""
     resume: str | None = None
@@ -265,6 +270,15 @@ class Config:
     def img_size_at(self, epoch: int) -> int:
         """The image side (pixels) of 0-based ``epoch`` under --img-size-schedule (--img-size without one)."""
         return [size for start, size in self.size_schedule if start <= epoch][-1]
+
+    @property
+    def early_stopping_start(self) -> int:
+        """--early-stopping-start-epoch, resolved: the first epoch (1-based) whose validations early stopping sees."""
+        if self.early_stopping_start_epoch is not None:
+            return self.early_stopping_start_epoch
+        if self.scheduler in ("onecycle", "cosine"):  # half-way down from the peak, which ends the warmup
+            return max(1, math.ceil((self.epochs + self.warmup_epochs) / 2))
+        return 1
 
     @property
     def mean_list(self) -> list[float] | None:
@@ -422,6 +436,11 @@ def validate(config: Config) -> None:
         ("focal_gamma", config.focal_gamma >= 0, "a float >= 0"),
         ("ema", 0.0 <= config.ema < 1.0, "0 <= ema < 1 (0 turns EMA off)"),
         ("patience", config.patience >= 1, "an integer >= 1"),
+        (
+            "early_stopping_start_epoch",
+            config.early_stopping_start_epoch is None or config.early_stopping_start_epoch >= 1,
+            "an epoch >= 1 or None (automatic)",
+        ),
         ("swa_start_epoch", config.swa_start_epoch is None or config.swa_start_epoch >= 1, "an epoch >= 1 or None"),
         (
             "val_every",

@@ -248,11 +248,22 @@ def score_function(metric: str = "accuracy", higher_is_better: bool = True) -> C
 
 
 def attach_early_stopping(
-    trainer: Engine, valid_evaluator: Engine, patience: int, metric: str = "accuracy", higher_is_better: bool = True
+    trainer: Engine,
+    valid_evaluator: Engine,
+    patience: int,
+    metric: str = "accuracy",
+    higher_is_better: bool = True,
+    start_epoch: int = 1,
 ) -> EarlyStopping:
-    """Stops training when the valid ``metric`` has not improved for ``patience`` validations."""
+    """Stops training when the valid ``metric`` has not improved for ``patience`` validations (ignite's
+    `EarlyStopping`), counting only validations made in epoch ``start_epoch`` (1-based) or later: the first of
+    them sets the score to beat (Keras's ``start_from_epoch``)."""
     handler = EarlyStopping(patience=patience, score_function=score_function(metric, higher_is_better), trainer=trainer)
-    valid_evaluator.add_event_handler(Events.COMPLETED, handler)
+
+    def watching(engine: Engine, event: int) -> bool:
+        return trainer.state.epoch >= start_epoch
+
+    valid_evaluator.add_event_handler(Events.COMPLETED(event_filter=watching), handler)
     return handler
 
 

@@ -317,7 +317,9 @@ def attach_handlers(
     if config.val_every is not None:
         attach_validation_log(trainer, evaluators[select], select, logger)
     higher = get_metric(config.metric).higher_is_better
-    to_save["early_stopping"] = attach_early_stopping(trainer, selector, config.patience, config.metric, higher)
+    to_save["early_stopping"] = attach_early_stopping(
+        trainer, selector, config.patience, config.metric, higher, start_epoch=config.early_stopping_start
+    )
     history = History(run_dir / HISTORY_FILENAME if run_dir else None)
     if config.freeze_epochs:
         attach_freezing(trainer, model, config.freeze_epochs, logger)

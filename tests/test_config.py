@@ -51,11 +51,26 @@ def test_missing_config_file_is_named(tmp_path):
         (["--fold", "5"], "--fold"),
         (["--accumulation-steps", "0"], "--accumulation-steps"),
         (["--label-smoothing", "1.5"], "--label-smoothing"),
+        (["--early-stopping-start-epoch", "0"], "--early-stopping-start-epoch"),
     ],
 )
 def test_out_of_range_values_are_named(flags, field):
     with pytest.raises(ValueError, match=field):
         parse_config(flags, environ={})
+
+
+@pytest.mark.parametrize(
+    "flags,start",
+    [
+        ([], 8),  # one-cycle over 15 epochs after a 1-epoch warmup: the lr is half-way down at epoch 8
+        (["--scheduler", "cosine", "--epochs", "30", "--warmup-epochs", "2"], 16),
+        (["--scheduler", "plateau"], 1),
+        (["--scheduler", "none", "--epochs", "30"], 1),
+        (["--early-stopping-start-epoch", "3"], 3),
+    ],
+)
+def test_early_stopping_waits_for_an_annealing_schedule(flags, start):
+    assert parse_config(flags, environ={}).early_stopping_start == start
 
 
 def test_every_toolbox_flag_is_a_config_file_key(tmp_path):
@@ -73,6 +88,7 @@ def test_every_toolbox_flag_is_a_config_file_key(tmp_path):
         "compile": True,
         "pseudo_threshold": 0.9,
         "output_stride": 16,
+        "early_stopping_start_epoch": 4,
     }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(values))

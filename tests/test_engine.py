@@ -154,6 +154,21 @@ def test_early_stopping_reads_the_valid_score():
     assert trainer.state.epoch == 4  # best 0.6 at epoch 2, no improvement at 3 and 4
 
 
+def test_early_stopping_ignores_validations_before_its_start_epoch():
+    trainer = Engine(lambda e, b: None)
+    valid = Engine(lambda e, b: None)
+    scores = iter([0.9, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5])  # a lucky early epoch, then a lower plateau
+
+    @valid.on(Events.COMPLETED)
+    def set_score(engine):
+        engine.state.metrics["accuracy"] = next(scores)
+
+    attach_early_stopping(trainer, valid, patience=2, start_epoch=3)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: valid.run([0]))
+    trainer.run([0], max_epochs=8)
+    assert trainer.state.epoch == 5  # epoch 3 sets the score to beat; 4 and 5 do not (from epoch 1 it stops at 3)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 autocast with a grad scaler needs CUDA")
 @pytest.mark.parametrize("amp", ["fp16", "bf16"])
 def test_amp_trains_on_cuda(amp):
