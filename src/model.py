@@ -175,12 +175,15 @@ class PretrainedModelsFeatures(nn.Module):
 def _efficientnet(name: str, in_chans: int, pretrained: str | None, drop_path_rate: float) -> tuple[nn.Module, int]:
     from efficientnet_pytorch import EfficientNet
 
+    from src.sameconv import crop_same_convs
+
     # image_size=None selects dynamic 'same' padding, so any input size works.
     params = dict(image_size=None, batch_norm_momentum=EFFNET_BN_MOMENTUM_TF, drop_connect_rate=drop_path_rate)
     if pretrained == "imagenet":
         net = EfficientNet.from_pretrained(name, in_channels=3, num_classes=1000, **params)
     else:
         net = EfficientNet.from_name(name, in_channels=3 if pretrained else in_chans, **params)
+    crop_same_convs(net)  # same outputs; skips the taps that only read padding on small maps (CPU: ~1.4x faster)
     return net, net._fc.in_features
 
 
