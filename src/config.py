@@ -219,7 +219,8 @@ class Config:
     early_stopping_start_epoch: int | None = None
     """Early stopping watches the validations from this epoch (1-based) on (Keras's start_from_epoch). None: from
     the first epoch for 'plateau', 'step' and 'none'; for 'onecycle' and 'cosine', whose lr anneals over the whole
-    run, from the epoch where the lr has fallen half-way, so a noisy high-lr phase does not end the run."""
+    run and whose best epochs come at its end, from three quarters of the way between the warmup and the last
+    epoch (epoch 12 of 15), so the noisy high-lr phase cannot end a run before it anneals."""
     n_saved: int = 2
     """Number of best checkpoints (by valid accuracy) to keep."""
     resume: str | None = None
@@ -276,8 +277,8 @@ class Config:
         """--early-stopping-start-epoch, resolved: the first epoch (1-based) whose validations early stopping sees."""
         if self.early_stopping_start_epoch is not None:
             return self.early_stopping_start_epoch
-        if self.scheduler in ("onecycle", "cosine"):  # half-way down from the peak, which ends the warmup
-            return max(1, math.ceil((self.epochs + self.warmup_epochs) / 2))
+        if self.scheduler in ("onecycle", "cosine"):  # the last quarter of the decay from the peak
+            return max(1, math.ceil(self.warmup_epochs + 0.75 * (self.epochs - self.warmup_epochs)))
         return 1
 
     @property

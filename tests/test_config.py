@@ -62,8 +62,8 @@ def test_out_of_range_values_are_named(flags, field):
 @pytest.mark.parametrize(
     "flags,start",
     [
-        ([], 8),  # one-cycle over 15 epochs after a 1-epoch warmup: the lr is half-way down at epoch 8
-        (["--scheduler", "cosine", "--epochs", "30", "--warmup-epochs", "2"], 16),
+        ([], 12),  # one-cycle over 15 epochs after a 1-epoch warmup: three quarters of the decay at epoch 11.5
+        (["--scheduler", "cosine", "--epochs", "30", "--warmup-epochs", "2"], 23),
         (["--scheduler", "plateau"], 1),
         (["--scheduler", "none", "--epochs", "30"], 1),
         (["--early-stopping-start-epoch", "3"], 3),
