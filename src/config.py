@@ -147,7 +147,7 @@ class Config:
     """Folder of the test images; None: --image-dir."""
 
     # --- optimisation ------------------------------------------------------------------------
-    epochs: int = 15
+    epochs: int = 18
     """Maximum number of epochs."""
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     """Optimizer; no weight decay is applied to biases and normalisation weights."""
@@ -220,7 +220,7 @@ class Config:
     """Early stopping watches the validations from this epoch (1-based) on (Keras's start_from_epoch). None: from
     the first epoch for 'plateau', 'step' and 'none'; for 'onecycle' and 'cosine', whose lr anneals over the whole
     run and whose best epochs come at its end, from three quarters of the way between the warmup and the last
-    epoch (epoch 12 of 15), so the noisy high-lr phase cannot end a run before it anneals."""
+    epoch (epoch 14 of 18), so the noisy high-lr phase cannot end a run before it anneals."""
     n_saved: int = 2
     """Number of best checkpoints (by valid accuracy) to keep."""
     resume: str | None = None

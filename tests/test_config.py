@@ -62,7 +62,7 @@ def test_out_of_range_values_are_named(flags, field):
 @pytest.mark.parametrize(
     "flags,start",
     [
-        ([], 12),  # one-cycle over 15 epochs after a 1-epoch warmup: three quarters of the decay at epoch 11.5
+        ([], 14),  # one-cycle over 18 epochs after a 1-epoch warmup: three quarters of the decay at epoch 13.75
         (["--scheduler", "cosine", "--epochs", "30", "--warmup-epochs", "2"], 23),
         (["--scheduler", "plateau"], 1),
         (["--scheduler", "none", "--epochs", "30"], 1),
