@@ -215,7 +215,8 @@ class Config:
     """Validate also inside epochs: a fraction of an epoch in (0, 1) (0.25: four times per epoch) or a whole
     number of optimizer steps (500); always after an optimizer step and at every epoch end. None: each epoch."""
     patience: int = 5
-    """Early stopping: validations without improvement of the valid accuracy before stopping."""
+    """Early stopping: validations without improvement of the valid metric before stopping, counted from
+    --early-stopping-start-epoch on."""
     early_stopping_start_epoch: int | None = None
     """Early stopping watches the validations from this epoch (1-based) on (Keras's start_from_epoch). None: from
     the first epoch for 'plateau', 'step' and 'none'; for 'onecycle' and 'cosine', whose lr anneals over the whole
