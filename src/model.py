@@ -385,8 +385,9 @@ def set_output_stride(net: nn.Module, output_stride: int, arch: str = "") -> Non
     last stages' 3 x 3 and 5 x 5 kernels see neighbours again, the usual adaptation of ImageNet networks to
     CIFAR-sized images. Unlike timm's ``output_stride`` (meant for dense prediction), no dilation is added: the
     parameters are unchanged (any weights still load), the later stages' receptive fields shrink by the
-    removed factor. Cost: the later stages run on 4x (16) or 16x (8) the positions; on CPU at 32 px, 16 is as
-    fast as 32 (the last stages are tiny), 8 takes about twice as long (``NOTES.md``).
+    removed factor. Cost: the later stages run on 4x (16) or 16x (8) the positions; effnet-b0 on CPU at 32 px:
+    16 was as fast as 32 before the cropped 'same' convolutions (`src.sameconv`, which speed up 32 most), 8 now
+    trains at about a third of 32's speed (``NOTES.md``).
 
     Args:
         net: an efficientnet-pytorch `EfficientNet`, or a ResNet / SENet / FBResNet (``layer2`` ... ``layer4``).
