@@ -18,9 +18,11 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Events
 
+from src.config import LoaderConfig, ModelConfig, OptimConfig, StepConfig
 from src.engine import create_trainer
+from src.folds import assign_folds, split_indices
 from src.handlers import attach_lr_scheduler, attach_terminate_on_nan, attach_training_metrics
-from src.loaddata import assign_folds, build_loaders, load_digits, split_indices
+from src.loaddata import build_loaders, load_digits
 from src.losses import build_criterion
 from src.model import build_model
 from src.optim import build_lr_scheduler, build_optimizer
@@ -29,7 +31,7 @@ CPU = torch.device("cpu")
 
 
 def hand_loop(model, batches, lr):
-    optimizer = build_optimizer(model, "adamw", lr, 1e-2)
+    optimizer = build_optimizer(model, OptimConfig(lr=lr, weight_decay=1e-2))
     model.train()
     start = time.perf_counter()
     for x, y in batches:
@@ -43,11 +45,12 @@ def hand_loop(model, batches, lr):
 
 
 def ignite_loop(model, data, lr, epoch_length):
-    optimizer = build_optimizer(model, "adamw", lr, 1e-2)
-    trainer = create_trainer(model, optimizer, build_criterion("ce", 0.1), CPU, channels_last=True)
+    optim = OptimConfig(lr=lr, weight_decay=1e-2, scheduler="onecycle")
+    optimizer = build_optimizer(model, optim)
+    trainer = create_trainer(model, optimizer, build_criterion("ce", 0.1), CPU, StepConfig(channels_last=True))
     attach_terminate_on_nan(trainer)
     attach_training_metrics(trainer)
-    scheduler = build_lr_scheduler("onecycle", optimizer, lr, total_steps=epoch_length, warmup_steps=2)
+    scheduler = build_lr_scheduler(optimizer, optim, total_steps=epoch_length, warmup_steps=2)
     attach_lr_scheduler(trainer, trainer, scheduler, 1)
     times = {}
     trainer.add_event_handler(Events.STARTED, lambda e: times.setdefault("start", time.perf_counter()))
@@ -68,11 +71,12 @@ def main() -> None:
     torch.manual_seed(0)
     data = load_digits()
     train_idx, valid_idx = split_indices(assign_folds(data, 5, seed=42), 0, seed=42)
-    loaders = build_loaders(data, train_idx, valid_idx, args.img_size, args.batch_size, aug="light", seed=42)
+    loader = LoaderConfig(img_size=args.img_size, batch_size=args.batch_size, aug="light", num_workers=0)
+    loaders = build_loaders(data, train_idx, valid_idx, loader, seed=42)
     iters = min(args.iters, len(loaders.train))
     batches = [b for b, _ in zip(loaders.train, range(iters))]  # the same decoded, augmented batches in memory
     images = iters * args.batch_size
-    base = build_model(args.arch, num_classes=10, in_chans=1).to(memory_format=torch.channels_last)
+    base = build_model(ModelConfig(arch=args.arch, in_chans=1), 10).to(memory_format=torch.channels_last)
     hand_loop(copy.deepcopy(base), batches[:3], 1e-3)  # warm-up
 
     results: dict[str, list[float]] = {"hand_loop": [], "ignite_in_memory": [], "loader_only": [], "ignite_loader": []}

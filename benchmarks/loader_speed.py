@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import tempfile
 import time
@@ -26,9 +25,11 @@ import pyarrow.parquet as pq
 import torch
 
 from benchmarks.engine_overhead import ignite_loop
-from src.config import Config
-from src.loaddata import assign_folds, build_loaders, load_data, load_digits, split_indices
+from src.config import Config, LoaderConfig, ModelConfig
+from src.folds import assign_folds, split_indices
+from src.loaddata import build_loaders, load_data, load_digits
 from src.model import build_model
+from src.setup import reading
 from src.tools.export_digits import write_image_folder, write_pixel_csv
 
 
@@ -39,16 +40,16 @@ def write_layouts(root: Path, n: int) -> dict[str, Config]:
     images, labels = data.source.images.images[rows], [data.classes[t] for t in data.targets[rows]]
     configs = {"digits (in memory)": Config()}
     csv = write_image_folder(images, labels, root / "png")
-    configs["images (PNG files)"] = Config(train_csv=str(csv), image_dir=str(root / "png" / "train"))
-    configs["images (PNG, --cache)"] = Config(train_csv=str(csv), image_dir=str(root / "png" / "train"), cache=True)
-    configs["pixels (CSV)"] = Config(train_csv=str(write_pixel_csv(images, labels, root / "pixels.csv")))
+    configs["images (PNG files)"] = Config.of(train_csv=str(csv), image_dir=str(root / "png" / "train"))
+    configs["images (PNG, --cache)"] = Config.of(train_csv=str(csv), image_dir=str(root / "png" / "train"), cache=True)
+    configs["pixels (CSV)"] = Config.of(train_csv=str(write_pixel_csv(images, labels, root / "pixels.csv")))
     flat = images.reshape(n, -1)
     ids = [f"img{i}" for i in range(n)]
     pq.write_table(
         pa.table({"image_id": ids, **{str(j): flat[:, j] for j in range(flat.shape[1])}}), root / "x.parquet"
     )
     pd.DataFrame({"image_id": ids, "label": labels}).to_csv(root / "parquet_labels.csv", index=False)
-    configs["parquet"] = Config(
+    configs["parquet"] = Config.of(
         train_csv=str(root / "parquet_labels.csv"), parquet=str(root / "x.parquet"), id_col="image_id"
     )
     six = root / "six"
@@ -57,7 +58,7 @@ def write_layouts(root: Path, n: int) -> dict[str, Config]:
         for c in range(1, 7):
             cv2.imwrite(str(six / f"{image_id}_w{c}.png"), image)
     pd.DataFrame({"id": ids, "label": labels}).to_csv(root / "six.csv", index=False)
-    configs["6-channel PNG files"] = Config(
+    configs["6-channel PNG files"] = Config.of(
         train_csv=str(root / "six.csv"),
         image_dir=str(six),
         image_template="{id}_w{channel}.png",
@@ -74,19 +75,20 @@ def write_layouts(root: Path, n: int) -> dict[str, Config]:
         for _ in range(n)
     ]
     pd.DataFrame({"drawing": drawings, "word": labels, "key_id": ids}).to_csv(root / "strokes.csv", index=False)
-    configs["strokes (CSV)"] = Config(train_csv=str(root / "strokes.csv"), label_col="word", id_col="key_id")
+    configs["strokes (CSV)"] = Config.of(train_csv=str(root / "strokes.csv"), label_col="word", id_col="key_id")
     return configs
 
 
 def measure(config: Config, iters: int, img_size: int, batch_size: int, model, repeats: int = 3) -> dict[str, float]:
     """Times one layout; the training figures are the best of ``repeats`` alternating runs (the spread
     between runs of 20 iterations is ~10% on a 2-core machine)."""
-    config = dataclasses.replace(config, img_size=img_size)
+    config = config.replace(img_size=img_size)
     start = time.perf_counter()
-    data = load_data(config)
+    data = load_data(config.data, reading(config))
     load_s = time.perf_counter() - start
     train_idx, valid_idx = split_indices(assign_folds(data, 5, seed=42), 0, seed=42)
-    loaders = build_loaders(data, train_idx, valid_idx, img_size, batch_size, aug="light", seed=42)
+    loader = LoaderConfig(img_size=img_size, batch_size=batch_size, aug="light", num_workers=0)
+    loaders = build_loaders(data, train_idx, valid_idx, loader, seed=42)
     dataset = loaders.train.dataset
     count = min(len(dataset), iters * batch_size)
     start = time.perf_counter()
@@ -138,7 +140,7 @@ def main() -> None:
             if args.only and not any(name.startswith(prefix) for prefix in args.only):
                 continue
             in_chans = 6 if "6-channel" in name else 1
-            model = build_model("effnet-b0", num_classes=10, in_chans=in_chans).to(memory_format=torch.channels_last)
+            model = build_model(ModelConfig(in_chans=in_chans), 10).to(memory_format=torch.channels_last)
             r = measure(config, args.iters, args.img_size, args.batch_size, model, args.repeats)
             print(
                 f"{name:<24} {r['load_s']:>12.1f} {r['decode_augment_per_worker']:>17.0f} "

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from src.activations import replace_activations
+from src.config import ModelConfig
 from src.model import build_model
 
 
@@ -58,7 +59,7 @@ def main() -> None:
         [int(s) for s in args.output_strides.split(",")],
     ):
         torch.manual_seed(0)
-        model = build_model(args.arch, num_classes=10, in_chans=args.in_chans, output_stride=output_stride)
+        model = build_model(ModelConfig(arch=args.arch, in_chans=args.in_chans, output_stride=output_stride), 10)
         if activation != "default":
             replace_activations(model, activation)
         rate = images_per_second(model, batch_size, args.img_size, args.in_chans, args.iters, channels_last)

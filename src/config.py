@@ -1,36 +1,139 @@
-"""The typed run configuration: one dataclass filled from defaults, a YAML/JSON file and CLI flags.
+"""The typed run configuration: one dataclass per concern, gathered in `Config`.
 
-Precedence, lowest first: the dataclass defaults, ``--config FILE`` (or, with ``--resume``, the run
-folder's saved ``config.yaml``), then the CLI flags. `tyro` builds the CLI from the dataclass, so
-``python -m src.train --help`` lists every field below with its doc string.
+Each group checks its own fields in ``__post_init__`` and turns the comma-separated text of the command line
+and of old config files into typed tuples there (``--label-col a,b`` -> ``("a", "b")``). The flags keep their
+flat names (``--arch``, ``--accumulation-steps``): tyro omits the group prefixes and ``--help`` shows one
+heading per group. A config file may use flat keys (every config file written before the groups existed)
+or one mapping per group (what `save_config` writes). `src.cli.parse_config` fills a `Config` from the
+defaults, ``--config FILE`` and the flags.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import contextvars
 import dataclasses
 import json
 import math
-import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-import tyro
 import yaml
+from tyro.constructors import PrimitiveConstructorSpec
 
 from src.metrics import get_metric
 
-CONFIG_FILENAME = "config.yaml"
-T = TypeVar("T")
+
+def _as_text(value: Any) -> list[str]:
+    """How a tuple field's value is shown in ``--help``: comma-separated, as it is typed."""
+    if isinstance(value, str):
+        return [value]
+    return [",".join(":".join(map(str, v)) if isinstance(v, tuple | list) else str(v) for v in value)]
+
+
+def _comma_list(metavar: str) -> PrimitiveConstructorSpec:
+    """One command-line word kept as text; the group's ``__post_init__`` turns it into a typed tuple."""
+    return PrimitiveConstructorSpec(
+        nargs=1,
+        metavar=metavar,
+        instance_from_str=lambda args: args[0],
+        is_instance=lambda value: isinstance(value, str | tuple | list),
+        str_from_instance=_as_text,
+    )
+
+
+Names = Annotated[tuple[str, ...], _comma_list("A,B,...")]
+Numbers = Annotated[tuple[float, ...], _comma_list("X,Y,...")]
+SizeSchedule = Annotated[tuple[tuple[int, int], ...], _comma_list("SIZE:EPOCH,...")]
+
+_CHECKS_DEFERRED: contextvars.ContextVar[bool] = contextvars.ContextVar("config_checks_deferred", default=False)
+
+
+@contextlib.contextmanager
+def deferred_checks() -> Iterator[None]:
+    """Builds groups without checking them, for `Config.checked` to check afterwards.
+
+    tyro reports a ValueError raised while it builds a nested group in its own multi-line box and exits, which
+    would bypass the one-line CLI error policy (`src.cli`); the parser builds the groups inside this block and
+    checks the whole config after tyro has returned.
+    """
+    token = _CHECKS_DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _CHECKS_DEFERRED.reset(token)
+
+
+def _require(name: str, value: Any, ok: bool, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"--{name.replace('_', '-')} {value!r}: expected {expected}")
+
+
+def _names(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    parts = value.split(",") if isinstance(value, str) else value
+    return tuple(str(part).strip() for part in parts if str(part).strip())
+
+
+def _numbers(name: str, value: Any) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in (_names(value) if isinstance(value, str) else value))
+    except (TypeError, ValueError):
+        raise ValueError(f"--{name.replace('_', '-')} {value!r}: expected comma-separated numbers") from None
+
+
+def _class_names(value: Any) -> tuple[str, ...] | None:
+    """``--classes``: the lines of a file, or comma-separated names."""
+    if isinstance(value, str) and Path(value).is_file():
+        return tuple(line.strip() for line in Path(value).read_text().splitlines() if line.strip())
+    return _names(value)
+
+
+def parse_size_schedule(text: Any) -> tuple[tuple[int, int], ...] | None:
+    """``--img-size-schedule`` 'SIZE:EPOCH,...' (or (size, epoch) pairs) as (size, epoch) pairs in the given order.
+
+    Raises:
+        ValueError: an entry that is not SIZE:EPOCH with SIZE >= 8 and EPOCH >= 0, or an epoch listed twice.
+    """
+    if text is None or text == "":
+        return None
+    entries = [e.split(":", 1) if ":" in e else [e, ""] for e in _names(text)] if isinstance(text, str) else text
+    pairs, epochs = [], set()
+    for entry in entries:
+        size, epoch = (str(v).strip() for v in entry) if len(entry) == 2 else ("", "")
+        if not (size.isdigit() and epoch.isdigit() and int(size) >= 8) or int(epoch) in epochs:
+            raise ValueError(
+                f"--img-size-schedule {_as_text(text)[0]!r}: bad entry {':'.join(map(str, entry))!r}; expected "
+                "SIZE:EPOCH pairs with SIZE >= 8 pixels and distinct 0-based epochs, e.g. '24:0,32:4,40:10'"
+            )
+        epochs.add(int(epoch))
+        pairs.append((int(size), int(epoch)))
+    return tuple(pairs)
+
+
+class _Group:
+    """A config group: ``__post_init__`` types and checks the fields unless `deferred_checks` is on."""
+
+    def __post_init__(self) -> None:
+        if not _CHECKS_DEFERRED.get():
+            self.check()
+
+    def check(self) -> None:
+        """Types the text fields and checks the value ranges.
+
+        Raises:
+            ValueError: naming the flag, its value and what was expected.
+        """
 
 
 @dataclasses.dataclass
-class Config:
-    """Train an image classifier. Flags override `--config FILE` (YAML or JSON), which overrides defaults."""
+class ModelConfig(_Group):
+    """Model: the architecture, its head and its regularisation."""
 
-    # --- model -------------------------------------------------------------------------------
     arch: str = "effnet-b0"
     """Model architecture; `--list-archs` prints the known names."""
     pretrained: str | None = None
@@ -46,10 +149,6 @@ class Config:
     """GRU state size of --arch gru (QuickDraw strokes)."""
     num_layers: int = 2
     """Stacked GRU layers of --arch gru."""
-    max_strokes: int = 20
-    """--arch gru reads the first this many strokes of each drawing."""
-    max_stroke_length: int = 32
-    """--arch gru reads the first this many points of each stroke."""
     drop_rate: float = 0.2
     """Dropout before the classifier layer."""
     head: Literal["linear", "bn-dropout", "arcface", "cosface"] = "linear"
@@ -65,7 +164,21 @@ class Config:
     """Total downsampling of the backbone: 32 (the arch's own), or 16 / 8 to run the last one / two
     downsampling stages at stride 1, so small images keep a larger final map (EfficientNets, ResNet / SENet)."""
 
-    # --- data: layout and targets (README "Bring your own data") -----------------------------
+    def check(self) -> None:
+        _require("num_classes", self.num_classes, self.num_classes is None or self.num_classes >= 2, ">= 2 or None")
+        _require("in_chans", self.in_chans, self.in_chans is None or self.in_chans >= 1, "an integer >= 1 or None")
+        _require("hidden_size", self.hidden_size, self.hidden_size >= 1, "an integer >= 1")
+        _require("num_layers", self.num_layers, self.num_layers >= 1, "an integer >= 1")
+        _require("drop_rate", self.drop_rate, 0.0 <= self.drop_rate < 1.0, "0 <= drop_rate < 1")
+        _require("drop_path_rate", self.drop_path_rate, 0.0 <= self.drop_path_rate < 1.0, "0 <= drop_path_rate < 1")
+        _require("margin", self.margin, self.margin is None or self.margin >= 0, "a margin >= 0 or None")
+        _require("margin_scale", self.margin_scale, self.margin_scale > 0, "a positive float")
+
+
+@dataclasses.dataclass
+class DataConfig(_Group):
+    """Data source: the layout, what its columns mean, and how bad rows are handled (README "Bring your own data")."""
+
     layout: Literal["auto", "digits", "images", "pixels", "parquet", "strokes"] = "auto"
     """Data layout; 'auto': digits without --train-csv, parquet with --parquet, images with --image-dir,
     strokes for a CSV with a 'drawing' column, else pixels."""
@@ -76,7 +189,7 @@ class Config:
     image_template: str = "{id}.png"
     """Image path under --image-dir, filled from the row: {id} is the --id-col value, {<column>} any column,
     {channel} each of --channels (one file per channel, stacked)."""
-    channels: str | None = None
+    channels: Names | None = None
     """Comma-separated values of the {channel} field, e.g. '1,2,3,4,5,6' (Recursion: 6 files per image)."""
     grayscale: bool = False
     """Convert colour image files to one channel."""
@@ -88,15 +201,19 @@ class Config:
     """Image width of the pixel-CSV and parquet layouts (None: square)."""
     max_per_class: int | None = None
     """Read at most this many rows per class (QuickDraw)."""
+    max_strokes: int = 20
+    """--arch gru reads the first this many strokes of each drawing."""
+    max_stroke_length: int = 32
+    """--arch gru reads the first this many points of each stroke."""
     id_col: str = "id"
     """Column of sample ids (file names for --image-template's {id})."""
-    label_col: str = "label"
+    label_col: Names = ("label",)
     """Label column; several comma-separated columns train one head each (Bengali.AI: 3 heads)."""
     multilabel: bool = False
     """The label column holds space-separated tags (Planet): multi-hot targets, BCE loss."""
-    classes: str | None = None
+    classes: Names | None = None
     """The class list, comma-separated or a file with one class per line; None: the labels seen in training."""
-    head_weights: str | None = None
+    head_weights: Numbers | None = None
     """Loss weight per label column, comma-separated (Bengali.AI: '2,1,1')."""
     group_col: str | None = None
     """Column of groups (a plate, a patient) kept on one side of every fold."""
@@ -108,34 +225,21 @@ class Config:
     """Decode every image once before training so a bad file stops the run up front."""
     cache: bool = False
     """Decode all images into memory before training (small data sets)."""
-    mean: str | None = None
-    """Per-channel normalisation mean (pixel / 255), comma-separated; None: computed on the train fold."""
-    std: str | None = None
-    """Per-channel normalisation std (pixel / 255), comma-separated; None: computed on the train fold."""
 
-    # --- data: folds, size, augmentation, loading ------------------------------------------------
-    img_size: int = 32
-    """Side of the square model input, pixels. Images are resized to it."""
-    img_size_schedule: str | None = None
-    """Progressive resizing: 'SIZE:EPOCH,...' (e.g. '24:0,32:4,40:10') switches the train and valid image size
-    at the start of each listed epoch (0-based) without restarting; before the first entry --img-size applies."""
-    resize_mode: Literal["resize", "pad"] = "resize"
-    """'resize' scales every image to img_size; 'pad' zero-pads smaller images (centred) first."""
-    folds: int = 5
-    """Number of stratified folds."""
-    fold: int | Literal["all"] = 0
-    """Validation fold, 0 <= fold < folds, or 'all': every fold in turn (sub-folders fold<k>), then the out-of-fold
-    predictions (oof.csv) and the CV score."""
-    aug: str = "light"
-    """Train-time augmentation: a preset ('none', 'light', 'medium', 'heavy') or an albumentations YAML/JSON file."""
-    batch_size: int = 64
-    """Micro-batch size (images per forward pass)."""
-    num_workers: int | None = None
-    """DataLoader worker processes; None: 0 on CPU (the cores are busier training), min(8, cores) on CUDA."""
-    train_eval_size: int = 1000
-    """Images of the train fold evaluated each epoch (a fixed, seeded subset); 0 evaluates all."""
-    data_fraction: float = 1.0
-    """Use this fraction of the rows (stratified, seeded); a debug cap."""
+    def check(self) -> None:
+        self.channels, self.label_col = _names(self.channels), _names(self.label_col)
+        self.classes, self.head_weights = _class_names(self.classes), _numbers("head_weights", self.head_weights)
+        for name in ("height", "width", "max_per_class"):
+            value = getattr(self, name)
+            _require(name, value, value is None or value >= 1, "an integer >= 1 or None")
+        _require("max_strokes", self.max_strokes, self.max_strokes >= 1, "an integer >= 1")
+        _require("max_stroke_length", self.max_stroke_length, self.max_stroke_length >= 1, "an integer >= 1")
+        _require("label_col", self.label_col, bool(self.label_col), "one or more comma-separated column names")
+
+
+@dataclasses.dataclass
+class PseudoConfig(_Group):
+    """Pseudo-labels: confident test predictions that join the training folds (`src.pseudo`)."""
 
     pseudo_labels: str | None = None
     """Test predictions (test_predictions.csv of src.predict) whose confident rows join the training folds."""
@@ -146,7 +250,84 @@ class Config:
     pseudo_image_dir: str | None = None
     """Folder of the test images; None: --image-dir."""
 
-    # --- optimisation ------------------------------------------------------------------------
+    def check(self) -> None:
+        ok = 0.0 <= self.pseudo_threshold <= 1.0
+        _require("pseudo_threshold", self.pseudo_threshold, ok, "a probability in [0, 1]")
+
+
+@dataclasses.dataclass
+class SplitConfig(_Group):
+    """Folds: how the rows are split and which fold validates."""
+
+    folds: int = 5
+    """Number of stratified folds."""
+    fold: int | Literal["all"] = 0
+    """Validation fold, 0 <= fold < folds, or 'all': every fold in turn (sub-folders fold<k>), then the out-of-fold
+    predictions (oof.csv) and the CV score."""
+    split_seed: int | None = None
+    """Seed of the fold assignment (and of a --data-fraction subset); None: --seed. Fix it to train several seeds
+    on the same folds (seed averaging, fair comparisons)."""
+    data_fraction: float = 1.0
+    """Use this fraction of the rows (stratified, seeded); a debug cap."""
+
+    def check(self) -> None:
+        _require("folds", self.folds, self.folds >= 2, "an integer >= 2")
+        ok = self.fold == "all" or 0 <= self.fold < self.folds
+        _require("fold", self.fold, ok, f"0 <= fold < folds ({self.folds}) or all")
+        _require("data_fraction", self.data_fraction, 0.0 < self.data_fraction <= 1.0, "0 < data_fraction <= 1")
+
+
+@dataclasses.dataclass
+class LoaderConfig(_Group):
+    """Loading: image size, augmentation, normalisation, batches and workers."""
+
+    img_size: int = 32
+    """Side of the square model input, pixels. Images are resized to it."""
+    img_size_schedule: SizeSchedule | None = None
+    """Progressive resizing: 'SIZE:EPOCH,...' (e.g. '24:0,32:4,40:10') switches the train and valid image size
+    at the start of each listed epoch (0-based) without restarting; before the first entry --img-size applies."""
+    resize_mode: Literal["resize", "pad"] = "resize"
+    """'resize' scales every image to img_size; 'pad' zero-pads smaller images (centred) first."""
+    aug: str = "light"
+    """Train-time augmentation: a preset ('none', 'light', 'medium', 'heavy') or an albumentations YAML/JSON file."""
+    batch_size: int = 64
+    """Micro-batch size (images per forward pass)."""
+    num_workers: int | None = None
+    """DataLoader worker processes; None: 0 on CPU (the cores are busier training), min(8, cores) on CUDA."""
+    train_eval_size: int = 1000
+    """Images of the train fold evaluated each epoch (a fixed, seeded subset); 0 evaluates all."""
+    mean: Numbers | None = None
+    """Per-channel normalisation mean (pixel / 255), comma-separated; None: computed on the train fold."""
+    std: Numbers | None = None
+    """Per-channel normalisation std (pixel / 255), comma-separated; None: computed on the train fold."""
+
+    def check(self) -> None:
+        self.img_size_schedule = parse_size_schedule(self.img_size_schedule)
+        self.mean, self.std = _numbers("mean", self.mean), _numbers("std", self.std)
+        _require("img_size", self.img_size, self.img_size >= 8, "an integer >= 8 (pixels)")
+        _require("batch_size", self.batch_size, self.batch_size >= 1, "an integer >= 1")
+        ok = self.num_workers is None or self.num_workers >= 0
+        _require("num_workers", self.num_workers, ok, "an integer >= 0 or None")
+        ok = self.train_eval_size >= 0
+        _require("train_eval_size", self.train_eval_size, ok, "an integer >= 0 (0 = the whole train fold)")
+        _require("std", self.std, not self.std or min(self.std) > 0, "positive values")
+
+    @property
+    def size_schedule(self) -> list[tuple[int, int]]:
+        """--img-size-schedule as (first epoch, size) pairs in epoch order, starting with (0, img_size) unless the
+        schedule sets epoch 0 itself."""
+        schedule = {0: self.img_size} | {epoch: size for size, epoch in self.img_size_schedule or ()}
+        return sorted(schedule.items())
+
+    def img_size_at(self, epoch: int) -> int:
+        """The image side (pixels) of 0-based ``epoch`` under --img-size-schedule (--img-size without one)."""
+        return [size for start, size in self.size_schedule if start <= epoch][-1]
+
+
+@dataclasses.dataclass
+class OptimConfig(_Group):
+    """Optimisation: epochs, optimizer, learning rate and its schedule, fine-tuning."""
+
     epochs: int = 18
     """Maximum number of epochs."""
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
@@ -165,6 +346,22 @@ class Config:
     reduce-on-plateau of the valid metric, none."""
     warmup_epochs: float = 1.0
     """Warmup length in epochs for 'onecycle' and 'cosine'."""
+
+    def check(self) -> None:
+        _require("epochs", self.epochs, self.epochs >= 1, "an integer >= 1")
+        _require("lr", self.lr, self.lr > 0, "a positive float")
+        _require("weight_decay", self.weight_decay, self.weight_decay >= 0, "a float >= 0")
+        ok = self.freeze_epochs >= 0
+        _require("freeze_epochs", self.freeze_epochs, ok, "an integer >= 0 (0: no freezing)")
+        ok = self.backbone_lr_mult > 0
+        _require("backbone_lr_mult", self.backbone_lr_mult, ok, "a positive float (1: the head's lr)")
+        _require("warmup_epochs", self.warmup_epochs, self.warmup_epochs >= 0, "a float >= 0")
+
+
+@dataclasses.dataclass
+class StepConfig(_Group):
+    """The training step: gradient accumulation and clipping, mixed precision, memory format, compilation."""
+
     accumulation_steps: int = 1
     """Micro-batches per optimizer step; the update equals one batch of accumulation_steps x batch_size."""
     clip_grad_norm: float | None = None
@@ -176,6 +373,18 @@ class Config:
     compile: bool = False
     """torch.compile the model for training and evaluation (the first steps compile; no gain on CPU, see NOTES.md).
     Checkpoints hold the plain model's weights."""
+
+    def check(self) -> None:
+        ok = self.accumulation_steps >= 1
+        _require("accumulation_steps", self.accumulation_steps, ok, "an integer >= 1")
+        ok = self.clip_grad_norm is None or self.clip_grad_norm > 0
+        _require("clip_grad_norm", self.clip_grad_norm, ok, "a positive float or None")
+
+
+@dataclasses.dataclass
+class LossConfig(_Group):
+    """Loss: the criterion, label smoothing and the center loss."""
+
     loss: Literal["ce", "focal"] = "ce"
     """Training loss: 'ce' (cross entropy; BCE for multi-label) or 'focal' (Lin et al. 2017; sigmoid if multi-label)."""
     focal_gamma: float = 2.0
@@ -186,6 +395,19 @@ class Config:
     """Step size (alpha) of the center loss's own SGD on the class centers."""
     label_smoothing: float = 0.1
     """Label smoothing of the cross-entropy targets, with or without mixup."""
+
+    def check(self) -> None:
+        _require("focal_gamma", self.focal_gamma, self.focal_gamma >= 0, "a float >= 0")
+        _require("center_loss", self.center_loss, self.center_loss >= 0, "a weight >= 0 (0 = off)")
+        _require("center_lr", self.center_lr, self.center_lr > 0, "a positive float")
+        ok = 0.0 <= self.label_smoothing < 1.0
+        _require("label_smoothing", self.label_smoothing, ok, "0 <= label_smoothing < 1")
+
+
+@dataclasses.dataclass
+class RegularisationConfig(_Group):
+    """Regularisation: mixup and weight averages (EMA, SWA)."""
+
     mixup_alpha: float = 0.0
     """Mixup concentration; 0 disables mixup. Weights ~ Beta(alpha, alpha) or Dirichlet(alpha * 1_k)."""
     mixup_k: int = 2
@@ -198,19 +420,24 @@ class Config:
     averaged, BatchNorm statistics recomputed on the train-eval subset, and the average validated ('valid_swa') and
     saved as swa_model_<epoch>.pt. None = off."""
 
+    def check(self) -> None:
+        _require("mixup_alpha", self.mixup_alpha, self.mixup_alpha >= 0, "a float >= 0 (0 disables mixup)")
+        _require("mixup_k", self.mixup_k, self.mixup_k >= 2, "an integer >= 2")
+        _require("ema", self.ema, 0.0 <= self.ema < 1.0, "0 <= ema < 1 (0 turns EMA off)")
+        ok = self.swa_start_epoch is None or self.swa_start_epoch >= 1
+        _require("swa_start_epoch", self.swa_start_epoch, ok, "an epoch >= 1 or None")
+
+
+@dataclasses.dataclass
+class EvalConfig(_Group):
+    """Evaluation: the competition metric, when to validate, early stopping."""
+
     metric: str = "accuracy"
     """The competition metric that selects the best checkpoint, drives early stopping and the plateau schedule:
     accuracy, top<k>, map@<k> (QuickDraw: map@3), macro_recall (Bengali.AI with 2:1:1 heads), f<beta>
     (multi-label, Planet: f2), roc_auc, qwk, log_loss (src/metrics.py)."""
     threshold: float = 0.5
     """Probability above which a tag is predicted (multi-label accuracy and f<beta>)."""
-
-    # --- run control -------------------------------------------------------------------------
-    seed: int = 42
-    """Seed of the model init, the data order, augmentation and mixup, and of the folds unless --split-seed is set."""
-    split_seed: int | None = None
-    """Seed of the fold assignment (and of a --data-fraction subset); None: --seed. Fix it to train several seeds
-    on the same folds (seed averaging, fair comparisons)."""
     val_every: float | None = None
     """Validate also inside epochs: a fraction of an epoch in (0, 1) (0.25: four times per epoch) or a whole
     number of optimizer steps (500); always after an optimizer step and at every epoch end. None: each epoch."""
@@ -222,6 +449,24 @@ class Config:
     the first epoch for 'plateau', 'step' and 'none'; for 'onecycle' and 'cosine', whose lr anneals over the whole
     run and whose best epochs come at its end, from three quarters of the way between the warmup and the last
     epoch (epoch 14 of 18), so the noisy high-lr phase cannot end a run before it anneals."""
+
+    def check(self) -> None:
+        get_metric(self.metric)
+        _require("threshold", self.threshold, 0.0 < self.threshold < 1.0, "a probability in (0, 1)")
+        every = self.val_every
+        ok = every is None or 0 < every < 1 or (every >= 1 and every == int(every))
+        _require("val_every", every, ok, "a fraction of an epoch in (0, 1) or a whole number of optimizer steps")
+        _require("patience", self.patience, self.patience >= 1, "an integer >= 1")
+        start = self.early_stopping_start_epoch
+        _require("early_stopping_start_epoch", start, start is None or start >= 1, "an epoch >= 1 or None (automatic)")
+
+
+@dataclasses.dataclass
+class RunConfig(_Group):
+    """Run control: seed, run folder, resume, device, logging, debug caps."""
+
+    seed: int = 42
+    """Seed of the model init, the data order, augmentation and mixup, and of the folds unless --split-seed is set."""
     n_saved: int = 2
     """Number of best checkpoints (by valid accuracy) to keep."""
     resume: str | None = None
@@ -243,102 +488,119 @@ class Config:
     list_archs: bool = False
     """Print the known architectures and exit."""
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    def check(self) -> None:
+        _require("n_saved", self.n_saved, self.n_saved >= 1, "an integer >= 1")
+        _require("log_every", self.log_every, self.log_every >= 1, "an integer >= 1")
+        cap = self.max_iters_per_epoch
+        _require("max_iters_per_epoch", cap, cap is None or cap >= 1, "an integer >= 1 or None")
 
-    @property
-    def label_cols(self) -> list[str]:
-        return _split(self.label_col)
 
-    @property
-    def class_list(self) -> list[str] | None:
-        """--classes as a list: the lines of a file, or the comma-separated names."""
-        if not self.classes:
-            return None
-        path = Path(self.classes)
-        if path.is_file():
-            return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        return _split(self.classes)
+@dataclasses.dataclass
+class Config:
+    """Train an image classifier. Flags override `--config FILE` (YAML or JSON), which overrides defaults."""
 
-    @property
-    def head_weight_list(self) -> list[float] | None:
-        return _floats("head_weights", self.head_weights)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    pseudo: PseudoConfig = dataclasses.field(default_factory=PseudoConfig)
+    split: SplitConfig = dataclasses.field(default_factory=SplitConfig)
+    loader: LoaderConfig = dataclasses.field(default_factory=LoaderConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    step: StepConfig = dataclasses.field(default_factory=StepConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    regularisation: RegularisationConfig = dataclasses.field(default_factory=RegularisationConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
 
-    @property
-    def size_schedule(self) -> list[tuple[int, int]]:
-        """--img-size-schedule as (first epoch, size) pairs in epoch order, starting with (0, img_size)."""
-        return parse_size_schedule(self.img_size_schedule, self.img_size)
+    @classmethod
+    def of(cls, **fields: Any) -> Config:
+        """A config from flat field names, as the flags spell them: ``Config.of(arch="effnet-b2", lr=1e-3)``.
 
-    def img_size_at(self, epoch: int) -> int:
-        """The image side (pixels) of 0-based ``epoch`` under --img-size-schedule (--img-size without one)."""
-        return [size for start, size in self.size_schedule if start <= epoch][-1]
+        Raises:
+            ValueError: an unknown field or a bad value.
+        """
+        return config_from_dict(fields)
+
+    def replace(self, **fields: Any) -> Config:
+        """A copy with the given fields (flat names, as the flags) changed; the groups are checked again.
+
+        Raises:
+            ValueError: an unknown field or a bad value.
+        """
+        changes: dict[str, dict[str, Any]] = {}
+        for name, value in fields.items():
+            changes.setdefault(_group_of(name, "Config.replace"), {})[name] = value
+        return dataclasses.replace(
+            self, **{group: dataclasses.replace(getattr(self, group), **values) for group, values in changes.items()}
+        )
+
+    def checked(self) -> Config:
+        """Types and checks every group (after `deferred_checks`); returns the config itself.
+
+        Raises:
+            ValueError: the first bad value, naming its flag.
+        """
+        for group in GROUPS:
+            getattr(self, group).check()
+        return self
+
+    def flat(self) -> dict[str, Any]:
+        """Every field by its flat name (as the flags spell it), in group order."""
+        return {name: value for group in self.to_dict().values() for name, value in group.items()}
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """One mapping per group, tuples as lists (YAML- and JSON-safe)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @property
     def early_stopping_start(self) -> int:
         """--early-stopping-start-epoch, resolved: the first epoch (1-based) whose validations early stopping sees."""
-        if self.early_stopping_start_epoch is not None:
-            return self.early_stopping_start_epoch
-        if self.scheduler in ("onecycle", "cosine"):  # the last quarter of the decay from the peak
-            return max(1, math.ceil(self.warmup_epochs + 0.75 * (self.epochs - self.warmup_epochs)))
+        if self.eval.early_stopping_start_epoch is not None:
+            return self.eval.early_stopping_start_epoch
+        optim = self.optim
+        if optim.scheduler in ("onecycle", "cosine"):  # the last quarter of the decay from the peak
+            return max(1, math.ceil(optim.warmup_epochs + 0.75 * (optim.epochs - optim.warmup_epochs)))
         return 1
 
     @property
-    def mean_list(self) -> list[float] | None:
-        return _floats("mean", self.mean)
-
-    @property
-    def std_list(self) -> list[float] | None:
-        return _floats("std", self.std)
+    def split_seed(self) -> int:
+        """The seed of the fold assignment: --split-seed, or else --seed."""
+        return self.run.seed if self.split.split_seed is None else self.split.split_seed
 
 
-def _split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+GROUPS: dict[str, type[_Group]] = {field.name: field.default_factory for field in dataclasses.fields(Config)}
+FIELD_GROUPS: dict[str, str] = {field.name: group for group, cls in GROUPS.items() for field in dataclasses.fields(cls)}
 
 
-def parse_size_schedule(text: str | None, img_size: int) -> list[tuple[int, int]]:
-    """Parses 'SIZE:EPOCH,...' into (first epoch, size) pairs sorted by epoch, starting with (0, img_size)
-    unless the text sets epoch 0 itself.
+def _group_of(name: str, where: str) -> str:
+    if name not in FIELD_GROUPS:
+        raise ValueError(f"{where}: unknown config key {name!r}; known keys: {sorted(FIELD_GROUPS)}")
+    return FIELD_GROUPS[name]
+
+
+def config_from_dict(values: dict[str, Any], where: str = "config") -> Config:
+    """A config from a mapping of flat keys (``lr: 0.01``), of groups (``optim: {lr: 0.01}``), or both.
 
     Raises:
-        ValueError: an entry that is not SIZE:EPOCH with SIZE >= 8 and EPOCH >= 0, or an epoch listed twice.
+        ValueError: an unknown key or group field (the message lists the known keys), or a bad value.
     """
-    schedule = {0: img_size}
-    if not text:
-        return list(schedule.items())
-    listed = set()
-    for entry in _split(str(text)):
-        size, _, epoch = entry.partition(":")
-        if not (size.strip().isdigit() and epoch.strip().isdigit() and int(size) >= 8) or int(epoch) in listed:
-            raise ValueError(
-                f"--img-size-schedule {text!r}: bad entry {entry!r}; expected SIZE:EPOCH pairs with SIZE >= 8 pixels "
-                "and distinct 0-based epochs, e.g. '24:0,32:4,40:10'"
-            )
-        listed.add(int(epoch))
-        schedule[int(epoch)] = int(size)
-    return sorted(schedule.items())
-
-
-def _floats(name: str, text: str | None) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        return [float(v) for v in _split(str(text))]
-    except ValueError:
-        raise ValueError(f"--{name.replace('_', '-')} {text!r}: expected comma-separated numbers") from None
+    groups: dict[str, dict[str, Any]] = {name: {} for name in GROUPS}
+    for key, value in values.items():
+        if key in GROUPS and isinstance(value, dict):
+            for name, field_value in value.items():
+                if _group_of(name, where) != key:
+                    raise ValueError(f"{where}: {name!r} is a key of group {FIELD_GROUPS[name]!r}, not of {key!r}")
+                groups[key][name] = field_value
+        else:
+            groups[_group_of(key, where)][key] = value
+    return Config(**{name: GROUPS[name](**fields) for name, fields in groups.items()})
 
 
 def load_config_file(path: str | Path) -> Config:
-    """Reads a YAML or JSON config file.
-
-    Args:
-        path: ``.yaml``/``.yml`` or ``.json`` file whose keys are `Config` field names.
-
-    Returns:
-        The config with the file's values over the defaults.
+    """Reads a YAML or JSON config file: flat keys (every file written before the groups), groups, or both.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a mapping or has keys that are not config fields.
+        ValueError: the file is not a mapping, has keys that are not config fields, or holds a bad value.
     """
     path = Path(path)
     if not path.is_file():
@@ -349,138 +611,9 @@ def load_config_file(path: str | Path) -> Config:
         values = {}
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of config fields, got {type(values).__name__}")
-    known = {f.name for f in dataclasses.fields(Config)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown config keys {unknown}; known keys: {sorted(known)}")
-    return Config(**values)
+    return config_from_dict(values, str(path))
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    """Writes the resolved config as YAML, enough to repeat the run with ``--config path``."""
+    """Writes the config as YAML, one mapping per group: enough to repeat the run with ``--config path``."""
     Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-
-
-def parse_config(argv: Sequence[str] | None = None, environ: dict | None = None) -> Config:
-    """Builds the run config from defaults, an optional config file and CLI flags.
-
-    ``--config FILE`` sets the defaults; ``--resume RUN`` without ``--config`` takes the run folder's
-    saved ``config.yaml`` as the defaults. ``DRY_RUN=1`` in the environment turns on ``dry_run``.
-
-    Args:
-        argv: CLI arguments without the program name; None reads ``sys.argv``.
-        environ: environment mapping; None reads ``os.environ``.
-
-    Returns:
-        The validated config.
-
-    Raises:
-        ValueError: a value is out of range (see `validate`).
-        FileNotFoundError: the config file does not exist.
-    """
-    environ = os.environ if environ is None else environ
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    pre.add_argument("--resume")
-    known, rest = pre.parse_known_args(argv)
-    if known.config:
-        default = load_config_file(known.config)
-    elif known.resume and (resolve_run_dir(known.resume) / CONFIG_FILENAME).is_file():
-        default = load_config_file(resolve_run_dir(known.resume) / CONFIG_FILENAME)
-    else:
-        default = Config()
-    if known.resume:
-        rest = [*rest, "--resume", known.resume]
-    config = tyro.cli(Config, args=rest, default=default)
-    if environ.get("DRY_RUN", "").strip().lower() in ("1", "true", "yes"):
-        config.dry_run = True
-    validate(config)
-    return config
-
-
-def run_cli(command: Callable[[T], object], config_class: type[T], argv: Sequence[str] | None = None) -> int:
-    """Parses ``argv`` into ``config_class`` (tyro) and runs ``command`` on it; bad input (ValueError,
-    FileNotFoundError) prints ``error: <message>`` and returns exit code 2, success 0."""
-    try:
-        command(tyro.cli(config_class, args=argv))
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def resolve_run_dir(resume: str | Path) -> Path:
-    """The run folder of a ``--resume`` value: the folder itself or a checkpoint file's parent."""
-    path = Path(resume)
-    return path.parent if path.is_file() else path
-
-
-def validate(config: Config) -> None:
-    """Checks value ranges that the types alone do not.
-
-    Raises:
-        ValueError: naming the field, its value and what was expected.
-    """
-    checks = [
-        ("folds", config.folds >= 2, "an integer >= 2"),
-        ("fold", config.fold == "all" or 0 <= config.fold < config.folds, f"0 <= fold < folds ({config.folds}) or all"),
-        ("batch_size", config.batch_size >= 1, "an integer >= 1"),
-        ("epochs", config.epochs >= 1, "an integer >= 1"),
-        ("img_size", config.img_size >= 8, "an integer >= 8 (pixels)"),
-        ("lr", config.lr > 0, "a positive float"),
-        ("weight_decay", config.weight_decay >= 0, "a float >= 0"),
-        ("freeze_epochs", config.freeze_epochs >= 0, "an integer >= 0 (0: no freezing)"),
-        ("backbone_lr_mult", config.backbone_lr_mult > 0, "a positive float (1: the head's lr)"),
-        ("accumulation_steps", config.accumulation_steps >= 1, "an integer >= 1"),
-        ("label_smoothing", 0.0 <= config.label_smoothing < 1.0, "0 <= label_smoothing < 1"),
-        ("mixup_alpha", config.mixup_alpha >= 0, "a float >= 0 (0 disables mixup)"),
-        ("mixup_k", config.mixup_k >= 2, "an integer >= 2"),
-        ("focal_gamma", config.focal_gamma >= 0, "a float >= 0"),
-        ("ema", 0.0 <= config.ema < 1.0, "0 <= ema < 1 (0 turns EMA off)"),
-        ("patience", config.patience >= 1, "an integer >= 1"),
-        (
-            "early_stopping_start_epoch",
-            config.early_stopping_start_epoch is None or config.early_stopping_start_epoch >= 1,
-            "an epoch >= 1 or None (automatic)",
-        ),
-        ("swa_start_epoch", config.swa_start_epoch is None or config.swa_start_epoch >= 1, "an epoch >= 1 or None"),
-        (
-            "val_every",
-            config.val_every is None
-            or 0 < config.val_every < 1
-            or (config.val_every >= 1 and config.val_every == int(config.val_every)),
-            "a fraction of an epoch in (0, 1) or a whole number of optimizer steps",
-        ),
-        ("n_saved", config.n_saved >= 1, "an integer >= 1"),
-        ("num_workers", config.num_workers is None or config.num_workers >= 0, "an integer >= 0 or None"),
-        ("data_fraction", 0.0 < config.data_fraction <= 1.0, "0 < data_fraction <= 1"),
-        ("train_eval_size", config.train_eval_size >= 0, "an integer >= 0 (0 = the whole train fold)"),
-        ("warmup_epochs", config.warmup_epochs >= 0, "a float >= 0"),
-        ("drop_rate", 0.0 <= config.drop_rate < 1.0, "0 <= drop_rate < 1"),
-        ("margin", config.margin is None or config.margin >= 0, "a margin >= 0 or None (the head's default)"),
-        ("margin_scale", config.margin_scale > 0, "a positive float"),
-        ("center_loss", config.center_loss >= 0, "a weight >= 0 (0 = off)"),
-        ("threshold", 0.0 < config.threshold < 1.0, "a probability in (0, 1)"),
-        ("pseudo_threshold", 0.0 <= config.pseudo_threshold <= 1.0, "a probability in [0, 1]"),
-        ("hidden_size", config.hidden_size >= 1, "an integer >= 1"),
-        ("num_layers", config.num_layers >= 1, "an integer >= 1"),
-        ("max_strokes", config.max_strokes >= 1, "an integer >= 1"),
-        ("max_stroke_length", config.max_stroke_length >= 1, "an integer >= 1"),
-        ("center_lr", config.center_lr > 0, "a positive float"),
-        ("drop_path_rate", 0.0 <= config.drop_path_rate < 1.0, "0 <= drop_path_rate < 1"),
-        ("clip_grad_norm", config.clip_grad_norm is None or config.clip_grad_norm > 0, "a positive float or None"),
-        ("height", config.height is None or config.height >= 1, "an integer >= 1 or None"),
-        ("width", config.width is None or config.width >= 1, "an integer >= 1 or None"),
-        ("max_per_class", config.max_per_class is None or config.max_per_class >= 1, "an integer >= 1 or None"),
-        ("in_chans", config.in_chans is None or config.in_chans >= 1, "an integer >= 1 or None"),
-        ("num_classes", config.num_classes is None or config.num_classes >= 2, "an integer >= 2 or None"),
-    ]
-    parse_size_schedule(config.img_size_schedule, config.img_size)
-    get_metric(config.metric)
-    for name in ("head_weights", "mean", "std"):
-        _floats(name, getattr(config, name))
-    if config.std_list and min(config.std_list) <= 0:
-        raise ValueError(f"--std {config.std!r}: expected positive values")
-    for name, ok, expected in checks:
-        if not ok:
-            raise ValueError(f"--{name.replace('_', '-')} {getattr(config, name)!r}: expected {expected}")

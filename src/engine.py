@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from ignite.engine import Engine, Events
 from ignite.metrics import Accuracy, Loss, Metric, MetricsLambda
 from torch import nn
 
+from src.config import StepConfig
 from src.losses import MultiHeadLoss, SmoothBCEWithLogits
 from src.targets import Task
 
@@ -89,53 +91,52 @@ def to_device(
     return x.to(device, non_blocking=True, memory_format=memory_format), y.to(device, non_blocking=True)
 
 
+class FeatureLoss(NamedTuple):
+    """A loss on the pooled embeddings added to the criterion (the center loss, `src.losses.CenterLoss`), and the
+    optimizer of its own parameters, stepped with the model's."""
+
+    loss: nn.Module
+    optimizer: torch.optim.Optimizer
+
+
 def create_trainer(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     criterion: nn.Module,
     device: torch.device,
-    accumulation_steps: int = 1,
-    clip_grad_norm: float | None = None,
-    amp: str = "none",
+    step: StepConfig | None = None,
     mixup: Callable | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-    channels_last: bool = False,
-    feature_loss: nn.Module | None = None,
-    feature_optimizer: torch.optim.Optimizer | None = None,
+    feature_loss: FeatureLoss | None = None,
 ) -> Engine:
     """Builds the training engine.
 
-    Each iteration is one micro-batch. Its loss is divided by ``accumulation_steps`` before backward,
-    so the ``accumulation_steps`` micro-batches of a window sum to the gradient of their mean loss, the
-    same update as one batch ``accumulation_steps`` times larger (exactly so without BatchNorm, whose
-    statistics see the micro-batches). The optimizer steps on every ``accumulation_steps``-th
-    iteration (counted over the whole run, so a window may span an epoch end).
+    Each iteration is one micro-batch whose loss is divided by ``step.accumulation_steps`` before backward: a
+    window of micro-batches gives the update of one batch that many times larger (exactly so without BatchNorm).
+    The optimizer steps every ``accumulation_steps`` iterations, counted over the run (a window may span epochs).
 
     Args:
         model: maps (N, C, H, W) float to logits (N, num_classes).
         optimizer: the optimizer.
         criterion: loss of (logits, targets); targets are (N,) int64 or soft (N, num_classes) with mixup.
         device: where to train.
-        accumulation_steps: micro-batches per optimizer step.
-        clip_grad_norm: max global L2 norm of the gradients (after unscaling), or None.
-        amp: ``"none"``, ``"fp16"`` (CUDA; needs ``scaler``) or ``"bf16"``.
+        step: accumulation, clipping (global L2 norm, after unscaling), AMP (``fp16`` on CUDA with a grad scaler,
+            ``bf16``), channels-last inputs; None: the CLI defaults (fp32, channels-last).
         mixup: optional callable (x, y) -> (mixed x, soft targets (N, num_classes)).
-        scaler: a `torch.amp.GradScaler`; None or disabled for fp32 and bf16.
-        channels_last: feed inputs in channels-last memory format.
-        feature_loss: optional loss of (embeddings (N, num_features), targets) added to the criterion (center
-            loss); the model must then have ``forward_features`` and ``forward_head``.
-        feature_optimizer: the optimizer of ``feature_loss``'s own parameters, stepped with ``optimizer``.
+        feature_loss: optional loss of (embeddings (N, num_features), targets) added to the criterion; the model
+            must then have ``forward_features`` and ``forward_head``.
 
     Returns:
-        An `Engine` whose step returns ``{"loss": float}``, the un-divided loss of the micro-batch.
+        An `Engine` whose step returns ``{"loss": float}``, the un-divided loss of the micro-batch. Its grad scaler
+        is ``trainer.state.scaler`` (ignite's `create_supervised_trainer` convention), enabled for fp16 on CUDA.
     """
-    dtype = autocast_dtype(amp, device)
-    scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
-    optimizers = [optimizer] if feature_optimizer is None else [optimizer, feature_optimizer]
+    step = step or StepConfig()
+    dtype = autocast_dtype(step.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=step.amp == "fp16" and device.type == "cuda")
+    optimizers = [optimizer] if feature_loss is None else [optimizer, feature_loss.optimizer]
 
     def train_step(engine: Engine, batch) -> dict[str, float]:
         model.train()
-        x, y = to_device(batch, device, channels_last)  # (N, C, H, W), (N,)
+        x, y = to_device(batch, device, step.channels_last)  # (N, C, H, W), (N,)
         if mixup is not None:
             x, y = mixup(x, y)  # y: (N, num_classes) soft targets
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -144,13 +145,12 @@ def create_trainer(
                 loss = criterion(y_pred, y)
             else:
                 features = model.forward_features(x)  # (N, num_features)
-                y_pred = model.forward_head(features)
-                loss = criterion(y_pred, y) + feature_loss(features, y)
-        scaler.scale(loss / accumulation_steps).backward()
-        if engine.state.iteration % accumulation_steps == 0:
-            if clip_grad_norm is not None:
+                loss = criterion(model.forward_head(features), y) + feature_loss.loss(features, y)
+        scaler.scale(loss / step.accumulation_steps).backward()
+        if engine.state.iteration % step.accumulation_steps == 0:
+            if step.clip_grad_norm is not None:
                 scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), step.clip_grad_norm)
             for opt in optimizers:
                 scaler.step(opt)
             scaler.update()
@@ -158,7 +158,9 @@ def create_trainer(
                 opt.zero_grad(set_to_none=True)
         return {"loss": loss.item()}
 
-    return Engine(train_step)
+    trainer = Engine(train_step)
+    trainer.state.scaler = scaler
+    return trainer
 
 
 def make_metrics(task: Task | None = None) -> dict[str, Metric]:
@@ -200,23 +202,20 @@ def make_metrics(task: Task | None = None) -> dict[str, Metric]:
 
 
 def create_evaluator(
-    model: nn.Module,
-    metrics: dict[str, Metric],
-    device: torch.device,
-    amp: str = "none",
-    channels_last: bool = False,
+    model: nn.Module, metrics: dict[str, Metric], device: torch.device, step: StepConfig | None = None
 ) -> Engine:
-    """Builds an evaluation engine: ``model.eval()``, no gradients, un-mixed data.
+    """Builds an evaluation engine: ``model.eval()``, no gradients, un-mixed data, ``step``'s AMP and memory format.
 
     Its step returns ``(y_pred (N, num_classes) float32 logits, y (N,) int64)``; the metrics are
     computed over the whole loader and land in ``evaluator.state.metrics``.
     """
-    dtype = autocast_dtype(amp, device)
+    step = step or StepConfig()
+    dtype = autocast_dtype(step.amp, device)
 
     @torch.no_grad()
     def eval_step(engine: Engine, batch) -> tuple[torch.Tensor, torch.Tensor]:
         model.eval()
-        x, y = to_device(batch, device, channels_last)
+        x, y = to_device(batch, device, step.channels_last)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             y_pred = model(x)
         return y_pred.float(), y
@@ -227,15 +226,13 @@ def create_evaluator(
     return evaluator
 
 
-def predict_logits(
-    model: nn.Module, loader, device: torch.device, amp: str = "none", channels_last: bool = False
-) -> torch.Tensor:
+def predict_logits(model: nn.Module, loader, device: torch.device, step: StepConfig | None = None) -> torch.Tensor:
     """Runs ``model`` in eval mode over ``loader`` (batches of (x, y); y is ignored) through an evaluator.
 
     Returns:
         float32 logits (N, num_outputs) on the CPU, in the loader's order.
     """
-    evaluator = create_evaluator(model, {}, device, amp=amp, channels_last=channels_last)
+    evaluator = create_evaluator(model, {}, device, step)
     outputs: list[torch.Tensor] = []
     evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: outputs.append(engine.state.output[0].cpu()))
     evaluator.run(loader)

@@ -25,13 +25,13 @@ import tyro
 from scipy.optimize import minimize
 from scipy.stats import rankdata
 
-from src.config import CONFIG_FILENAME, load_config_file, run_cli
+from src import rundir
+from src.cli import parse_args, run_cli
+from src.config import load_config_file
 from src.metrics import get_metric, score
-from src.oof import OOF_FILENAME, predictions_frame, read_predictions
-from src.predict import TEST_PREDICTIONS_FILENAME
-from src.submission import DEFAULT_FORMAT, make_submission, write_submission
+from src.oof import predictions_frame, read_predictions
+from src.submission import DEFAULT_FORMAT, SubmissionFormat, make_submission, write_submission
 from src.targets import Task
-from src.train import CLASSES_FILENAME
 from src.tta import renormalise
 
 METHODS = ("mean", "geometric", "rank")
@@ -105,9 +105,9 @@ def run_task(run: Path) -> Task:
     Raises:
         FileNotFoundError: a folder without ``classes.json`` and ``oof.csv`` (not a finished ``--fold all`` run).
     """
-    classes = next(iter(sorted(run.glob(f"**/{CLASSES_FILENAME}"))), None)
-    if classes is None or not (run / OOF_FILENAME).is_file():
-        raise FileNotFoundError(f"{run}: no {OOF_FILENAME}; ensembles take finished --fold all runs")
+    classes = rundir.first_file(run, rundir.CLASSES)
+    if classes is None or not (run / rundir.OOF).is_file():
+        raise FileNotFoundError(f"{run}: no {rundir.OOF}; ensembles take finished --fold all runs")
     return Task.from_dict(json.loads(classes.read_text()))
 
 
@@ -140,12 +140,12 @@ def ensemble(args: EnsembleConfig) -> dict:
     for run in runs[1:]:
         if run_task(run) != task:
             raise ValueError(f"{run}: its class list differs from {runs[0]}'s; blend runs of the same task")
-    frame, order, probs = aligned([run / OOF_FILENAME for run in runs], task, "OOF")
-    targets = task.encode(frame, where=str(runs[0] / OOF_FILENAME))
-    config = load_config_file(next(iter(sorted(runs[0].glob(f"**/{CONFIG_FILENAME}")))))
-    metric = args.metric or config.metric
+    frame, order, probs = aligned([run / rundir.OOF for run in runs], task, "OOF")
+    targets = task.encode(frame, where=str(runs[0] / rundir.OOF))
+    config = load_config_file(rundir.first_file(runs[0], rundir.CONFIG))
+    metric, threshold = args.metric or config.eval.metric, config.eval.threshold
     if args.weights == "auto":
-        weights = fit_weights(probs, targets, task, metric, args.method, config.threshold)
+        weights = fit_weights(probs, targets, task, metric, args.method, threshold)
     elif args.weights == "equal":
         weights = np.full(len(runs), 1.0 / len(runs))
     else:
@@ -156,31 +156,32 @@ def ensemble(args: EnsembleConfig) -> dict:
     blended = blend(probs, weights, args.method, task)
     result = {
         "metric": metric,
-        "runs": {str(run): round(score(metric, p, targets, task, config.threshold), 6) for run, p in zip(runs, probs)},
+        "runs": {str(run): round(score(metric, p, targets, task, threshold), 6) for run, p in zip(runs, probs)},
         "weights": [round(float(w), 4) for w in weights],
-        "oof_blend": round(score(metric, blended, targets, task, config.threshold), 6),
+        "oof_blend": round(score(metric, blended, targets, task, threshold), 6),
     }
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     predictions_frame(order, blended, task, folds=frame["fold"].to_numpy(), labels=frame).to_csv(
-        out / OOF_FILENAME, index=False
+        out / rundir.OOF, index=False
     )
-    tests = [run / TEST_PREDICTIONS_FILENAME for run in runs]
+    tests = [run / rundir.TEST_PREDICTIONS for run in runs]
     if all(path.is_file() for path in tests):
         _, ids, test_probs = aligned(tests, task, "test")
         test_blend = blend(test_probs, weights, args.method, task)
-        predictions_frame(ids, test_blend, task).to_csv(out / TEST_PREDICTIONS_FILENAME, index=False)
-        fmt = args.submission_format or DEFAULT_FORMAT[task.kind]
-        submission = make_submission(ids, test_blend, task, fmt, config.id_col, args.top_k, config.threshold)
-        result["submission"] = str(write_submission(submission, out, args.sample_submission))
-    (out / "ensemble.json").write_text(json.dumps(result, indent=1))
+        predictions_frame(ids, test_blend, task).to_csv(out / rundir.TEST_PREDICTIONS, index=False)
+        name = args.submission_format or DEFAULT_FORMAT[task.kind]
+        form = SubmissionFormat(name, config.data.id_col, args.top_k, threshold)
+        submission = make_submission(ids, test_blend, task, form)
+        result["submission"] = str(write_submission(submission, out / rundir.SUBMISSION, args.sample_submission))
+    (out / rundir.ENSEMBLE).write_text(json.dumps(result, indent=1))
     singles = ", ".join(f"{Path(r).name} {s:.4f}" for r, s in result["runs"].items())
     print(f"OOF {metric}: {singles}; blend {result['oof_blend']:.4f} with weights {result['weights']}; wrote {out}")
     return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(ensemble, EnsembleConfig, argv)
+    return run_cli(lambda: ensemble(parse_args(EnsembleConfig, argv)))
 
 
 if __name__ == "__main__":

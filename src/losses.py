@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.config import LossConfig
 from src.targets import Task
 
 
@@ -192,37 +193,30 @@ def center_optimizer(center_loss: CenterLoss, lr: float = 0.5) -> torch.optim.Op
     return torch.optim.SGD(center_loss.parameters(), lr=lr / center_loss.weight)
 
 
-def task_criterion(
-    task: Task,
-    label_smoothing: float = 0.0,
-    loss: str = "ce",
-    focal_gamma: float = 2.0,
-    margin_loss: nn.Module | None = None,
-) -> nn.Module:
+def task_criterion(task: Task, config: LossConfig | None = None, margin_loss: nn.Module | None = None) -> nn.Module:
     """The criterion a task trains with.
 
     Args:
         task: single -> softmax loss; multilabel -> sigmoid loss per tag; multihead -> weighted softmax loss per head.
-        label_smoothing: in [0, 1).
-        loss: ``"ce"`` (cross entropy, or BCE for multi-label) or ``"focal"`` (softmax or sigmoid focal loss).
-        focal_gamma: the focal loss's gamma.
+        config: ``loss`` (``"ce"``: cross entropy, or BCE for multi-label; ``"focal"``: softmax or sigmoid focal
+            loss), ``focal_gamma`` and ``label_smoothing`` (in [0, 1)); None: the CLI defaults (smoothing 0.1).
         margin_loss: the model's ArcFace / CosFace margin (``model.fc.margin_loss``) when it has a margin head:
             the criterion is then `MarginSoftmaxLoss`.
 
     Raises:
         ValueError: unknown loss name, or a margin head with focal loss or a multi-label / multi-head task.
     """
+    config = config or LossConfig()
+    loss, smoothing, gamma = config.loss, config.label_smoothing, config.focal_gamma
     if loss not in ("ce", "focal"):
         raise ValueError(f"--loss {loss!r}: expected 'ce' or 'focal'")
     if margin_loss is not None:
         if loss != "ce" or task.kind != "single":
             raise ValueError("--head arcface/cosface trains single-label tasks with --loss ce")
-        return MarginSoftmaxLoss(margin_loss, label_smoothing)
+        return MarginSoftmaxLoss(margin_loss, smoothing)
     if task.kind == "multilabel":
-        return (
-            BinaryFocalLoss(focal_gamma, label_smoothing) if loss == "focal" else SmoothBCEWithLogits(label_smoothing)
-        )
-    head_loss = FocalLoss(focal_gamma, label_smoothing) if loss == "focal" else cross_entropy(label_smoothing)
+        return BinaryFocalLoss(gamma, smoothing) if loss == "focal" else SmoothBCEWithLogits(smoothing)
+    head_loss = FocalLoss(gamma, smoothing) if loss == "focal" else cross_entropy(smoothing)
     if task.kind == "multihead":
         return MultiHeadLoss(task.sizes, task.weights, head_loss)
     return head_loss

@@ -21,14 +21,21 @@ from pathlib import Path
 
 import pandas as pd
 from ignite.handlers import FastaiLRFinder
-from ignite.utils import manual_seed, setup_logger
+from ignite.utils import manual_seed
 
-from src.config import parse_config
+from src import rundir
+from src.cli import parse_config, run_cli
+from src.config import Config
 from src.model import check_arch
-from src.train import resolve_device, setup_data, setup_model, setup_trainer
+from src.setup import resolve, resolve_device, setup_data, setup_loaders, setup_model
+from src.training import Steps, setup_training
+
+logger = logging.getLogger("src.lr_find")  # not __name__: "__main__" under python -m
 
 
-def find_lr(config, iters: int = 100, start_lr: float = 1e-7, end_lr: float = 1.0, out_dir: Path | None = None):
+def find_lr(
+    config: Config, iters: int = 100, start_lr: float = 1e-7, end_lr: float = 1.0, out_dir: Path | None = None
+) -> tuple[float | None, pd.DataFrame]:
     """Runs the range test.
 
     Args:
@@ -46,17 +53,23 @@ def find_lr(config, iters: int = 100, start_lr: float = 1e-7, end_lr: float = 1.
     """
     if not 0 < start_lr < end_lr:
         raise ValueError(f"--lr-find-start {start_lr} / --lr-find-end {end_lr}: expected 0 < start < end")
-    logger = setup_logger("src.lr_find", level=logging.INFO)
-    check_arch(config.arch)
-    manual_seed(config.seed)
-    device = resolve_device(config.device)
-    loaders, config, data, _ = setup_data(config, device, logger)
+    check_arch(config.model.arch)
+    manual_seed(config.run.seed)
+    device = resolve_device(config.run.device)
+    data, fold_of = setup_data(config)
+    loaders = setup_loaders(config, data, fold_of, device)
+    config = resolve(config, data, loaders)
     model = setup_model(config, data.task, device)
-    trainer, optimizer, _, _, _ = setup_trainer(config, model, data.task, loaders, device)
+    training = setup_training(config, model, data.task, Steps.of(config, len(loaders.train)), device)
     finder = FastaiLRFinder()
-    to_save = {"model": model, "optimizer": optimizer}
+    to_save = {"model": model, "optimizer": training.optimizer}
     with finder.attach(
-        trainer, to_save, output_transform=lambda out: out["loss"], num_iter=iters, start_lr=start_lr, end_lr=end_lr
+        training.trainer,
+        to_save,
+        output_transform=lambda out: out["loss"],
+        num_iter=iters,
+        start_lr=start_lr,
+        end_lr=end_lr,
     ) as finding:
         finding.run(loaders.train, max_epochs=max(1, -(-iters // len(loaders.train))))
     results = finder.get_results()
@@ -70,19 +83,24 @@ def find_lr(config, iters: int = 100, start_lr: float = 1e-7, end_lr: float = 1.
         logger.warning("no lr suggestion: %s", error)
         suggestion = None
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        curve.to_csv(out_dir / "lr_find.csv", index=False)
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        skip = {"skip_start": min(10, len(curve) // 4), "skip_end": min(5, len(curve) // 4)}
-        finder.plot(ax=ax, display_suggestion=suggestion is not None, **skip)
-        fig.savefig(out_dir / "lr_find.png", dpi=100, bbox_inches="tight")
-        plt.close(fig)
+        save_curve(finder, curve, out_dir, show_suggestion=suggestion is not None)
     return suggestion, curve
+
+
+def save_curve(finder: FastaiLRFinder, curve: pd.DataFrame, out_dir: Path, show_suggestion: bool) -> None:
+    """Writes the curve (``lr_find.csv``) and ignite's loss-vs-lr plot (``lr_find.png``) to ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    curve.to_csv(out_dir / rundir.LR_FIND_CSV, index=False)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    skip = {"skip_start": min(10, len(curve) // 4), "skip_end": min(5, len(curve) // 4)}
+    finder.plot(ax=ax, display_suggestion=show_suggestion, **skip)
+    fig.savefig(out_dir / rundir.LR_FIND_PLOT, dpi=100, bbox_inches="tight")
+    plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -91,18 +109,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     own.add_argument("--lr-find-start", type=float, default=1e-7)
     own.add_argument("--lr-find-end", type=float, default=1.0)
     args, rest = own.parse_known_args(argv)
-    try:
+
+    def command() -> None:
         config = parse_config(rest)
-        out_dir = None if config.dry_run else Path(config.output_dir) / (config.run_name or f"lr_find-{config.arch}")
+        out_dir = None if config.run.dry_run else rundir.lr_find_dir(config)
         suggestion, curve = find_lr(config, args.lr_find_iters, args.lr_find_start, args.lr_find_end, out_dir)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    shown = f"{suggestion:.2e}" if suggestion else "none (widen the range)"
-    lrs = f"lr {curve['lr'].iloc[0]:.1e} to {curve['lr'].iloc[-1]:.1e}"
-    plot = out_dir / "lr_find.png" if out_dir else "none (dry run)"
-    print(f"suggested lr {shown} ({len(curve)} iterations, {lrs}); plot: {plot}")
-    return 0
+        shown = f"{suggestion:.2e}" if suggestion else "none (widen the range)"
+        lrs = f"lr {curve['lr'].iloc[0]:.1e} to {curve['lr'].iloc[-1]:.1e}"
+        plot = out_dir / rundir.LR_FIND_PLOT if out_dir else "none (dry run)"
+        print(f"suggested lr {shown} ({len(curve)} iterations, {lrs}); plot: {plot}")
+
+    return run_cli(command)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ data sets (eval accuracy at chance). We build EfficientNets with PyTorch's usual
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from src.activations import replace_activations
+from src.config import ModelConfig
 
 EFFNET_BN_MOMENTUM_TF = 0.9  # efficientnet-pytorch stores 1 - (PyTorch momentum); 0.9 -> 0.1
 
@@ -232,25 +234,23 @@ class GRUBackbone(nn.Module):
         return hidden[-1][:, :, None, None]
 
 
-def _gru_backbone(
-    in_chans: int, pretrained: str | None, drop_path_rate: float = 0.0, hidden_size: int = 256, num_layers: int = 2
-) -> tuple:
-    if pretrained == "imagenet":
+def _gru_backbone(config: ModelConfig) -> tuple:
+    if config.pretrained == "imagenet":
         raise ValueError("--arch gru has no ImageNet weights; pass a checkpoint path or no --pretrained")
-    return GRUBackbone(in_chans, hidden_size, num_layers), _as_is, hidden_size
+    return GRUBackbone(config.in_chans, config.hidden_size, config.num_layers), _as_is, config.hidden_size
 
 
 def _as_is(net: nn.Module) -> nn.Module:
     return net
 
 
-def _effnet_backbone(name: str, in_chans: int, pretrained: str | None, drop_path_rate: float = 0.2) -> tuple:
-    net, num_features = _efficientnet(name, in_chans, pretrained, drop_path_rate)
+def _effnet_backbone(name: str, config: ModelConfig) -> tuple:
+    net, num_features = _efficientnet(name, config.in_chans, config.pretrained, config.drop_path_rate)
     return net, EfficientNetFeatures, num_features
 
 
-def _pm_backbone(name: str, in_chans: int, pretrained: str | None, drop_path_rate: float = 0.0) -> tuple:
-    net, num_features = _pretrainedmodels(name, in_chans, pretrained)  # these archs have no stochastic depth
+def _pm_backbone(name: str, config: ModelConfig) -> tuple:
+    net, num_features = _pretrainedmodels(name, config.in_chans, config.pretrained)  # no stochastic depth here
     return net, partial(PretrainedModelsFeatures, final_relu=name in FINAL_RELU), num_features
 
 
@@ -288,7 +288,8 @@ FINAL_RELU = {"densenet121", "densenet161", "densenet169", "densenet201", "xcept
 # Smallest square input (pixels) each arch accepts; 32 unless listed.
 MIN_INPUT = {"inceptionv4": 75, "inceptionresnetv2": 75, "polynet": 75}
 
-# name -> builder(in_chans, pretrained, drop_path_rate) -> (library net, feature wrapper, num_features)
+# name -> builder(model config: in_chans resolved, pretrained None or 'imagenet') -> (library net, feature wrapper,
+# num_features); the library net is adapted (input channels, output stride, weights) before it is wrapped.
 ARCHS: dict[str, Callable[..., tuple]] = {
     **{f"effnet-b{i}": partial(_effnet_backbone, f"efficientnet-b{i}") for i in range(8)},
     **{name: partial(_pm_backbone, name) for name in PRETRAINEDMODELS_ARCHS},
@@ -311,10 +312,10 @@ def describe_archs(names: Sequence[str] | None = None, num_classes: int = 1000, 
     lines = []
     for name in names or list(ARCHS):
         if name in SEQUENCE_ARCHS:
-            model = build_model(name, num_classes=num_classes, in_chans=4)
+            model = build_model(ModelConfig(arch=name, in_chans=4), num_classes)
             takes = "QuickDraw strokes (--layout strokes)"
         else:
-            model = build_model(name, num_classes=num_classes, in_chans=in_chans)
+            model = build_model(ModelConfig(arch=name, in_chans=in_chans), num_classes)
             takes = f"input >= {MIN_INPUT.get(name, 32)} px"
         params = sum(p.numel() for p in model.parameters()) / 1e6
         lines.append(f"{name:<22} {params:7.1f}M params  {takes}")
@@ -438,36 +439,24 @@ def _load_library_weights(net: nn.Module, state: dict, path: Path) -> None:
         )
 
 
-def build_model(
-    arch: str,
-    num_classes: int | Sequence[int],
-    in_chans: int = 3,
-    pretrained: str | None = None,
-    activation: str | None = None,
-    drop_rate: float = 0.2,
-    drop_path_rate: float = 0.2,
-    head: str = "linear",
-    margin: float | None = None,
-    scale: float = 30.0,
-    arch_options: dict | None = None,
-    output_stride: int = 32,
-) -> Classifier:
+def reads_sequences(arch: str) -> bool:
+    """Whether ``arch`` reads point sequences (N, T, C) instead of images: QuickDraw strokes (`--layout strokes`)."""
+    return arch in SEQUENCE_ARCHS
+
+
+def build_model(config: ModelConfig, num_classes: int | Sequence[int]) -> Classifier:
     """Builds a registered architecture.
 
     Args:
-        arch: a name from `list_archs()`, e.g. ``"effnet-b0"``.
+        config: the model group: ``arch`` (a name from `list_archs()`, e.g. ``"effnet-b0"``); ``in_chans`` (1 grey,
+            3 RGB, any C; None: 3), to which pretrained stems are adapted by `adapt_input_conv`; ``pretrained``:
+            None for random init, ``"imagenet"`` for the library's own download (needs internet), or a path to a
+            local state dict, either of the library's model (e.g. the downloaded ImageNet file) or of a
+            `Classifier` saved by this project (a ``checkpoint_*.pt`` or ``best_*.pt``); ``activation`` (e.g.
+            ``"mish"``) replaces every ReLU/SiLU/Swish module; ``drop_rate`` before the final linear layer;
+            ``drop_path_rate`` (EfficientNet blocks); ``head``, ``margin``, ``margin_scale`` (see `Classifier`);
+            ``output_stride`` (see `set_output_stride`); ``hidden_size``, ``num_layers`` (``gru``).
         num_classes: number of output logits, or classes per head for several heads (`MultiHead`).
-        in_chans: input channels (1 grey, 3 RGB, any C); pretrained stems are adapted by `adapt_input_conv`.
-        pretrained: None for random init; ``"imagenet"`` for the library's own download (needs internet);
-            or a path to a local state dict, either of the library's model (e.g. the downloaded ImageNet
-            file) or of a `Classifier` saved by this project (a ``checkpoint_*.pt`` or ``best_*.pt``).
-        activation: if given (e.g. ``"mish"``), replaces every ReLU/SiLU/Swish module with it.
-        drop_rate: dropout before the final linear layer.
-        drop_path_rate: stochastic depth of EfficientNet blocks (ignored by the pretrainedmodels archs).
-        head: ``"linear"``, ``"bn-dropout"``, ``"arcface"`` or ``"cosface"`` (see `Classifier`).
-        margin, scale: margin and logit scale of an ArcFace / CosFace head (see `CosineHead`).
-        arch_options: extra arguments of the arch's builder (``gru``: ``hidden_size``, ``num_layers``).
-        output_stride: total downsampling of the backbone, 32 (its own), 16 or 8 (see `set_output_stride`).
 
     Returns:
         A `Classifier` mapping (N, in_chans, H, W) float to logits (N, num_classes) (N, sum(num_classes) for heads).
@@ -478,34 +467,39 @@ def build_model(
         FileNotFoundError: ``pretrained`` is a path that does not exist.
         RuntimeError: the ImageNet weights could not be downloaded.
     """
-    check_arch(arch)
-    weights_path = Path(pretrained) if pretrained not in (None, "imagenet") else None
-    own_state = None
-    library_init = pretrained
-    if weights_path is not None:
-        state = _read_state_dict(weights_path)
-        if any(k.startswith("backbone.") for k in state):
-            own_state, library_init = state, None  # a Classifier of ours: built at in_chans, loaded below
-    try:
-        net, wrap, num_features = ARCHS[arch](in_chans, library_init, drop_path_rate, **(arch_options or {}))
-    except (OSError, RuntimeError) as error:
-        if pretrained == "imagenet":
-            raise RuntimeError(
-                f"could not download the ImageNet weights of {arch} ({error}); download them where there is "
-                "internet and pass the file with --pretrained PATH"
-            ) from error
-        raise
-    if library_init is not None:
+    check_arch(config.arch)
+    in_chans = config.in_chans or 3
+    weights_path = Path(config.pretrained) if config.pretrained not in (None, "imagenet") else None
+    state = _read_state_dict(weights_path) if weights_path is not None else None
+    own = state is not None and any(k.startswith("backbone.") for k in state)  # a Classifier of ours: loaded last
+    library = dataclasses.replace(config, in_chans=in_chans, pretrained=None if own else config.pretrained)
+    net, wrap, num_features = _library_backbone(library)
+    if library.pretrained is not None:
         if weights_path is not None:
             _load_library_weights(net, state, weights_path)
         adapt_input_conv(net, in_chans)
-    set_output_stride(net, output_stride, arch)
-    model = Classifier(wrap(net), num_features, num_classes, drop_rate, head, margin, scale)
-    if activation:
-        replace_activations(model, activation)
-    if own_state is not None:
-        _load_own_weights(model, own_state, weights_path)
+    set_output_stride(net, config.output_stride, config.arch)
+    model = Classifier(
+        wrap(net), num_features, num_classes, config.drop_rate, config.head, config.margin, config.margin_scale
+    )
+    if config.activation:
+        replace_activations(model, config.activation)
+    if own:
+        _load_own_weights(model, state, weights_path)
     return model
+
+
+def _library_backbone(config: ModelConfig) -> tuple:
+    """``ARCHS[config.arch](config)``; a failed ImageNet download says what to do instead."""
+    try:
+        return ARCHS[config.arch](config)
+    except (OSError, RuntimeError) as error:
+        if config.pretrained == "imagenet":
+            raise RuntimeError(
+                f"could not download the ImageNet weights of {config.arch} ({error}); download them where there is "
+                "internet and pass the file with --pretrained PATH"
+            ) from error
+        raise
 
 
 def _load_own_weights(model: Classifier, state: dict, path: Path) -> None:

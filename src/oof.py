@@ -1,8 +1,8 @@
 """Prediction files: one row per image with its id, fold, label(s) and per-class probabilities.
 
 Each fold's run writes its valid fold's predictions (``valid_predictions.csv``, from the best checkpoint);
-``--fold all`` gathers them into the out-of-fold file ``oof.csv``. The same format carries test predictions
-(without labels) for prediction and ensembling.
+``--fold all`` gathers them into the out-of-fold file ``oof.csv`` (the file names: `src.rundir`). The same
+format carries test predictions (without labels) for prediction and ensembling.
 """
 
 from __future__ import annotations
@@ -13,9 +13,6 @@ import numpy as np
 import pandas as pd
 
 from src.targets import Task, require_columns
-
-PREDICTIONS_FILENAME = "valid_predictions.csv"
-OOF_FILENAME = "oof.csv"
 
 
 def probability_columns(task: Task) -> list[str]:

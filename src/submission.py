@@ -13,6 +13,7 @@ Formats (``--submission-format``):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +22,6 @@ import pandas as pd
 
 from src.targets import Task
 
-SUBMISSION_FILENAME = "submission.csv"
 FORMATS = ("label", "topk", "tags", "long", "probs")
 DEFAULT_FORMAT = {"single": "label", "multilabel": "tags", "multihead": "long"}
 FORMAT_KINDS = {
@@ -33,31 +33,38 @@ FORMAT_KINDS = {
 }
 
 
-def make_submission(
-    ids: Sequence[str],
-    probs: np.ndarray,
-    task: Task,
-    fmt: str,
-    id_col: str = "id",
-    top_k: int = 3,
-    threshold: float | np.ndarray = 0.5,
-    clip: float = 0.0,
-) -> pd.DataFrame:
-    """The submission table of probabilities (N, num_outputs) for ``ids`` in format ``fmt`` (module doc).
+@dataclasses.dataclass(frozen=True)
+class SubmissionFormat:
+    """How probabilities become a submission table.
+
+    Attributes:
+        name: one of `FORMATS` (module doc).
+        id_col: the id column's name.
+        top_k: guesses per row of ``topk``.
+        threshold: a probability, or one per tag (C,), above which ``tags`` lists a tag.
+        clip: ``probs`` clips the probabilities to [clip, 1 - clip].
+    """
+
+    name: str = "label"
+    id_col: str = "id"
+    top_k: int = 3
+    threshold: float | np.ndarray = 0.5
+    clip: float = 0.0
+
+
+def make_submission(ids: Sequence[str], probs: np.ndarray, task: Task, form: SubmissionFormat) -> pd.DataFrame:
+    """The submission table of probabilities (N, num_outputs) for ``ids`` in the format ``form`` (module doc).
 
     Args:
         ids: the test ids, length N.
         probs: float (N, num_outputs) probabilities (per head side by side for several heads).
         task: the run's task (class names, label columns).
-        fmt: one of `FORMATS`.
-        id_col: the id column's name.
-        top_k: guesses per row of ``topk``.
-        threshold: a probability, or one per tag (C,), above which ``tags`` lists a tag.
-        clip: ``probs`` clips the probabilities to [clip, 1 - clip].
+        form: the format and its options.
 
     Raises:
         ValueError: an unknown format, or one the task kind has no use for.
     """
+    fmt, id_col = form.name, form.id_col
     if fmt not in FORMATS:
         raise ValueError(f"--submission-format {fmt!r}: unknown; known: {', '.join(FORMATS)}")
     if task.kind not in FORMAT_KINDS[fmt]:
@@ -77,13 +84,13 @@ def make_submission(
     if fmt == "label":
         return pd.DataFrame({id_col: ids, label: classes[probs.argmax(axis=1)]})
     if fmt == "topk":
-        top = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+        top = np.argsort(-probs, axis=1, kind="stable")[:, : form.top_k]
         words = np.char.replace(classes.astype(str), " ", "_")
         return pd.DataFrame({id_col: ids, label: [" ".join(words[row]) for row in top]})
     if fmt == "tags":
-        chosen = probs > np.asarray(threshold)
+        chosen = probs > np.asarray(form.threshold)
         return pd.DataFrame({id_col: ids, label: [" ".join(classes[row]) for row in chosen]})
-    values = np.clip(probs, clip, 1.0 - clip) if clip > 0 else probs
+    values = np.clip(probs, form.clip, 1.0 - form.clip) if form.clip > 0 else probs
     return pd.concat([pd.DataFrame({id_col: ids}), pd.DataFrame(values, columns=list(classes))], axis=1)
 
 
@@ -124,15 +131,14 @@ def match_sample(submission: pd.DataFrame, sample_path: str | Path) -> pd.DataFr
     return submission
 
 
-def write_submission(submission: pd.DataFrame, folder: str | Path, sample_path: str | Path | None = None) -> Path:
-    """Writes ``folder/submission.csv``, first put in the sample submission's order and checked against it
-    (`match_sample`) when ``sample_path`` is given. Returns the file's path.
+def write_submission(submission: pd.DataFrame, path: str | Path, sample_path: str | Path | None = None) -> Path:
+    """Writes the submission to ``path``, first put in the sample submission's order and checked against it
+    (`match_sample`) when ``sample_path`` is given. Returns the path.
 
     Raises:
         FileNotFoundError, ValueError: as `match_sample`; nothing is written then.
     """
     if sample_path:
         submission = match_sample(submission, sample_path)
-    path = Path(folder) / SUBMISSION_FILENAME
     submission.to_csv(path, index=False)
-    return path
+    return Path(path)

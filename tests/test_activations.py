@@ -5,12 +5,13 @@ from efficientnet_pytorch.utils import MemoryEfficientSwish, Swish
 from torch import nn
 
 from src.activations import REPLACEABLE, get_activation, replace_activations
+from src.config import ModelConfig
 from src.model import build_model
 
 
 @pytest.mark.parametrize("arch", ["effnet-b0", "se_resnext50_32x4d", "densenet121"])
 def test_mish_swap_leaves_no_original_activation(arch):
-    model = build_model(arch, num_classes=5, in_chans=1).eval()
+    model = build_model(ModelConfig(arch=arch, in_chans=1), 5).eval()
     x = torch.randn(2, 1, 32, 32)
     before = sum(isinstance(m, REPLACEABLE) for m in model.modules())
     replaced = replace_activations(model, "mish")
@@ -22,7 +23,7 @@ def test_mish_swap_leaves_no_original_activation(arch):
 
 
 def test_build_model_activation_flag_swaps():
-    model = build_model("effnet-b0", num_classes=3, in_chans=1, activation="mish")
+    model = build_model(ModelConfig(arch="effnet-b0", in_chans=1, activation="mish"), 3)
     assert any(isinstance(m, nn.Mish) for m in model.modules())
     assert not any(isinstance(m, MemoryEfficientSwish) for m in model.modules())
 

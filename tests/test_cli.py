@@ -1,171 +1,161 @@
-import csv
+"""The shared command line (src.cli): config from defaults, a file and flags; grouped --help; the error policy."""
+
+import json
+import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
-from src.train import main
-
-TINY = ["--data-fraction", "0.04", "--train-eval-size", "32", "--batch-size", "32", "--no-progress"]
-
-
-def test_dry_run_writes_no_files(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DRY_RUN", "1")
-    assert main(["--arch", "effnet-b0"]) == 0
-    assert list(tmp_path.iterdir()) == []
+from src.cli import parse_config, run_cli
+from src.config import FIELD_GROUPS, Config
 
 
-def test_tiny_run_writes_run_folder_and_resumes(tmp_path):
-    out = tmp_path / "experiments"
-    flags = ["--arch", "effnet-b0", "--output-dir", str(out), "--run-name", "tiny", *TINY]
-    assert main([*flags, "--epochs", "1"]) == 0
-    run_dir = out / "tiny"
-    names = {p.name for p in run_dir.iterdir()}
-    assert {"config.yaml", "history.csv", "classes.json", "checkpoint_1.pt"} <= names
-    assert any(n.startswith("best_model_1_valid_accuracy=") for n in names)
-    assert any(n.startswith("events.out.tfevents") for n in names)
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert config["in_chans"] == 1 and config["num_classes"] == 10 and config["arch"] == "effnet-b0"
-    assert config["run_name"] is None and config["resume"] is None  # repeatable into a new folder
-
-    assert main(["--resume", str(run_dir), "--epochs", "2"]) == 0
-    with (run_dir / "history.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    assert [int(r["epoch"]) for r in rows] == [1, 2]
-    assert int(rows[1]["iteration"]) == 2 * int(rows[0]["iteration"])
-    assert {"train_eval_accuracy", "valid_accuracy", "train_eval_loss", "valid_loss", "lr"} <= set(rows[0])
-    assert (run_dir / "checkpoint_2.pt").exists() and not (run_dir / "checkpoint_1.pt").exists()
+def test_defaults_and_flags():
+    config = parse_config(["--arch", "densenet121", "--accumulation-steps", "4", "--mixup-alpha", "0.4"], environ={})
+    assert config.model.arch == "densenet121" and config.step.accumulation_steps == 4
+    assert config.regularisation.mixup_alpha == 0.4
+    assert config.split.folds == 5 and config.split.fold == 0 and not config.run.dry_run
 
 
-def test_acceptance_flag_combination_runs(tmp_path):
-    flags = [
-        "--arch",
-        "effnet-b0",
-        "--accumulation-steps",
-        "4",
-        "--mixup-alpha",
-        "0.4",
-        "--mixup-k",
-        "3",
-        "--activation",
-        "mish",
-        "--epochs",
-        "1",
-        "--clip-grad-norm",
-        "1.0",
-        "--scheduler",
-        "cosine",
-        "--output-dir",
-        str(tmp_path),
-        "--run-name",
-        "combo",
-        *TINY,
-    ]
-    assert main(flags) == 0
-    state = torch.load(tmp_path / "combo" / "checkpoint_1.pt", weights_only=False)
-    assert {"model", "optimizer", "lr_scheduler", "trainer", "mixup", "early_stopping"} <= set(state)
-    steps = {s["step"].item() for s in state["optimizer"]["state"].values()}
-    assert steps == {state["trainer"]["iteration"] // 4}  # one optimizer step per 4 micro-batches
+def test_dry_run_from_environment():
+    assert parse_config([], environ={"DRY_RUN": "1"}).run.dry_run
+    assert not parse_config([], environ={"DRY_RUN": "0"}).run.dry_run
 
 
-def test_ema_run_selects_by_the_ema_model_and_resumes_its_state(tmp_path):
-    flags = ["--ema", "0.9", "--accumulation-steps", "2", "--output-dir", str(tmp_path), "--run-name", "ema", *TINY]
-    assert main([*flags, "--epochs", "1"]) == 0
-    run_dir = tmp_path / "ema"
-    best = list(run_dir.glob("best_model_1_valid_ema_accuracy=*.pt"))
-    assert len(best) == 1
-    first = torch.load(run_dir / "checkpoint_1.pt", weights_only=False)
-    assert {"ema_model", "ema_momentum_scheduler"} <= set(first)
-    assert torch.load(best[0], weights_only=False).keys() == first["ema_model"].keys()
-    assert first["ema_momentum_scheduler"]["event_index"] == first["trainer"]["iteration"] // 2  # per optimizer step
-
-    assert main(["--resume", str(run_dir), "--epochs", "2"]) == 0
-    second = torch.load(run_dir / "checkpoint_2.pt", weights_only=False)
-    assert second["ema_momentum_scheduler"]["event_index"] == second["trainer"]["iteration"] // 2  # counted on
-    with (run_dir / "history.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    assert [int(r["epoch"]) for r in rows] == [1, 2] and "valid_ema_accuracy" in rows[0]
+def test_config_file_then_flags_override(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("arch: effnet-b1\nlr: 0.01\nepochs: 3\n")
+    config = parse_config(["--config", str(path), "--lr", "0.02"], environ={})
+    assert (config.model.arch, config.optim.lr, config.optim.epochs) == ("effnet-b1", 0.02, 3)
+    json_path = tmp_path / "run.json"
+    json_path.write_text(json.dumps({"batch_size": 16}))
+    assert parse_config(["--config", str(json_path)], environ={}).loader.batch_size == 16
 
 
-@pytest.mark.parametrize("extra", [["--ema", "0.9"], ["--swa-start-epoch", "1"]])
-def test_an_extra_evaluator_does_not_change_the_training_run(tmp_path, extra):
-    """Evaluation must not draw from the training RNG: with --ema or SWA (a third evaluator; SWA also
-    recomputes BatchNorm statistics) the trained model's weights after two epochs (dropout and drop-path
-    active) are the same as without."""
-    flags = ["--epochs", "2", "--output-dir", str(tmp_path), *TINY]
-    assert main([*flags, "--run-name", "plain"]) == 0
-    assert main([*flags, "--run-name", "extra", *extra]) == 0
-    plain = torch.load(tmp_path / "plain" / "checkpoint_2.pt", weights_only=False)["model"]
-    other = torch.load(tmp_path / "extra" / "checkpoint_2.pt", weights_only=False)["model"]
-    assert all(torch.equal(plain[k], other[k]) for k in plain)
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        parse_config(["--config", str(tmp_path / "nope.yaml")], environ={})
 
 
-def test_existing_run_folder_is_not_overwritten(tmp_path, capsys):
-    (tmp_path / "taken").mkdir()
-    (tmp_path / "taken" / "checkpoint_3.pt").write_bytes(b"precious")
-    assert main(["--output-dir", str(tmp_path), "--run-name", "taken", *TINY]) == 2
-    assert "--resume" in capsys.readouterr().err
-    assert (tmp_path / "taken" / "checkpoint_3.pt").read_bytes() == b"precious"
+@pytest.mark.parametrize(
+    "flags,field",
+    [
+        (["--fold", "5"], "--fold"),
+        (["--accumulation-steps", "0"], "--accumulation-steps"),
+        (["--label-smoothing", "1.5"], "--label-smoothing"),
+        (["--early-stopping-start-epoch", "0"], "--early-stopping-start-epoch"),
+        (["--mean", "0.1,x"], "--mean '0.1,x': expected comma-separated numbers"),
+        (["--img-size-schedule", "32"], "--img-size-schedule '32': bad entry"),
+    ],
+)
+def test_out_of_range_values_are_named(flags, field):
+    with pytest.raises(ValueError, match=field):
+        parse_config(flags, environ={})
 
 
-def test_unknown_arch_exits_non_zero_with_the_known_names():
+@pytest.mark.parametrize(
+    "flags,start",
+    [
+        ([], 14),  # one-cycle over 18 epochs after a 1-epoch warmup: three quarters of the decay at epoch 13.75
+        (["--scheduler", "cosine", "--epochs", "30", "--warmup-epochs", "2"], 23),
+        (["--scheduler", "plateau"], 1),
+        (["--scheduler", "none", "--epochs", "30"], 1),
+        (["--early-stopping-start-epoch", "3"], 3),
+    ],
+)
+def test_early_stopping_waits_for_an_annealing_schedule(flags, start):
+    assert parse_config(flags, environ={}).early_stopping_start == start
+
+
+def test_every_toolbox_flag_is_a_config_file_key(tmp_path):
+    values = {
+        "img_size_schedule": "24:0,32:4",
+        "freeze_epochs": 1,
+        "backbone_lr_mult": 0.1,
+        "val_every": 0.25,
+        "swa_start_epoch": 3,
+        "head": "arcface",
+        "margin": 20.0,
+        "center_loss": 0.01,
+        "metric": "map@3",
+        "fold": "all",
+        "compile": True,
+        "pseudo_threshold": 0.9,
+        "output_stride": 16,
+        "early_stopping_start_epoch": 4,
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(values))
+    config = parse_config(["--config", str(path), "--lr", "1e-3"], environ={})
+    flat = config.flat()
+    values["img_size_schedule"] = [[24, 0], [32, 4]]  # typed: (size, epoch) pairs
+    assert {k: flat[k] for k in values} == values and config.optim.lr == 1e-3
+    path.write_text(yaml.safe_dump({**values, "metric": "map3"}))
+    with pytest.raises(ValueError, match="--metric 'map3'"):
+        parse_config(["--config", str(path)], environ={})
+
+
+@pytest.mark.parametrize("bad", ["0", "-0.5", "1.5"])
+def test_bad_val_every_is_named(bad):
+    with pytest.raises(ValueError, match="--val-every"):
+        parse_config(["--val-every", bad], environ={})
+
+
+def test_help_lists_every_config_field_as_a_flag_under_its_group():
     result = subprocess.run(
-        [sys.executable, "-m", "src.train", "--arch", "nope"],
+        [sys.executable, "-m", "src.train", "--help"],
         capture_output=True,
         text=True,
         cwd=Path(__file__).resolve().parents[1],
         timeout=120,
+        env={"COLUMNS": "200", "PATH": ""},
     )
-    assert result.returncode == 2
-    assert (
-        "unknown arch 'nope'" in result.stderr
-        and "effnet-b0" in result.stderr
-        and "se_resnext50_32x4d" in result.stderr
+    assert result.returncode == 0
+    flags = set(re.findall(r"--[a-z0-9-]+", result.stdout))
+    expected = {"--" + name.replace("_", "-") for name in FIELD_GROUPS}
+    assert expected <= flags  # every field keeps its flat flag (no group prefix)
+    assert not {f for f in flags if "." in f or f.startswith(("--model-", "--optim-"))}
+    for group in ("model", "data", "split", "loader", "optim", "step", "loss", "regularisation", "eval", "run"):
+        assert f"{group} options" in result.stdout  # one heading per group
+
+
+def test_comma_lists_are_typed_and_old_string_values_still_parse():
+    config = parse_config(
+        ["--label-col", "a,b", "--head-weights", "2,1", "--channels", "1,2,3", "--mean", "0.5", "--std", "0.25"],
+        environ={},
     )
+    assert config.data.label_col == ("a", "b") and config.data.head_weights == (2.0, 1.0)
+    assert config.data.channels == ("1", "2", "3") and config.loader.mean == (0.5,) and config.loader.std == (0.25,)
 
 
-@pytest.mark.parametrize("flags,expected", [(["--fold", "7"], "--fold 7"), (["--resume", "nowhere"], "nowhere")])
-def test_bad_input_gets_a_clear_message(flags, expected, capsys, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert main(flags) == 2
-    assert expected in capsys.readouterr().err
+def test_run_cli_exit_codes_and_one_line_errors(capsys):
+    def bad():
+        raise ValueError("--lr -1.0: expected a positive float")
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert run_cli(lambda: None) == 0
+    assert run_cli(bad) == 2
+    assert capsys.readouterr().err == "error: --lr -1.0: expected a positive float\n"
+    assert run_cli(interrupted, interrupted="kept checkpoint_3.pt") == 130
+    assert capsys.readouterr().err == "kept checkpoint_3.pt\n"
 
 
-@pytest.mark.slow
-def test_default_recipe_learns_the_digits(tmp_path):
-    """Three epochs of the default recipe on the full bundled digits (about 80 s on 2 cores)."""
-    flags = ["--output-dir", str(tmp_path), "--run-name", "slow", "--epochs", "3", "--no-progress"]
-    assert main(flags) == 0
-    with (tmp_path / "slow" / "history.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    assert float(rows[-1]["valid_accuracy"]) > 0.9
+def test_resume_takes_the_run_folder_config_as_defaults(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"arch": "resnet18", "lr": 0.02, "label_col": "a,b"}))  # flat
+    config = parse_config(["--resume", str(run), "--lr", "0.01"], environ={})
+    assert config.model.arch == "resnet18" and config.optim.lr == 0.01 and config.data.label_col == ("a", "b")
+    assert config.run.resume == str(run) and Config.of(arch="resnet18").model.arch == "resnet18"
 
 
-def test_compile_trains_the_compiled_model_and_saves_the_plain_one(tmp_path, monkeypatch):
-    calls = []
-    real_compile = torch.compile
-
-    def eager_compile(model, **kwargs):  # the eager backend checks the wiring in seconds (inductor: minutes on CPU)
-        calls.append(type(model).__name__)
-        return real_compile(model, backend="eager")
-
-    monkeypatch.setattr(torch, "compile", eager_compile)
-    assert main(["--compile", "--epochs", "1", "--output-dir", str(tmp_path), "--run-name", "c", *TINY]) == 0
-    assert calls == ["Classifier"] * 3  # the trainer and both evaluators
-    state = torch.load(tmp_path / "c" / "checkpoint_1.pt", weights_only=False)["model"]
-    assert not any(key.startswith("_orig_mod") for key in state)
-
-
-def test_resuming_a_finished_run_trains_nothing_and_keeps_its_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # a relative run folder, as users give it
-    assert main(["--epochs", "1", "--output-dir", "exp", "--run-name", "done", *TINY]) == 0
-    before = (tmp_path / "exp" / "done" / "checkpoint_1.pt").read_bytes()
-    (tmp_path / "exp" / "done" / "valid_predictions.csv").unlink()
-    assert main(["--resume", "exp/done"]) == 0  # --epochs 1 from the saved config: nothing to train
-    assert (tmp_path / "exp" / "done" / "checkpoint_1.pt").read_bytes() == before  # not trained again from epoch 0
-    assert (tmp_path / "exp" / "done" / "valid_predictions.csv").is_file()  # the outputs are written again
-    assert sorted(p.name for p in (tmp_path / "exp" / "done").glob("checkpoint_*.pt")) == ["checkpoint_1.pt"]
+def test_run_cli_prints_the_info_lines_of_every_src_module(capsys):
+    logging.getLogger("src.history")  # the modules' loggers exist before logging is set up, as in a real run
+    assert run_cli(lambda: logging.getLogger("src.history").info("epoch 1: valid_accuracy=0.9")) == 0
+    assert "src.history INFO: epoch 1: valid_accuracy=0.9" in capsys.readouterr().err

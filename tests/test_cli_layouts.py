@@ -8,29 +8,29 @@ import pytest
 import torch
 
 from src.train import main
-from tests import layouts
+from tests import helpers
 
 FAST = ["--epochs", "1", "--batch-size", "8", "--train-eval-size", "8", "--folds", "2", "--img-size", "32"]
 
 
 def _images(tmp):
-    csv_path, folder = layouts.image_folder(tmp, n=24, num_classes=3)
+    csv_path, folder = helpers.image_folder(tmp, n=24, num_classes=3)
     return ["--train-csv", str(csv_path), "--image-dir", str(folder), "--cache"], "single", 24, 1
 
 
 def _pixels(tmp):
-    return ["--train-csv", str(layouts.pixel_csv(tmp, n=24))], "single", 24, 1
+    return ["--train-csv", str(helpers.pixel_csv(tmp, n=24))], "single", 24, 1
 
 
 def _parquet(tmp):
-    csv_path, pattern = layouts.parquet_multihead(tmp, n=24)
+    csv_path, pattern = helpers.parquet_multihead(tmp, n=24)
     flags = ["--train-csv", str(csv_path), "--parquet", pattern, "--id-col", "image_id", "--height", "12"]
     flags += ["--width", "16", "--label-col", "grapheme_root,vowel_diacritic,consonant_diacritic"]
     return [*flags, "--head-weights", "2,1,1", "--mixup-alpha", "0.4", "--loss", "focal"], "multihead", 24, 1
 
 
 def _six_channel(tmp):
-    csv_path, root = layouts.six_channel(tmp, n=12)
+    csv_path, root = helpers.six_channel(tmp, n=12)
     flags = ["--train-csv", str(csv_path), "--image-dir", str(root), "--label-col", "sirna", "--group-col", "plate"]
     return (
         [*flags, "--image-template", "{experiment}/{id}_w{channel}.png", "--channels", "1,2,3,4,5,6"],
@@ -41,13 +41,13 @@ def _six_channel(tmp):
 
 
 def _strokes(tmp):
-    folder = layouts.stroke_csvs(tmp, per_class=10)
+    folder = helpers.stroke_csvs(tmp, per_class=10)
     flags = ["--train-csv", str(folder / "*.csv"), "--label-col", "word", "--id-col", "key_id"]
     return [*flags, "--max-per-class", "8"], "single", 24, 1
 
 
 def _multilabel(tmp):
-    csv_path, folder = layouts.planet_multilabel(tmp, n=24)
+    csv_path, folder = helpers.planet_multilabel(tmp, n=24)
     flags = ["--train-csv", str(csv_path), "--image-dir", str(folder), "--image-template", "{id}.jpg"]
     return (
         [*flags, "--id-col", "image_name", "--label-col", "tags", "--multilabel", "--aug", "heavy", "--loss", "focal"],

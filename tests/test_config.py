@@ -1,36 +1,77 @@
-import json
+"""The typed config: groups check their own fields, comma text becomes tuples, files with flat or grouped keys."""
+
+import dataclasses
 
 import pytest
 import yaml
 
-from src.config import Config, load_config_file, parse_config, save_config
+from src.config import Config, LoaderConfig, ModelConfig, SplitConfig, load_config_file, save_config
+
+# config.yaml as main wrote it before the groups: flat keys, comma strings, the normalisation as text.
+OLD_FLAT = {
+    "arch": "effnet-b0",
+    "num_classes": 10,
+    "in_chans": 1,
+    "label_col": "grapheme_root,vowel_diacritic",
+    "channels": None,
+    "classes": None,
+    "head_weights": "2,1",
+    "mean": "0.130014",
+    "std": "0.307460",
+    "img_size_schedule": "24:0,32:4",
+    "fold": 0,
+    "accumulation_steps": 2,
+    "run_name": None,
+    "resume": None,
+}
 
 
-def test_defaults_and_flags():
-    config = parse_config(["--arch", "densenet121", "--accumulation-steps", "4", "--mixup-alpha", "0.4"], environ={})
-    assert config.arch == "densenet121" and config.accumulation_steps == 4 and config.mixup_alpha == 0.4
-    assert config.folds == 5 and config.fold == 0 and not config.dry_run
+def test_schedule_is_sorted_and_starts_at_img_size_unless_epoch_0_is_listed():
+    assert LoaderConfig(img_size=24, img_size_schedule="40:10,32:4").size_schedule == [(0, 24), (4, 32), (10, 40)]
+    assert LoaderConfig(img_size=24, img_size_schedule="48:0,64:2").size_schedule == [(0, 48), (2, 64)]
+    assert LoaderConfig(img_size=32).size_schedule == [(0, 32)]
+    loader = LoaderConfig(img_size=24, img_size_schedule="32:2,40:4")
+    assert loader.img_size_schedule == ((32, 2), (40, 4))
+    assert [loader.img_size_at(epoch) for epoch in range(6)] == [24, 24, 32, 32, 40, 40]
 
 
-def test_dry_run_from_environment():
-    assert parse_config([], environ={"DRY_RUN": "1"}).dry_run
-    assert not parse_config([], environ={"DRY_RUN": "0"}).dry_run
+@pytest.mark.parametrize("text", ["32", "32:x", "4:1", "32:1,40:1", "32:-1"])
+def test_bad_schedule_names_the_entry(text):
+    with pytest.raises(ValueError, match="--img-size-schedule"):
+        LoaderConfig(img_size_schedule=text)
 
 
-def test_config_file_then_flags_override(tmp_path):
-    path = tmp_path / "run.yaml"
-    path.write_text("arch: effnet-b1\nlr: 0.01\nepochs: 3\n")
-    config = parse_config(["--config", str(path), "--lr", "0.02"], environ={})
-    assert (config.arch, config.lr, config.epochs) == ("effnet-b1", 0.02, 3)
-    json_path = tmp_path / "run.json"
-    json_path.write_text(json.dumps({"batch_size": 16}))
-    assert parse_config(["--config", str(json_path)], environ={}).batch_size == 16
+@pytest.mark.parametrize(
+    "group,values,flag",
+    [
+        (ModelConfig, {"in_chans": 0}, "--in-chans 0"),
+        (SplitConfig, {"folds": 3, "fold": 3}, r"--fold 3: expected 0 <= fold < folds \(3\)"),
+        (LoaderConfig, {"std": "0.5,0"}, "--std"),
+    ],
+)
+def test_each_group_checks_its_own_fields(group, values, flag):
+    with pytest.raises(ValueError, match=flag):
+        group(**values)
 
 
 def test_saved_config_round_trips(tmp_path):
-    config = Config(arch="effnet-b2", mixup_alpha=0.2, clip_grad_norm=1.0, in_chans=1)
+    config = Config.of(arch="effnet-b2", mixup_alpha=0.2, clip_grad_norm=1.0, in_chans=1, label_col="a,b", mean="0.5")
     save_config(config, tmp_path / "config.yaml")
     assert load_config_file(tmp_path / "config.yaml") == config
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert saved["model"]["arch"] == "effnet-b2" and saved["data"]["label_col"] == ["a", "b"]  # one mapping per group
+    assert saved["loader"]["mean"] == [0.5]  # floats, not text
+
+
+def test_an_old_flat_config_file_still_loads(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(OLD_FLAT))
+    config = load_config_file(path)
+    assert config.model.in_chans == 1 and config.model.num_classes == 10
+    assert config.data.label_col == ("grapheme_root", "vowel_diacritic") and config.data.head_weights == (2.0, 1.0)
+    assert config.loader.mean == (0.130014,) and config.loader.std == (0.30746,)
+    assert config.loader.img_size_schedule == ((24, 0), (32, 4)) and config.step.accumulation_steps == 2
+    assert config.flat()["arch"] == "effnet-b0"
 
 
 def test_unknown_key_is_named(tmp_path):
@@ -38,62 +79,23 @@ def test_unknown_key_is_named(tmp_path):
     path.write_text("arch: effnet-b0\nlearning_rate: 0.1\n")
     with pytest.raises(ValueError, match="learning_rate"):
         load_config_file(path)
+    path.write_text("optim:\n  arch: effnet-b0\n")  # a field under another group's heading
+    with pytest.raises(ValueError, match="'arch' is a key of group 'model', not of 'optim'"):
+        load_config_file(path)
 
 
-def test_missing_config_file_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.yaml"):
-        parse_config(["--config", str(tmp_path / "nope.yaml")], environ={})
+def test_replace_changes_fields_by_their_flat_names_and_checks_them():
+    config = Config().replace(lr=0.1, fold=2, arch="resnet18")
+    assert (config.optim.lr, config.split.fold, config.model.arch) == (0.1, 2, "resnet18")
+    assert Config().optim.lr == 4e-3  # a copy
+    with pytest.raises(ValueError, match="--fold 9"):
+        Config().replace(fold=9)
+    with pytest.raises(ValueError, match="unknown config key 'nope'"):
+        Config().replace(nope=1)
 
 
-@pytest.mark.parametrize(
-    "flags,field",
-    [
-        (["--fold", "5"], "--fold"),
-        (["--accumulation-steps", "0"], "--accumulation-steps"),
-        (["--label-smoothing", "1.5"], "--label-smoothing"),
-        (["--early-stopping-start-epoch", "0"], "--early-stopping-start-epoch"),
-    ],
-)
-def test_out_of_range_values_are_named(flags, field):
-    with pytest.raises(ValueError, match=field):
-        parse_config(flags, environ={})
-
-
-@pytest.mark.parametrize(
-    "flags,start",
-    [
-        ([], 14),  # one-cycle over 18 epochs after a 1-epoch warmup: three quarters of the decay at epoch 13.75
-        (["--scheduler", "cosine", "--epochs", "30", "--warmup-epochs", "2"], 23),
-        (["--scheduler", "plateau"], 1),
-        (["--scheduler", "none", "--epochs", "30"], 1),
-        (["--early-stopping-start-epoch", "3"], 3),
-    ],
-)
-def test_early_stopping_waits_for_an_annealing_schedule(flags, start):
-    assert parse_config(flags, environ={}).early_stopping_start == start
-
-
-def test_every_toolbox_flag_is_a_config_file_key(tmp_path):
-    values = {
-        "img_size_schedule": "24:0,32:4",
-        "freeze_epochs": 1,
-        "backbone_lr_mult": 0.1,
-        "val_every": 0.25,
-        "swa_start_epoch": 3,
-        "head": "arcface",
-        "margin": 20.0,
-        "center_loss": 0.01,
-        "metric": "map@3",
-        "fold": "all",
-        "compile": True,
-        "pseudo_threshold": 0.9,
-        "output_stride": 16,
-        "early_stopping_start_epoch": 4,
-    }
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(values))
-    config = parse_config(["--config", str(path), "--lr", "1e-3"], environ={})
-    assert {k: getattr(config, k) for k in values} == values and config.lr == 1e-3
-    path.write_text(yaml.safe_dump({**values, "metric": "map3"}))
-    with pytest.raises(ValueError, match="--metric 'map3'"):
-        parse_config(["--config", str(path)], environ={})
+def test_class_list_from_a_file_or_commas(tmp_path):
+    (tmp_path / "classes.txt").write_text("cat\nthe sun\n\n")
+    assert Config.of(classes=str(tmp_path / "classes.txt")).data.classes == ("cat", "the sun")
+    assert Config.of(classes="a, b").data.classes == ("a", "b")
+    assert dataclasses.replace(Config().data, label_col=["x"]).label_col == ("x",)

@@ -1,23 +1,25 @@
+"""The engines: accumulation equals one large batch, clipping, mixup targets, AMP, convergence, evaluators, metrics
+by hand, and when --val-every validates."""
+
 import copy
 
 import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from src.engine import create_evaluator, create_trainer, make_metrics
-from src.handlers import attach_early_stopping, attach_lr_scheduler
+from src.config import ModelConfig, OptimConfig, StepConfig
+from src.engine import create_evaluator, create_trainer, make_metrics, validation_filter
 from src.losses import build_criterion
 from src.mixup import Mixup
 from src.model import build_model
-from src.optim import build_lr_scheduler, build_optimizer
-from tests.conftest import TinyClassifier, TinyConvNet, make_blobs
+from src.optim import build_optimizer
+from src.targets import Head, Task
+from tests.helpers import CPU, HEADS, TinyClassifier, TinyConvNet, make_blobs
 
-CPU = torch.device("cpu")
 
-
-def _train(model, optimizer, batches, accumulation_steps, **kwargs):
+def _train(model, optimizer, batches, accumulation_steps, **step):
     trainer = create_trainer(
-        model, optimizer, build_criterion("ce"), CPU, accumulation_steps=accumulation_steps, **kwargs
+        model, optimizer, build_criterion("ce"), CPU, StepConfig(accumulation_steps=accumulation_steps, **step)
     )
     trainer.run(batches, max_epochs=1)
     return trainer
@@ -29,8 +31,8 @@ def test_accumulation_equals_one_large_batch(optimizer_name):
     x, y = make_blobs(32, 4, size=8)
     model_a = TinyConvNet(num_classes=4)
     model_b = copy.deepcopy(model_a)
-    opt_a = build_optimizer(model_a, optimizer_name, lr=0.05, weight_decay=0.01)
-    opt_b = build_optimizer(model_b, optimizer_name, lr=0.05, weight_decay=0.01)
+    optim = OptimConfig(optimizer=optimizer_name, lr=0.05, weight_decay=0.01)
+    opt_a, opt_b = build_optimizer(model_a, optim), build_optimizer(model_b, optim)
     micro = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 32, 8)]  # 4 micro-batches of 8
     _train(model_a, opt_a, micro, accumulation_steps=4)
     _train(model_b, opt_b, [(x, y)], accumulation_steps=1)  # one batch of 32
@@ -84,9 +86,10 @@ def test_bf16_autocast_trains_on_cpu():
 def _fit(model, x, y, epochs, lr, batch_size=16, channels_last=False):
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     batches = [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(y), batch_size)]
-    trainer = create_trainer(model, optimizer, build_criterion("ce"), CPU, channels_last=channels_last)
+    step = StepConfig(channels_last=channels_last)
+    trainer = create_trainer(model, optimizer, build_criterion("ce"), CPU, step)
     trainer.run(batches, max_epochs=epochs)
-    evaluator = create_evaluator(model, make_metrics(), CPU, channels_last=channels_last)
+    evaluator = create_evaluator(model, make_metrics(), CPU, step)
     evaluator.run(batches)
     return evaluator.state.metrics
 
@@ -102,7 +105,7 @@ def test_tiny_model_converges():
 def test_effnet_b0_overfits_a_small_set():
     torch.manual_seed(0)
     x, y = make_blobs(32, 4, size=32)
-    model = build_model("effnet-b0", num_classes=4, in_chans=1).to(memory_format=torch.channels_last)
+    model = build_model(ModelConfig(arch="effnet-b0", in_chans=1), 4).to(memory_format=torch.channels_last)
     metrics = _fit(model, x, y, epochs=30, lr=3e-3, channels_last=True)  # eval-mode BN needs ~25 epochs here
     assert metrics["accuracy"] == 1.0
 
@@ -122,53 +125,6 @@ def test_evaluator_metrics_cover_the_whole_loader():
     )
 
 
-def test_schedule_steps_once_per_optimizer_step():
-    model = TinyClassifier(num_classes=3)
-    optimizer = build_optimizer(model, "sgd", lr=0.1, weight_decay=0)
-    x, y = make_blobs(8, 3, size=4)
-    k, iterations = 2, 12
-    trainer = create_trainer(model, optimizer, build_criterion("ce"), CPU, accumulation_steps=k)
-    scheduler = build_lr_scheduler("onecycle", optimizer, lr=0.1, total_steps=iterations // k, warmup_steps=2)
-    attach_lr_scheduler(trainer, Engine(lambda e, b: None), scheduler, k)
-    lrs = []
-    trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: lrs.append(optimizer.param_groups[0]["lr"]))
-    trainer.run([(x, y)] * iterations, max_epochs=1)
-    assert all(lrs[i] == lrs[i + 1] for i in range(0, iterations, k))  # constant within a window
-    assert max(lrs) == pytest.approx(0.1) and lrs[0] == pytest.approx(0.1 / 25)
-    assert len(set(lrs)) == iterations // k
-
-
-def test_early_stopping_reads_the_valid_score():
-    trainer = Engine(lambda e, b: None)
-    valid = Engine(lambda e, b: None)
-    scores = iter([0.5, 0.6, 0.6, 0.55, 0.7, 0.9])
-
-    @valid.on(Events.COMPLETED)
-    def set_score(engine):
-        engine.state.metrics["accuracy"] = next(scores)
-
-    # set_score must run before early stopping reads it, so attach early stopping after.
-    attach_early_stopping(trainer, valid, patience=2)
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: valid.run([0]))
-    trainer.run([0], max_epochs=6)
-    assert trainer.state.epoch == 4  # best 0.6 at epoch 2, no improvement at 3 and 4
-
-
-def test_early_stopping_ignores_validations_before_its_start_epoch():
-    trainer = Engine(lambda e, b: None)
-    valid = Engine(lambda e, b: None)
-    scores = iter([0.9, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5])  # a lucky early epoch, then a lower plateau
-
-    @valid.on(Events.COMPLETED)
-    def set_score(engine):
-        engine.state.metrics["accuracy"] = next(scores)
-
-    attach_early_stopping(trainer, valid, patience=2, start_epoch=3)
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: valid.run([0]))
-    trainer.run([0], max_epochs=8)
-    assert trainer.state.epoch == 5  # epoch 3 sets the score to beat; 4 and 5 do not (from epoch 1 it stops at 3)
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 autocast with a grad scaler needs CUDA")
 @pytest.mark.parametrize("amp", ["fp16", "bf16"])
 def test_amp_trains_on_cuda(amp):
@@ -176,49 +132,59 @@ def test_amp_trains_on_cuda(amp):
     x, y = make_blobs(16, 3, size=8)
     model = TinyConvNet(num_classes=3).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
-    trainer = create_trainer(model, optimizer, build_criterion("ce"), device, amp=amp, scaler=scaler)
+    trainer = create_trainer(model, optimizer, build_criterion("ce"), device, StepConfig(amp=amp))
+    assert trainer.state.scaler.is_enabled() == (amp == "fp16")  # a grad scaler for fp16 only
     before = [p.detach().clone() for p in model.parameters()]
     trainer.run([(x, y)] * 3, max_epochs=1)
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
-@pytest.mark.parametrize("warmup_steps", [0, 4])
-def test_step_schedule_divides_the_lr_by_ten_at_half_and_three_quarters(warmup_steps):
-    model = TinyClassifier(num_classes=3)
-    optimizer = build_optimizer(model, "sgd", lr=0.1, weight_decay=0)
-    scheduler = build_lr_scheduler("step", optimizer, lr=0.1, total_steps=20, warmup_steps=warmup_steps)
-    engine = Engine(lambda e, b: None)
-    lrs = []
-    engine.add_event_handler(Events.ITERATION_STARTED, scheduler)
-    engine.add_event_handler(Events.ITERATION_STARTED, lambda e: lrs.append(optimizer.param_groups[0]["lr"]))
-    engine.run([0] * 20, max_epochs=1)
-    assert lrs[9] == pytest.approx(0.1) and lrs[10] == pytest.approx(0.01)  # step 10 of 20
-    assert lrs[14] == pytest.approx(0.01) and lrs[15] == pytest.approx(0.001)  # step 15 of 20
-    if warmup_steps:
-        assert lrs[0] == pytest.approx(0.1 / 25) and lrs[0] < lrs[2] < lrs[4] == pytest.approx(0.1)
+def _fired(val_every, epoch_length, accumulation_steps, epochs=2):
+    trainer, fired = Engine(lambda e, b: None), []
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED(event_filter=validation_filter(val_every, epoch_length, accumulation_steps)),
+        lambda e: fired.append(e.state.iteration),
+    )
+    trainer.run(range(epoch_length), max_epochs=epochs)
+    return fired
 
 
-@pytest.mark.parametrize("name", ["onecycle", "cosine", "step"])
-def test_schedules_resume_from_their_state_dict(name):
-    def run(scheduler, optimizer, iterations, state=None):
-        engine = Engine(lambda e, b: None)
-        lrs = []
-        engine.add_event_handler(Events.ITERATION_STARTED, scheduler)
-        engine.add_event_handler(Events.ITERATION_STARTED, lambda e: lrs.append(optimizer.param_groups[0]["lr"]))
-        engine.run([0] * iterations, max_epochs=1)
-        return lrs
+@pytest.mark.parametrize(
+    "val_every, epoch_length, accumulation_steps, expected",
+    [
+        (0.25, 16, 2, [4, 8, 12, 16, 20, 24, 28, 32]),  # four per epoch, every 2 optimizer steps
+        (0.25, 15, 2, [4, 8, 12, 15, 20, 24, 28, 30]),  # windows straddle the epoch end: next boundary after 4
+        (3, 10, 2, [6, 10, 12, 18, 20]),  # every 3 optimizer steps over the run, plus each epoch end
+        (0.5, 10, 1, [5, 10, 15, 20]),
+    ],
+)
+def test_validation_fires_the_expected_times_on_optimizer_steps(val_every, epoch_length, accumulation_steps, expected):
+    fired = _fired(val_every, epoch_length, accumulation_steps)
+    assert fired == expected
+    epoch_ends = {epoch_length * k for k in (1, 2)}
+    assert all(i % accumulation_steps == 0 for i in fired if i not in epoch_ends)
 
-    def fresh():
-        optimizer = build_optimizer(TinyClassifier(num_classes=3), "sgd", lr=0.1, weight_decay=0)
-        return build_lr_scheduler(name, optimizer, lr=0.1, total_steps=20, warmup_steps=4), optimizer
 
-    whole = run(*fresh(), 20)
-    first, optimizer = fresh()
-    head = run(first, optimizer, 12)
-    second, optimizer2 = fresh()
-    second.load_state_dict(first.state_dict())
-    optimizer2.param_groups[0]["lr"] = optimizer.param_groups[0]["lr"]
-    tail = run(second, optimizer2, 8)
-    assert head + tail == pytest.approx(whole)
+def _evaluate(task, y_pred, y):
+    evaluator = create_evaluator(torch.nn.Identity(), make_metrics(task), CPU)
+    evaluator.run([(y_pred, y)])
+    return evaluator.state.metrics
+
+
+def test_multihead_metrics_by_hand():
+    # head root: rows 0, 1 right, row 2 wrong (2/3); head vowel: row 0 right only (1/3)
+    y_pred = torch.tensor([[5.0, 0, 0, 5, 0], [0, 5, 0, 5, 0], [5, 0, 0, 5, 0]])  # (N, 3 + 2) logits
+    y = torch.tensor([[0, 0], [1, 1], [2, 1]])
+    metrics = _evaluate(HEADS, y_pred, y)
+    assert metrics["accuracy_root"] == pytest.approx(2 / 3) and metrics["accuracy_vowel"] == pytest.approx(1 / 3)
+    assert metrics["accuracy"] == pytest.approx((2 * 2 / 3 + 1 / 3) / 3)
+
+
+def test_multilabel_metrics_by_hand():
+    task = Task("multilabel", (Head("tags", ("a", "b", "c")),))
+    y_pred = torch.tensor([[3.0, -3, 3], [3, 3, -3]])  # predicted tags: {a, c}, {a, b}
+    y = torch.tensor([[1.0, 0, 1], [1, 0, 0]])
+    metrics = _evaluate(task, y_pred, y)
+    assert metrics["accuracy"] == pytest.approx(0.5)  # exact match: row 0 only
+    assert metrics["label_accuracy"] == pytest.approx(5 / 6)  # one wrong decision of six

@@ -1,6 +1,5 @@
-"""Competition metrics (--metric), each against a hand computation; the ignite form; selection by the metric."""
+"""Competition metrics (--metric), each against a hand computation; the ignite form."""
 
-import csv
 import math
 
 import numpy as np
@@ -8,11 +7,8 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from src.handlers import History
 from src.metrics import get_metric, ignite_metric, score, to_probs
 from src.targets import Head, Task
-from src.train import main
-from tests.test_cli import TINY
 
 
 def _single(num_classes: int) -> Task:
@@ -20,6 +16,8 @@ def _single(num_classes: int) -> Task:
 
 
 SINGLE3 = _single(3)
+
+
 PROBS3 = np.array([[0.7, 0.2, 0.1], [0.3, 0.5, 0.2], [0.1, 0.3, 0.6], [0.5, 0.3, 0.2]])
 
 
@@ -82,25 +80,6 @@ def test_ignite_metric_over_batches_equals_the_score_of_the_whole_set():
     evaluator.run(batches)
     expected = score("map@3", to_probs(logits, SINGLE3), targets.numpy(), SINGLE3)
     assert evaluator.state.metrics["map@3"] == pytest.approx(expected)
-
-
-def test_history_best_follows_the_metric_direction():
-    history = History()
-    for epoch, loss in enumerate([0.5, 0.3, 0.4], start=1):
-        history.record({"epoch": epoch, "valid_log_loss": loss})
-    assert history.best("valid_log_loss", higher_is_better=False)["epoch"] == 2
-    assert history.best("valid_log_loss")["epoch"] == 1
-
-
-def test_cli_selects_by_the_metric(tmp_path):
-    flags = ["--metric", "log_loss", "--epochs", "2", "--output-dir", str(tmp_path), "--run-name", "m", *TINY]
-    assert main(flags) == 0
-    with (tmp_path / "m" / "history.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    losses = [float(r["valid_log_loss"]) for r in rows]
-    best_epoch = int(np.argmin(losses)) + 1
-    best = list((tmp_path / "m").glob("best_model_*_valid_log_loss=*.pt"))
-    assert best and any(p.name.startswith(f"best_model_{best_epoch}_") for p in best)
 
 
 def test_thresholds_tuned_per_tag_beat_one_threshold():

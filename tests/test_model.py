@@ -1,13 +1,41 @@
+"""The model registry: every arch's forward shapes, pretrained weights and input adaptation, heads, output
+stride, the GRU."""
+
 import pytest
 import torch
 from efficientnet_pytorch import EfficientNet
 from torch import nn
 
-from src.model import ARCHS, MIN_INPUT, SEQUENCE_ARCHS, adapt_input_conv, build_model, list_archs
+from src.config import ModelConfig
+from src.model import ARCHS, MIN_INPUT, SEQUENCE_ARCHS, GRUBackbone, adapt_input_conv, build_model, list_archs
 
-# One arch of each family by default; the whole zoo (about 2 minutes on 2 cores) under `-m slow`. The image
-# archs only: the sequence archs (gru) have their own tests in test_gru.py.
+
+def _build(arch: str, num_classes, **fields):
+    return build_model(ModelConfig(arch=arch, **fields), num_classes)
+
+
+def test_gru_output_does_not_depend_on_the_padding():
+    torch.manual_seed(0)
+    backbone = GRUBackbone(in_chans=4, hidden_size=8, num_layers=2).eval()
+    points = torch.cat([torch.randn(1, 3, 3), torch.ones(1, 3, 1)], dim=2)  # 3 real points
+    short = torch.cat([points, torch.zeros(1, 2, 4)], dim=1)
+    long = torch.cat([points, torch.zeros(1, 7, 4)], dim=1)
+    out = backbone(short)
+    assert out.shape == (1, 8, 1, 1)
+    assert torch.allclose(out, backbone(long), atol=1e-6)
+    model = _build("gru", 5, in_chans=4, hidden_size=8, num_layers=1)
+    assert model(long.repeat(2, 1, 1)).shape == (2, 5)
+
+
+def test_model_with_heads_outputs_the_heads_side_by_side():
+    model = _build("effnet-b0", num_classes=[168, 11, 7], in_chans=1).eval()
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 186)
+    assert [h.out_features for h in model.fc.heads] == [168, 11, 7]
+
+
 FAST_ARCHS = {"effnet-b0", "effnet-b3", "se_resnext50_32x4d", "densenet121", "resnet18", "xception", "inceptionv4"}
+
+
 ZOO = [
     a if a in FAST_ARCHS else pytest.param(a, marks=pytest.mark.slow) for a in list_archs() if a not in SEQUENCE_ARCHS
 ]
@@ -16,7 +44,7 @@ ZOO = [
 @pytest.mark.parametrize("arch", ZOO)
 @pytest.mark.parametrize("in_chans", [1, 3])
 def test_forward_shapes(arch, in_chans):
-    model = build_model(arch, num_classes=7, in_chans=in_chans).eval()
+    model = _build(arch, num_classes=7, in_chans=in_chans).eval()
     size = MIN_INPUT.get(arch, 32)
     x = torch.randn(2, in_chans, size, size)  # (N, C, H, W)
     with torch.no_grad():
@@ -36,13 +64,13 @@ def test_registry_has_required_archs():
 
 def test_unknown_arch_lists_known_names():
     with pytest.raises(ValueError) as info:
-        build_model("nope", num_classes=10)
+        _build("nope", num_classes=10)
     message = str(info.value)
     assert "'nope'" in message and "effnet-b0" in message and "densenet121" in message
 
 
 def test_effnet_batchnorm_momentum_is_pytorch_default():
-    model = build_model("effnet-b0", num_classes=10, in_chans=1)
+    model = _build("effnet-b0", num_classes=10, in_chans=1)
     momenta = {m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
     assert len(momenta) == 1 and momenta.pop() == pytest.approx(0.1)
 
@@ -75,30 +103,30 @@ def test_pretrained_path_of_library_weights_is_loaded_and_adapted(tmp_path):
     reference = EfficientNet.from_name("efficientnet-b0", image_size=None, batch_norm_momentum=0.9)
     path = tmp_path / "efficientnet-b0-imagenet.pth"
     torch.save(reference.state_dict(), path)
-    model = build_model("effnet-b0", num_classes=5, in_chans=1, pretrained=str(path))
+    model = _build("effnet-b0", num_classes=5, in_chans=1, pretrained=str(path))
     assert torch.equal(model.backbone.net._blocks[3]._project_conv.weight, reference._blocks[3]._project_conv.weight)
     assert torch.allclose(_stem(model).weight, reference._conv_stem.weight.sum(1, keepdim=True))
 
 
 def test_pretrained_path_of_own_checkpoint_round_trips(tmp_path):
-    model = build_model("densenet121", num_classes=4, in_chans=1)
+    model = _build("densenet121", num_classes=4, in_chans=1)
     path = tmp_path / "best_model.pt"
     torch.save(model.state_dict(), path)
-    loaded = build_model("densenet121", num_classes=4, in_chans=1, pretrained=str(path))
+    loaded = _build("densenet121", num_classes=4, in_chans=1, pretrained=str(path))
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name
 
 
 def test_pretrained_path_missing_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.pth"):
-        build_model("effnet-b0", num_classes=3, pretrained=str(tmp_path / "missing.pth"))
+        _build("effnet-b0", num_classes=3, pretrained=str(tmp_path / "missing.pth"))
 
 
 def test_pretrained_path_of_other_arch_is_rejected(tmp_path):
     path = tmp_path / "densenet.pth"
-    torch.save(build_model("densenet121", num_classes=3).state_dict(), path)
+    torch.save(_build("densenet121", num_classes=3).state_dict(), path)
     with pytest.raises(ValueError, match="densenet.pth"):
-        build_model("effnet-b0", num_classes=3, pretrained=str(path))
+        _build("effnet-b0", num_classes=3, pretrained=str(path))
 
 
 def test_describe_archs_counts_parameters_and_names_the_smallest_input():
@@ -111,32 +139,30 @@ def test_describe_archs_counts_parameters_and_names_the_smallest_input():
 
 def test_models_do_not_share_modules_between_builds():
     # pretrainedmodels' resnext101_32x4d builds every instance on one module-level `features` object
-    grey = build_model("resnext101_32x4d", num_classes=3, in_chans=1)
-    colour = build_model("resnext101_32x4d", num_classes=3, in_chans=3).eval()
+    grey = _build("resnext101_32x4d", num_classes=3, in_chans=1)
+    colour = _build("resnext101_32x4d", num_classes=3, in_chans=3).eval()
     with torch.no_grad():
         assert colour(torch.randn(1, 3, 32, 32)).shape == (1, 3)
     assert grey.backbone.net.features[0].in_channels == 1
 
 
 def test_bn_dropout_head_normalises_the_embedding(tmp_path):
-    model = build_model("effnet-b0", num_classes=4, in_chans=1, head="bn-dropout", drop_rate=0.3)
+    model = _build("effnet-b0", num_classes=4, in_chans=1, head="bn-dropout", drop_rate=0.3)
     assert isinstance(model.head_norm, nn.BatchNorm1d) and model.dropout.p == 0.3
     model.train()
     model(torch.randn(4, 1, 32, 32))
     assert model.head_norm.num_batches_tracked.item() == 1  # the head's BatchNorm sees the embeddings
-    torch.save(build_model("effnet-b0", num_classes=4, in_chans=1).state_dict(), tmp_path / "linear.pt")
-    reloaded = build_model(
-        "effnet-b0", num_classes=4, in_chans=1, head="bn-dropout", pretrained=str(tmp_path / "linear.pt")
-    )
+    torch.save(_build("effnet-b0", num_classes=4, in_chans=1).state_dict(), tmp_path / "linear.pt")
+    reloaded = _build("effnet-b0", num_classes=4, in_chans=1, head="bn-dropout", pretrained=str(tmp_path / "linear.pt"))
     assert reloaded.head_norm.num_batches_tracked.item() == 0  # a new head on the loaded backbone
     with pytest.raises(ValueError, match="--head 'mlp'"):
-        build_model("effnet-b0", num_classes=4, in_chans=1, head="mlp")
+        _build("effnet-b0", num_classes=4, in_chans=1, head="mlp")
 
 
 @pytest.mark.parametrize("arch", ["effnet-b0", "resnet18", "se_resnext50_32x4d"])
 def test_output_stride_keeps_a_larger_final_map_with_the_same_weights(arch):
     x = torch.randn(2, 1, 64, 64)
-    models = {s: build_model(arch, num_classes=3, in_chans=1, output_stride=s).eval() for s in (32, 16, 8)}
+    models = {s: _build(arch, num_classes=3, in_chans=1, output_stride=s).eval() for s in (32, 16, 8)}
     with torch.no_grad():
         sides = {stride: model.backbone(x).shape[-1] for stride, model in models.items()}
         models[16].load_state_dict(models[32].state_dict())  # same parameters: any weights load
@@ -147,4 +173,4 @@ def test_output_stride_keeps_a_larger_final_map_with_the_same_weights(arch):
 @pytest.mark.parametrize("arch", ["densenet121", "gru"])
 def test_output_stride_unsupported_arch_says_which_are(arch):
     with pytest.raises(ValueError, match=f"--output-stride 16: not supported for --arch {arch}.*EfficientNets"):
-        build_model(arch, num_classes=3, in_chans=4, output_stride=16)
+        _build(arch, num_classes=3, in_chans=4, output_stride=16)

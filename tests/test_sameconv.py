@@ -7,6 +7,7 @@ import torch
 from efficientnet_pytorch import EfficientNet
 from efficientnet_pytorch.utils import Conv2dDynamicSamePadding
 
+from src.config import ModelConfig
 from src.model import build_model
 from src.sameconv import CroppedSameConv2d, crop_same_convs, useful_taps
 
@@ -46,7 +47,7 @@ def test_a_one_pixel_map_keeps_only_the_centre_tap():
 
 
 def test_effnet_uses_cropped_convs_with_the_library_state_dict():
-    model = build_model("effnet-b0", num_classes=10, in_chans=1)
+    model = build_model(ModelConfig(arch="effnet-b0", in_chans=1), 10)
     convs = [m for m in model.modules() if isinstance(m, Conv2dDynamicSamePadding)]
     assert convs and all(isinstance(m, CroppedSameConv2d) for m in convs)
     library = EfficientNet.from_name("efficientnet-b0", in_channels=1, image_size=None)

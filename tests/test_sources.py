@@ -1,4 +1,5 @@
-import dataclasses
+"""Data layouts: each read into rows and uint8 images; bad files, labels, pixels and drawings named."""
+
 import json
 
 import cv2
@@ -6,20 +7,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src.config import Config
-from src.loaddata import assign_folds, load_data
-from src.sources import ArrayImages, parse_strokes, rasterize
-from tests import layouts
+from src.sources import ArrayImages, parse_strokes, rasterize, strokes_to_sequence
+from tests import helpers
+from tests.helpers import load
 
 
-def _load(**kwargs):
-    return load_data(Config(**kwargs))
+def test_strokes_become_dx_dy_pen_rows_padded_with_a_mask():
+    strokes = [np.array([[0, 0], [255, 0]]), np.array([[255, 255]])]
+    seq = strokes_to_sequence(strokes, max_strokes=3, max_stroke_length=2)
+    assert seq.shape == (6, 4) and seq.dtype == np.float32
+    expected = [[0, 0, 0, 1], [1, 0, 1, 1], [0, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    assert np.allclose(seq, expected)
+    # the caps: the first stroke only, and the first point of each stroke
+    assert np.allclose(strokes_to_sequence(strokes, 1, 2)[:, 3], [1, 1])
+    assert np.allclose(strokes_to_sequence(strokes, 2, 1)[:, :3], [[0, 0, 1], [1, 1, 1]])
 
 
 def test_image_folder_layout_reads_grey_pngs_with_their_labels(tmp_path):
-    csv, folder = layouts.image_folder(tmp_path, n=12, num_classes=3)
-    data = _load(train_csv=str(csv), image_dir=str(folder))
-    images, labels = layouts.class_images(12, 3)
+    csv, folder = helpers.image_folder(tmp_path, n=12, num_classes=3)
+    data = load(train_csv=str(csv), image_dir=str(folder))
+    images, labels = helpers.class_images(12, 3)
     assert data.in_chans == 1 and data.classes == ["c0", "c1", "c2"]
     assert np.array_equal(data.targets, labels)
     assert np.array_equal(data.source.images[5][..., 0], images[5])  # PNG is lossless
@@ -34,15 +41,15 @@ def test_image_folder_template_with_columns_and_colour_order(tmp_path):
     pd.DataFrame({"name": list("0123"), "colour": "red", "label": ["a", "b", "a", "b"]}).to_csv(
         tmp_path / "t.csv", index=False
     )
-    data = _load(
+    data = load(
         train_csv=str(tmp_path / "t.csv"), image_dir=str(tmp_path), image_template="{colour}/{id}.png", id_col="name"
     )
     assert data.in_chans == 3 and data.source.images[0][0, 0].tolist() == [200, 0, 0]
 
 
 def test_six_channel_files_stack_into_one_image(tmp_path):
-    csv, root = layouts.six_channel(tmp_path, n=6)
-    data = _load(train_csv=str(csv), image_dir=str(root), **layouts.SIX_CHANNEL)
+    csv, root = helpers.six_channel(tmp_path, n=6)
+    data = load(train_csv=str(csv), image_dir=str(root), **helpers.SIX_CHANNEL)
     image = data.source.images[0]
     assert image.shape == (16, 16, 6) and data.in_chans == 6
     background = image[image[..., 0] < 100]  # pixels outside the bright square hold 10 x channel
@@ -50,16 +57,16 @@ def test_six_channel_files_stack_into_one_image(tmp_path):
 
 
 def test_pixel_csv_layout_round_trips_the_images(tmp_path):
-    csv = layouts.pixel_csv(tmp_path, n=12)
-    data = _load(train_csv=str(csv))
-    images, labels = layouts.class_images(12, 3)
+    csv = helpers.pixel_csv(tmp_path, n=12)
+    data = load(train_csv=str(csv))
+    images, labels = helpers.class_images(12, 3)
     assert np.array_equal(data.source.images.images[..., 0], images)
     assert data.classes == ["0", "1", "2"] and np.array_equal(data.targets, labels)
 
 
 def test_parquet_layout_aligns_ids_and_reads_three_heads(tmp_path):
-    csv, pattern = layouts.parquet_multihead(tmp_path, n=12, height=12, width=16)
-    data = _load(
+    csv, pattern = helpers.parquet_multihead(tmp_path, n=12, height=12, width=16)
+    data = load(
         train_csv=str(csv),
         parquet=pattern,
         id_col="image_id",
@@ -78,8 +85,8 @@ def test_parquet_layout_aligns_ids_and_reads_three_heads(tmp_path):
 
 
 def test_strokes_layout_rasterizes_one_csv_per_class_and_caps_rows(tmp_path):
-    folder = layouts.stroke_csvs(tmp_path, per_class=10)
-    data = _load(train_csv=str(folder / "*.csv"), label_col="word", max_per_class=4, img_size=32, id_col="key_id")
+    folder = helpers.stroke_csvs(tmp_path, per_class=10)
+    data = load(train_csv=str(folder / "*.csv"), label_col="word", max_per_class=4, img_size=32, id_col="key_id")
     assert data.classes == ["cat", "house", "the sun"] and np.bincount(data.targets).tolist() == [4, 4, 4]
     image = data.source.images[0]
     assert image.shape == (32, 32, 1) and image.dtype == np.uint8 and image.max() == 255
@@ -93,61 +100,27 @@ def test_rasterize_encodes_stroke_order_as_intensity():
     assert first_row.max() == 255 and second_row.max() == 242  # the second stroke is 13 darker
 
 
-def test_folds_honour_a_fold_column_and_groups(tmp_path):
-    csv, root = layouts.six_channel(tmp_path, n=12)
-    config = Config(train_csv=str(csv), image_dir=str(root), folds=4, **layouts.SIX_CHANNEL)
-    data = load_data(config)
-    fold_of = assign_folds(data, 4, seed=0, group_col="plate")
-    plates = data.source.table["plate"].to_numpy()
-    for plate in np.unique(plates):
-        assert len(set(fold_of[plates == plate])) == 1  # no plate on both sides
-    table = pd.read_csv(csv)
-    table["fold"] = np.arange(12) % 4
-    table.to_csv(csv, index=False)
-    data = load_data(config)
-    assert assign_folds(data, 4, seed=0).tolist() == (np.arange(12) % 4).tolist()
-
-
-def test_multilabel_folds_keep_tag_frequencies(tmp_path):
-    csv, folder = layouts.planet_multilabel(tmp_path, n=24)
-    data = _load(
-        train_csv=str(csv),
-        image_dir=str(folder),
-        image_template="{id}.jpg",
-        id_col="image_name",
-        label_col="tags",
-        multilabel=True,
-    )
-    assert data.task.kind == "multilabel" and data.classes == ["clear", "haze", "primary", "water"]
-    assert data.targets.dtype == np.float32 and data.targets.sum(0).tolist() == [12, 12, 12, 6]
-    fold_of = assign_folds(data, 3, seed=0)
-    assert np.array_equal(fold_of, assign_folds(data, 3, seed=0))
-    whole = data.targets.mean(0)
-    for fold in range(3):
-        assert np.abs(data.targets[fold_of == fold].mean(0) - whole).max() <= 0.15
-
-
 def _image_csv(tmp_path, n=6):
-    csv, folder = layouts.image_folder(tmp_path, n=n, num_classes=2)
-    return dataclasses.asdict(Config(train_csv=str(csv), image_dir=str(folder))), csv, folder
+    csv, folder = helpers.image_folder(tmp_path, n=n, num_classes=2)
+    return {"train_csv": str(csv), "image_dir": str(folder)}, csv, folder
 
 
 def test_missing_image_names_the_file_and_line(tmp_path):
     options, _, folder = _image_csv(tmp_path)
     (folder / "img00003.png").unlink()
     with pytest.raises(ValueError, match=r"train.csv line 5: image file .*img00003.png not found"):
-        _load(**options)
+        load(**options)
 
 
 def test_undecodable_image_is_named_and_skip_bad_counts_it(tmp_path, caplog):
     options, _, folder = _image_csv(tmp_path)
     (folder / "img00002.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match=r"line 4: image file .*img00002.png cannot be decoded"):
-        _load(**options)
-    data = _load(**{**options, "skip_bad": True})
+        load(**options)
+    data = load(**{**options, "skip_bad": True})
     assert len(data) == 5 and "img00002" not in data.source.ids()
     assert "skipped 1 of 6 rows" in caplog.text
-    cached = _load(**{**options, "skip_bad": True, "cache": True})  # one decoding pass, kept in memory
+    cached = load(**{**options, "skip_bad": True, "cache": True})  # one decoding pass, kept in memory
     assert isinstance(cached.source.images, ArrayImages) and len(cached.source.images) == 5
     assert all(np.array_equal(cached.source.images[i], data.source.images[i]) for i in range(5))
 
@@ -165,60 +138,31 @@ def test_bad_labels_and_tables_get_clear_messages(tmp_path, edit, flags, message
     options, csv, _ = _image_csv(tmp_path)
     edit(pd.read_csv(csv)).to_csv(csv, index=False)
     with pytest.raises(ValueError, match=message):
-        _load(**{**options, **flags})
+        load(**{**options, **flags})
 
 
 def test_bad_pixels_are_named(tmp_path):
-    csv = layouts.pixel_csv(tmp_path, n=6)
+    csv = helpers.pixel_csv(tmp_path, n=6)
     table = pd.read_csv(csv)
     with pytest.raises(ValueError, match="256 pixel columns; expected height x width x channels = 16 x 15 x 1 = 240"):
-        _load(train_csv=str(csv), height=16, width=15)
+        load(train_csv=str(csv), height=16, width=15)
     table.loc[3, "pixel5"] = 300
     table.to_csv(csv, index=False)
     with pytest.raises(ValueError, match=r"line 5: pixel column pixel5 is 300"):
-        _load(train_csv=str(csv))
+        load(train_csv=str(csv))
 
 
 def test_bad_drawing_is_named(tmp_path):
-    folder = layouts.stroke_csvs(tmp_path, per_class=3)
+    folder = helpers.stroke_csvs(tmp_path, per_class=3)
     table = pd.read_csv(folder / "cat.csv")
     table.loc[1, "drawing"] = "[[1, 2"
     table.to_csv(folder / "cat.csv", index=False)
     with pytest.raises(ValueError, match=r"cat.csv line 3: drawing '\[\[1, 2' is not JSON strokes"):
-        _load(train_csv=str(folder / "*.csv"), label_col="word")
-
-
-def test_stroke_chunks_are_balanced_complete_and_trainable(tmp_path):
-    from src.tools.strokes_to_chunks import write_chunks
-
-    folder = layouts.stroke_csvs(tmp_path, per_class=10)
-    extra = pd.read_csv(folder / "cat.csv", dtype=str)
-    pd.concat([extra, extra.assign(key_id=extra["key_id"] + "b")]).to_csv(folder / "cat.csv", index=False)  # 20 cats
-    paths = write_chunks(str(folder / "*.csv"), tmp_path / "chunks", chunks=4, read_rows=7)
-    tables = [pd.read_csv(p, dtype=str) for p in paths]
-    everything = pd.concat(tables)
-    assert len(paths) == 4 and len(everything) == 40 and everything["key_id"].is_unique
-    for table in tables:  # each chunk: 5 cats and 2 or 3 of each 10-row class
-        counts = table["word"].value_counts()
-        assert counts["cat"] == 5 and set(counts[["house", "the sun"]]) <= {2, 3}
-    data = _load(train_csv=str(tmp_path / "chunks" / "train_k[01].csv"), label_col="word", img_size=32)
-    assert len(data) == len(tables[0]) + len(tables[1]) and data.classes == ["cat", "house", "the sun"]
+        load(train_csv=str(folder / "*.csv"), label_col="word")
 
 
 def test_class_list_from_a_file_keeps_unseen_classes(tmp_path):
     options, _, _ = _image_csv(tmp_path)
     (tmp_path / "classes.txt").write_text("c0\nc1\nc2\n")
-    data = _load(**{**options, "classes": str(tmp_path / "classes.txt")})
+    data = load(**{**options, "classes": str(tmp_path / "classes.txt")})
     assert data.classes == ["c0", "c1", "c2"] and data.task.num_outputs == 3  # c2 has no training rows
-
-
-def test_given_normalisation_must_match_the_channels(tmp_path):
-    from src.loaddata import build_loaders, split_indices
-
-    options, _, _ = _image_csv(tmp_path)
-    data = _load(**options)
-    train_idx, valid_idx = split_indices(assign_folds(data, 2, seed=0), 0, seed=0)
-    loaders = build_loaders(data, train_idx, valid_idx, 16, 2, mean=[0.5], std=[0.25])
-    assert loaders.mean == [0.5] and loaders.std == [0.25]
-    with pytest.raises(ValueError, match="3/3 values; the images have 1 channels"):
-        build_loaders(data, train_idx, valid_idx, 16, 2, mean=[0.5] * 3, std=[0.25] * 3)

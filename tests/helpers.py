@@ -1,4 +1,5 @@
-"""Writers of tiny competition layouts into a folder, shared by the data tests and the CLI tests."""
+"""Shared test helpers, the one module tests import besides src: tiny models and data made on the spot, writers
+of tiny competition layouts, and the flags of a tiny training run."""
 
 from __future__ import annotations
 
@@ -10,8 +11,76 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
+from torch import nn
 
+from src.config import Config
+from src.folds import assign_folds, split_indices
+from src.loaddata import Data, load_data
+from src.setup import reading
+from src.sources import ArrayImages, Source
+from src.targets import Head, Task
 from src.tools.export_digits import write_image_folder, write_pixel_csv
+
+CPU = torch.device("cpu")
+# A training run in seconds: 4% of the bundled digits (160 train images, 5 batches of 32), 32 train-eval images.
+TINY = ["--data-fraction", "0.04", "--train-eval-size", "32", "--batch-size", "32", "--no-progress"]
+
+
+class TinyClassifier(nn.Module):
+    """Averages over (H, W) and applies one linear layer: (N, C, H, W) -> (N, num_classes). No BatchNorm."""
+
+    def __init__(self, in_chans: int = 1, num_classes: int = 3):
+        super().__init__()
+        self.fc = nn.Linear(in_chans, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class TinyConvNet(nn.Module):
+    """A small conv net without BatchNorm that can fit spatial patterns."""
+
+    def __init__(self, in_chans: int = 1, num_classes: int = 3):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(in_chans, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))
+        self.fc = nn.Linear(8 * 16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).flatten(1))
+
+
+def make_blobs(n: int, num_classes: int, size: int = 16, in_chans: int = 1, seed: int = 0):
+    """Images whose class is the quadrant holding a bright square, plus noise: (n, C, size, size), (n,)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % num_classes
+    x = 0.1 * torch.randn(n, in_chans, size, size, generator=g)
+    half = size // 2
+    for i, label in enumerate(y.tolist()):
+        r, c = divmod(label % 4, 2)
+        x[i, :, r * half : (r + 1) * half, c * half : (c + 1) * half] += 1.0
+    return x, y
+
+
+def fake_data(n=120, num_classes=4, shape=(20, 20), seed=0) -> Data:
+    """Random uint8 images (n, *shape) with labels cycling through ``num_classes`` classes."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
+    labels = np.arange(n) % num_classes
+    task = Task("single", (Head("label", tuple(f"c{i}" for i in range(num_classes))),))
+    table = pd.DataFrame({"id": [str(i) for i in range(n)], "label": [f"c{i}" for i in labels]})
+    return Data(Source(table, ArrayImages(images), "fake.csv", "id"), task, labels.astype(np.int64))
+
+
+def split(data: Data, folds: int, fold: int, **kwargs):
+    """The (train, valid) row indices of ``fold`` of a seed-0 split."""
+    return split_indices(assign_folds(data, folds, seed=0), fold, seed=0, **kwargs)
+
+
+def load(**fields) -> Data:
+    """Reads data as the trainer does, from flat config fields (``train_csv=..., image_dir=...``)."""
+    config = Config.of(**fields)
+    return load_data(config.data, reading(config))
 
 
 def class_images(n: int, num_classes: int, size: int = 16, channels: int = 1, seed: int = 0):
@@ -122,3 +191,27 @@ def planet_multilabel(tmp: Path, n: int = 24) -> tuple[Path, Path]:
         cv2.imwrite(str(folder / f"train_{i}.jpg"), image)
     pd.DataFrame({"image_name": names, "tags": tags}).to_csv(tmp / "train_v2.csv", index=False)
     return tmp / "train_v2.csv", folder
+
+
+# Bengali-style heads: 3 root classes and 2 vowel classes, weighted 2:1.
+HEADS = Task("multihead", (Head("root", ("a", "b", "c")), Head("vowel", ("x", "y"))), (2.0, 1.0))
+
+
+def backbone_classifier(num_classes: int = 4):
+    """A `Classifier` on a one-conv backbone (with BatchNorm), for fine-tuning tests."""
+    from src.model import Classifier
+
+    backbone = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+    return Classifier(backbone, num_features=8, num_classes=num_classes)
+
+
+def blend_runs(rng, n=60):
+    """Targets (n,) of 3 classes and four runs' probabilities (n, 3): good, chance, right on the first half only,
+    right on the second half only."""
+    targets = rng.integers(0, 3, n)
+    onehot = np.eye(3)[targets]
+    good = 0.6 * onehot + 0.4 * rng.dirichlet(np.ones(3), n)  # mostly right
+    noisy = rng.dirichlet(np.ones(3), n)  # chance
+    left = np.where(np.arange(n)[:, None] < n // 2, 0.7 * onehot + 0.1, 1 / 3)  # right on the first half only
+    right = np.where(np.arange(n)[:, None] >= n // 2, 0.7 * onehot + 0.1, 1 / 3)
+    return targets, good, noisy, left, right

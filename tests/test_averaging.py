@@ -1,15 +1,19 @@
+"""Weight averages: EMA once per optimizer step (closed form), its warmup and decay check; SWA of epoch-end
+weights with BatchNorm statistics recomputed."""
+
 import copy
 
 import pytest
 import torch
-from ignite.engine import Events
+from ignite.engine import Engine, Events
+from torch import nn
 
-from src.engine import create_trainer
-from src.handlers import attach_ema, build_ema
+from src.averaging import attach_ema, attach_swa, build_ema, build_swa, from_epoch
+from src.config import StepConfig
+from src.engine import create_evaluator, create_trainer, make_metrics
+from src.handlers import attach_evaluation
 from src.losses import build_criterion
-from tests.conftest import TinyConvNet, make_blobs
-
-CPU = torch.device("cpu")
+from tests.helpers import CPU, TinyConvNet, make_blobs
 
 
 def _weights_after_each_optimizer_step(decay, accumulation_steps, micro_batches, warmup_steps=0):
@@ -19,7 +23,9 @@ def _weights_after_each_optimizer_step(decay, accumulation_steps, micro_batches,
     model = TinyConvNet(num_classes=3)
     initial = copy.deepcopy(model.state_dict())
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    trainer = create_trainer(model, optimizer, build_criterion("ce"), CPU, accumulation_steps=accumulation_steps)
+    trainer = create_trainer(
+        model, optimizer, build_criterion("ce"), CPU, StepConfig(accumulation_steps=accumulation_steps)
+    )
     ema = build_ema(model, decay, warmup_steps=warmup_steps)
     attach_ema(trainer, ema, accumulation_steps)
     steps = []
@@ -57,3 +63,37 @@ def test_ema_warmup_starts_from_a_copy_of_the_trained_weights():
 def test_ema_rejects_a_decay_outside_zero_one(decay):
     with pytest.raises(ValueError, match="--ema"):
         build_ema(TinyConvNet(), decay)
+
+
+def test_swa_averages_epoch_end_weights_and_recomputes_batchnorm():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2), nn.Flatten(), nn.LazyLinear(3))
+    x = torch.randn(12, 1, 4, 4) * 3 + 5
+    batches = [(x[:6], torch.zeros(6, dtype=torch.long)), (x[6:], torch.zeros(6, dtype=torch.long))]
+    model(x)  # materialise the lazy layer
+    swa = build_swa(model)
+
+    snapshots = []
+
+    def step(engine, batch):  # a fake "training step": move every weight by a known amount
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(engine.state.iteration * 0.1)
+
+    trainer = Engine(step)
+    trainer.add_event_handler(
+        Events.EPOCH_COMPLETED, lambda: snapshots.append([p.detach().clone() for p in model.parameters()])
+    )
+    evaluator = create_evaluator(swa, make_metrics(), CPU)
+    evaluated = []
+    evaluator.add_event_handler(Events.COMPLETED, lambda: evaluated.append(trainer.state.epoch))
+    attach_swa(trainer, swa, model, 2, batches, CPU)
+    attach_evaluation(trainer, {"valid_swa": (evaluator, batches)}, from_epoch(2))
+    trainer.run(batches, max_epochs=3)
+
+    averaged = [(a + b) / 2 for a, b in zip(snapshots[1], snapshots[2])]  # epochs 2 and 3 (start_epoch=2)
+    assert all(torch.allclose(p, q) for p, q in zip(swa.module.parameters(), averaged))
+    assert swa.n_averaged.item() == 2
+    conv_out = swa.module[0](x).transpose(0, 1).reshape(2, -1)  # BN input of the averaged conv, per channel
+    assert torch.allclose(swa.module[1].running_mean, conv_out.mean(1), atol=1e-4)  # update_bn: exact mean
+    assert evaluated == [2, 3] and "accuracy" in evaluator.state.metrics  # validated after each averaging

@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 
 from src.train import main
-from tests import layouts
+from tests import helpers
 
 FAST = ["--epochs", "1", "--batch-size", "8", "--train-eval-size", "8", "--img-size", "32", "--no-progress"]
 
 
 def test_all_folds_write_oof_covering_every_row_once_and_skip_finished_folds(tmp_path, capsys):
-    csv_path = layouts.pixel_csv(tmp_path, n=30)
+    csv_path = helpers.pixel_csv(tmp_path, n=30)
     flags = ["--train-csv", str(csv_path), "--folds", "3", "--fold", "all", *FAST]
     flags += ["--output-dir", str(tmp_path), "--run-name", "cv"]
     assert main(flags) == 0
@@ -40,7 +40,7 @@ def test_all_folds_write_oof_covering_every_row_once_and_skip_finished_folds(tmp
 
 
 def test_split_seed_keeps_the_folds_while_seed_changes_the_model(tmp_path):
-    csv_path = layouts.pixel_csv(tmp_path, n=30)
+    csv_path = helpers.pixel_csv(tmp_path, n=30)
     base = ["--train-csv", str(csv_path), "--folds", "3", *FAST, "--output-dir", str(tmp_path)]
 
     def run(name, *flags):

@@ -1,30 +1,35 @@
+"""Checkpoints: the best models and the last full state, resumed exactly; a crash while saving loses nothing."""
+
 import pytest
 import torch
 from ignite.engine import Events
 
+from src.checkpoints import attach_best_checkpoint, attach_last_checkpoint, resume_from
+from src.config import OptimConfig
 from src.engine import create_evaluator, create_trainer, make_metrics
-from src.handlers import History, attach_checkpoints, resume_from
+from src.evaluation import Selection
 from src.losses import build_criterion
 from src.optim import build_lr_scheduler, build_optimizer
-from src.train import find_checkpoint
-from tests.conftest import TinyConvNet, make_blobs
-
-CPU = torch.device("cpu")
+from src.rundir import find_checkpoint
+from tests.helpers import CPU, TinyConvNet, make_blobs
 
 
 def _setup(run_dir, seed=0):
     torch.manual_seed(seed)
     model = TinyConvNet(num_classes=3)
-    optimizer = build_optimizer(model, "adamw", lr=0.01, weight_decay=0.01)
-    scheduler = build_lr_scheduler("cosine", optimizer, lr=0.01, total_steps=12, warmup_steps=2)
+    optim = OptimConfig(optimizer="adamw", lr=0.01, weight_decay=0.01, scheduler="cosine")
+    optimizer = build_optimizer(model, optim)
+    scheduler = build_lr_scheduler(optimizer, optim, total_steps=12, warmup_steps=2)
     trainer = create_trainer(model, optimizer, build_criterion("ce"), CPU)
     trainer.add_event_handler(Events.ITERATION_STARTED, scheduler)
     valid = create_evaluator(model, make_metrics(), CPU)
     x, y = make_blobs(24, 3, size=8)
     batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 24, 8)]
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: valid.run(batches))
+    best = attach_best_checkpoint(trainer, valid, model, run_dir, 2, Selection("valid", "accuracy", True))
     to_save = {"trainer": trainer, "model": model, "optimizer": optimizer, "lr_scheduler": scheduler}
-    _, last = attach_checkpoints(trainer, valid, to_save, model, run_dir, n_saved=2)
+    to_save["best_checkpoint"] = best  # its list of kept files is resumed too
+    last = attach_last_checkpoint(trainer, to_save, run_dir)
     return trainer, model, optimizer, to_save, batches, last
 
 
@@ -54,27 +59,6 @@ def test_checkpoint_then_resume_continues_with_the_same_state(tmp_path):
     assert epochs_seen == [3, 4]
     assert trainer2.state.iteration == 12
     assert sorted(p.name for p in tmp_path.glob("checkpoint_*.pt")) == ["checkpoint_4.pt"]
-
-
-def test_find_checkpoint_picks_the_newest_epoch(tmp_path):
-    for epoch in (2, 10, 9):
-        torch.save({}, tmp_path / f"checkpoint_{epoch}.pt")
-    assert find_checkpoint(str(tmp_path)).name == "checkpoint_10.pt"
-
-
-def test_find_checkpoint_errors_name_the_path(tmp_path):
-    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
-        find_checkpoint(str(tmp_path))
-
-
-def test_history_round_trips_and_finds_the_best(tmp_path):
-    history = History(tmp_path / "history.csv")
-    history.record({"epoch": 1, "valid_accuracy": 0.5, "lr": 0.001})
-    history.record({"epoch": 2, "valid_accuracy": 0.9, "lr": 0.0005})
-    history.record({"epoch": 3, "valid_accuracy": 0.9, "lr": 0.0001})
-    reread = History(tmp_path / "history.csv")
-    assert reread.rows == history.rows
-    assert reread.best()["epoch"] == 2
 
 
 def test_a_crash_while_saving_leaves_the_last_checkpoint_intact(tmp_path, monkeypatch):

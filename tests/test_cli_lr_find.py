@@ -1,3 +1,5 @@
+"""python -m src.lr_find: the range swept, plot and curve saved, bad ranges named."""
+
 import pandas as pd
 import pytest
 

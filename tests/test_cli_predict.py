@@ -10,7 +10,7 @@ import pytest
 from src.predict import main as predict_main
 from src.tools.export_digits import write_competition
 from src.train import main as train_main
-from tests.layouts import class_images
+from tests.helpers import class_images
 
 
 @pytest.fixture(scope="module")

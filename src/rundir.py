@@ -1,0 +1,220 @@
+"""The run folder: every file name in it, and the functions that create, find and read those files.
+
+``experiments/<run>/`` of one fold (``--fold all`` puts one such folder per fold in ``fold<k>/`` and its own files
+beside them):
+
+| file | written by | what |
+| --- | --- | --- |
+| ``config.yaml`` | train, cv | the resolved config (`src.config.save_config`) |
+| ``classes.json`` | train | the task: kind, label columns, class lists, head weights |
+| ``folds.csv`` | train | id and fold of every row |
+| ``history.csv`` | train (`src.history`) | one row per epoch |
+| ``checkpoint_<epoch>.pt`` | train (`src.checkpoints`) | the newest full training state |
+| ``best_model_<step>_<key>=<score>.pt`` | train | the ``--n-saved`` best model weights |
+| ``swa_model_<epoch>.pt`` | train | the SWA weights (``--swa-start-epoch``) |
+| ``valid_predictions.csv``, ``summary.json`` | train | the valid fold's probabilities; the summary, written last |
+| ``oof.csv``, ``cv_summary.json`` | cv | every row's out-of-fold probabilities; the CV scores |
+| ``test_predictions.csv``, ``submission.csv`` | predict, ensemble | test probabilities; the submission |
+| ``ensemble.json`` | ensemble | the blend's weights and scores |
+| ``lr_find.csv``, ``lr_find.png`` | lr_find (its own folder) | the lr range test |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from src.config import Config, load_config_file, save_config
+from src.targets import Task
+
+CONFIG = "config.yaml"
+CLASSES = "classes.json"
+FOLDS = "folds.csv"
+HISTORY = "history.csv"
+SUMMARY = "summary.json"
+PREDICTIONS = "valid_predictions.csv"
+OOF = "oof.csv"
+CV_SUMMARY = "cv_summary.json"
+TEST_PREDICTIONS = "test_predictions.csv"
+SUBMISSION = "submission.csv"
+ENSEMBLE = "ensemble.json"
+LR_FIND_CSV = "lr_find.csv"
+LR_FIND_PLOT = "lr_find.png"
+BEST_PREFIX = "best"  # ignite's Checkpoint names its files <prefix>_model_<step>_<score name>=<score>.pt
+SWA_PREFIX = "swa"
+CHECKPOINTS = "checkpoint_*.pt"
+BEST_MODELS = "best_model_*.pt"
+
+
+def config_path(run_dir: Path) -> Path:
+    return Path(run_dir) / CONFIG
+
+
+def resolve_run_dir(resume: str | Path) -> Path:
+    """The run folder of a ``--resume`` value: the folder itself or a checkpoint file's parent."""
+    path = Path(resume)
+    return path.parent if path.is_file() else path
+
+
+def create(config: Config) -> Path | None:
+    """Creates the run folder of a single-fold run (``--resume``'s folder, or ``--output-dir/--run-name``, by default
+    ``<arch>-fold<fold>-<timestamp>``) and saves the resolved config in it; None for a dry run.
+
+    Raises:
+        ValueError: a new run's folder already holds checkpoints (they are never overwritten).
+    """
+    if config.run.dry_run:
+        return None
+    if config.run.resume:
+        run_dir = resolve_run_dir(config.run.resume)
+    else:
+        name = config.run.run_name or f"{config.model.arch}-fold{config.split.fold}-{datetime.now():%Y%m%d-%H%M%S}"
+        run_dir = Path(config.run.output_dir) / name
+        if run_dir.exists() and any(run_dir.glob("*.pt")):
+            raise ValueError(
+                f"run folder {run_dir} already holds checkpoints; pass --resume {run_dir} or another --run-name"
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(run_dir, config)
+    return run_dir
+
+
+def write_config(run_dir: Path, config: Config) -> None:
+    """Saves ``config.yaml`` without the folder-specific fields, so ``--config <run>/config.yaml`` repeats the run
+    in a new folder."""
+    save_config(config.replace(run_name=None, resume=None), config_path(run_dir))
+
+
+def read_config(run_dir: Path) -> Config:
+    """The run's saved config (flat keys of older runs included).
+
+    Raises:
+        FileNotFoundError: no ``config.yaml``.
+    """
+    if not config_path(run_dir).is_file():
+        raise FileNotFoundError(f"{run_dir}: no {CONFIG}; is it a run folder of src.train?")
+    return load_config_file(config_path(run_dir))
+
+
+def write_data_description(run_dir: Path, task: Task, ids: Sequence[str], fold_of: np.ndarray) -> None:
+    """Writes ``classes.json`` (the task; used by prediction) and ``folds.csv`` (id, fold of every row)."""
+    (run_dir / CLASSES).write_text(json.dumps(task.to_dict(), indent=1))
+    pd.DataFrame({"id": ids, "fold": fold_of}).to_csv(run_dir / FOLDS, index=False)
+
+
+def read_task(run_dir: Path) -> Task:
+    """The task saved in ``classes.json``.
+
+    Raises:
+        FileNotFoundError: no ``classes.json``.
+    """
+    path = Path(run_dir) / CLASSES
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {CLASSES}; is it a run folder of src.train?")
+    return Task.from_dict(json.loads(path.read_text()))
+
+
+def write_summary(run_dir: Path, summary: dict) -> None:
+    """Writes ``summary.json``, which marks the run as finished (`is_finished`)."""
+    (run_dir / SUMMARY).write_text(json.dumps(summary, indent=1))
+
+
+def is_finished(run_dir: Path) -> bool:
+    return (Path(run_dir) / SUMMARY).is_file()
+
+
+def _step(path: Path) -> int:
+    return int(re.findall(r"\d+", path.stem)[-1])
+
+
+def find_checkpoint(resume: str | Path) -> Path:
+    """The checkpoint to resume from: the file itself, or the newest ``checkpoint_<epoch>.pt`` of a run folder.
+
+    Raises:
+        FileNotFoundError: no such file, or a folder without checkpoints.
+    """
+    path = Path(resume)
+    if path.is_file():
+        return path
+    candidates = sorted(path.glob(CHECKPOINTS), key=_step) if path.is_dir() else []
+    if not candidates:
+        raise FileNotFoundError(f"--resume {resume}: no checkpoint file, nor a run folder holding checkpoint_*.pt")
+    return candidates[-1]
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return any(Path(run_dir).glob(CHECKPOINTS))
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    """The ``best_model_*.pt`` of ``run_dir`` with the highest score (ignite writes lower-is-better ones negated).
+
+    Raises:
+        FileNotFoundError: the folder has none.
+    """
+    candidates = list(Path(run_dir).glob(BEST_MODELS))
+    if not candidates:
+        raise FileNotFoundError(f"{run_dir}: no best_model_*.pt checkpoint; train the run (to its first epoch) first")
+    return max(candidates, key=lambda p: float(re.sub(r"\.pt$", "", p.name).rsplit("=", 1)[-1]))
+
+
+def cv_run_dir(config: Config) -> Path:
+    """The parent folder of an all-folds run: ``--resume``'s folder, ``--output-dir/--run-name``, or a new
+    ``<arch>-folds<K>-<timestamp>``."""
+    if config.run.resume:
+        return Path(config.run.resume)
+    name = config.run.run_name or f"{config.model.arch}-folds{config.split.folds}-{datetime.now():%Y%m%d-%H%M%S}"
+    return Path(config.run.output_dir) / name
+
+
+def fold_dir(run_dir: Path, fold: int) -> Path:
+    """The sub-folder ``fold<k>`` of an all-folds run."""
+    return Path(run_dir) / f"fold{fold}"
+
+
+def fold_dirs(run: Path) -> list[Path]:
+    """The fold runs of a folder: its ``fold<k>/`` sub-folders in fold order, or the folder itself."""
+    return sorted(Path(run).glob("fold[0-9]*"), key=lambda p: int(p.name[4:])) or [Path(run)]
+
+
+def lr_find_dir(config: Config) -> Path:
+    """Where the lr range test writes: ``<output-dir>/<run-name or lr_find-<arch>>``."""
+    return Path(config.run.output_dir) / (config.run.run_name or f"lr_find-{config.model.arch}")
+
+
+@dataclasses.dataclass
+class FoldRun:
+    """One trained fold: its folder, saved config, task and best checkpoint."""
+
+    run_dir: Path
+    config: Config
+    task: Task
+    checkpoint: Path
+
+
+def read_fold_runs(run: str | Path) -> list[FoldRun]:
+    """The trained folds of a run folder (``fold<k>/`` sub-folders of a ``--fold all`` run, or the folder itself).
+
+    Raises:
+        FileNotFoundError: no such folder, or a fold without its config, class list or best checkpoint.
+        ValueError: folds with different class lists.
+    """
+    run = Path(run)
+    if not run.is_dir():
+        raise FileNotFoundError(f"--run {run}: no such run folder")
+    folds = [FoldRun(d, read_config(d), read_task(d), best_checkpoint(d)) for d in fold_dirs(run)]
+    if any(f.task != folds[0].task for f in folds):
+        raise ValueError(f"--run {run}: the folds have different class lists")
+    return folds
+
+
+def first_file(run: Path, name: str) -> Path | None:
+    """The first ``name`` in ``run`` or its fold sub-folders (a run's config or class list), or None."""
+    return next(iter(sorted(Path(run).glob(f"**/{name}"))), None)

@@ -1,0 +1,127 @@
+"""What a run builds from its config before training: the device, the data and its folds, the loaders, the
+resolved config and the model. Each function documents the config fields it reads."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import torch
+
+from src.config import Config
+from src.folds import assign_folds, split_indices
+from src.loaddata import Data, Loaders, build_loaders, default_num_workers, load_data
+from src.metrics import get_metric
+from src.model import build_model, check_arch, reads_sequences
+from src.pseudo import pseudo_labelled
+from src.sources import Reading
+from src.targets import Task
+
+logger = logging.getLogger(__name__)
+DRY_RUN_FRACTION = 0.01
+
+
+def prepare(config: Config) -> Config:
+    """Checks ``arch`` before anything is read; a dry run trains one epoch.
+
+    Raises:
+        ValueError: an unknown arch (the message lists the known ones).
+    """
+    check_arch(config.model.arch)
+    return config.replace(epochs=1) if config.run.dry_run else config
+
+
+def resolve_device(name: str) -> torch.device:
+    """``--device``: 'auto' is CUDA when available, else the CPU.
+
+    Raises:
+        ValueError: CUDA asked for on a machine without it.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    return device
+
+
+def reading(config: Config) -> Reading:
+    """What the layout readers are told (`src.sources.Reading`): ``in_chans`` values per pixel, strokes rasterized
+    at ``img_size``, and point sequences for an arch that reads them."""
+    return Reading(config.model.in_chans, config.loader.img_size, reads_sequences(config.model.arch))
+
+
+def setup_data(config: Config) -> tuple[Data, np.ndarray]:
+    """Reads and checks the data (``data`` group) and assigns the folds (``split`` group, ``group_col``,
+    ``fold_col``).
+
+    Returns:
+        The data, and the fold of every row (int64 (N,)).
+
+    Raises:
+        ValueError: bad input, a metric the task cannot use, or an arch that does not read this data.
+    """
+    data = load_data(config.data, reading(config), dry_run=config.run.dry_run)
+    get_metric(config.eval.metric, data.task)  # a metric the task kind cannot use stops here
+    arch = config.model.arch
+    if reads_sequences(arch) != bool(getattr(data.source.images, "sequence", False)):
+        raise ValueError(
+            f"--arch {arch} reads QuickDraw strokes as point sequences (--layout strokes)"
+            if reads_sequences(arch)
+            else f"--arch {arch} takes images, not point sequences"
+        )
+    split = config.split
+    fold_of = assign_folds(data, split.folds, config.split_seed, config.data.group_col, config.data.fold_col)
+    return data, fold_of
+
+
+def setup_loaders(config: Config, data: Data, fold_of: np.ndarray, device: torch.device) -> Loaders:
+    """The train, train-eval and valid loaders of fold ``split.fold`` (``loader`` group; a dry run uses 1% of
+    the rows, ``data_fraction`` otherwise); pseudo-labelled test images join the train fold (``pseudo`` group).
+
+    Raises:
+        ValueError: an empty validation fold, or bad pseudo-labels.
+    """
+    fraction = DRY_RUN_FRACTION if config.run.dry_run else config.split.data_fraction
+    train_idx, valid_idx = split_indices(
+        fold_of, config.split.fold, config.split_seed, fraction=fraction, min_train=config.loader.batch_size
+    )
+    if len(valid_idx) == 0:
+        raise ValueError(f"--fold {config.split.fold}: no rows in this fold of {config.split.folds}")
+    workers = config.loader.num_workers
+    loader = dataclasses.replace(config.loader, num_workers=default_num_workers(device) if workers is None else workers)
+    extra = None
+    if config.pseudo.pseudo_labels:
+        extra = pseudo_labelled(config.pseudo, config.data, reading(config), data.task)
+    return build_loaders(data, train_idx, valid_idx, loader, config.run.seed, device.type == "cuda", extra)
+
+
+def resolve(config: Config, data: Data, loaders: Loaders) -> Config:
+    """The config with its inferred fields resolved, the one place they are: ``num_classes`` and ``in_chans``
+    from the data, ``num_workers`` as the loaders use them, and the train fold's normalisation (floats), saved
+    with the run so that prediction normalises the same way.
+
+    Raises:
+        ValueError: ``--num-classes`` below the data's classes, or ``--in-chans`` other than the images'.
+    """
+    task, model = data.task, config.model
+    if task.kind != "multihead" and model.num_classes is not None and model.num_classes < task.num_outputs:
+        raise ValueError(f"--num-classes {model.num_classes}: the data has {task.num_outputs} classes")
+    if model.in_chans is not None and model.in_chans != data.in_chans:
+        raise ValueError(f"--in-chans {model.in_chans}: the images have {data.in_chans} channels")
+    return config.replace(
+        num_classes=task.num_outputs if task.kind == "multihead" else (model.num_classes or task.num_outputs),
+        in_chans=data.in_chans,
+        num_workers=loaders.train.num_workers,
+        mean=tuple(loaders.mean) if loaders.mean else config.loader.mean,
+        std=tuple(loaders.std) if loaders.std else config.loader.std,
+    )
+
+
+def setup_model(config: Config, task: Task, device: torch.device) -> torch.nn.Module:
+    """The ``model`` group's model with one output per class (one head per label column for several heads), on
+    ``device`` in the ``channels_last`` memory format when set."""
+    num_classes = task.sizes if task.kind == "multihead" else config.model.num_classes
+    model = build_model(config.model, num_classes)
+    return model.to(device, memory_format=torch.channels_last if config.step.channels_last else torch.preserve_format)

@@ -1,0 +1,285 @@
+"""The training objects of a run, the handlers the config asks for, resuming, and the run itself.
+
+`Training` holds everything a run updates; what a checkpoint saves and a resume loads is derived from it
+(`Training.to_save`), never patched in by the functions that build it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine
+from ignite.handlers import Checkpoint, EarlyStopping, EMAHandler, ParamScheduler
+from torch.optim.swa_utils import AveragedModel
+
+from src import rundir
+from src.averaging import attach_ema, attach_swa, build_ema, build_swa, from_epoch
+from src.checkpoints import attach_best_checkpoint, attach_last_checkpoint, attach_model_file, resume_from
+from src.config import Config
+from src.engine import FeatureLoss, create_trainer, predict_logits
+from src.evaluation import Selection, compiled, validation_event
+from src.handlers import (
+    attach_early_stopping,
+    attach_evaluation,
+    attach_freezing,
+    attach_lr_scheduler,
+    attach_progress_bar,
+    attach_progressive_resizing,
+    attach_tensorboard,
+    attach_terminate_on_nan,
+    attach_training_metrics,
+    attach_validation_log,
+)
+from src.history import History, attach_history
+from src.loaddata import Data, Loaders
+from src.losses import CenterLoss, center_optimizer, task_criterion
+from src.metrics import to_probs
+from src.mixup import Mixup
+from src.oof import predictions_frame
+from src.optim import build_lr_scheduler, build_optimizer
+from src.targets import Task
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """A run's step counts, computed once (`Steps.of`).
+
+    Attributes:
+        epoch_length: iterations (micro-batches) per epoch.
+        per_epoch: optimizer steps per epoch (``epoch_length / accumulation_steps``).
+        total: optimizer steps of the whole run (what the lr schedule spans).
+        warmup: optimizer steps of the lr warmup (and of the EMA decay warmup).
+    """
+
+    epoch_length: int
+    per_epoch: float
+    total: int
+    warmup: int
+
+    @classmethod
+    def of(cls, config: Config, train_batches: int) -> Steps:
+        """From the train loader's batches, ``max_iters_per_epoch``, ``accumulation_steps``, ``epochs`` and
+        ``warmup_epochs``."""
+        cap = config.run.max_iters_per_epoch
+        epoch_length = min(train_batches, cap) if cap else train_batches
+        per_epoch = epoch_length / config.step.accumulation_steps
+        total, warmup = int(config.optim.epochs * per_epoch), int(config.optim.warmup_epochs * per_epoch)
+        return cls(epoch_length, per_epoch, total, warmup)
+
+
+@dataclasses.dataclass
+class Training:
+    """Everything a training run updates: the trainer and the objects its step and handlers change.
+
+    The handler fields (``early_stopping`` ... ``last_checkpoint``) are set once, by `attach_handlers`.
+    """
+
+    trainer: Engine
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    steps: Steps
+    selection: Selection
+    device: torch.device
+    lr_scheduler: ParamScheduler | None = None
+    mixup: Mixup | None = None
+    scaler: torch.amp.GradScaler | None = None
+    ema: EMAHandler | None = None
+    swa_model: AveragedModel | None = None
+    center_loss: CenterLoss | None = None
+    center_optimizer: torch.optim.Optimizer | None = None
+    early_stopping: EarlyStopping | None = None
+    best_checkpoint: Checkpoint | None = None
+    swa_checkpoint: Checkpoint | None = None
+    last_checkpoint: Checkpoint | None = None
+
+    def to_save(self) -> dict[str, Any]:
+        """What a checkpoint holds and a resume loads (ignite's ``to_save``): every object of the run that exists.
+        The names are the checkpoint file's keys."""
+        objects = {
+            "trainer": self.trainer,
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "lr_scheduler": self.lr_scheduler,
+            "mixup": self.mixup,
+            "ema_model": self.ema and self.ema.ema_model,
+            "swa_model": self.swa_model,
+            "center_loss": self.center_loss,
+            "center_optimizer": self.center_optimizer,
+            "scaler": self.scaler,
+            "ema_momentum_scheduler": getattr(self.ema, "momentum_scheduler", None),  # only with a warmup
+            "early_stopping": self.early_stopping,
+            "swa_checkpoint": self.swa_checkpoint,
+            "best_checkpoint": self.best_checkpoint,  # its list of kept files survives a resume
+        }
+        return {name: obj for name, obj in objects.items() if obj is not None}
+
+    def models(self) -> dict[str, torch.nn.Module]:
+        """The models to validate, by evaluator name (`src.evaluation`): the trained model on the train subset and
+        the valid fold, then the EMA and SWA weights on the valid fold when they exist."""
+        models = {"train_eval": self.model, "valid": self.model}
+        if self.ema is not None:
+            models["valid_ema"] = self.ema.ema_model
+        if self.swa_model is not None:
+            models["valid_swa"] = self.swa_model
+        return models
+
+
+def setup_training(config: Config, model: torch.nn.Module, task: Task, steps: Steps, device: torch.device) -> Training:
+    """Builds the optimizer, lr schedule, mixup, center loss, criterion, weight averages and the trainer
+    (``optim``, ``regularisation``, ``loss`` and ``step`` groups)."""
+    selection = Selection.of(config)
+    optimizer = build_optimizer(model, config.optim)
+    lr_scheduler = build_lr_scheduler(
+        optimizer, config.optim, steps.total, steps.warmup, selection.metric, selection.higher_is_better
+    )
+    regularisation = config.regularisation
+    mixup = None
+    if regularisation.mixup_alpha > 0:
+        mixup_k, num_classes = regularisation.mixup_k, config.model.num_classes
+        mixup = Mixup(regularisation.mixup_alpha, num_classes, mixup_k, seed=config.run.seed, to_soft=task.to_soft)
+    if config.step.amp == "fp16" and device.type != "cuda":
+        logger.warning("--amp fp16 needs CUDA; training in fp32 on %s", device)
+    feature_loss = None
+    if config.loss.center_loss > 0:
+        if task.kind != "single":
+            raise ValueError("--center-loss needs a single-label task (one center per class)")
+        center = CenterLoss(config.model.num_classes, model.num_features, config.loss.center_loss).to(device)
+        feature_loss = FeatureLoss(center, center_optimizer(center, config.loss.center_lr))
+    criterion = task_criterion(task, config.loss, getattr(model.fc, "margin_loss", None))
+    trainer = create_trainer(compiled(model, config), optimizer, criterion, device, config.step, mixup, feature_loss)
+    return Training(
+        trainer,
+        model,
+        optimizer,
+        steps,
+        selection,
+        device,
+        lr_scheduler=lr_scheduler,
+        mixup=mixup,
+        scaler=trainer.state.scaler if trainer.state.scaler.is_enabled() else None,
+        ema=build_ema(model, regularisation.ema, warmup_steps=steps.warmup) if regularisation.ema else None,
+        swa_model=build_swa(model) if regularisation.swa_start_epoch else None,
+        center_loss=feature_loss and feature_loss.loss,
+        center_optimizer=feature_loss and feature_loss.optimizer,
+    )
+
+
+def attach_handlers(
+    config: Config,
+    training: Training,
+    evaluators: dict[str, Engine],
+    loaders: Loaders,
+    run_dir: Path | None,
+    cleanup: contextlib.ExitStack,
+) -> History:
+    """Attaches every handler the config asks for, by event, in the order they must fire; files only with a run
+    folder. The TensorBoard logger is closed by ``cleanup``. Returns the run's history."""
+    trainer, selection = training.trainer, training.selection
+    selector = evaluators[selection.name]
+    attach_terminate_on_nan(trainer)
+    attach_training_metrics(trainer)
+    if training.ema is not None:
+        attach_ema(trainer, training.ema, config.step.accumulation_steps)
+    attach_lr_scheduler(trainer, selector, training.lr_scheduler, config.step.accumulation_steps)
+    loader_of = {"train_eval": loaders.train_eval, "valid": loaders.valid, "valid_ema": loaders.valid}
+    each_validation = {name: (evaluators[name], loader_of[name]) for name in evaluators if name in loader_of}
+    attach_evaluation(trainer, each_validation, validation_event(config, training.steps.epoch_length))
+    if training.swa_model is not None:  # after each epoch: average, BatchNorm statistics, validation
+        start = config.regularisation.swa_start_epoch
+        # the train-eval loader has its own RNG: recomputing BatchNorm statistics must not change the training run
+        attach_swa(trainer, training.swa_model, training.model, start, loaders.train_eval, training.device)
+        attach_evaluation(trainer, {"valid_swa": (evaluators["valid_swa"], loaders.valid)}, from_epoch(start))
+    if config.eval.val_every is not None:
+        attach_validation_log(trainer, selector, selection.name)
+    training.early_stopping = attach_early_stopping(
+        trainer, selector, config.eval.patience, selection.score_function(), start_epoch=config.early_stopping_start
+    )
+    history = History(run_dir / rundir.HISTORY if run_dir else None)
+    if config.optim.freeze_epochs:
+        attach_freezing(trainer, training.model, config.optim.freeze_epochs)
+    if len(config.loader.size_schedule) > 1:
+        attach_progressive_resizing(trainer, loaders, config.loader.img_size_at, config.run.seed)
+    attach_history(trainer, evaluators, training.optimizer, history, img_size=lambda: loaders.img_size)
+    if run_dir is not None:
+        attach_files(config, training, evaluators, run_dir, cleanup)
+    if config.run.progress:
+        attach_progress_bar(trainer)
+    return history
+
+
+def attach_files(
+    config: Config, training: Training, evaluators: dict[str, Engine], run_dir: Path, cleanup: contextlib.ExitStack
+) -> None:
+    """The run folder's handlers: the SWA model file, the best and last checkpoints, TensorBoard."""
+    trainer, by_iteration = training.trainer, config.eval.val_every is not None
+    if training.swa_model is not None:
+        swa_evaluator = evaluators["valid_swa"]
+        training.swa_checkpoint = attach_model_file(
+            swa_evaluator, training.swa_model.module, run_dir, rundir.SWA_PREFIX, trainer
+        )
+    best_model = training.ema.ema_model if training.ema is not None else training.model
+    training.best_checkpoint = attach_best_checkpoint(
+        trainer,
+        evaluators[training.selection.name],
+        best_model,
+        run_dir,
+        config.run.n_saved,
+        training.selection,
+        by_iteration,
+    )
+    training.last_checkpoint = attach_last_checkpoint(trainer, training.to_save(), run_dir)
+    tb_logger = attach_tensorboard(
+        trainer, evaluators, training.optimizer, run_dir, config.run.log_every, by_iteration=by_iteration
+    )
+    cleanup.enter_context(tb_logger)
+
+
+def resume(training: Training, checkpoint: Path) -> None:
+    """Loads ``checkpoint`` into the run's objects (`Training.to_save`) and its last-checkpoint handler."""
+    missing = resume_from(checkpoint, training.to_save(), training.last_checkpoint)
+    state = training.trainer.state
+    left = f" (not in the checkpoint, left fresh: {missing})" if missing else ""
+    logger.info("resumed from %s at epoch %d, iteration %d%s", checkpoint, state.epoch, state.iteration, left)
+
+
+def train(training: Training, loader, epochs: int) -> None:
+    """Runs the trainer to ``epochs`` epochs; a resumed run that has trained them all trains nothing (ignite
+    would restart it from epoch 0)."""
+    done = training.trainer.state.epoch
+    if done >= epochs:
+        logger.info(
+            "the run has already trained %d epochs of --epochs %d: nothing to train (pass a larger --epochs to "
+            "go on); writing its predictions and summary",
+            done,
+            epochs,
+        )
+        return
+    training.trainer.run(loader, max_epochs=epochs, epoch_length=training.steps.epoch_length)
+
+
+def save_valid_predictions(
+    run_dir: Path, training: Training, loaders: Loaders, data: Data, fold_of: np.ndarray, config: Config
+) -> Path:
+    """Loads the best checkpoint into the model and writes its valid-fold probabilities to
+    ``valid_predictions.csv`` (id, fold, labels, one column per class; `src.oof`). Returns the checkpoint's path."""
+    best = Path(training.best_checkpoint.last_checkpoint)  # ignite's path already holds the folder
+    training.model.load_state_dict(torch.load(best, map_location=training.device, weights_only=True))
+    logits = predict_logits(training.model, loaders.valid, training.device, config.step)
+    rows, ids = loaders.valid_rows, data.source.ids()
+    frame = predictions_frame(
+        [ids[i] for i in rows],
+        to_probs(logits, data.task),
+        data.task,
+        folds=fold_of[rows],
+        labels=data.source.table.iloc[rows],
+    )
+    frame.to_csv(run_dir / rundir.PREDICTIONS, index=False)
+    return best

@@ -1,0 +1,116 @@
+"""Losses by hand: center loss and its centers' own step, ArcFace / CosFace margins (also against
+pytorch-metric-learning), weighted heads, BCE label smoothing."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from src.config import LossConfig
+from src.losses import (
+    CenterLoss,
+    MarginSoftmaxLoss,
+    MultiHeadLoss,
+    SmoothBCEWithLogits,
+    center_optimizer,
+    task_criterion,
+)
+from src.model import Classifier, CosineHead
+from src.targets import Head, Task
+from tests.helpers import HEADS
+
+
+def _loss(weight: float) -> CenterLoss:
+    loss = CenterLoss(num_classes=2, num_features=2, weight=weight)
+    with torch.no_grad():
+        loss.centers.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
+    return loss
+
+
+def test_center_loss_by_hand():
+    features = torch.tensor([[3.0, 4.0], [1.0, 2.0], [0.0, 0.0]])
+    target = torch.tensor([0, 1, 1])
+    # squared distances to the own center: 25, 1, 2 -> weight * 1/2 * mean = 0.1 * 0.5 * 28 / 3
+    assert _loss(0.1)(features, target).item() == pytest.approx(0.1 * 0.5 * 28 / 3)
+    soft = torch.tensor([[0.7, 0.3], [0.2, 0.8], [0.4, 0.6]])  # mixup targets: the dominant class counts
+    assert _loss(0.1)(features, soft).item() == pytest.approx(0.1 * 0.5 * 28 / 3)
+
+
+@pytest.mark.parametrize("weight", [0.01, 1.0])
+def test_centers_move_by_alpha_whatever_the_weight(weight):
+    features = torch.tensor([[3.0, 4.0], [1.0, 2.0], [0.0, 0.0]])
+    target = torch.tensor([0, 1, 1])
+    loss = _loss(weight)
+    optimizer = center_optimizer(loss, lr=0.5)
+    loss(features, target).backward()
+    optimizer.step()
+    # c_j -= alpha / N * sum_{i: y_i = j} (c_j - x_i), N = 3
+    step = 0.5 / 3
+    expected = torch.tensor([[step * 3.0, step * 4.0], [1.0 - step * (0.0 + 1.0), 1.0 - step * (-1.0 + 1.0)]])
+    assert torch.allclose(loss.centers.detach(), expected)
+
+
+def _unit_head(kind: str, margin: float, scale: float) -> CosineHead:
+    """Two classes whose weights are the unit vectors e1, e2: the cosines of an embedding (cos a, sin a)
+    with the classes are cos a and sin a."""
+    head = CosineHead(2, 2, kind, margin=margin, scale=scale)
+    with torch.no_grad():
+        head.margin_loss.W.copy_(torch.eye(2))  # pytorch-metric-learning keeps W as (embedding_size, num_classes)
+    return head
+
+
+@pytest.mark.parametrize("kind", ["arcface", "cosface"])
+def test_margin_loss_by_hand(kind):
+    a = math.radians(30)
+    scale, margin = 10.0, (20.0 if kind == "arcface" else 0.2)
+    head = _unit_head(kind, margin, scale)
+    x = torch.tensor([[math.cos(a), math.sin(a)]])  # 30 degrees from class 0, 60 from class 1
+    logits = head(x)
+    assert torch.allclose(logits, scale * torch.tensor([[math.cos(a), math.sin(a)]]), atol=1e-5)
+
+    target_logit = math.cos(a + math.radians(margin)) if kind == "arcface" else math.cos(a) - margin
+    z0, z1 = scale * target_logit, scale * math.sin(a)
+    expected = -z0 + math.log(math.exp(z0) + math.exp(z1))  # cross entropy with the margin on class 0
+    loss = MarginSoftmaxLoss(head.margin_loss)(logits, torch.tensor([0]))
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert loss.item() > F.cross_entropy(logits, torch.tensor([0])).item()  # the margin makes it harder
+
+
+@pytest.mark.parametrize("kind", ["arcface", "cosface"])
+def test_margin_loss_equals_the_library_loss_on_embeddings(kind):
+    torch.manual_seed(0)
+    head = CosineHead(8, 5, kind)
+    x, y = torch.randn(16, 8), torch.randint(0, 5, (16,))
+    ours = MarginSoftmaxLoss(head.margin_loss)(head(x), y)
+    assert ours.item() == pytest.approx(head.margin_loss(x, y).item(), rel=1e-5)
+    soft = MarginSoftmaxLoss(head.margin_loss)(head(x), F.one_hot(y, 5).float())  # mixup's soft targets
+    assert soft.item() == pytest.approx(ours.item(), rel=1e-5)
+
+
+def test_margin_head_refuses_several_heads_and_other_losses():
+    with pytest.raises(ValueError, match="margin heads"):
+        Classifier(nn.Identity(), 4, [3, 2], head="arcface")
+    task = Task("single", (Head("label", ("a", "b")),))
+    with pytest.raises(ValueError, match="--loss ce"):
+        task_criterion(task, LossConfig(loss="focal"), CosineHead(4, 2, "arcface").margin_loss)
+
+
+def test_multihead_cross_entropy_is_the_weighted_mean_of_the_heads():
+    logits = torch.tensor([[2.0, 0.0, 0.0, 0.0, 1.0]])
+    loss = MultiHeadLoss([3, 2], [2.0, 1.0])(logits, torch.tensor([[0, 1]]))
+    root = -math.log(math.exp(2) / (math.exp(2) + 2))  # head 1: class 0 of logits (2, 0, 0)
+    vowel = -math.log(math.e / (1 + math.e))  # head 2: class 1 of logits (0, 1)
+    assert loss.item() == pytest.approx((2 * root + vowel) / 3, rel=1e-6)
+    soft = HEADS.to_soft(torch.tensor([[0, 1]]))
+    plain = LossConfig(label_smoothing=0.0)
+    assert task_criterion(HEADS, plain)(logits, soft).item() == pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_bce_label_smoothing_moves_targets_towards_one_half():
+    logits, target = torch.tensor([[0.0, 2.0]]), torch.tensor([[1.0, 0.0]])
+    loss = SmoothBCEWithLogits(label_smoothing=0.2)(logits, target)
+    sig = 1 / (1 + math.exp(-2))
+    by_hand = (math.log(2) + -(0.1 * math.log(sig) + 0.9 * math.log(1 - sig))) / 2  # targets 0.9 and 0.1
+    assert loss.item() == pytest.approx(by_hand, rel=1e-6)

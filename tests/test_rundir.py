@@ -1,0 +1,51 @@
+"""The run folder: finding checkpoints, the best model, fold folders, and never overwriting a run."""
+
+import pytest
+import torch
+
+from src import rundir
+from src.config import Config
+from src.rundir import best_checkpoint, find_checkpoint, fold_dirs
+
+
+def test_find_checkpoint_picks_the_newest_epoch(tmp_path):
+    for epoch in (2, 10, 9):
+        torch.save({}, tmp_path / f"checkpoint_{epoch}.pt")
+    assert find_checkpoint(str(tmp_path)).name == "checkpoint_10.pt"
+
+
+def test_find_checkpoint_errors_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        find_checkpoint(str(tmp_path))
+
+
+def test_best_checkpoint_has_the_highest_score_and_lower_is_better_scores_are_negated(tmp_path):
+    for name in ("best_model_3_valid_accuracy=0.9100.pt", "best_model_5_valid_accuracy=0.9300.pt"):
+        torch.save({}, tmp_path / name)
+    assert best_checkpoint(tmp_path).name == "best_model_5_valid_accuracy=0.9300.pt"
+    losses = tmp_path / "loss"
+    losses.mkdir()
+    for name in ("best_model_2_valid_log_loss=-0.3000.pt", "best_model_4_valid_log_loss=-0.2000.pt"):
+        torch.save({}, losses / name)
+    assert best_checkpoint(losses).name == "best_model_4_valid_log_loss=-0.2000.pt"  # the lower loss
+    with pytest.raises(FileNotFoundError, match="no best_model"):
+        best_checkpoint(tmp_path / "loss" / "nowhere")
+
+
+def test_fold_folders_in_fold_order_or_the_run_itself(tmp_path):
+    for k in (10, 2, 0):
+        (tmp_path / f"fold{k}").mkdir()
+    assert [p.name for p in fold_dirs(tmp_path)] == ["fold0", "fold2", "fold10"]
+    assert fold_dirs(tmp_path / "fold0") == [tmp_path / "fold0"]
+
+
+def test_create_saves_the_config_without_its_folder_and_never_reuses_a_trained_folder(tmp_path):
+    config = Config.of(output_dir=str(tmp_path), run_name="r", arch="resnet18", in_chans=1)
+    run_dir = rundir.create(config)
+    assert run_dir == tmp_path / "r"
+    saved = rundir.read_config(run_dir)
+    assert saved.model.arch == "resnet18" and saved.run.run_name is None and saved.run.resume is None
+    torch.save({}, run_dir / "checkpoint_1.pt")
+    with pytest.raises(ValueError, match="already holds checkpoints; pass --resume"):
+        rundir.create(config)
+    assert rundir.create(config.replace(dry_run=True)) is None
