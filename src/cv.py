@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from src import rundir
-from src.config import Config, save_config
+from src.config import Config
 from src.metrics import score
 from src.oof import read_predictions
 
@@ -40,7 +40,7 @@ def run_all_folds(config: Config, train_fold: Callable[[Config], object]) -> dic
     """
     run_dir = rundir.cv_run_dir(config)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config.replace(run_name=None, resume=None), rundir.config_path(run_dir))
+    rundir.write_config(run_dir, config)
     folds = config.split.folds
     for fold in range(folds):
         if rundir.is_finished(rundir.fold_dir(run_dir, fold)):

@@ -142,7 +142,10 @@ def ensemble(args: EnsembleConfig) -> dict:
             raise ValueError(f"{run}: its class list differs from {runs[0]}'s; blend runs of the same task")
     frame, order, probs = aligned([run / rundir.OOF for run in runs], task, "OOF")
     targets = task.encode(frame, where=str(runs[0] / rundir.OOF))
-    config = load_config_file(rundir.first_file(runs[0], rundir.CONFIG))
+    config_file = rundir.first_file(runs[0], rundir.CONFIG)
+    if config_file is None:
+        raise FileNotFoundError(f"{runs[0]}: no {rundir.CONFIG}; ensembles take finished --fold all runs")
+    config = load_config_file(config_file)
     metric, threshold = args.metric or config.eval.metric, config.eval.threshold
     if args.weights == "auto":
         weights = fit_weights(probs, targets, task, metric, args.method, threshold)
