@@ -2,12 +2,14 @@
 
 Files are written to a temporary name and renamed, and a replaced file is removed only after its successor is
 complete (`SafeDiskSaver`), so a crash or Ctrl-C never leaves a broken checkpoint. File names: `src.rundir`.
+With several processes every one keeps the same handlers (and lists of files); rank 0 writes the files.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver, global_step_from_engine
@@ -32,10 +34,10 @@ class SafeDiskSaver(DiskSaver):
         self._pending.append(filename)
 
     def __call__(self, checkpoint, filename: str, metadata=None) -> None:
-        super().__call__(checkpoint, filename, metadata)
+        super().__call__(checkpoint, filename, metadata)  # writes in the process of rank save_on_rank only
         while self._pending:
             name = self._pending.pop()
-            if name != filename:  # re-saving under the same name has already replaced it atomically
+            if name != filename and idist.get_rank() == self.save_on_rank:  # same name: already replaced
                 (self.dirname / name).unlink(missing_ok=True)
 
 

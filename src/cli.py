@@ -22,6 +22,7 @@ import tyro
 from ignite.utils import setup_logger
 
 from src.config import Config, deferred_checks, load_config_file
+from src.distributed import launched_rank
 from src.rundir import config_path, resolve_run_dir
 
 T = TypeVar("T")
@@ -66,11 +67,12 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
 
 
 def setup_logging() -> None:
-    """Logs the ``src`` package's INFO messages to stderr (ignite's `setup_logger`); modules log through
-    ``logging.getLogger(__name__)``. The records still reach the root logger's handlers (pytest's, a notebook's):
-    ignite turns propagation off, which would hide them there."""
+    """Logs the ``src`` package's INFO messages to stderr (ignite's `setup_logger`), in the process of rank 0 only
+    under torchrun; modules log through ``logging.getLogger(__name__)``. The records still reach the root
+    logger's handlers (pytest's, a notebook's): ignite turns propagation off, which would hide them there."""
+    rank = launched_rank()  # the process group does not exist yet
     # reset: the modules' loggers already exist, and ignite leaves an existing logger without a handler otherwise
-    setup_logger("src", level=logging.INFO, reset=True).propagate = True
+    setup_logger("src", level=logging.INFO, distributed_rank=rank, reset=True).propagate = rank == 0
 
 
 def run_cli(command: Callable[[], object], interrupted: str = "interrupted") -> int:

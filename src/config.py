@@ -291,7 +291,8 @@ class LoaderConfig(_Group):
     aug: str = "light"
     """Train-time augmentation: a preset ('none', 'light', 'medium', 'heavy') or an albumentations YAML/JSON file."""
     batch_size: int = 64
-    """Micro-batch size (images per forward pass)."""
+    """Micro-batch size (images per forward pass), over all processes: under torchrun each of N processes takes
+    batch_size / N, so the update and the lr mean the same with any number of processes."""
     num_workers: int | None = None
     """DataLoader worker processes; None: 0 on CPU (the cores are busier training), min(8, cores) on CUDA."""
     train_eval_size: int = 1000
@@ -373,6 +374,9 @@ class StepConfig(_Group):
     compile: bool = False
     """torch.compile the model for training and evaluation (the first steps compile; no gain on CPU, see NOTES.md).
     Checkpoints hold the plain model's weights."""
+    sync_bn: bool = False
+    """With several processes (torchrun), BatchNorm layers normalise with the statistics of the global batch
+    (SyncBatchNorm) instead of each process's share."""
 
     def check(self) -> None:
         ok = self.accumulation_steps >= 1
@@ -478,7 +482,8 @@ class RunConfig(_Group):
     device: str = "auto"
     """'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'."""
     log_every: int = 1
-    """Log the training loss and lr to TensorBoard every this many iterations."""
+    """Read the training loss every this many iterations: TensorBoard's loss and lr, the progress bar, the stop on a
+    NaN loss. Each read waits for the GPU; raise it (e.g. 20) for fast GPU steps."""
     max_iters_per_epoch: int | None = None
     """Debug cap on the training iterations per epoch."""
     dry_run: bool = False

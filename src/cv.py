@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from src import rundir
+from src import distributed, rundir
 from src.config import Config
 from src.metrics import score
 from src.oof import read_predictions
@@ -39,8 +39,9 @@ def run_all_folds(config: Config, train_fold: Callable[[Config], object]) -> dic
         The cross-validation summary: metric, per-fold scores, mean, std, OOF score, run folder.
     """
     run_dir = rundir.cv_run_dir(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.write_config(run_dir, config)
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rundir.write_config(run_dir, config)
     folds = config.split.folds
     for fold in range(folds):
         if rundir.is_finished(rundir.fold_dir(run_dir, fold)):
@@ -48,12 +49,12 @@ def run_all_folds(config: Config, train_fold: Callable[[Config], object]) -> dic
             continue
         train_fold(fold_config(config, run_dir, fold))
 
+    distributed.barrier()  # rank 0 has written every fold's predictions
     task = rundir.read_task(rundir.fold_dir(run_dir, 0))
     metric, threshold = config.eval.metric, config.eval.threshold
     predictions = [read_predictions(rundir.fold_dir(run_dir, k) / rundir.PREDICTIONS, task) for k in range(folds)]
     fold_scores = [score(metric, probs, targets, task, threshold) for _, probs, targets in predictions]
     oof = pd.concat([frame for frame, _, _ in predictions], ignore_index=True)
-    oof.to_csv(run_dir / rundir.OOF, index=False)
     probs, targets = (np.concatenate([fold[i] for fold in predictions]) for i in (1, 2))
     summary = {
         "metric": metric,
@@ -64,6 +65,9 @@ def run_all_folds(config: Config, train_fold: Callable[[Config], object]) -> dic
         "oof_rows": len(oof),
         "run_dir": str(run_dir),
     }
+    if not distributed.is_main():
+        return summary
+    oof.to_csv(run_dir / rundir.OOF, index=False)
     (run_dir / rundir.CV_SUMMARY).write_text(json.dumps(summary, indent=1))
     per_fold = " ".join(f"{s:.4f}" for s in fold_scores)
     print(

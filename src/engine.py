@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable
 from typing import NamedTuple
@@ -123,44 +124,57 @@ def create_trainer(
             ``bf16``), channels-last inputs; None: the CLI defaults (fp32, channels-last).
         mixup: optional callable (x, y) -> (mixed x, soft targets (N, num_classes)).
         feature_loss: optional loss of (embeddings (N, num_features), targets) added to the criterion; the model
-            must then have ``forward_features`` and ``forward_head``.
+            must then return ``(logits, embeddings)`` when called with ``return_features=True``.
 
     Returns:
-        An `Engine` whose step returns ``{"loss": float}``, the un-divided loss of the micro-batch. Its grad scaler
-        is ``trainer.state.scaler`` (ignite's `create_supervised_trainer` convention), enabled for fp16 on CUDA.
+        An `Engine` whose step returns ``{"loss": tensor}``, the un-divided loss of the micro-batch, left on the
+        device (reading it waits for the step). Its grad scaler is ``trainer.state.scaler`` (ignite's
+        `create_supervised_trainer` convention), enabled for fp16 on CUDA. A DistributedDataParallel model
+        synchronises its gradients only on the last micro-batch of each window (``no_sync``).
     """
     step = step or StepConfig()
     dtype = autocast_dtype(step.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=step.amp == "fp16" and device.type == "cuda")
     optimizers = [optimizer] if feature_loss is None else [optimizer, feature_loss.optimizer]
 
-    def train_step(engine: Engine, batch) -> dict[str, float]:
+    no_sync = getattr(model, "no_sync", None)  # DistributedDataParallel
+
+    def train_step(engine: Engine, batch) -> dict[str, torch.Tensor]:
         model.train()
         x, y = to_device(batch, device, step.channels_last)  # (N, C, H, W), (N,)
         if mixup is not None:
             x, y = mixup(x, y)  # y: (N, num_classes) soft targets
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            if feature_loss is None:
-                y_pred = model(x)  # (N, num_classes)
-                loss = criterion(y_pred, y)
-            else:
-                features = model.forward_features(x)  # (N, num_features)
-                loss = criterion(model.forward_head(features), y) + feature_loss.loss(features, y)
-        scaler.scale(loss / step.accumulation_steps).backward()
-        if engine.state.iteration % step.accumulation_steps == 0:
-            if step.clip_grad_norm is not None:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), step.clip_grad_norm)
-            for opt in optimizers:
-                scaler.step(opt)
-            scaler.update()
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-        return {"loss": loss.item()}
+        window_ends = engine.state.iteration % step.accumulation_steps == 0
+        with contextlib.nullcontext() if window_ends or no_sync is None else no_sync():
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                if feature_loss is None:
+                    loss = criterion(model(x), y)  # logits (N, num_classes)
+                else:
+                    y_pred, features = model(x, return_features=True)  # (N, num_classes), (N, num_features)
+                    loss = criterion(y_pred, y) + feature_loss.loss(features, y)
+            scaler.scale(loss / step.accumulation_steps).backward()
+        if window_ends:
+            _step_optimizers(model, optimizers, scaler, step.clip_grad_norm)
+        return {"loss": loss.detach()}
 
     trainer = Engine(train_step)
     trainer.state.scaler = scaler
     return trainer
+
+
+def _step_optimizers(
+    model: nn.Module, optimizers: list[torch.optim.Optimizer], scaler: torch.amp.GradScaler, clip: float | None
+) -> None:
+    """Clips the model's gradients (after unscaling) to global L2 norm ``clip``, steps the optimizers through the
+    grad scaler, and zeroes the gradients."""
+    if clip is not None:
+        scaler.unscale_(optimizers[0])
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    for opt in optimizers:
+        scaler.step(opt)
+    scaler.update()
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
 
 
 def make_metrics(task: Task | None = None) -> dict[str, Metric]:

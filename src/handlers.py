@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import (
@@ -20,18 +21,19 @@ from ignite.handlers import (
     TerminateOnNan,
     global_step_from_engine,
 )
-from ignite.metrics import Average, RunningAverage
+from ignite.metrics import Average
+from torch.utils.data import DistributedSampler
 
+from src import distributed
 from src.engine import window_start_filter
 from src.optim import set_backbone_trainable
 
 logger = logging.getLogger(__name__)
 
 
-def attach_training_metrics(trainer: Engine) -> None:
-    """Running average of the loss (for the progress bar) and the epoch mean (for the history)."""
-    RunningAverage(output_transform=lambda out: out["loss"]).attach(trainer, "running_loss")
-    Average(output_transform=lambda out: out["loss"]).attach(trainer, "loss")
+def attach_training_metrics(trainer: Engine, device: torch.device | str = "cpu") -> None:
+    """The epoch's mean loss (for the history; over all processes), summed on ``device`` without waiting for it."""
+    Average(output_transform=lambda out: out["loss"], device=device).attach(trainer, "loss")
 
 
 def attach_lr_scheduler(
@@ -46,6 +48,12 @@ def attach_lr_scheduler(
         trainer.add_event_handler(
             Events.ITERATION_STARTED(event_filter=window_start_filter(accumulation_steps)), lr_scheduler
         )
+
+
+def attach_set_epoch(trainer: Engine, loader) -> None:
+    """Tells a `DistributedSampler` the epoch at each epoch start, so every epoch has its own shuffle."""
+    if isinstance(loader.sampler, DistributedSampler):
+        trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: loader.sampler.set_epoch(engine.state.epoch - 1))
 
 
 def attach_evaluation(trainer: Engine, evaluators: dict[str, tuple[Engine, object]], every: Events) -> None:
@@ -163,9 +171,26 @@ def attach_tensorboard(
     return tb_logger
 
 
-def attach_progress_bar(trainer: Engine) -> None:
-    ProgressBar(persist=False).attach(trainer, metric_names=["running_loss"])
+def attach_progress_bar(trainer: Engine, every: int = 1) -> None:
+    """ignite's progress bar, showing the micro-batch loss every ``every`` iterations (each read waits for the
+    device)."""
+    ProgressBar(persist=False).attach(
+        trainer, output_transform=lambda out: {"loss": out["loss"]}, event_name=Events.ITERATION_COMPLETED(every=every)
+    )
 
 
-def attach_terminate_on_nan(trainer: Engine) -> None:
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+def attach_terminate_on_nan(trainer: Engine, every: int = 1) -> None:
+    """Stops training when the loss is NaN or infinite, checked every ``every`` iterations (ignite's
+    `TerminateOnNan`; with several processes all stop together when any one's loss is not finite, or the others
+    would wait for it forever)."""
+    if distributed.world_size() == 1:
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(every=every), TerminateOnNan())
+        return
+
+    def check(engine: Engine) -> None:
+        finite = torch.isfinite(engine.state.output["loss"]).all().float()
+        if idist.all_reduce(finite, op="MIN").item() == 0:
+            logger.warning("iteration %d: the loss is not finite in a process; stopping", engine.state.iteration)
+            engine.terminate()
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=every), check)

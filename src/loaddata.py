@@ -12,10 +12,12 @@ import os
 from collections.abc import Callable
 
 import albumentations as A
+import ignite.distributed as idist
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from src import distributed
 from src.augmentations import build_transforms
 from src.config import DataConfig, LoaderConfig
 from src.sources import ArrayImages, ConcatImages, Reading, Source, decode_all, in_memory, read_digits, read_source
@@ -150,8 +152,10 @@ class SequenceToTensor:
 
 
 def default_num_workers(device: torch.device) -> int:
-    """0 on CPU (decoding in the training process leaves the cores to the model), min(8, cores) on CUDA."""
-    return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+    """0 on CPU (decoding in the training process leaves the cores to the model); on CUDA min(8, the cores per
+    process on this machine)."""
+    cores = (os.cpu_count() or 1) // idist.get_nproc_per_node()
+    return max(min(8, cores), 1) if device.type == "cuda" else 0
 
 
 def channel_stats(images, rows: np.ndarray | None = None, max_images: int = 5000, seed: int = 0):
@@ -194,23 +198,27 @@ def take_subset(indices: np.ndarray, size: int, seed: int) -> np.ndarray:
 
 @dataclasses.dataclass
 class Loaders:
+    """A run's loaders. With several processes each has its share: the train loader samples a shuffled share
+    (`DistributedSampler`), the evaluation loaders read one contiguous block of their rows (`src.distributed`)."""
+
     train: DataLoader  # train fold, train-time augmentation, shuffled
     train_eval: DataLoader  # fixed subset of the train fold, valid-time transforms
     valid: DataLoader  # valid fold, valid-time transforms
+    bn: DataLoader  # the whole train-eval subset in every process (SWA recomputes BatchNorm statistics on it)
     mean: list[float]
     std: list[float]
     img_size: int  # the side the pipelines currently resize to, pixels
-    valid_rows: np.ndarray  # the data rows of the valid loader, in its order
+    valid_rows: np.ndarray  # the data rows of the whole valid fold, in the order of the gathered predictions
     transforms: Callable[[int, int], tuple[A.Compose, A.Compose]]  # (img_size, seed) -> (train, eval) pipelines
 
     def set_img_size(self, img_size: int, seed: int) -> None:
-        """Switches all three loaders to ``img_size`` (progressive resizing), with the train augmentation
+        """Switches every loader to ``img_size`` (progressive resizing), with the train augmentation
         re-seeded by ``seed``. Takes effect at the next iterator, so call it before an epoch starts; the
-        loaders must not keep persistent workers (see `build_loaders`' ``resizable``)."""
+        loaders must not keep persistent workers (see `build_loaders`)."""
         train_tf, eval_tf = self.transforms(img_size, seed)
         self.train.dataset.transform = train_tf
-        self.train_eval.dataset.transform = eval_tf
-        self.valid.dataset.transform = eval_tf
+        for loader in (self.train_eval, self.valid, self.bn):
+            loader.dataset.transform = eval_tf
         self.img_size = img_size
 
 
@@ -245,6 +253,7 @@ def build_loaders(
     Raises:
         ValueError: ``--mean``/``--std`` with another number of values than the images have channels.
     """
+    processes = _check_shares(config.batch_size, len(train_idx), len(valid_idx))
     mean, std, transforms = _pipelines(data, train_idx, config, seed)
     train_tf, eval_tf = transforms(config.img_size_at(0), seed)
     eval_idx = take_subset(train_idx, config.train_eval_size, seed) if config.train_eval_size else train_idx
@@ -253,23 +262,41 @@ def build_loaders(
     common = dict(num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0 and not resizable)
 
     train_set = _dataset(data, train_idx, train_tf, extra_train)
-    train = DataLoader(
-        train_set,
-        batch_size=min(config.batch_size, len(train_set)),
-        shuffle=True,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(seed),
-        **common,
-    )
+    batch_size = max(min(config.batch_size, len(train_set)) // processes, 1)  # this process's share
+    sampling = dict(shuffle=True)
+    if processes > 1:  # the same permutation in every process (seed), each taking its share of it
+        sampling = dict(sampler=DistributedSampler(train_set, shuffle=True, seed=seed, drop_last=True))
+    generator = torch.Generator().manual_seed(seed)
+    train = DataLoader(train_set, batch_size, drop_last=True, generator=generator, **sampling, **common)
+
     # Each evaluation loader owns a generator: creating a loader's iterator draws a worker base seed from
     # the loader's generator, or from the global RNG without one, and a draw from the global RNG would make
     # the training run (dropout, drop-path) depend on how many evaluations are attached.
-    generators = (torch.Generator().manual_seed(seed) for _ in range(2))
-    train_eval, valid = (
-        DataLoader(_dataset(data, indices, eval_tf), 4 * config.batch_size, generator=generator, **common)
-        for indices, generator in zip((eval_idx, valid_idx), generators)
-    )
-    return Loaders(train, train_eval, valid, mean, std, config.img_size_at(0), np.asarray(valid_idx), transforms)
+    def evaluation(rows: np.ndarray) -> DataLoader:
+        eval_batch_size = 4 * (config.batch_size // processes)
+        generator = torch.Generator().manual_seed(seed)
+        return DataLoader(_dataset(data, rows, eval_tf), eval_batch_size, generator=generator, **common)
+
+    train_eval, valid = evaluation(distributed.shard(eval_idx)), evaluation(distributed.shard(valid_idx))
+    bn = train_eval if processes == 1 else evaluation(eval_idx)
+    size = config.img_size_at(0)
+    return Loaders(train, train_eval, valid, bn, mean, std, size, np.asarray(valid_idx), transforms)
+
+
+def _check_shares(batch_size: int, train_rows: int, valid_rows: int) -> int:
+    """The number of processes, after checking that they can share the batch and the rows.
+
+    Raises:
+        ValueError: a batch size that is not a multiple of the processes, or fewer rows than processes.
+    """
+    processes = distributed.world_size()
+    if batch_size % processes:
+        raise ValueError(
+            f"--batch-size {batch_size}: the batch over all {processes} processes; expected a multiple of {processes}"
+        )
+    if min(train_rows, valid_rows) < processes:
+        raise ValueError(f"{train_rows} train / {valid_rows} valid rows cannot be shared by {processes} processes")
+    return processes
 
 
 def _dataset(data: Data, rows: np.ndarray, transform, extra: tuple | None = None) -> ImageDataset:
@@ -299,8 +326,9 @@ def _pipelines(data: Data, train_idx: np.ndarray, config: LoaderConfig, seed: in
         raise ValueError(f"--mean/--std give {len(mean)}/{len(std)} values; the images have {data.in_chans} channels")
 
     def images(size: int, seed: int) -> tuple[A.Compose, A.Compose]:
+        augment_seed = seed + distributed.rank()  # processes augment their shares with different draws
         return (
-            build_transforms(size, mean, std, aug=config.aug, seed=seed, resize_mode=config.resize_mode),
+            build_transforms(size, mean, std, aug=config.aug, seed=augment_seed, resize_mode=config.resize_mode),
             build_transforms(size, mean, std, aug="none", resize_mode=config.resize_mode),
         )
 

@@ -34,6 +34,7 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
+from src import distributed
 from src.targets import Task
 
 
@@ -185,10 +186,25 @@ def score(name: str, probs: np.ndarray, targets: np.ndarray, task: Task, thresho
 
 
 def ignite_metric(name: str, task: Task, threshold: float = 0.5) -> EpochMetric:
-    """An ignite metric computing ``name`` over a whole evaluation pass of (logits, targets) outputs."""
+    """An ignite metric computing ``name`` over a whole evaluation pass of (logits, targets) outputs; with several
+    processes, over every process's rows (`GatheredEpochMetric`)."""
     spec = get_metric(name, task)
 
     def compute(y_pred: torch.Tensor, y: torch.Tensor) -> float:
         return spec.fn(to_probs(y_pred, task), y.cpu().numpy(), task, threshold)
 
-    return EpochMetric(compute, check_compute_fn=False)
+    return GatheredEpochMetric(compute, check_compute_fn=False)
+
+
+class GatheredEpochMetric(EpochMetric):
+    """ignite's `EpochMetric`, computed on the predictions of every process however many each has
+    (`src.distributed.gather_rows`; ignite's gathers equal shapes only, i.e. a padded evaluation)."""
+
+    def compute(self) -> float:
+        if distributed.world_size() == 1:
+            return super().compute()
+        if self._result is None:
+            predictions = distributed.gather_rows(torch.cat(self._predictions))
+            targets = distributed.gather_rows(torch.cat(self._targets))
+            self._result = self.compute_fn(predictions, targets)  # the same rows, the same value, in every process
+        return self._result

@@ -138,8 +138,12 @@ class Classifier(nn.Module):
         """(N, num_features) -> logits (N, num_classes)."""
         return self.fc(self.dropout(self.head_norm(features)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        """(N, C, H, W) -> logits (N, num_classes), or (logits, embedding (N, num_features)) with
+        ``return_features`` (one call, so that DistributedDataParallel sees it)."""
+        features = self.forward_features(x)
+        logits = self.forward_head(features)
+        return (logits, features) if return_features else logits
 
 
 class EfficientNetFeatures(nn.Module):

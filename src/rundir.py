@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from src import distributed
 from src.config import Config, load_config_file, save_config
 from src.targets import Task
 
@@ -76,13 +77,15 @@ def create(config: Config) -> Path | None:
         run_dir = resolve_run_dir(config.run.resume)
     else:
         name = config.run.run_name or f"{config.model.arch}-fold{config.split.fold}-{datetime.now():%Y%m%d-%H%M%S}"
-        run_dir = Path(config.run.output_dir) / name
+        run_dir = Path(config.run.output_dir) / distributed.broadcast_str(name)  # one name for all processes
         if run_dir.exists() and any(run_dir.glob("*.pt")):
             raise ValueError(
                 f"run folder {run_dir} already holds checkpoints; pass --resume {run_dir} or another --run-name"
             )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(run_dir, config)
+    distributed.barrier()  # every process has looked before rank 0 writes
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(run_dir, config)
     return run_dir
 
 
@@ -104,7 +107,9 @@ def read_config(run_dir: Path) -> Config:
 
 
 def write_data_description(run_dir: Path, task: Task, ids: Sequence[str], fold_of: np.ndarray) -> None:
-    """Writes ``classes.json`` (the task; used by prediction) and ``folds.csv`` (id, fold of every row)."""
+    """Writes ``classes.json`` (the task; used by prediction) and ``folds.csv`` (id, fold of every row); rank 0."""
+    if not distributed.is_main():
+        return
     (run_dir / CLASSES).write_text(json.dumps(task.to_dict(), indent=1))
     pd.DataFrame({"id": ids, "fold": fold_of}).to_csv(run_dir / FOLDS, index=False)
 
@@ -122,7 +127,9 @@ def read_task(run_dir: Path) -> Task:
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:
-    """Writes ``summary.json``, which marks the run as finished (`is_finished`)."""
+    """Writes ``summary.json``, which marks the run as finished (`is_finished`); rank 0."""
+    if not distributed.is_main():
+        return
     (run_dir / SUMMARY).write_text(json.dumps(summary, indent=1))
 
 
@@ -171,7 +178,7 @@ def cv_run_dir(config: Config) -> Path:
     if config.run.resume:
         return Path(config.run.resume)
     name = config.run.run_name or f"{config.model.arch}-folds{config.split.folds}-{datetime.now():%Y%m%d-%H%M%S}"
-    return Path(config.run.output_dir) / name
+    return Path(config.run.output_dir) / distributed.broadcast_str(name)
 
 
 def fold_dir(run_dir: Path, fold: int) -> Path:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 
+from src import distributed
 from src.config import Config
 from src.folds import assign_folds, split_indices
 from src.loaddata import Data, Loaders, build_loaders, default_num_workers, load_data
@@ -33,16 +35,23 @@ def prepare(config: Config) -> Config:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``--device``: 'auto' is CUDA when available, else the CPU.
+    """``--device``: 'auto' is CUDA when available, else the CPU. With several processes, each process's own
+    device (`idist.device()`: the GPU of its local rank under nccl, the CPU under gloo). On CUDA, cuDNN picks
+    the fastest convolution algorithms for the shapes it sees (``cudnn.benchmark``).
 
     Raises:
         ValueError: CUDA asked for on a machine without it.
     """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    if distributed.world_size() > 1:
+        device = idist.device()
+    elif name == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     return device
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from ignite.utils import manual_seed
 
-from src import rundir
+from src import distributed, rundir
 from src.cli import INTERRUPTED, parse_config, run_cli
 from src.config import Config
 from src.cv import run_all_folds
+from src.distributed import launch
 from src.evaluation import setup_evaluators
 from src.history import History
 from src.model import describe_archs
@@ -35,7 +36,7 @@ def run(config: Config) -> dict:
     started = time.perf_counter()
     config = prepare(config)
     checkpoint = rundir.find_checkpoint(config.run.resume) if config.run.resume else None
-    manual_seed(config.run.seed)
+    manual_seed(config.run.seed + distributed.rank())  # rank 0: --seed; DDP copies rank 0's initial weights
     device = resolve_device(config.run.device)
     data, fold_of = setup_data(config)
     loaders = setup_loaders(config, data, fold_of, device)
@@ -78,11 +79,12 @@ def summarise(
         "predictions_from": predicted_by.name if predicted_by else None,  # the checkpoint behind valid_predictions
     }
     logger.info("summary: %s", json.dumps(summary))
-    print(
-        f"best {key.replace('_', ' ')} {summary['best_valid_score']} at epoch {summary['best_epoch']} "
-        f"({summary['epochs_run']} epochs, {summary['wall_time_s']} s, {summary['train_images_per_s']} train "
-        f"images/s); run folder: {summary['run_dir'] or 'none (dry run)'}"
-    )
+    if distributed.is_main():
+        print(
+            f"best {key.replace('_', ' ')} {summary['best_valid_score']} at epoch {summary['best_epoch']} "
+            f"({summary['epochs_run']} epochs, {summary['wall_time_s']} s, {summary['train_images_per_s']} train "
+            f"images/s); run folder: {summary['run_dir'] or 'none (dry run)'}"
+        )
     return summary
 
 
@@ -97,7 +99,13 @@ def command(config: Config) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(lambda: command(parse_config(argv)), interrupted=INTERRUPTED)
+    """Under ``torchrun`` every process runs `command`, in one process group (`src.distributed.launch`)."""
+
+    def parse_and_launch() -> None:
+        config = parse_config(argv)
+        launch(command, config.run.device, config)
+
+    return run_cli(parse_and_launch, interrupted=INTERRUPTED)
 
 
 if __name__ == "__main__":

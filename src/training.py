@@ -18,7 +18,7 @@ from ignite.engine import Engine
 from ignite.handlers import Checkpoint, EarlyStopping, EMAHandler, ParamScheduler
 from torch.optim.swa_utils import AveragedModel
 
-from src import rundir
+from src import distributed, rundir
 from src.averaging import attach_ema, attach_swa, build_ema, build_swa, from_epoch
 from src.checkpoints import attach_best_checkpoint, attach_last_checkpoint, attach_model_file, resume_from
 from src.config import Config
@@ -31,6 +31,7 @@ from src.handlers import (
     attach_lr_scheduler,
     attach_progress_bar,
     attach_progressive_resizing,
+    attach_set_epoch,
     attach_tensorboard,
     attach_terminate_on_nan,
     attach_training_metrics,
@@ -134,8 +135,11 @@ class Training:
 
 def setup_training(config: Config, model: torch.nn.Module, task: Task, steps: Steps, device: torch.device) -> Training:
     """Builds the optimizer, lr schedule, mixup, center loss, criterion, weight averages and the trainer
-    (``optim``, ``regularisation``, ``loss`` and ``step`` groups)."""
+    (``optim``, ``regularisation``, ``loss`` and ``step`` groups). With several processes the trainer steps the
+    model in DistributedDataParallel (``--sync-bn``: SyncBatchNorm); everything else holds the plain model."""
     selection = Selection.of(config)
+    frozen_for_a_while = config.optim.freeze_epochs > 0  # DDP must expect parameters without gradients then
+    parallel = distributed.wrap(model, config.step.sync_bn, find_unused_parameters=frozen_for_a_while)
     optimizer = build_optimizer(model, config.optim)
     lr_scheduler = build_lr_scheduler(
         optimizer, config.optim, steps.total, steps.warmup, selection.metric, selection.higher_is_better
@@ -152,9 +156,9 @@ def setup_training(config: Config, model: torch.nn.Module, task: Task, steps: St
         if task.kind != "single":
             raise ValueError("--center-loss needs a single-label task (one center per class)")
         center = CenterLoss(config.model.num_classes, model.num_features, config.loss.center_loss).to(device)
-        feature_loss = FeatureLoss(center, center_optimizer(center, config.loss.center_lr))
+        feature_loss = FeatureLoss(distributed.wrap(center), center_optimizer(center, config.loss.center_lr))
     criterion = task_criterion(task, config.loss, getattr(model.fc, "margin_loss", None))
-    trainer = create_trainer(compiled(model, config), optimizer, criterion, device, config.step, mixup, feature_loss)
+    trainer = create_trainer(compiled(parallel, config), optimizer, criterion, device, config.step, mixup, feature_loss)
     return Training(
         trainer,
         model,
@@ -167,7 +171,7 @@ def setup_training(config: Config, model: torch.nn.Module, task: Task, steps: St
         scaler=trainer.state.scaler if trainer.state.scaler.is_enabled() else None,
         ema=build_ema(model, regularisation.ema, warmup_steps=steps.warmup) if regularisation.ema else None,
         swa_model=build_swa(model) if regularisation.swa_start_epoch else None,
-        center_loss=feature_loss and feature_loss.loss,
+        center_loss=feature_loss and center,
         center_optimizer=feature_loss and feature_loss.optimizer,
     )
 
@@ -184,25 +188,29 @@ def attach_handlers(
     folder. The TensorBoard logger is closed by ``cleanup``. Returns the run's history."""
     trainer, selection = training.trainer, training.selection
     selector = evaluators[selection.name]
-    attach_terminate_on_nan(trainer)
-    attach_training_metrics(trainer)
+    attach_terminate_on_nan(trainer, config.run.log_every)
+    attach_training_metrics(trainer, training.device)
+    attach_set_epoch(trainer, loaders.train)
     if training.ema is not None:
         attach_ema(trainer, training.ema, config.step.accumulation_steps)
     attach_lr_scheduler(trainer, selector, training.lr_scheduler, config.step.accumulation_steps)
     loader_of = {"train_eval": loaders.train_eval, "valid": loaders.valid, "valid_ema": loaders.valid}
     each_validation = {name: (evaluators[name], loader_of[name]) for name in evaluators if name in loader_of}
-    attach_evaluation(trainer, each_validation, validation_event(config, training.steps.epoch_length))
+    every = validation_event(config, training.steps.epoch_length)
+    evaluated = list(dict.fromkeys(training.models().values()))
+    trainer.add_event_handler(every, lambda: distributed.sync_buffers(evaluated))  # rank 0's running statistics
+    attach_evaluation(trainer, each_validation, every)
     if training.swa_model is not None:  # after each epoch: average, BatchNorm statistics, validation
         start = config.regularisation.swa_start_epoch
-        # the train-eval loader has its own RNG: recomputing BatchNorm statistics must not change the training run
-        attach_swa(trainer, training.swa_model, training.model, start, loaders.train_eval, training.device)
+        # the bn loader has its own RNG: recomputing BatchNorm statistics must not change the training run
+        attach_swa(trainer, training.swa_model, training.model, start, loaders.bn, training.device)
         attach_evaluation(trainer, {"valid_swa": (evaluators["valid_swa"], loaders.valid)}, from_epoch(start))
     if config.eval.val_every is not None:
         attach_validation_log(trainer, selector, selection.name)
     training.early_stopping = attach_early_stopping(
         trainer, selector, config.eval.patience, selection.score_function(), start_epoch=config.early_stopping_start
     )
-    history = History(run_dir / rundir.HISTORY if run_dir else None)
+    history = History(run_dir / rundir.HISTORY if run_dir and distributed.is_main() else None)
     if config.optim.freeze_epochs:
         attach_freezing(trainer, training.model, config.optim.freeze_epochs)
     if len(config.loader.size_schedule) > 1:
@@ -210,8 +218,8 @@ def attach_handlers(
     attach_history(trainer, evaluators, training.optimizer, history, img_size=lambda: loaders.img_size)
     if run_dir is not None:
         attach_files(config, training, evaluators, run_dir, cleanup)
-    if config.run.progress:
-        attach_progress_bar(trainer)
+    if config.run.progress and distributed.is_main():
+        attach_progress_bar(trainer, config.run.log_every)
     return history
 
 
@@ -236,10 +244,11 @@ def attach_files(
         by_iteration,
     )
     training.last_checkpoint = attach_last_checkpoint(trainer, training.to_save(), run_dir)
-    tb_logger = attach_tensorboard(
-        trainer, evaluators, training.optimizer, run_dir, config.run.log_every, by_iteration=by_iteration
-    )
-    cleanup.enter_context(tb_logger)
+    if distributed.is_main():
+        tb_logger = attach_tensorboard(
+            trainer, evaluators, training.optimizer, run_dir, config.run.log_every, by_iteration=by_iteration
+        )
+        cleanup.enter_context(tb_logger)
 
 
 def resume(training: Training, checkpoint: Path) -> None:
@@ -269,10 +278,14 @@ def save_valid_predictions(
     run_dir: Path, training: Training, loaders: Loaders, data: Data, fold_of: np.ndarray, config: Config
 ) -> Path:
     """Loads the best checkpoint into the model and writes its valid-fold probabilities to
-    ``valid_predictions.csv`` (id, fold, labels, one column per class; `src.oof`). Returns the checkpoint's path."""
+    ``valid_predictions.csv`` (id, fold, labels, one column per class; `src.oof`). Returns the checkpoint's path.
+    With several processes each predicts its block of the valid rows, and rank 0 writes them all in order."""
     best = Path(training.best_checkpoint.last_checkpoint)  # ignite's path already holds the folder
+    distributed.barrier()  # rank 0 has written it
     training.model.load_state_dict(torch.load(best, map_location=training.device, weights_only=True))
-    logits = predict_logits(training.model, loaders.valid, training.device, config.step)
+    logits = distributed.gather_rows(predict_logits(training.model, loaders.valid, training.device, config.step))
+    if not distributed.is_main():
+        return best
     rows, ids = loaders.valid_rows, data.source.ids()
     frame = predictions_frame(
         [ids[i] for i in rows],

@@ -4,6 +4,7 @@ of tiny competition layouts, and the flags of a tiny training run."""
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import cv2
@@ -215,3 +216,10 @@ def blend_runs(rng, n=60):
     left = np.where(np.arange(n)[:, None] < n // 2, 0.7 * onehot + 0.1, 1 / 3)  # right on the first half only
     right = np.where(np.arange(n)[:, None] >= n // 2, 0.7 * onehot + 0.1, 1 / 3)
     return targets, good, noisy, left, right
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface, for a process group's rendezvous."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
