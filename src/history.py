@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import ignite.distributed as idist
 from ignite.engine import Engine, Events
 
 logger = logging.getLogger(__name__)
@@ -60,11 +61,11 @@ def attach_history(
     img_size: Callable[[], int] | None = None,
 ) -> None:
     """After the epoch's evaluations, records and logs one row: epoch, lr, (image size), losses, metrics of every
-    evaluator (``<evaluator>_<metric>``), epoch time (s) and training images per second."""
+    evaluator (``<evaluator>_<metric>``), epoch time (s) and training images per second (of all processes)."""
 
     def record(engine: Engine) -> None:
         epoch_time = engine.state.times[Events.EPOCH_COMPLETED.name] or math.nan
-        images = engine.state.epoch_length * engine.state.dataloader.batch_size
+        images = engine.state.epoch_length * engine.state.dataloader.batch_size * idist.get_world_size()  # all
         row = {
             "epoch": engine.state.epoch,
             "iteration": engine.state.iteration,
