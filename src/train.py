@@ -52,7 +52,7 @@ def run(config: Config) -> dict:
         if checkpoint is not None:
             resume(training, checkpoint)
         where = "dry run (no files written)" if run_dir is None else f"run folder {run_dir}"
-        sizes = len(loaders.train.dataset), len(loaders.valid.dataset)
+        sizes = len(loaders.train.dataset), len(loaders.valid_rows)  # all processes' rows
         logger.info("%s on %s: %d train / %d valid images, %s", config.model.arch, device, *sizes, where)
         train(training, loaders.train, config.optim.epochs)
     predicted_by = save_valid_predictions(run_dir, training, loaders, data, fold_of, config) if run_dir else None
