@@ -253,7 +253,8 @@ def build_loaders(
     Raises:
         ValueError: ``--mean``/``--std`` with another number of values than the images have channels.
     """
-    processes = _check_shares(config.batch_size, len(train_idx), len(valid_idx))
+    eval_rows = min(len(train_idx), config.train_eval_size or len(train_idx))  # the train-eval subset's size
+    processes = _check_shares(config.batch_size, eval_rows, len(valid_idx))
     mean, std, transforms = _pipelines(data, train_idx, config, seed)
     train_tf, eval_tf = transforms(config.img_size_at(0), seed)
     eval_idx = take_subset(train_idx, config.train_eval_size, seed) if config.train_eval_size else train_idx
@@ -283,7 +284,7 @@ def build_loaders(
     return Loaders(train, train_eval, valid, bn, mean, std, size, np.asarray(valid_idx), transforms)
 
 
-def _check_shares(batch_size: int, train_rows: int, valid_rows: int) -> int:
+def _check_shares(batch_size: int, train_eval_rows: int, valid_rows: int) -> int:
     """The number of processes, after checking that they can share the batch and the rows.
 
     Raises:
@@ -294,8 +295,10 @@ def _check_shares(batch_size: int, train_rows: int, valid_rows: int) -> int:
         raise ValueError(
             f"--batch-size {batch_size}: the batch over all {processes} processes; expected a multiple of {processes}"
         )
-    if min(train_rows, valid_rows) < processes:
-        raise ValueError(f"{train_rows} train / {valid_rows} valid rows cannot be shared by {processes} processes")
+    if min(train_eval_rows, valid_rows) < processes:
+        raise ValueError(
+            f"{train_eval_rows} train-eval / {valid_rows} valid rows cannot be shared by {processes} processes"
+        )
     return processes
 
 

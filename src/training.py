@@ -151,7 +151,7 @@ def setup_training(config: Config, model: torch.nn.Module, task: Task, steps: St
         mixup = Mixup(regularisation.mixup_alpha, num_classes, mixup_k, seed=config.run.seed, to_soft=task.to_soft)
     if config.step.amp == "fp16" and device.type != "cuda":
         logger.warning("--amp fp16 needs CUDA; training in fp32 on %s", device)
-    feature_loss = None
+    center = feature_loss = None
     if config.loss.center_loss > 0:
         if task.kind != "single":
             raise ValueError("--center-loss needs a single-label task (one center per class)")
@@ -171,8 +171,8 @@ def setup_training(config: Config, model: torch.nn.Module, task: Task, steps: St
         scaler=trainer.state.scaler if trainer.state.scaler.is_enabled() else None,
         ema=build_ema(model, regularisation.ema, warmup_steps=steps.warmup) if regularisation.ema else None,
         swa_model=build_swa(model) if regularisation.swa_start_epoch else None,
-        center_loss=feature_loss and center,
-        center_optimizer=feature_loss and feature_loss.optimizer,
+        center_loss=center,
+        center_optimizer=feature_loss.optimizer if feature_loss else None,
     )
 
 
