@@ -6,11 +6,13 @@ to a float32 tensor (C, img_size, img_size), normalised per channel.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import albumentations as A
 import cv2
+import numpy as np
 from albumentations.pytorch import ToTensorV2
 
 
@@ -142,3 +144,14 @@ def build_transforms(
         ],
         seed=seed,
     )
+
+
+def reseed(pipeline, key: tuple[int, ...]) -> None:
+    """Seeds the draws of ``pipeline``'s next call from ``key`` (e.g. ``(seed, epoch, index)``, `src.sampling`),
+    through albumentations' ``set_random_state``; a pipeline without random draws (``SequenceToTensor``) is left
+    as it is.
+
+    About 20 us per call: a numpy `Generator` from the key, and Python's `random.Random` seeded by its text.
+    """
+    if hasattr(pipeline, "set_random_state"):
+        pipeline.set_random_state(np.random.default_rng(key), random.Random("/".join(map(str, key))))

@@ -1,4 +1,4 @@
-"""Checkpoints: the best models by the selecting metric, the newest full training state, resuming from it.
+"""Checkpoints: the best models by the selecting metric, the two newest full training states, resuming from them.
 
 Files are written to a temporary name and renamed, and a replaced file is removed only after its successor is
 complete (`SafeDiskSaver`), so a crash or Ctrl-C never leaves a broken checkpoint. File names: `src.rundir`.
@@ -7,15 +7,21 @@ With several processes every one keeps the same handlers (and lists of files); r
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver, global_step_from_engine
+from ignite.handlers.ema_handler import EMAWarmUp
 
 from src.evaluation import Selection
 from src.rundir import BEST_PREFIX
+
+logger = logging.getLogger(__name__)
+SAFE_TYPES = [EMAWarmUp]  # the classes our training states hold besides tensors and plain values (weights_only)
 
 
 class SafeDiskSaver(DiskSaver):
@@ -73,7 +79,9 @@ def attach_best_checkpoint(
 
 
 def attach_last_checkpoint(trainer: Engine, to_save: dict, run_dir: Path) -> Checkpoint:
-    """Saves the full training state ``to_save`` after every epoch as ``checkpoint_<epoch>.pt`` (the newest only).
+    """Saves the full training state ``to_save`` after every epoch as ``checkpoint_<iteration>.pt``, keeping the
+    newest two (the previous one is the fallback when the newest cannot be read, `read_checkpoint`). Saves inside
+    epochs (``--checkpoint-every``, a stop) call `save_state`.
 
     The file also holds the handler's own list of files (``include_self``), so a resumed run goes on rotating
     them (see `resume_from`).
@@ -81,12 +89,25 @@ def attach_last_checkpoint(trainer: Engine, to_save: dict, run_dir: Path) -> Che
     last = Checkpoint(
         to_save,
         SafeDiskSaver(run_dir),
-        n_saved=1,
-        global_step_transform=lambda engine, event: engine.state.epoch,
+        n_saved=2,
+        global_step_transform=lambda engine, event: engine.state.iteration,
         include_self=True,
     )
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, last)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, save_state, last)
     return last
+
+
+def save_state(engine: Engine, last: Checkpoint) -> bool:
+    """Saves the training state with ``last`` unless it already holds this iteration's; every process calls it
+    (rank 0 writes). Returns whether it saved."""
+    if last.last_checkpoint is not None and _saved_step(last) == engine.state.iteration:
+        return False
+    last(engine)
+    return True
+
+
+def _saved_step(last: Checkpoint) -> int:
+    return int(re.findall(r"\d+", Path(str(last.last_checkpoint)).stem)[-1])
 
 
 def attach_model_file(
@@ -106,20 +127,59 @@ def attach_model_file(
     return saver
 
 
-def resume_from(path: Path, to_save: dict, last_checkpoint: Checkpoint | None = None) -> list[str]:
-    """Loads a ``checkpoint_<epoch>.pt`` into the objects of ``to_save`` (and the last-state handler).
+def read_checkpoint(candidates: list[Path]) -> tuple[Path, dict]:
+    """The first of ``candidates`` (newest first) that loads (``weights_only=True``); each one that does not
+    (truncated, corrupt) is logged with the reason, and the next one is tried.
+
+    Raises:
+        ValueError: none of them loads.
+    """
+    for path in candidates:
+        try:
+            with torch.serialization.safe_globals(SAFE_TYPES):
+                return path, torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError... for a broken file
+            logger.warning(
+                "%s cannot be read (%s: %s); trying the previous checkpoint", path, type(error).__name__, error
+            )
+    names = ", ".join(p.name for p in candidates)
+    raise ValueError(f"no readable checkpoint among {names}: each is truncated or corrupt")
+
+
+def resume_from(state: dict, to_save: dict, last_checkpoint: Checkpoint | None = None) -> list[str]:
+    """Loads a training state (`read_checkpoint`) into the objects of ``to_save`` (and the last-state handler).
 
     Args:
-        path: the checkpoint file.
+        state: the checkpoint's contents.
         to_save: the same name -> object mapping the checkpoint was saved from.
         last_checkpoint: the run's last-state handler, to go on rotating its files.
 
     Returns:
         The names in ``to_save`` that the checkpoint did not hold (left as they were).
+
+    Raises:
+        ValueError: the checkpoint's model does not fit the run's (another arch, class or channel count): the
+            message names the first tensor and both shapes.
     """
-    state = torch.load(path, map_location="cpu", weights_only=False)
     to_load = {name: obj for name, obj in to_save.items() if name in state}
+    check_shapes(state.get("model", {}), to_save["model"].state_dict(), "the checkpoint")
     Checkpoint.load_objects(to_load=to_load, checkpoint=state)
     if last_checkpoint is not None and "checkpointer" in state:
         last_checkpoint.load_state_dict(state["checkpointer"])
     return sorted(set(to_save) - set(to_load))
+
+
+def check_shapes(saved: dict, expected: dict, what: str) -> None:
+    """Stops with one line when a saved state dict does not fit the model: a missing tensor, or another shape.
+
+    Raises:
+        ValueError: names the tensor, both shapes, and the usual causes.
+    """
+    for name, tensor in expected.items():
+        if name not in saved:
+            raise ValueError(f"{what} has no tensor {name!r}: saved from another arch or model settings")
+        if tuple(saved[name].shape) != tuple(tensor.shape):
+            raise ValueError(
+                f"{what} does not fit this model: {name!r} is {tuple(saved[name].shape)} there and "
+                f"{tuple(tensor.shape)} here (another arch, number of classes or of input channels?)"
+            )

@@ -6,27 +6,54 @@ Precedence of a training config, lowest first: the dataclass defaults, ``--confi
 per group.
 
 Exit codes of every entry point (`run_cli`): 0 success; 2 bad input (a ``ValueError`` or
-``FileNotFoundError``: one line ``error: <message>`` on stderr, no traceback); 130 interrupted (Ctrl-C).
+``FileNotFoundError``, an ``OSError`` such as a full disk or an unwritable folder, CUDA out of memory: one line
+``error: <message>`` on stderr, no traceback); 130 interrupted at once (a second
+Ctrl-C); a clean stop of training (`src.stopping`): 128 + the signal's number (130 Ctrl-C, 143 SIGTERM,
+138 SIGUSR1) or 75 for ``--time-limit``, after saving the training state.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
+import torch
 import tyro
 from ignite.utils import setup_logger
 
+from src import distributed
 from src.config import Config, deferred_checks, load_config_file
 from src.distributed import launched_rank
 from src.rundir import config_path, resolve_run_dir
 
 T = TypeVar("T")
-INTERRUPTED = "interrupted: the last complete checkpoint_<epoch>.pt is intact; continue with --resume <run folder>"
+INTERRUPTED = (
+    "interrupted: the files written so far are intact; run the same command again (with --run-name, or --resume "
+    "<run folder>) to continue from the newest checkpoint"
+)
+
+
+OUT_OF_MEMORY = (
+    "out of GPU memory: lower --batch-size (--accumulation-steps N keeps the batch of one optimizer step), or "
+    "save memory with --amp bf16 (fp16) or a smaller --img-size"
+)
+
+
+class CleanExit(Exception):
+    """A planned end before the work is done (`src.stopping.Stopped`): `run_cli` prints `message` and exits with
+    ``exit_code``, no traceback."""
+
+    exit_code = 1
+
+    def message(self) -> str:
+        return str(self)
 
 
 def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -60,10 +87,33 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     if known.resume:
         rest = [*rest, "--resume", known.resume]
     with deferred_checks():
-        config = tyro.cli(tyro.conf.OmitArgPrefixes[Config], args=rest, default=default)
+        config = _tyro_cli(tyro.conf.OmitArgPrefixes[Config], rest, default)
     if environ.get("DRY_RUN", "").strip().lower() in ("1", "true", "yes"):
         config.run.dry_run = True
     return config.checked()
+
+
+def _tyro_cli(config_class, args: Sequence[str], default=None):
+    """``tyro.cli`` with its errors (unknown flag, wrong type, invalid choice, missing value) as one ValueError
+    line, keeping tyro's suggestion of the nearest flag; ``--help`` prints as usual."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            return tyro.cli(config_class, args=args, default=default)
+    except SystemExit as exit:
+        if not exit.code:
+            print(captured.getvalue(), end="")
+            raise
+        raise ValueError(_one_line(captured.getvalue())) from None
+
+
+def _one_line(box: str) -> str:
+    """tyro's error box (title, message, suggestions or help, separated by rules) as one line."""
+    parts = [" ".join(part.split()) for part in re.split(r"\n\s*-{5,}\s*", box)]
+    message = parts[1] if len(parts) > 1 else parts[0]
+    suggestion = next((p for p in parts[2:] if p.startswith("Perhaps you meant")), "")
+    flags = re.findall(r"--[\w-]+", suggestion)
+    return message + (f"; did you mean {flags[0]}?" if flags else "")
 
 
 def setup_logging() -> None:
@@ -88,12 +138,23 @@ def run_cli(command: Callable[[], object], interrupted: str = "interrupted") -> 
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except torch.OutOfMemoryError:
+        print(f"error: {OUT_OF_MEMORY}", file=sys.stderr)
+        return 2
+    except OSError as error:  # an unwritable folder, a full disk: what was written before is intact (src.files)
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         return 130
+    except CleanExit as stop:
+        if distributed.is_main():
+            print(stop.message(), file=sys.stderr)
+        return stop.exit_code
     return 0
 
 
 def parse_args(config_class: type[T], argv: Sequence[str] | None = None) -> T:
-    """A tool's own flags (``PredictConfig``, ``EnsembleConfig``) parsed by tyro."""
-    return tyro.cli(config_class, args=argv)
+    """A tool's own flags (``PredictConfig``, ``EnsembleConfig``) parsed by tyro (its errors as one line)."""
+    return _tyro_cli(config_class, sys.argv[1:] if argv is None else argv)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import difflib
 import json
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,6 +24,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from tyro.constructors import PrimitiveConstructorSpec
 
+from src import files
 from src.metrics import get_metric
 
 
@@ -68,6 +71,18 @@ def deferred_checks() -> Iterator[None]:
 def _require(name: str, value: Any, ok: bool, expected: str) -> None:
     if not ok:
         raise ValueError(f"--{name.replace('_', '-')} {value!r}: expected {expected}")
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds of a wall time written ``11h30m``, ``20m``, ``90s`` or ``1h``; None when ``text`` is not one."""
+    match = _DURATION.fullmatch(str(text).strip().lower())
+    if not match or not any(match.groups()):
+        return None
+    hours, minutes, seconds = (float(part or 0) for part in match.groups())
+    return 3600 * hours + 60 * minutes + seconds
 
 
 def _names(value: Any) -> tuple[str, ...] | None:
@@ -474,7 +489,15 @@ class RunConfig(_Group):
     n_saved: int = 2
     """Number of best checkpoints (by valid accuracy) to keep."""
     resume: str | None = None
-    """Continue a run from a `checkpoint_*.pt` file or from a run folder (its newest checkpoint)."""
+    """Continue a run from a `checkpoint_*.pt` file or from a run folder (its newest readable checkpoint); 'auto':
+    the newest unfinished run in --output-dir with the same settings, or a new run. Running the same command with
+    the same --run-name continues that run too."""
+    checkpoint_every: str = "10m"
+    """Save the training state inside epochs too: every this many optimizer steps ('500') or this much wall time
+    ('20m', '1h', '90s'); 'epoch' saves at epoch ends only. A kill loses at most this much training."""
+    time_limit: str | None = None
+    """Stop cleanly before this much wall time has passed since the start ('11h30m' for Kaggle's 12-hour
+    sessions), keeping a margin for the last validation and the save; the same command continues the run."""
     output_dir: str = "experiments"
     """Parent folder of the run folders."""
     run_name: str | None = None
@@ -498,6 +521,27 @@ class RunConfig(_Group):
         _require("log_every", self.log_every, self.log_every >= 1, "an integer >= 1")
         cap = self.max_iters_per_epoch
         _require("max_iters_per_epoch", cap, cap is None or cap >= 1, "an integer >= 1 or None")
+        every = self.checkpoint_every
+        ok = every == "epoch" or (every.isdigit() and int(every) >= 1) or bool(parse_duration(every))
+        _require("checkpoint_every", every, ok, "optimizer steps (500), a wall time (20m, 1h, 90s) or 'epoch'")
+        limit = self.time_limit
+        ok = limit is None or bool(parse_duration(limit))
+        _require("time_limit", limit, ok, "a wall time such as 11h30m, 45m or 600s")
+
+    @property
+    def checkpoint_steps(self) -> int | None:
+        """``--checkpoint-every`` in optimizer steps, or None."""
+        return int(self.checkpoint_every) if self.checkpoint_every.isdigit() else None
+
+    @property
+    def checkpoint_seconds(self) -> float | None:
+        """``--checkpoint-every`` as wall time in seconds, or None."""
+        return None if self.checkpoint_every == "epoch" else parse_duration(self.checkpoint_every)
+
+    @property
+    def time_limit_s(self) -> float | None:
+        """``--time-limit`` in seconds, or None."""
+        return parse_duration(self.time_limit) if self.time_limit else None
 
 
 @dataclasses.dataclass
@@ -578,7 +622,13 @@ FIELD_GROUPS: dict[str, str] = {field.name: group for group, cls in GROUPS.items
 
 def _group_of(name: str, where: str) -> str:
     if name not in FIELD_GROUPS:
-        raise ValueError(f"{where}: unknown config key {name!r}; known keys: {sorted(FIELD_GROUPS)}")
+        near = difflib.get_close_matches(name, FIELD_GROUPS, n=1)
+        hint = (
+            f"did you mean {near[0]!r}?"
+            if near
+            else "the keys are the flags' names with '_' (python -m src.train --help)"
+        )
+        raise ValueError(f"{where}: unknown config key {name!r}; {hint}")
     return FIELD_GROUPS[name]
 
 
@@ -605,13 +655,22 @@ def load_config_file(path: str | Path) -> Config:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a mapping, has keys that are not config fields, or holds a bad value.
+        ValueError: the file is not valid YAML/JSON or not a mapping, has keys that are not config fields (the
+            nearest known key is suggested), or holds a bad value.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     text = path.read_text()
-    values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    try:
+        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ValueError(
+            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}{where}: {problem}"
+        ) from None
     if values is None:
         values = {}
     if not isinstance(values, dict):
@@ -621,4 +680,4 @@ def load_config_file(path: str | Path) -> Config:
 
 def save_config(config: Config, path: str | Path) -> None:
     """Writes the config as YAML, one mapping per group: enough to repeat the run with ``--config path``."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    files.write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

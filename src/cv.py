@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from src import distributed, rundir
+from src import distributed, files, rundir
 from src.config import Config
 from src.metrics import score
 from src.oof import read_predictions
@@ -29,16 +29,23 @@ def fold_config(config: Config, run_dir: Path, fold: int) -> Config:
     return config.replace(fold=fold, output_dir=str(run_dir), run_name=fold_dir.name, resume=resume)
 
 
-def run_all_folds(config: Config, train_fold: Callable[[Config], object]) -> dict:
+def run_all_folds(
+    config: Config, train_fold: Callable[[Config], object], before_fold: Callable[[Path], None] | None = None
+) -> dict:
     """Trains each of ``config.split.folds`` folds with ``train_fold`` (`src.train.run`; finished folds are skipped),
     writes ``oof.csv`` (every training row once: id, fold, labels, probabilities from its fold's best checkpoint) and
     ``cv_summary.json``, and prints the per-fold scores, their mean and standard deviation, and the OOF score of
     ``--metric``.
 
+    ``before_fold(run folder)`` is called before each fold is trained (`src.stopping.StopRequests.check_between`
+    stops there on a signal or near the time limit).
+
     Returns:
         The cross-validation summary: metric, per-fold scores, mean, std, OOF score, run folder.
     """
     run_dir = rundir.cv_run_dir(config)
+    if rundir.config_path(run_dir).is_file():  # the same command again: the same settings
+        rundir.check_same_run(run_dir, config)
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         rundir.write_config(run_dir, config)
@@ -47,6 +54,8 @@ def run_all_folds(config: Config, train_fold: Callable[[Config], object]) -> dic
         if rundir.is_finished(rundir.fold_dir(run_dir, fold)):
             logger.info("fold %d: finished earlier, skipped", fold)
             continue
+        if before_fold is not None:
+            before_fold(run_dir)
         train_fold(fold_config(config, run_dir, fold))
 
     distributed.barrier()  # rank 0 has written every fold's predictions
@@ -67,8 +76,8 @@ def run_all_folds(config: Config, train_fold: Callable[[Config], object]) -> dic
     }
     if not distributed.is_main():
         return summary
-    oof.to_csv(run_dir / rundir.OOF, index=False)
-    (run_dir / rundir.CV_SUMMARY).write_text(json.dumps(summary, indent=1))
+    files.write_csv(oof, run_dir / rundir.OOF)
+    files.write_text(run_dir / rundir.CV_SUMMARY, json.dumps(summary, indent=1))
     per_fold = " ".join(f"{s:.4f}" for s in fold_scores)
     print(
         f"{metric} per fold: {per_fold}; mean {summary['mean']:.4f} +- {summary['std']:.4f}; "

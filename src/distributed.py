@@ -12,6 +12,7 @@ none twice, and `gather_rows` concatenates the blocks in rank order, which is th
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 
@@ -19,6 +20,8 @@ import ignite.distributed as idist
 import numpy as np
 import torch
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 
 def world_size() -> int:
@@ -126,3 +129,22 @@ def wrap(module: nn.Module, sync_bn: bool = False, find_unused_parameters: bool 
     if world_size() == 1:
         return module
     return idist.auto_model(module, sync_bn=sync_bn, find_unused_parameters=find_unused_parameters)
+
+
+def per_rank(state: object) -> list:
+    """Every process's ``state``, in rank order (the shape ignite's metrics save theirs in); ``[state]`` in one."""
+    return idist.all_gather(state) if world_size() > 1 else [state]
+
+
+def own_rank(states: list, what: str) -> object | None:
+    """This process's entry of a `per_rank` list, or None (logged) when it was saved by another number of
+    processes; ``what`` names it in the message."""
+    if len(states) != world_size():
+        logger.warning(
+            "the checkpoint holds the %s of %d processes, this run has %d: they start afresh",
+            what,
+            len(states),
+            world_size(),
+        )
+        return None
+    return states[rank()]

@@ -25,7 +25,7 @@ import tyro
 from scipy.optimize import minimize
 from scipy.stats import rankdata
 
-from src import rundir
+from src import files, rundir
 from src.cli import parse_args, run_cli
 from src.config import load_config_file
 from src.metrics import get_metric, score
@@ -165,19 +165,19 @@ def ensemble(args: EnsembleConfig) -> dict:
     }
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    predictions_frame(order, blended, task, folds=frame["fold"].to_numpy(), labels=frame).to_csv(
-        out / rundir.OOF, index=False
+    files.write_csv(
+        predictions_frame(order, blended, task, folds=frame["fold"].to_numpy(), labels=frame), out / rundir.OOF
     )
     tests = [run / rundir.TEST_PREDICTIONS for run in runs]
     if all(path.is_file() for path in tests):
         _, ids, test_probs = aligned(tests, task, "test")
         test_blend = blend(test_probs, weights, args.method, task)
-        predictions_frame(ids, test_blend, task).to_csv(out / rundir.TEST_PREDICTIONS, index=False)
+        files.write_csv(predictions_frame(ids, test_blend, task), out / rundir.TEST_PREDICTIONS)
         name = args.submission_format or DEFAULT_FORMAT[task.kind]
         form = SubmissionFormat(name, config.data.id_col, args.top_k, threshold)
         submission = make_submission(ids, test_blend, task, form)
         result["submission"] = str(write_submission(submission, out / rundir.SUBMISSION, args.sample_submission))
-    (out / rundir.ENSEMBLE).write_text(json.dumps(result, indent=1))
+    files.write_text(out / rundir.ENSEMBLE, json.dumps(result, indent=1))
     singles = ", ".join(f"{Path(r).name} {s:.4f}" for r, s in result["runs"].items())
     print(f"OOF {metric}: {singles}; blend {result['oof_blend']:.4f} with weights {result['weights']}; wrote {out}")
     return result

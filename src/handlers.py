@@ -22,7 +22,6 @@ from ignite.handlers import (
     global_step_from_engine,
 )
 from ignite.metrics import Average
-from torch.utils.data import DistributedSampler
 
 from src import distributed
 from src.engine import window_start_filter
@@ -31,9 +30,12 @@ from src.optim import set_backbone_trainable
 logger = logging.getLogger(__name__)
 
 
-def attach_training_metrics(trainer: Engine, device: torch.device | str = "cpu") -> None:
-    """The epoch's mean loss (for the history; over all processes), summed on ``device`` without waiting for it."""
-    Average(output_transform=lambda out: out["loss"], device=device).attach(trainer, "loss")
+def attach_training_metrics(trainer: Engine, device: torch.device | str = "cpu") -> Average:
+    """The epoch's mean loss (for the history; over all processes), summed on ``device`` without waiting for it.
+    Returns the metric (its state is saved with the training state)."""
+    metric = Average(output_transform=lambda out: out["loss"], device=device)
+    metric.attach(trainer, "loss")
+    return metric
 
 
 def attach_lr_scheduler(
@@ -51,8 +53,9 @@ def attach_lr_scheduler(
 
 
 def attach_set_epoch(trainer: Engine, loader) -> None:
-    """Tells a `DistributedSampler` the epoch at each epoch start, so every epoch has its own shuffle."""
-    if isinstance(loader.sampler, DistributedSampler):
+    """Tells the sampler (`src.sampling.EpochSampler`, a `DistributedSampler`) the 0-based epoch at each epoch
+    start, so every epoch has its own shuffle and augmentation draws."""
+    if hasattr(loader.sampler, "set_epoch"):
         trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: loader.sampler.set_epoch(engine.state.epoch - 1))
 
 

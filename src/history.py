@@ -11,6 +11,8 @@ from pathlib import Path
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
 
+from src import files
+
 logger = logging.getLogger(__name__)
 
 
@@ -29,8 +31,8 @@ class History:
 
     def record(self, row: dict) -> None:
         self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]  # a resumed epoch replaces its row
-        if self.path is not None:
-            with self.path.open("w", newline="") as f:
+        if self.path is not None:  # rewritten whole and renamed into place: a kill never leaves half a file
+            with files.atomic_path(self.path) as tmp, tmp.open("w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=list(row))
                 writer.writeheader()
                 writer.writerows(self.rows)

@@ -15,11 +15,12 @@ import albumentations as A
 import ignite.distributed as idist
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from src import distributed
-from src.augmentations import build_transforms
+from src.augmentations import build_transforms, reseed
 from src.config import DataConfig, LoaderConfig
+from src.sampling import EpochSampler
 from src.sources import ArrayImages, ConcatImages, Reading, Source, decode_all, in_memory, read_digits, read_source
 from src.targets import Task, infer_task
 
@@ -138,9 +139,13 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[index]
-        return self.transform(image=image)["image"], torch.as_tensor(self.targets[index])
+    def __getitem__(self, key: int | tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``key``: a row, or ``(row, seed, epoch)`` from `src.sampling.EpochSampler`, which seeds this sample's
+        augmentation from ``(seed, epoch, row)``."""
+        if isinstance(key, tuple):
+            reseed(self.transform, key)
+            key = key[0]
+        return self.transform(image=self.images[key])["image"], torch.as_tensor(self.targets[key])
 
 
 class SequenceToTensor:
@@ -199,7 +204,8 @@ def take_subset(indices: np.ndarray, size: int, seed: int) -> np.ndarray:
 @dataclasses.dataclass
 class Loaders:
     """A run's loaders. With several processes each has its share: the train loader samples a shuffled share
-    (`DistributedSampler`), the evaluation loaders read one contiguous block of their rows (`src.distributed`)."""
+    (`src.sampling.EpochSampler`), the evaluation loaders read one contiguous block of their rows
+    (`src.distributed`)."""
 
     train: DataLoader  # train fold, train-time augmentation, shuffled
     train_eval: DataLoader  # fixed subset of the train fold, valid-time transforms
@@ -210,6 +216,17 @@ class Loaders:
     img_size: int  # the side the pipelines currently resize to, pixels
     valid_rows: np.ndarray  # the data rows of the whole valid fold, in the order of the gathered predictions
     transforms: Callable[[int, int], tuple[A.Compose, A.Compose]]  # (img_size, seed) -> (train, eval) pipelines
+
+    def close(self) -> None:
+        """Stops the loaders' persistent worker processes now. Left to the garbage collector (an engine holding a
+        loader sits in a reference cycle), each worker would be joined only after a 5 s timeout, per loader, and
+        they would outlive their fold under ``--fold all``. torch offers no public call for this, so it uses the
+        iterator's own shutdown."""
+        for loader in (self.train, self.train_eval, self.valid, self.bn):
+            iterator = getattr(loader, "_iterator", None)
+            if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+                iterator._shutdown_workers()
+            loader._iterator = None
 
     def set_img_size(self, img_size: int, seed: int) -> None:
         """Switches every loader to ``img_size`` (progressive resizing), with the train augmentation
@@ -264,11 +281,10 @@ def build_loaders(
 
     train_set = _dataset(data, train_idx, train_tf, extra_train)
     batch_size = max(min(config.batch_size, len(train_set)) // processes, 1)  # this process's share
-    sampling = dict(shuffle=True)
-    if processes > 1:  # the same permutation in every process (seed), each taking its share of it
-        sampling = dict(sampler=DistributedSampler(train_set, shuffle=True, seed=seed, drop_last=True))
+    # the same permutation in every process, each taking its share; augmentation seeded per (seed, epoch, row)
+    sampler = EpochSampler(len(train_set), batch_size, seed, world_size=processes, rank=distributed.rank())
     generator = torch.Generator().manual_seed(seed)
-    train = DataLoader(train_set, batch_size, drop_last=True, generator=generator, **sampling, **common)
+    train = DataLoader(train_set, batch_size, sampler=sampler, drop_last=True, generator=generator, **common)
 
     # Each evaluation loader owns a generator: creating a loader's iterator draws a worker base seed from
     # the loader's generator, or from the global RNG without one, and a draw from the global RNG would make
@@ -329,9 +345,8 @@ def _pipelines(data: Data, train_idx: np.ndarray, config: LoaderConfig, seed: in
         raise ValueError(f"--mean/--std give {len(mean)}/{len(std)} values; the images have {data.in_chans} channels")
 
     def images(size: int, seed: int) -> tuple[A.Compose, A.Compose]:
-        augment_seed = seed + distributed.rank()  # processes augment their shares with different draws
-        return (
-            build_transforms(size, mean, std, aug=config.aug, seed=augment_seed, resize_mode=config.resize_mode),
+        return (  # the train pipeline is re-seeded for every sample (`ImageDataset`)
+            build_transforms(size, mean, std, aug=config.aug, seed=seed, resize_mode=config.resize_mode),
             build_transforms(size, mean, std, aug="none", resize_mode=config.resize_mode),
         )
 

@@ -23,7 +23,7 @@ import pandas as pd
 from ignite.handlers import FastaiLRFinder
 from ignite.utils import manual_seed
 
-from src import rundir
+from src import files, rundir
 from src.cli import parse_config, run_cli
 from src.config import Config
 from src.model import check_arch
@@ -90,7 +90,7 @@ def find_lr(
 def save_curve(finder: FastaiLRFinder, curve: pd.DataFrame, out_dir: Path, show_suggestion: bool) -> None:
     """Writes the curve (``lr_find.csv``) and ignite's loss-vs-lr plot (``lr_find.png``) to ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    curve.to_csv(out_dir / rundir.LR_FIND_CSV, index=False)
+    files.write_csv(curve, out_dir / rundir.LR_FIND_CSV)
     import matplotlib
 
     matplotlib.use("Agg")

@@ -421,7 +421,13 @@ def set_output_stride(net: nn.Module, output_stride: int, arch: str = "") -> Non
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # not a torch file, truncated, or pickled objects that weights_only refuses
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"{path}: not a weights file that loads with torch.load(weights_only=True) ({first})"
+        ) from None
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
@@ -434,6 +440,7 @@ def _load_library_weights(net: nn.Module, state: dict, path: Path) -> None:
     """Loads a state dict saved from the library's own model (what its 'imagenet' download holds)."""
     head_keys = ("_fc.", "last_linear.", "classifier.", "fc.")
     state = {k: v for k, v in state.items() if not k.startswith(head_keys)}
+    _check_shapes(state, net.state_dict(), path)
     result = net.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(head_keys)]
     if missing or result.unexpected_keys:
@@ -506,12 +513,21 @@ def _library_backbone(config: ModelConfig) -> tuple:
         raise
 
 
+def _check_shapes(state: dict, own: dict, path: Path) -> None:
+    """Raises ValueError naming the first tensor of ``state`` whose shape differs from the model's, with both."""
+    for key, value in state.items():
+        if key in own and tuple(own[key].shape) != tuple(getattr(value, "shape", ())):
+            raise ValueError(
+                f"{path}: {key!r} is {tuple(getattr(value, 'shape', ()))} in the file and {tuple(own[key].shape)} in "
+                "the model (another arch, or another --in-chans?)"
+            )
+
+
 def _load_own_weights(model: Classifier, state: dict, path: Path) -> None:
     own = model.state_dict()
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     head_keys = ("fc.", "head_norm.")  # a new head (another num_classes or head kind) may replace the old one
-    if any(not k.startswith(head_keys) for k in mismatched):
-        raise ValueError(f"{path}: tensor shapes do not fit the model: {mismatched[:5]}")
+    _check_shapes({k: v for k, v in state.items() if not k.startswith(head_keys)}, own, path)
     state = {k: v for k, v in state.items() if k not in mismatched}
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(head_keys)]

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from src import rundir
+from src import files, rundir
 from src.augmentations import build_transforms
 from src.cli import parse_args, run_cli
 from src.engine import predict_logits
@@ -166,7 +166,7 @@ def predict_oof(folds: list[FoldRun], args: PredictConfig, device: torch.device)
     ]
     out = Path(args.output_dir or args.run)
     out.mkdir(parents=True, exist_ok=True)
-    pd.concat(frames, ignore_index=True).to_csv(out / f"oof_tta-{Path(args.tta).stem}.csv", index=False)
+    files.write_csv(pd.concat(frames, ignore_index=True), out / f"oof_tta-{Path(args.tta).stem}.csv")
     return result
 
 
@@ -190,7 +190,7 @@ def predict(args: PredictConfig) -> dict:
     ids, probs = predict_test(folds, args, device)
     out = Path(args.output_dir or args.run)
     out.mkdir(parents=True, exist_ok=True)
-    predictions_frame(ids, probs, folds[0].task).to_csv(out / rundir.TEST_PREDICTIONS, index=False)
+    files.write_csv(predictions_frame(ids, probs, folds[0].task), out / rundir.TEST_PREDICTIONS)
     form = submission_format(folds[0], args, result)
     submission = make_submission(ids, probs, folds[0].task, form)
     path = write_submission(submission, out / rundir.SUBMISSION, args.sample_submission)

@@ -9,7 +9,7 @@ beside them):
 | ``classes.json`` | train | the task: kind, label columns, class lists, head weights |
 | ``folds.csv`` | train | id and fold of every row |
 | ``history.csv`` | train (`src.history`) | one row per epoch |
-| ``checkpoint_<epoch>.pt`` | train (`src.checkpoints`) | the newest full training state |
+| ``checkpoint_<iteration>.pt`` | train (`src.checkpoints`) | the two newest full training states |
 | ``best_model_<step>_<key>=<score>.pt`` | train | the ``--n-saved`` best model weights |
 | ``swa_model_<epoch>.pt`` | train | the SWA weights (``--swa-start-epoch``) |
 | ``valid_predictions.csv``, ``summary.json`` | train | the valid fold's probabilities; the summary, written last |
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from src import distributed
+from src import distributed, files
 from src.config import Config, load_config_file, save_config
 from src.targets import Task
 
@@ -64,29 +64,81 @@ def resolve_run_dir(resume: str | Path) -> Path:
     return path.parent if path.is_file() else path
 
 
+# Fields that may differ between the commands that continue one run folder: where and how it runs, not what.
+RUN_CONTROL = frozenset(
+    {"device", "num_workers", "progress", "log_every", "checkpoint_every", "time_limit", "epochs", "n_saved"}
+    | {"output_dir", "run_name", "resume", "dry_run", "list_archs"}
+)
+
+
+INFERRED = frozenset({"num_classes", "in_chans", "mean", "std"})  # None until resolved from the data
+
+
+def differences(saved: Config, config: Config) -> list[str]:
+    """The fields, other than `RUN_CONTROL`, whose values differ: ``"lr: 0.001 there, 0.01 here"`` (an inferred
+    field left unresolved on one side, as in ``--fold all``'s own config, is not a difference)."""
+    old, new = saved.flat(), config.flat()
+    unresolved = {k for k in INFERRED if old[k] is None or new.get(k) is None}
+    changed = [k for k in old if k not in RUN_CONTROL | unresolved and old[k] != new.get(k)]
+    return [f"{k}: {old[k]!r} there, {new.get(k)!r} here" for k in changed]
+
+
 def create(config: Config) -> Path | None:
-    """Creates the run folder of a single-fold run (``--resume``'s folder, or ``--output-dir/--run-name``, by default
-    ``<arch>-fold<fold>-<timestamp>``) and saves the resolved config in it; None for a dry run.
+    """The run folder of a single-fold run, created if new, with the resolved config saved in it; None for a dry run.
+
+    Which folder: ``--resume``'s; with ``--resume auto`` the newest unfinished run in ``--output-dir`` with the same
+    settings (`continuable`), else a new one; otherwise ``--output-dir/--run-name`` (by default
+    ``<arch>-fold<fold>-<timestamp>``). A folder of that name holding checkpoints is the same command run again:
+    it continues, provided its settings are the same but for `RUN_CONTROL`.
 
     Raises:
-        ValueError: a new run's folder already holds checkpoints (they are never overwritten).
+        ValueError: the named folder holds a run with other settings (the message names them).
     """
     if config.run.dry_run:
         return None
-    if config.run.resume:
+    run_dir = None
+    if config.run.resume and config.run.resume != "auto":
         run_dir = resolve_run_dir(config.run.resume)
-    else:
+    elif config.run.resume == "auto":
+        run_dir = continuable(config)
+    if run_dir is None:
         name = config.run.run_name or f"{config.model.arch}-fold{config.split.fold}-{datetime.now():%Y%m%d-%H%M%S}"
         run_dir = Path(config.run.output_dir) / distributed.broadcast_str(name)  # one name for all processes
-        if run_dir.exists() and any(run_dir.glob("*.pt")):
-            raise ValueError(
-                f"run folder {run_dir} already holds checkpoints; pass --resume {run_dir} or another --run-name"
-            )
+        if has_checkpoint(run_dir) or config_path(run_dir).is_file():
+            check_same_run(run_dir, config)
     distributed.barrier()  # every process has looked before rank 0 writes
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(run_dir, config)
     return run_dir
+
+
+def check_same_run(run_dir: Path, config: Config) -> None:
+    """Checks that ``run_dir`` holds a run of ``config``'s settings (but for `RUN_CONTROL`) before it is continued.
+
+    Raises:
+        ValueError: other settings (the message names up to three).
+        FileNotFoundError: the folder holds checkpoints but no ``config.yaml``: not a run folder.
+    """
+    changed = differences(read_config(run_dir), config)
+    if changed:
+        raise ValueError(
+            f"run folder {run_dir} holds a run with other settings ({'; '.join(changed[:3])}); pass another "
+            f"--run-name, or --resume {run_dir} to continue it with its own settings"
+        )
+
+
+def continuable(config: Config) -> Path | None:
+    """``--resume auto``: the unfinished run folder in ``--output-dir`` with checkpoints and the same settings (but
+    for `RUN_CONTROL`) whose newest checkpoint is the newest, or None (the same in every process)."""
+    found = ""
+    if distributed.is_main():
+        runs = [p for p in Path(config.run.output_dir).glob("*/") if has_checkpoint(p) and not is_finished(p)]
+        runs = [p for p in runs if config_path(p).is_file() and not differences(read_config(p), config)]
+        newest = max(runs, key=lambda p: checkpoints(p)[0].stat().st_mtime, default=None)
+        found = str(newest or "")
+    found = distributed.broadcast_str(found)
+    return Path(found) if found else None
 
 
 def write_config(run_dir: Path, config: Config) -> None:
@@ -110,8 +162,8 @@ def write_data_description(run_dir: Path, task: Task, ids: Sequence[str], fold_o
     """Writes ``classes.json`` (the task; used by prediction) and ``folds.csv`` (id, fold of every row); rank 0."""
     if not distributed.is_main():
         return
-    (run_dir / CLASSES).write_text(json.dumps(task.to_dict(), indent=1))
-    pd.DataFrame({"id": ids, "fold": fold_of}).to_csv(run_dir / FOLDS, index=False)
+    files.write_text(run_dir / CLASSES, json.dumps(task.to_dict(), indent=1))
+    files.write_csv(pd.DataFrame({"id": ids, "fold": fold_of}), run_dir / FOLDS)
 
 
 def read_task(run_dir: Path) -> Task:
@@ -130,7 +182,7 @@ def write_summary(run_dir: Path, summary: dict) -> None:
     """Writes ``summary.json``, which marks the run as finished (`is_finished`); rank 0."""
     if not distributed.is_main():
         return
-    (run_dir / SUMMARY).write_text(json.dumps(summary, indent=1))
+    files.write_text(run_dir / SUMMARY, json.dumps(summary, indent=1))
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -141,19 +193,29 @@ def _step(path: Path) -> int:
     return int(re.findall(r"\d+", path.stem)[-1])
 
 
-def find_checkpoint(resume: str | Path) -> Path:
-    """The checkpoint to resume from: the file itself, or the newest ``checkpoint_<epoch>.pt`` of a run folder.
+def checkpoints(resume: str | Path) -> list[Path]:
+    """The checkpoints to resume from, newest first: the file itself, or the ``checkpoint_<iteration>.pt`` files
+    of a run folder.
 
     Raises:
         FileNotFoundError: no such file, or a folder without checkpoints.
     """
     path = Path(resume)
     if path.is_file():
-        return path
-    candidates = sorted(path.glob(CHECKPOINTS), key=_step) if path.is_dir() else []
+        return [path]
+    candidates = sorted(path.glob(CHECKPOINTS), key=_step, reverse=True) if path.is_dir() else []
     if not candidates:
         raise FileNotFoundError(f"--resume {resume}: no checkpoint file, nor a run folder holding checkpoint_*.pt")
-    return candidates[-1]
+    return candidates
+
+
+def find_checkpoint(resume: str | Path) -> Path:
+    """The newest of `checkpoints`.
+
+    Raises:
+        FileNotFoundError: as `checkpoints`.
+    """
+    return checkpoints(resume)[0]
 
 
 def has_checkpoint(run_dir: Path) -> bool:

@@ -103,7 +103,9 @@ def setup_loaders(config: Config, data: Data, fold_of: np.ndarray, device: torch
     extra = None
     if config.pseudo.pseudo_labels:
         extra = pseudo_labelled(config.pseudo, config.data, reading(config), data.task)
-    return build_loaders(data, train_idx, valid_idx, loader, config.run.seed, device.type == "cuda", extra)
+    loaders = build_loaders(data, train_idx, valid_idx, loader, config.run.seed, device.type == "cuda", extra)
+    loaders.train.sampler.limit(config.run.max_iters_per_epoch)  # each capped epoch is a fresh pass
+    return loaders
 
 
 def resolve(config: Config, data: Data, loaders: Loaders) -> Config:

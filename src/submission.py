@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from src import files
 from src.targets import Task
 
 FORMATS = ("label", "topk", "tags", "long", "probs")
@@ -140,5 +141,5 @@ def write_submission(submission: pd.DataFrame, path: str | Path, sample_path: st
     """
     if sample_path:
         submission = match_sample(submission, sample_path)
-    submission.to_csv(path, index=False)
+    files.write_csv(submission, path)
     return Path(path)

@@ -8,8 +8,11 @@ to `src.cv`, which trains every fold with it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
+import os
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -26,36 +29,45 @@ from src.evaluation import setup_evaluators
 from src.history import History
 from src.model import describe_archs
 from src.setup import prepare, resolve, resolve_device, setup_data, setup_loaders, setup_model
+from src.stopping import Stopped, StopRequests
 from src.training import Steps, Training, attach_handlers, resume, save_valid_predictions, setup_training, train
 
 logger = logging.getLogger("src.train")  # not __name__: "__main__" under python -m
 
 
-def run(config: Config) -> dict:
-    """Trains one fold as configured; returns the summary (best score and its epoch, wall time, run folder)."""
+def run(config: Config, requests: StopRequests | None = None) -> dict:
+    """Trains one fold as configured; returns the summary (best score and its epoch, wall time, run folder).
+
+    Raises:
+        Stopped: a signal or the time limit stopped it after saving the training state (``requests``).
+    """
     started = time.perf_counter()
+    requests = requests or StopRequests()
     config = prepare(config)
-    checkpoint = rundir.find_checkpoint(config.run.resume) if config.run.resume else None
+    resume_file = rundir.find_checkpoint(config.run.resume) if config.run.resume not in (None, "auto") else None
     manual_seed(config.run.seed + distributed.rank())  # rank 0: --seed; DDP copies rank 0's initial weights
     device = resolve_device(config.run.device)
     data, fold_of = setup_data(config)
     loaders = setup_loaders(config, data, fold_of, device)
     config = resolve(config, data, loaders)
     model = setup_model(config, data.task, device)
-    run_dir = rundir.create(config)
+    run_dir = rundir.create(config)  # continues the run of the same name (same settings)
     if run_dir is not None:
         rundir.write_data_description(run_dir, data.task, data.source.ids(), fold_of)
     training = setup_training(config, model, data.task, Steps.of(config, len(loaders.train)), device)
     evaluators = setup_evaluators(config, training.models(), data.task, device)
-    with contextlib.ExitStack() as cleanup:
-        history = attach_handlers(config, training, evaluators, loaders, run_dir, cleanup)
-        if checkpoint is not None:
-            resume(training, checkpoint)
+    with contextlib.ExitStack() as cleanup:  # closes TensorBoard's writer and the loaders' workers
+        cleanup.callback(loaders.close)
+        history = attach_handlers(config, training, evaluators, loaders, run_dir, cleanup, requests)
+        if resume_file is not None or (run_dir is not None and rundir.has_checkpoint(run_dir)):
+            resume(training, [resume_file] if resume_file else rundir.checkpoints(run_dir), loaders.train.sampler)
         where = "dry run (no files written)" if run_dir is None else f"run folder {run_dir}"
         sizes = len(loaders.train.dataset), len(loaders.valid_rows)  # all processes' rows
         logger.info("%s on %s: %d train / %d valid images, %s", config.model.arch, device, *sizes, where)
         train(training, loaders.train, config.optim.epochs)
-    predicted_by = save_valid_predictions(run_dir, training, loaders, data, fold_of, config) if run_dir else None
+        if getattr(training.trainer.state, "stopped", None):
+            raise training.trainer.state.stopped
+        predicted_by = save_valid_predictions(run_dir, training, loaders, data, fold_of, config) if run_dir else None
     summary = summarise(history, training, time.perf_counter() - started, run_dir, predicted_by)
     if run_dir is not None:  # marks the run as finished (`--fold all` skips finished folds)
         rundir.write_summary(run_dir, summary)
@@ -88,22 +100,45 @@ def summarise(
     return summary
 
 
-def command(config: Config) -> None:
-    """``--list-archs``, every fold (``--fold all``), or one fold (a dry run of ``--fold all`` checks fold 0)."""
-    if config.run.list_archs:
-        print("\n".join(describe_archs()))
-    elif config.split.fold == "all" and not config.run.dry_run:
-        run_all_folds(config, run)
-    else:
-        run(config.replace(fold=0) if config.split.fold == "all" else config)
+def command(config: Config, argv: Sequence[str]) -> None:
+    """``--list-archs``, every fold (``--fold all``), or one fold (a dry run of ``--fold all`` checks fold 0), with
+    signals and ``--time-limit`` turned into clean stops (`src.stopping`).
+
+    Raises:
+        Stopped: with the command line that continues the run.
+    """
+    with StopRequests(config.run.time_limit_s, config.run.time_limit) as requests:
+        try:
+            if config.run.list_archs:
+                print("\n".join(describe_archs()))
+            elif config.split.fold == "all" and not config.run.dry_run:
+                run_all_folds(config, functools.partial(run, requests=requests), requests.check_between)
+            else:
+                run(config.replace(fold=0) if config.split.fold == "all" else config, requests)
+        except Stopped as stopped:
+            every_fold = config.split.fold == "all" and stopped.run_dir is not None and stopped.position is not None
+            run_dir = stopped.run_dir.parent if every_fold else stopped.run_dir
+            stopped.command = continue_command(argv, run_dir)
+            raise
+
+
+def continue_command(argv: Sequence[str], run_dir: Path | None) -> str:
+    """The command line that continues a stopped run: the same one, naming the run folder if it did not."""
+    args = list(argv)
+    if run_dir is not None and not any(a.split("=")[0] in ("--run-name", "--resume") for a in args):
+        args += ["--run-name", run_dir.name]
+    per_node = os.environ.get("LOCAL_WORLD_SIZE", str(distributed.launched_processes()))
+    launcher = f"torchrun --nproc_per_node {per_node} " if distributed.launched_processes() > 1 else "python "
+    return launcher + "-m src.train " + shlex.join(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Under ``torchrun`` every process runs `command`, in one process group (`src.distributed.launch`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
 
     def parse_and_launch() -> None:
         config = parse_config(argv)
-        launch(command, config.run.device, config)
+        launch(command, config.run.device, config, argv)
 
     return run_cli(parse_and_launch, interrupted=INTERRUPTED)
 

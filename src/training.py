@@ -14,13 +14,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, EarlyStopping, EMAHandler, ParamScheduler
+from ignite.metrics import Metric
 from torch.optim.swa_utils import AveragedModel
 
-from src import distributed, rundir
+from src import distributed, files, rundir
 from src.averaging import attach_ema, attach_swa, build_ema, build_swa, from_epoch
-from src.checkpoints import attach_best_checkpoint, attach_last_checkpoint, attach_model_file, resume_from
+from src.checkpoints import (
+    attach_best_checkpoint,
+    attach_last_checkpoint,
+    attach_model_file,
+    read_checkpoint,
+    resume_from,
+)
 from src.config import Config
 from src.engine import FeatureLoss, create_trainer, predict_logits
 from src.evaluation import Selection, compiled, validation_event
@@ -44,6 +51,8 @@ from src.metrics import to_probs
 from src.mixup import Mixup
 from src.oof import predictions_frame
 from src.optim import build_lr_scheduler, build_optimizer
+from src.runstate import AccumulatedGradients, MetricState, RandomStates
+from src.stopping import StopRequests, attach_stopping
 from src.targets import Task
 
 logger = logging.getLogger(__name__)
@@ -80,7 +89,7 @@ class Steps:
 class Training:
     """Everything a training run updates: the trainer and the objects its step and handlers change.
 
-    The handler fields (``early_stopping`` ... ``last_checkpoint``) are set once, by `attach_handlers`.
+    The handler fields (``loss_metric`` ... ``last_checkpoint``) are set once, by `attach_handlers`.
     """
 
     trainer: Engine
@@ -96,6 +105,7 @@ class Training:
     swa_model: AveragedModel | None = None
     center_loss: CenterLoss | None = None
     center_optimizer: torch.optim.Optimizer | None = None
+    loss_metric: Metric | None = None
     early_stopping: EarlyStopping | None = None
     best_checkpoint: Checkpoint | None = None
     swa_checkpoint: Checkpoint | None = None
@@ -106,6 +116,9 @@ class Training:
         The names are the checkpoint file's keys."""
         objects = {
             "trainer": self.trainer,
+            "rng": RandomStates(),  # each process's global generators (dropout, drop-path)
+            "accumulated_gradients": AccumulatedGradients(self.model),  # a window that spans an epoch's end
+            "train_loss": None if self.loss_metric is None else MetricState(self.loss_metric, self.device),
             "model": self.model,
             "optimizer": self.optimizer,
             "lr_scheduler": self.lr_scheduler,
@@ -183,13 +196,15 @@ def attach_handlers(
     loaders: Loaders,
     run_dir: Path | None,
     cleanup: contextlib.ExitStack,
+    requests: StopRequests,
 ) -> History:
     """Attaches every handler the config asks for, by event, in the order they must fire; files only with a run
-    folder. The TensorBoard logger is closed by ``cleanup``. Returns the run's history."""
+    folder; last, the saves inside epochs and the clean stop on ``requests``. The TensorBoard logger is closed by
+    ``cleanup``. Returns the run's history."""
     trainer, selection = training.trainer, training.selection
     selector = evaluators[selection.name]
     attach_terminate_on_nan(trainer, config.run.log_every)
-    attach_training_metrics(trainer, training.device)
+    training.loss_metric = attach_training_metrics(trainer, training.device)
     attach_set_epoch(trainer, loaders.train)
     if training.ema is not None:
         attach_ema(trainer, training.ema, config.step.accumulation_steps)
@@ -220,6 +235,8 @@ def attach_handlers(
         attach_files(config, training, evaluators, run_dir, cleanup)
     if config.run.progress and distributed.is_main():
         attach_progress_bar(trainer, config.run.log_every)
+    accumulation = config.step.accumulation_steps
+    attach_stopping(trainer, requests, training.last_checkpoint, run_dir, accumulation, config.run)
     return history
 
 
@@ -251,12 +268,30 @@ def attach_files(
         cleanup.enter_context(tb_logger)
 
 
-def resume(training: Training, checkpoint: Path) -> None:
-    """Loads ``checkpoint`` into the run's objects (`Training.to_save`) and its last-checkpoint handler."""
-    missing = resume_from(checkpoint, training.to_save(), training.last_checkpoint)
-    state = training.trainer.state
+def resume(training: Training, candidates: list[Path], sampler) -> None:
+    """Loads the newest readable of ``candidates`` (`read_checkpoint`) into the run's objects (`Training.to_save`)
+    and its last-checkpoint handler. A state saved inside an epoch goes on from there: the sampler skips the
+    samples the epoch has already trained on, and the epoch's running loss is put back after the epoch restarts.
+
+    Raises:
+        ValueError: no candidate loads, or the checkpoint does not fit the model (`resume_from`).
+    """
+    checkpoint, state = read_checkpoint(candidates)
+    missing = resume_from(state, training.to_save(), training.last_checkpoint)
+    trainer_state = training.trainer.state
+    done = trainer_state.iteration % training.steps.epoch_length
+    if done:  # inside an epoch
+        sampler.start_at(done)
+        if "train_loss" in state:  # put back after the epoch's start resets it
+            loss_state = MetricState(training.loss_metric, training.device)
+            resumed_epoch = trainer_state.iteration // training.steps.epoch_length + 1
+            training.trainer.add_event_handler(
+                Events.EPOCH_STARTED(once=resumed_epoch), lambda: loss_state.load_state_dict(state["train_loss"])
+            )
     left = f" (not in the checkpoint, left fresh: {missing})" if missing else ""
-    logger.info("resumed from %s at epoch %d, iteration %d%s", checkpoint, state.epoch, state.iteration, left)
+    logger.info(
+        "resumed from %s at epoch %d, iteration %d%s", checkpoint, trainer_state.epoch, trainer_state.iteration, left
+    )
 
 
 def train(training: Training, loader, epochs: int) -> None:
@@ -294,5 +329,5 @@ def save_valid_predictions(
         folds=fold_of[rows],
         labels=data.source.table.iloc[rows],
     )
-    frame.to_csv(run_dir / rundir.PREDICTIONS, index=False)
+    files.write_csv(frame, run_dir / rundir.PREDICTIONS)
     return best

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
+from src.checkpoints import read_checkpoint
 from src.config import Config
 from src.folds import assign_folds, split_indices
 from src.loaddata import Data, load_data
@@ -223,3 +224,12 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def epoch_checkpoint(run_dir: Path, epoch: int) -> Path:
+    """The ``checkpoint_<iteration>.pt`` of ``run_dir`` saved at the end of ``epoch`` (1-based)."""
+    for path in Path(run_dir).glob("checkpoint_*.pt"):
+        trainer = read_checkpoint([path])[1]["trainer"]
+        if trainer["iteration"] == epoch * trainer["epoch_length"]:
+            return path
+    raise AssertionError(f"{run_dir}: no checkpoint of epoch {epoch}")

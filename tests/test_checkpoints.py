@@ -4,13 +4,13 @@ import pytest
 import torch
 from ignite.engine import Events
 
-from src.checkpoints import attach_best_checkpoint, attach_last_checkpoint, resume_from
+from src.checkpoints import attach_best_checkpoint, attach_last_checkpoint, read_checkpoint, resume_from
 from src.config import OptimConfig
 from src.engine import create_evaluator, create_trainer, make_metrics
 from src.evaluation import Selection
 from src.losses import build_criterion
 from src.optim import build_lr_scheduler, build_optimizer
-from src.rundir import find_checkpoint
+from src.rundir import checkpoints
 from tests.helpers import CPU, TinyConvNet, make_blobs
 
 
@@ -36,13 +36,13 @@ def _setup(run_dir, seed=0):
 def test_checkpoint_then_resume_continues_with_the_same_state(tmp_path):
     trainer, model, optimizer, _, batches, _ = _setup(tmp_path)
     trainer.run(batches, max_epochs=2)
-    assert sorted(p.name for p in tmp_path.glob("checkpoint_*.pt")) == ["checkpoint_2.pt"]
+    assert [p.name for p in checkpoints(tmp_path)] == ["checkpoint_6.pt", "checkpoint_3.pt"]  # the two newest
     assert len(list(tmp_path.glob("best_model_*valid_accuracy=*.pt"))) >= 1
     saved_optimizer = optimizer.state_dict()
     saved_lr = optimizer.param_groups[0]["lr"]
 
     trainer2, model2, optimizer2, to_save2, batches2, last2 = _setup(tmp_path, seed=1)  # different init
-    assert resume_from(find_checkpoint(str(tmp_path)), to_save2, last2) == []
+    assert resume_from(read_checkpoint(checkpoints(tmp_path))[1], to_save2, last2) == []
     assert (trainer2.state.epoch, trainer2.state.iteration) == (2, 6)
     for a, b in zip(model.parameters(), model2.parameters()):
         assert torch.equal(a, b)
@@ -58,13 +58,13 @@ def test_checkpoint_then_resume_continues_with_the_same_state(tmp_path):
     trainer2.run(batches2, max_epochs=4)
     assert epochs_seen == [3, 4]
     assert trainer2.state.iteration == 12
-    assert sorted(p.name for p in tmp_path.glob("checkpoint_*.pt")) == ["checkpoint_4.pt"]
+    assert [p.name for p in checkpoints(tmp_path)] == ["checkpoint_12.pt", "checkpoint_9.pt"]
 
 
 def test_a_crash_while_saving_leaves_the_last_checkpoint_intact(tmp_path, monkeypatch):
     trainer, model, _, _, batches, _ = _setup(tmp_path)
     trainer.run(batches, max_epochs=1)
-    good = torch.load(tmp_path / "checkpoint_1.pt", weights_only=False)
+    good = torch.load(tmp_path / "checkpoint_3.pt", weights_only=True)
 
     real_save = torch.save
 
@@ -79,9 +79,31 @@ def test_a_crash_while_saving_leaves_the_last_checkpoint_intact(tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         trainer.run(batches, max_epochs=2)
     monkeypatch.setattr(torch, "save", real_save)
-    assert not (tmp_path / "checkpoint_2.pt").exists()
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("best_")) == ["checkpoint_1.pt"]
-    reloaded = torch.load(tmp_path / "checkpoint_1.pt", weights_only=False)
+    assert not (tmp_path / "checkpoint_6.pt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("best_")) == ["checkpoint_3.pt"]
+    reloaded = torch.load(tmp_path / "checkpoint_3.pt", weights_only=True)
     assert reloaded["trainer"]["iteration"] == good["trainer"]["iteration"] == 3  # epoch 1 of 3 batches
     for key, value in good["model"].items():
         assert torch.equal(value, reloaded["model"][key])
+
+
+def test_a_corrupt_newest_checkpoint_is_reported_and_the_previous_one_used(tmp_path, caplog):
+    trainer, _, _, _, batches, _ = _setup(tmp_path)
+    trainer.run(batches, max_epochs=2)
+    newest, previous = checkpoints(tmp_path)
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated, as by a full disk
+    path, state = read_checkpoint(checkpoints(tmp_path))
+    assert path == previous and state["trainer"]["iteration"] == 3
+    assert f"{newest} cannot be read" in caplog.text
+    previous.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="no readable checkpoint among checkpoint_6.pt, checkpoint_3.pt"):
+        read_checkpoint(checkpoints(tmp_path))
+
+
+def test_a_checkpoint_of_another_model_names_both_shapes(tmp_path):
+    trainer, _, _, _, batches, _ = _setup(tmp_path)
+    trainer.run(batches, max_epochs=1)
+    _, state = read_checkpoint(checkpoints(tmp_path))
+    other = {"trainer": trainer, "model": TinyConvNet(num_classes=5)}
+    with pytest.raises(ValueError, match=r"'fc.weight' is \(3, \d+\) there and \(5, \d+\) here"):
+        resume_from(state, other)

@@ -30,11 +30,11 @@ def test_all_folds_write_oof_covering_every_row_once_and_skip_finished_folds(tmp
     assert f"OOF {summary['oof_score']:.4f}" in capsys.readouterr().out
 
     # A finished fold is skipped, a missing one trained again: re-running the command completes the folds.
-    kept = (run / "fold0" / "checkpoint_1.pt").stat().st_mtime_ns
+    kept = helpers.epoch_checkpoint(run / "fold0", 1).stat().st_mtime_ns
     for path in sorted((run / "fold1").iterdir()):
         path.unlink()
     assert main(flags) == 0
-    assert (run / "fold0" / "checkpoint_1.pt").stat().st_mtime_ns == kept
+    assert helpers.epoch_checkpoint(run / "fold0", 1).stat().st_mtime_ns == kept
     assert (run / "fold1" / "valid_predictions.csv").is_file()
     assert len(pd.read_csv(run / "oof.csv")) == 30
 

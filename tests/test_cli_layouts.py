@@ -5,8 +5,8 @@ import json
 
 import pandas as pd
 import pytest
-import torch
 
+from src.checkpoints import read_checkpoint
 from src.train import main
 from tests import helpers
 
@@ -72,7 +72,7 @@ def test_trains_on_the_layout_and_describes_the_data(tmp_path, layout):
     assert 0.0 <= float(history[0]["valid_accuracy"]) <= 1.0
     if kind == "multihead":
         assert "valid_accuracy_grapheme_root" in history[0]
-    state = torch.load(run / "checkpoint_1.pt", weights_only=False)
+    state = read_checkpoint([helpers.epoch_checkpoint(run, 1)])[1]
     first_conv = next(v for k, v in state["model"].items() if v.ndim == 4)
     assert first_conv.shape[1] == in_chans
 

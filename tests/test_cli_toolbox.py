@@ -8,18 +8,19 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from src.checkpoints import read_checkpoint
 from src.train import main
 from tests import helpers
-from tests.helpers import TINY
+from tests.helpers import TINY, epoch_checkpoint
 
 
 def test_cli_center_loss_with_accumulation_mixup_and_resume(tmp_path):
     flags = ["--center-loss", "0.01", "--accumulation-steps", "2", "--mixup-alpha", "0.4"]
     flags += ["--output-dir", str(tmp_path), "--run-name", "center", *TINY]
     assert main([*flags, "--epochs", "1"]) == 0
-    first = torch.load(tmp_path / "center" / "checkpoint_1.pt", weights_only=False)
+    first = read_checkpoint([epoch_checkpoint(tmp_path / "center", 1)])[1]
     assert main(["--resume", str(tmp_path / "center"), "--epochs", "2"]) == 0
-    second = torch.load(tmp_path / "center" / "checkpoint_2.pt", weights_only=False)
+    second = read_checkpoint([epoch_checkpoint(tmp_path / "center", 2)])[1]
     assert first["center_loss"]["centers"].shape == (10, 1280)
     assert not torch.equal(first["center_loss"]["centers"], second["center_loss"]["centers"])  # trained on
     assert second["center_optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.5 / 0.01)  # alpha / lambda
@@ -34,7 +35,7 @@ def test_cli_swa_validates_saves_and_resumes(tmp_path):
     with (run_dir / "history.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [r["valid_swa_accuracy"] != "" for r in rows] == [False, True, True]
-    state = torch.load(run_dir / "checkpoint_3.pt", weights_only=False)
+    state = read_checkpoint([epoch_checkpoint(run_dir, 3)])[1]
     assert state["swa_model"]["n_averaged"].item() == 2  # epochs 2 and 3, counted across the resume
     assert [p.name for p in run_dir.glob("swa_model_*.pt")] == ["swa_model_3.pt"]
 
@@ -43,9 +44,9 @@ def test_cli_freeze_with_backbone_lr_accumulation_mixup_and_resume(tmp_path):
     flags = ["--freeze-epochs", "1", "--backbone-lr-mult", "0.1", "--accumulation-steps", "2", "--mixup-alpha", "0.4"]
     flags += ["--output-dir", str(tmp_path), "--run-name", "ft", *TINY]
     assert main([*flags, "--epochs", "1"]) == 0
-    first = torch.load(tmp_path / "ft" / "checkpoint_1.pt", weights_only=False)["optimizer"]
+    first = read_checkpoint([epoch_checkpoint(tmp_path / "ft", 1)])[1]["optimizer"]
     assert main(["--resume", str(tmp_path / "ft"), "--epochs", "2"]) == 0
-    second = torch.load(tmp_path / "ft" / "checkpoint_2.pt", weights_only=False)["optimizer"]
+    second = read_checkpoint([epoch_checkpoint(tmp_path / "ft", 2)])[1]["optimizer"]
     backbone_ids = {i for g in first["param_groups"] if g["lr_mult"] == 0.1 for i in g["params"]}
     head_ids = {i for g in first["param_groups"] if g["lr_mult"] == 1.0 for i in g["params"]}
     assert backbone_ids and not backbone_ids & set(first["state"])  # never stepped while frozen
@@ -73,7 +74,7 @@ def test_cli_schedule_records_the_size_and_resumes_at_the_right_size(tmp_path):
     with (tmp_path / "prog" / "history.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [(int(r["epoch"]), int(r["img_size"])) for r in rows] == [(1, 24), (2, 32)]
-    assert (tmp_path / "prog" / "checkpoint_2.pt").exists()
+    assert (epoch_checkpoint(tmp_path / "prog", 2)).exists()
 
 
 def test_cli_selects_by_the_metric(tmp_path):
@@ -92,7 +93,7 @@ def test_cli_arcface_with_accumulation_mixup_and_resume(tmp_path):
     flags += ["--output-dir", str(tmp_path), "--run-name", "arc", *TINY]
     assert main([*flags, "--epochs", "1"]) == 0
     assert main(["--resume", str(tmp_path / "arc"), "--epochs", "2"]) == 0
-    state = torch.load(tmp_path / "arc" / "checkpoint_2.pt", weights_only=False)["model"]
+    state = read_checkpoint([epoch_checkpoint(tmp_path / "arc", 2)])[1]["model"]
     assert state["fc.margin_loss.W"].shape == (1280, 10)  # effnet-b0 features x classes
     with (tmp_path / "arc" / "history.csv").open() as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]

@@ -9,8 +9,10 @@ import pytest
 import torch
 import yaml
 
+from src.checkpoints import read_checkpoint
+from src.rundir import checkpoints
 from src.train import main
-from tests.helpers import TINY
+from tests.helpers import TINY, epoch_checkpoint
 
 
 def test_dry_run_writes_no_files(tmp_path, monkeypatch, capsys):
@@ -26,7 +28,7 @@ def test_tiny_run_writes_run_folder_and_resumes(tmp_path):
     assert main([*flags, "--epochs", "1"]) == 0
     run_dir = out / "tiny"
     names = {p.name for p in run_dir.iterdir()}
-    assert {"config.yaml", "history.csv", "classes.json", "checkpoint_1.pt"} <= names
+    assert {"config.yaml", "history.csv", "classes.json", epoch_checkpoint(run_dir, 1).name} <= names
     assert any(n.startswith("best_model_1_valid_accuracy=") for n in names)
     assert any(n.startswith("events.out.tfevents") for n in names)
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -41,7 +43,7 @@ def test_tiny_run_writes_run_folder_and_resumes(tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert int(rows[1]["iteration"]) == 2 * int(rows[0]["iteration"])
     assert {"train_eval_accuracy", "valid_accuracy", "train_eval_loss", "valid_loss", "lr"} <= set(rows[0])
-    assert (run_dir / "checkpoint_2.pt").exists() and not (run_dir / "checkpoint_1.pt").exists()
+    assert [p.name for p in checkpoints(run_dir)] == [epoch_checkpoint(run_dir, e).name for e in (2, 1)]  # two newest
 
 
 def test_acceptance_flag_combination_runs(tmp_path):
@@ -69,7 +71,7 @@ def test_acceptance_flag_combination_runs(tmp_path):
         *TINY,
     ]
     assert main(flags) == 0
-    state = torch.load(tmp_path / "combo" / "checkpoint_1.pt", weights_only=False)
+    state = read_checkpoint([epoch_checkpoint(tmp_path / "combo", 1)])[1]
     assert {"model", "optimizer", "lr_scheduler", "trainer", "mixup", "early_stopping"} <= set(state)
     steps = {s["step"].item() for s in state["optimizer"]["state"].values()}
     assert steps == {state["trainer"]["iteration"] // 4}  # one optimizer step per 4 micro-batches
@@ -81,13 +83,13 @@ def test_ema_run_selects_by_the_ema_model_and_resumes_its_state(tmp_path):
     run_dir = tmp_path / "ema"
     best = list(run_dir.glob("best_model_1_valid_ema_accuracy=*.pt"))
     assert len(best) == 1
-    first = torch.load(run_dir / "checkpoint_1.pt", weights_only=False)
+    first = read_checkpoint([epoch_checkpoint(run_dir, 1)])[1]
     assert {"ema_model", "ema_momentum_scheduler"} <= set(first)
-    assert torch.load(best[0], weights_only=False).keys() == first["ema_model"].keys()
+    assert torch.load(best[0], weights_only=True).keys() == first["ema_model"].keys()
     assert first["ema_momentum_scheduler"]["event_index"] == first["trainer"]["iteration"] // 2  # per optimizer step
 
     assert main(["--resume", str(run_dir), "--epochs", "2"]) == 0
-    second = torch.load(run_dir / "checkpoint_2.pt", weights_only=False)
+    second = read_checkpoint([epoch_checkpoint(run_dir, 2)])[1]
     assert second["ema_momentum_scheduler"]["event_index"] == second["trainer"]["iteration"] // 2  # counted on
     with (run_dir / "history.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -102,16 +104,16 @@ def test_an_extra_evaluator_does_not_change_the_training_run(tmp_path, extra):
     flags = ["--epochs", "2", "--output-dir", str(tmp_path), *TINY]
     assert main([*flags, "--run-name", "plain"]) == 0
     assert main([*flags, "--run-name", "extra", *extra]) == 0
-    plain = torch.load(tmp_path / "plain" / "checkpoint_2.pt", weights_only=False)["model"]
-    other = torch.load(tmp_path / "extra" / "checkpoint_2.pt", weights_only=False)["model"]
+    plain = read_checkpoint([epoch_checkpoint(tmp_path / "plain", 2)])[1]["model"]
+    other = read_checkpoint([epoch_checkpoint(tmp_path / "extra", 2)])[1]["model"]
     assert all(torch.equal(plain[k], other[k]) for k in plain)
 
 
-def test_existing_run_folder_is_not_overwritten(tmp_path, capsys):
+def test_a_folder_that_is_not_a_run_is_not_overwritten(tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "checkpoint_3.pt").write_bytes(b"precious")
     assert main(["--output-dir", str(tmp_path), "--run-name", "taken", *TINY]) == 2
-    assert "--resume" in capsys.readouterr().err
+    assert f"error: {tmp_path / 'taken'}: no config.yaml; is it a run folder of src.train?" in capsys.readouterr().err
     assert (tmp_path / "taken" / "checkpoint_3.pt").read_bytes() == b"precious"
 
 
@@ -159,19 +161,20 @@ def test_compile_trains_the_compiled_model_and_saves_the_plain_one(tmp_path, mon
     monkeypatch.setattr(torch, "compile", eager_compile)
     assert main(["--compile", "--epochs", "1", "--output-dir", str(tmp_path), "--run-name", "c", *TINY]) == 0
     assert calls == ["Classifier"] * 3  # the trainer and both evaluators
-    state = torch.load(tmp_path / "c" / "checkpoint_1.pt", weights_only=False)["model"]
+    state = read_checkpoint([epoch_checkpoint(tmp_path / "c", 1)])[1]["model"]
     assert not any(key.startswith("_orig_mod") for key in state)
 
 
 def test_resuming_a_finished_run_trains_nothing_and_keeps_its_checkpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a relative run folder, as users give it
     assert main(["--epochs", "1", "--output-dir", "exp", "--run-name", "done", *TINY]) == 0
-    before = (tmp_path / "exp" / "done" / "checkpoint_1.pt").read_bytes()
+    saved = epoch_checkpoint(tmp_path / "exp" / "done", 1)
+    before = saved.read_bytes()
     (tmp_path / "exp" / "done" / "valid_predictions.csv").unlink()
     assert main(["--resume", "exp/done"]) == 0  # --epochs 1 from the saved config: nothing to train
-    assert (tmp_path / "exp" / "done" / "checkpoint_1.pt").read_bytes() == before  # not trained again from epoch 0
+    assert saved.read_bytes() == before  # not trained again from epoch 0
     assert (tmp_path / "exp" / "done" / "valid_predictions.csv").is_file()  # the outputs are written again
-    assert sorted(p.name for p in (tmp_path / "exp" / "done").glob("checkpoint_*.pt")) == ["checkpoint_1.pt"]
+    assert checkpoints(tmp_path / "exp" / "done") == [saved]
 
 
 def test_arch_and_data_must_agree(capsys):

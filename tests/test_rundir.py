@@ -46,6 +46,21 @@ def test_create_saves_the_config_without_its_folder_and_never_reuses_a_trained_f
     saved = rundir.read_config(run_dir)
     assert saved.model.arch == "resnet18" and saved.run.run_name is None and saved.run.resume is None
     torch.save({}, run_dir / "checkpoint_1.pt")
-    with pytest.raises(ValueError, match="already holds checkpoints; pass --resume"):
-        rundir.create(config)
+    assert rundir.create(config.replace(epochs=30, device="cpu")) == run_dir  # the same run, continued
+    with pytest.raises(
+        ValueError, match=r"holds a run with other settings \(arch: 'resnet18' there, 'resnet34' here\)"
+    ):
+        rundir.create(config.replace(arch="resnet34"))
     assert rundir.create(config.replace(dry_run=True)) is None
+
+
+def test_resume_auto_finds_the_newest_unfinished_run_with_the_same_settings(tmp_path):
+    config = Config.of(output_dir=str(tmp_path), arch="resnet18", in_chans=1, resume="auto")
+    for name, arch, finished in (("old", "resnet18", False), ("done", "resnet18", True), ("other", "resnet34", False)):
+        run_dir = rundir.create(config.replace(run_name=name, arch=arch, resume=None))
+        torch.save({}, run_dir / "checkpoint_5.pt")
+        if finished:
+            rundir.write_summary(run_dir, {})
+    assert rundir.continuable(config) == tmp_path / "old"
+    assert rundir.create(config) == tmp_path / "old"
+    assert rundir.continuable(config.replace(lr=0.1)) is None  # nothing to continue: a new run

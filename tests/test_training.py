@@ -29,8 +29,9 @@ def test_steps_count_optimizer_steps_once(fields, expected):
 
 def test_a_plain_run_saves_the_trainer_model_optimizer_and_schedule_only():
     training = _training()
-    assert set(training.to_save()) == {"trainer", "model", "optimizer", "lr_scheduler"}
-    assert set(_training(scheduler="none").to_save()) == {"trainer", "model", "optimizer"}
+    always = {"trainer", "rng", "accumulated_gradients", "model", "optimizer"}  # rng: every process's generators
+    assert set(training.to_save()) == always | {"lr_scheduler"}
+    assert set(_training(scheduler="none").to_save()) == always
     assert list(training.models()) == ["train_eval", "valid"]
 
 
@@ -39,6 +40,8 @@ def test_every_object_that_exists_is_saved_under_its_checkpoint_key():
     saved = training.to_save()
     assert set(saved) == {
         "trainer",
+        "rng",
+        "accumulated_gradients",
         "model",
         "optimizer",
         "lr_scheduler",

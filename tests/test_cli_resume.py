@@ -1,0 +1,124 @@
+"""Long runs and interruptions, end to end: a run stopped inside an epoch (each signal, the time limit) and
+continued by the same command ends with the history and weights of a run that was never stopped."""
+
+import os
+import signal
+
+import pandas as pd
+import pytest
+import torch
+from ignite.engine import Events
+
+import src.training
+from src.stopping import TIME_LIMIT_EXIT, StopRequests
+from src.train import main
+from tests.helpers import TINY
+
+# 5 iterations per epoch and windows of 2: the epoch's end falls inside a window (its gradients are saved too);
+# mixup and effnet's dropout draw from their generators at every step.
+FLAGS = ["--arch", "effnet-b0", *TINY, "--epochs", "2", "--accumulation-steps", "2", "--mixup-alpha", "0.4"]
+TIME_COLUMNS = ["epoch_time_s", "train_images_per_s"]
+
+
+def _history(run_dir):
+    return pd.read_csv(run_dir / "history.csv").drop(columns=TIME_COLUMNS)
+
+
+def _weights(run_dir):
+    return torch.load(run_dir / "checkpoint_10.pt", weights_only=True)["model"]
+
+
+@pytest.fixture(scope="module", params=[0, 2], ids=["in-process", "2-workers"])
+def uninterrupted(request, tmp_path_factory):
+    """The run never stopped, with 0 or 2 loader workers: (flags, its run folder)."""
+    out = tmp_path_factory.mktemp(f"workers{request.param}")
+    flags = [*FLAGS, "--num-workers", str(request.param), "--output-dir", str(out)]
+    assert main([*flags, "--run-name", "full"]) == 0
+    return flags, out / "full"
+
+
+def _signal_at(monkeypatch, iteration, signum):
+    """Sends ``signum`` to this process after ``iteration`` (before the stop check of that iteration)."""
+    attach = src.training.attach_stopping
+
+    def attach_with_signal(trainer, *args, **kwargs):
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(once=iteration), lambda: os.kill(os.getpid(), signum))
+        attach(trainer, *args, **kwargs)
+
+    monkeypatch.setattr(src.training, "attach_stopping", attach_with_signal)
+
+
+@pytest.mark.parametrize(
+    "signum, iteration, workers, stopped_at",
+    [
+        (signal.SIGTERM, 7, 0, 8),  # inside epoch 2: the next optimizer step saves and stops
+        (signal.SIGINT, 7, 2, 8),  # Ctrl-C, with worker processes
+        (signal.SIGUSR1, 5, 0, 5),  # the epoch's last iteration: stops after its validation, inside a window
+    ],
+)
+def test_a_run_stopped_by_a_signal_continues_to_the_same_numbers(
+    uninterrupted, monkeypatch, capsys, signum, iteration, workers, stopped_at
+):
+    flags, full = uninterrupted
+    if f"{workers}" != flags[flags.index("--num-workers") + 1]:
+        pytest.skip("one worker count per case")
+    name = signal.Signals(signum).name
+    with monkeypatch.context() as patch:
+        _signal_at(patch, iteration, signum)
+        assert main([*flags, "--run-name", name]) == 128 + signum
+    err = capsys.readouterr().err
+    cut = full.parent / name
+    assert f"stopped by {name}; the training state of {cut} at" in err
+    assert f"iteration {stopped_at} is saved; continue with: python -m src.train " in err
+    assert err.rstrip().endswith(f"--run-name {name}")
+    assert not (cut / "summary.json").exists()
+    assert f"checkpoint_{stopped_at}.pt" in {p.name for p in cut.iterdir()}
+
+    assert main([*flags, "--run-name", name]) == 0  # the same command continues
+    pd.testing.assert_frame_equal(_history(cut), _history(full))
+    for key, value in _weights(full).items():
+        assert torch.equal(value, _weights(cut)[key]), key
+
+
+def test_the_time_limit_stops_and_the_same_command_without_it_finishes(uninterrupted, capsys):
+    flags, full = uninterrupted
+    if flags[flags.index("--num-workers") + 1] != "0":
+        pytest.skip("once")
+    assert main([*flags, "--run-name", "limited", "--time-limit", "1s"]) == TIME_LIMIT_EXIT
+    assert "stopped by the time limit 1s; the training state of" in capsys.readouterr().err
+    assert main([*flags, "--run-name", "limited"]) == 0
+    pd.testing.assert_frame_equal(_history(full.parent / "limited"), _history(full))
+
+
+def test_the_same_command_twice_gives_the_same_history(uninterrupted):
+    flags, full = uninterrupted
+    if flags[flags.index("--num-workers") + 1] != "0":
+        pytest.skip("once")
+    assert main([*flags, "--run-name", "again"]) == 0
+    pd.testing.assert_frame_equal(_history(full.parent / "again"), _history(full))
+
+
+def test_the_same_run_name_with_other_settings_is_refused(uninterrupted, capsys):
+    flags, full = uninterrupted
+    if flags[flags.index("--num-workers") + 1] != "0":
+        pytest.skip("once")
+    before = (full / "checkpoint_10.pt").read_bytes()
+    assert main([*flags, "--run-name", "full", "--lr", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: run folder {full} holds a run with other settings (lr: 0.004 there, 0.5 here)" in err
+    assert (full / "checkpoint_10.pt").read_bytes() == before
+    assert main([*flags, "--run-name", "full"]) == 0  # finished: nothing to train, the summary again
+    assert (full / "checkpoint_10.pt").read_bytes() == before
+
+
+def test_the_time_margin_covers_the_longest_interval():
+    now = [0.0]
+    requests = StopRequests(time_limit_s=100, label="100s", clock=lambda: now[0])
+    requests.longest_interval = 10.0  # e.g. an epoch's end with its validation and save
+    now[0] = 83.9
+    assert requests.code() == 0
+    now[0] = 84.0  # 84 + 1.5 x 10 + 1 >= 100
+    assert requests.code() == -1
+    assert requests.stopped(-1).exit_code == TIME_LIMIT_EXIT
+    requests.signal = signal.SIGTERM
+    assert requests.code() == signal.SIGTERM and requests.stopped(requests.code()).exit_code == 143
