@@ -122,3 +122,30 @@ def test_the_time_margin_covers_the_longest_interval():
     assert requests.stopped(-1).exit_code == TIME_LIMIT_EXIT
     requests.signal = signal.SIGTERM
     assert requests.code() == signal.SIGTERM and requests.stopped(requests.code()).exit_code == 143
+
+
+def test_fold_all_stops_before_a_fold_or_inside_one_and_the_same_command_finishes(tmp_path, capsys, monkeypatch):
+    flags = ["--arch", "effnet-b0", *TINY, "--epochs", "2", "--folds", "2", "--fold", "all"]
+    flags += ["--output-dir", str(tmp_path), "--run-name", "cv"]
+    assert main([*flags, "--time-limit", "1s"]) == TIME_LIMIT_EXIT  # 1 s is within the margin: before fold 0
+    assert "stopped by the time limit 1s; continue with: python -m src.train" in capsys.readouterr().err
+    assert not (tmp_path / "cv" / "fold0").exists()
+    with monkeypatch.context() as patch:
+        _signal_at(patch, 4, signal.SIGTERM)  # 3 iterations per epoch here
+        assert main(flags) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    assert f"the training state of {tmp_path / 'cv' / 'fold0'} at epoch 2, iteration 4 is saved" in err
+    assert err.rstrip().endswith("--output-dir " + str(tmp_path) + " --run-name cv")  # names the run already
+    assert main(flags) == 0
+    assert len(pd.read_csv(tmp_path / "cv" / "oof.csv")) == sum(
+        len(pd.read_csv(tmp_path / "cv" / f"fold{k}" / "valid_predictions.csv")) for k in (0, 1)
+    )
+
+
+def test_a_stop_between_folds_names_the_run():
+    requests = StopRequests()
+    requests.check_between()  # nothing asked: goes on
+    requests.signal = signal.SIGUSR1
+    with pytest.raises(Exception, match="SIGUSR1") as stopped:
+        requests.check_between()
+    assert stopped.value.exit_code == 128 + signal.SIGUSR1 and "run the same command again" in stopped.value.message()
