@@ -54,7 +54,10 @@ class Stopped(CleanExit):
         )
 
     def message(self) -> str:
-        saved = f"; the training state of {self.run_dir} at {self.position} is saved" if self.position else ""
+        saved = ""
+        if self.position:
+            saved = f"; the training state of {self.run_dir} at {self.position} is saved" if self.run_dir else ""
+            saved = saved or f" at {self.position} (a dry run: nothing saved)"
         again = f"; continue with: {self.command}" if self.command else "; run the same command again to continue"
         return f"stopped by {self.reason}{saved}{again}"
 
