@@ -2,6 +2,7 @@
 the best checkpoint, resume, and a bad flag that stops both processes."""
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +19,32 @@ FLAGS = ["--arch", "resnet18", "--device", "cpu", "--data-fraction", "0.043", "-
 FLAGS += ["--train-eval-size", "32", "--no-progress"]
 
 
-def _torchrun(*args: str) -> subprocess.CompletedProcess:
+def _torchrun(*args: str, program: tuple[str, ...] = ("-m", "src.train")) -> subprocess.CompletedProcess:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     launcher += ["--master_addr", "127.0.0.1", "--master_port", str(free_port())]
-    return subprocess.run([*launcher, "-m", "src.train", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # a script in tmp_path imports src too
+    return subprocess.run([*launcher, *program, *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+
+
+# src.train in which rank 1 fails at its third iteration, after both processes have started to step together.
+FAILING_RANK = """
+import os, sys
+import src.training
+from ignite.engine import Events
+from src.train import main
+
+attach = src.training.attach_stopping
+
+def attach_and_fail(trainer, *args, **kwargs):
+    def fail():
+        raise RuntimeError("injected failure in rank 1")
+    if os.environ["RANK"] == "1":
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(once=3), fail)
+    attach(trainer, *args, **kwargs)
+
+src.training.attach_stopping = attach_and_fail
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 def test_two_processes_train_one_run_that_one_process_reproduces_and_resume_it(tmp_path):
@@ -55,3 +78,11 @@ def test_a_bad_value_stops_the_processes_with_the_message_and_writes_nothing(tmp
     assert result.returncode != 0
     assert "--batch-size 31: the batch over all 2 processes; expected a multiple of 2" in result.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_a_failure_in_one_process_stops_both_with_its_error(tmp_path):
+    script = tmp_path / "failing_rank.py"
+    script.write_text(FAILING_RANK)
+    result = _torchrun(*FLAGS, "--epochs", "2", "--output-dir", str(tmp_path / "exp"), program=(str(script),))
+    assert result.returncode != 0  # not a hang: the launcher stops the other process (timeout above: 300 s)
+    assert "injected failure in rank 1" in result.stderr
