@@ -28,13 +28,21 @@ def _weights(run_dir):
     return torch.load(run_dir / "checkpoint_10.pt", weights_only=True)["model"]
 
 
-@pytest.fixture(scope="module", params=[0, 2], ids=["in-process", "2-workers"])
-def uninterrupted(request, tmp_path_factory):
-    """The run never stopped, with 0 or 2 loader workers: (flags, its run folder)."""
-    out = tmp_path_factory.mktemp(f"workers{request.param}")
-    flags = [*FLAGS, "--num-workers", str(request.param), "--output-dir", str(out)]
-    assert main([*flags, "--run-name", "full"]) == 0
-    return flags, out / "full"
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """``uninterrupted(workers)``: the flags and run folder of the run never stopped, with that many loader
+    workers (trained once per worker count)."""
+    runs = {}
+
+    def run(workers: int = 0):
+        if workers not in runs:
+            out = tmp_path_factory.mktemp(f"workers{workers}")
+            flags = [*FLAGS, "--num-workers", str(workers), "--output-dir", str(out)]
+            assert main([*flags, "--run-name", "full"]) == 0
+            runs[workers] = flags, out / "full"
+        return runs[workers]
+
+    return run
 
 
 def _signal_at(monkeypatch, iteration, signum):
@@ -59,9 +67,7 @@ def _signal_at(monkeypatch, iteration, signum):
 def test_a_run_stopped_by_a_signal_continues_to_the_same_numbers(
     uninterrupted, monkeypatch, capsys, signum, iteration, workers, stopped_at
 ):
-    flags, full = uninterrupted
-    if f"{workers}" != flags[flags.index("--num-workers") + 1]:
-        pytest.skip("one worker count per case")
+    flags, full = uninterrupted(workers)
     name = signal.Signals(signum).name
     with monkeypatch.context() as patch:
         _signal_at(patch, iteration, signum)
@@ -76,14 +82,12 @@ def test_a_run_stopped_by_a_signal_continues_to_the_same_numbers(
 
     assert main([*flags, "--run-name", name]) == 0  # the same command continues
     pd.testing.assert_frame_equal(_history(cut), _history(full))
-    for key, value in _weights(full).items():
-        assert torch.equal(value, _weights(cut)[key]), key
+    expected, resumed = _weights(full), _weights(cut)
+    assert expected.keys() == resumed.keys() and all(torch.equal(v, resumed[k]) for k, v in expected.items())
 
 
 def test_the_time_limit_stops_and_the_same_command_without_it_finishes(uninterrupted, capsys):
-    flags, full = uninterrupted
-    if flags[flags.index("--num-workers") + 1] != "0":
-        pytest.skip("once")
+    flags, full = uninterrupted()
     assert main([*flags, "--run-name", "limited", "--time-limit", "1s"]) == TIME_LIMIT_EXIT
     assert "stopped by the time limit 1s; the training state of" in capsys.readouterr().err
     assert main([*flags, "--run-name", "limited"]) == 0
@@ -91,17 +95,13 @@ def test_the_time_limit_stops_and_the_same_command_without_it_finishes(uninterru
 
 
 def test_the_same_command_twice_gives_the_same_history(uninterrupted):
-    flags, full = uninterrupted
-    if flags[flags.index("--num-workers") + 1] != "0":
-        pytest.skip("once")
+    flags, full = uninterrupted()
     assert main([*flags, "--run-name", "again"]) == 0
     pd.testing.assert_frame_equal(_history(full.parent / "again"), _history(full))
 
 
 def test_the_same_run_name_with_other_settings_is_refused(uninterrupted, capsys):
-    flags, full = uninterrupted
-    if flags[flags.index("--num-workers") + 1] != "0":
-        pytest.skip("once")
+    flags, full = uninterrupted()
     before = (full / "checkpoint_10.pt").read_bytes()
     assert main([*flags, "--run-name", "full", "--lr", "0.5"]) == 2
     err = capsys.readouterr().err
