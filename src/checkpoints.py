@@ -8,7 +8,6 @@ With several processes every one keeps the same handlers (and lists of files); r
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import ignite.distributed as idist
@@ -18,7 +17,8 @@ from ignite.handlers import Checkpoint, DiskSaver, global_step_from_engine
 from ignite.handlers.ema_handler import EMAWarmUp
 
 from src.evaluation import Selection
-from src.rundir import BEST_PREFIX
+from src.model import shape_mismatch
+from src.rundir import BEST_PREFIX, step_of
 
 logger = logging.getLogger(__name__)
 SAFE_TYPES = [EMAWarmUp]  # the classes our training states hold besides tensors and plain values (weights_only)
@@ -107,7 +107,7 @@ def save_state(engine: Engine, last: Checkpoint) -> bool:
 
 
 def _saved_step(last: Checkpoint) -> int:
-    return int(re.findall(r"\d+", Path(str(last.last_checkpoint)).stem)[-1])
+    return step_of(Path(str(last.last_checkpoint)))
 
 
 def attach_model_file(
@@ -175,11 +175,13 @@ def check_shapes(saved: dict, expected: dict, what: str) -> None:
     Raises:
         ValueError: names the tensor, both shapes, and the usual causes.
     """
-    for name, tensor in expected.items():
-        if name not in saved:
-            raise ValueError(f"{what} has no tensor {name!r}: saved from another arch or model settings")
-        if tuple(saved[name].shape) != tuple(tensor.shape):
-            raise ValueError(
-                f"{what} does not fit this model: {name!r} is {tuple(saved[name].shape)} there and "
-                f"{tuple(tensor.shape)} here (another arch, number of classes or of input channels?)"
-            )
+    missing = next((name for name in expected if name not in saved), None)
+    if missing is not None:
+        raise ValueError(f"{what} has no tensor {missing!r}: saved from another arch or model settings")
+    mismatch = shape_mismatch(saved, expected)
+    if mismatch:
+        name, there, here = mismatch
+        raise ValueError(
+            f"{what} does not fit this model: {name!r} is {there} there and {here} here (another arch, number of "
+            "classes or of input channels?)"
+        )

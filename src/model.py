@@ -513,14 +513,23 @@ def _library_backbone(config: ModelConfig) -> tuple:
         raise
 
 
+def shape_mismatch(saved: dict, own: dict) -> tuple[str, tuple, tuple] | None:
+    """The first tensor of ``saved`` that ``own`` (a model's state dict) also has, in another shape:
+    ``(name, saved shape, own shape)``; None when every shared name fits."""
+    for key, value in saved.items():
+        if key in own and tuple(own[key].shape) != tuple(getattr(value, "shape", ())):
+            return key, tuple(getattr(value, "shape", ())), tuple(own[key].shape)
+    return None
+
+
 def _check_shapes(state: dict, own: dict, path: Path) -> None:
     """Raises ValueError naming the first tensor of ``state`` whose shape differs from the model's, with both."""
-    for key, value in state.items():
-        if key in own and tuple(own[key].shape) != tuple(getattr(value, "shape", ())):
-            raise ValueError(
-                f"{path}: {key!r} is {tuple(getattr(value, 'shape', ()))} in the file and {tuple(own[key].shape)} in "
-                "the model (another arch, or another --in-chans?)"
-            )
+    mismatch = shape_mismatch(state, own)
+    if mismatch:
+        key, there, here = mismatch
+        raise ValueError(
+            f"{path}: {key!r} is {there} in the file and {here} in the model (another arch, or another --in-chans?)"
+        )
 
 
 def _load_own_weights(model: Classifier, state: dict, path: Path) -> None:

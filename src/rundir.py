@@ -189,7 +189,8 @@ def is_finished(run_dir: Path) -> bool:
     return (Path(run_dir) / SUMMARY).is_file()
 
 
-def _step(path: Path) -> int:
+def step_of(path: Path) -> int:
+    """The step (epoch or iteration) a checkpoint's file name ends with: ``checkpoint_1200.pt`` -> 1200."""
     return int(re.findall(r"\d+", path.stem)[-1])
 
 
@@ -203,7 +204,7 @@ def checkpoints(resume: str | Path) -> list[Path]:
     path = Path(resume)
     if path.is_file():
         return [path]
-    candidates = sorted(path.glob(CHECKPOINTS), key=_step, reverse=True) if path.is_dir() else []
+    candidates = sorted(path.glob(CHECKPOINTS), key=step_of, reverse=True) if path.is_dir() else []
     if not candidates:
         raise FileNotFoundError(f"--resume {resume}: no checkpoint file, nor a run folder holding checkpoint_*.pt")
     return candidates
