@@ -481,6 +481,41 @@ class EvalConfig(_Group):
 
 
 @dataclasses.dataclass
+class TrackConfig(_Group):
+    """Tracking: TensorBoard pictures, the notes log, notifications, MLflow. None of them changes the training."""
+
+    pictures: bool = True
+    """TensorBoard pictures: augmented images at the start; at each validation the confusion matrix, per-class
+    precision and recall, the most confidently wrong images (PR curves for multi-label tasks)."""
+    top_losses: int = 16
+    """How many of the valid images with the highest loss TensorBoard shows at each validation."""
+    notes: bool = True
+    """Append an entry to the notes log when the run finishes, stops or crashes (--no-notes: do not)."""
+    notes_file: str | None = None
+    """The notes log (Markdown); None: <output-dir>/NOTES.md."""
+    note: str | None = None
+    """Your own words for the run's notes entry: the hypothesis it tests."""
+    notify: Names | None = None
+    """Where to send a message when the run finishes, stops early or crashes: webhook URLs (Slack, Discord, ntfy:
+    a JSON POST) and/or mailto:you@example.org (SMTP settings from SMTP_HOST, SMTP_PORT, SMTP_USER,
+    SMTP_PASSWORD, SMTP_FROM, SMTP_STARTTLS)."""
+    mlflow: str | None = None
+    """Log params, metrics per epoch and the summary to MLflow at this tracking URI (http://host:5000, or a local
+    folder such as ./mlruns); needs `pip install mlflow`."""
+    mlflow_experiment: str = "kaggle-trainer"
+    """The MLflow experiment the runs are logged under."""
+    mlflow_artifacts: bool = False
+    """Also upload the best checkpoint and the valid predictions (oof.csv for --fold all) to MLflow."""
+
+    def check(self) -> None:
+        self.notify = _names(self.notify)
+        _require("top_losses", self.top_losses, self.top_losses >= 0, "an integer >= 0")
+        for target in self.notify or ():
+            ok = target.startswith(("http://", "https://")) or bool(re.fullmatch(r"mailto:[^@\s]+@[^@\s]+", target))
+            _require("notify", target, ok, "a webhook URL (http:// or https://) or mailto:name@host")
+
+
+@dataclasses.dataclass
 class RunConfig(_Group):
     """Run control: seed, run folder, resume, device, logging, debug caps."""
 
@@ -558,6 +593,7 @@ class Config:
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     regularisation: RegularisationConfig = dataclasses.field(default_factory=RegularisationConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    track: TrackConfig = dataclasses.field(default_factory=TrackConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
 
     @classmethod

@@ -13,6 +13,8 @@ beside them):
 | ``best_model_<step>_<key>=<score>.pt`` | train | the ``--n-saved`` best model weights |
 | ``swa_model_<epoch>.pt`` | train | the SWA weights (``--swa-start-epoch``) |
 | ``valid_predictions.csv``, ``summary.json`` | train | the valid fold's probabilities; the summary, written last |
+| ``status.json`` | train, cv (`src.report`) | running (process, host), finished, stopped or crashed; the command |
+| ``events.out.tfevents.*`` | train (`src.handlers`, `src.pictures`) | TensorBoard: scalars, pictures, hparams |
 | ``oof.csv``, ``cv_summary.json`` | cv | every row's out-of-fold probabilities; the CV scores |
 | ``test_predictions.csv``, ``submission.csv`` | predict, ensemble | test probabilities; the submission |
 | ``ensemble.json`` | ensemble | the blend's weights and scores |
@@ -21,12 +23,14 @@ beside them):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,6 +44,7 @@ CLASSES = "classes.json"
 FOLDS = "folds.csv"
 HISTORY = "history.csv"
 SUMMARY = "summary.json"
+STATUS = "status.json"
 PREDICTIONS = "valid_predictions.csv"
 OOF = "oof.csv"
 CV_SUMMARY = "cv_summary.json"
@@ -68,6 +73,8 @@ def resolve_run_dir(resume: str | Path) -> Path:
 RUN_CONTROL = frozenset(
     {"device", "num_workers", "progress", "log_every", "checkpoint_every", "time_limit", "epochs", "n_saved"}
     | {"output_dir", "run_name", "resume", "dry_run", "list_archs"}
+    | {"pictures", "top_losses", "notes", "notes_file", "note", "notify", "mlflow", "mlflow_experiment"}
+    | {"mlflow_artifacts"}
 )
 
 
@@ -81,6 +88,13 @@ def differences(saved: Config, config: Config) -> list[str]:
     unresolved = {k for k in INFERRED if old[k] is None or new.get(k) is None}
     changed = [k for k in old if k not in RUN_CONTROL | unresolved and old[k] != new.get(k)]
     return [f"{k}: {old[k]!r} there, {new.get(k)!r} here" for k in changed]
+
+
+def changed_settings(config: Config) -> dict[str, Any]:
+    """The settings that differ from the defaults, by flat name, but for `RUN_CONTROL` (``epochs`` excepted) and the
+    `INFERRED` fields: what makes this run another experiment (the notes log, TensorBoard's hparams, run tables)."""
+    default, ignored = Config().flat(), (RUN_CONTROL - {"epochs"}) | INFERRED
+    return {k: v for k, v in config.flat().items() if k not in ignored and v != default[k]}
 
 
 def create(config: Config) -> Path | None:
@@ -183,6 +197,29 @@ def write_summary(run_dir: Path, summary: dict) -> None:
     if not distributed.is_main():
         return
     files.write_text(run_dir / SUMMARY, json.dumps(summary, indent=1))
+
+
+def write_status(run_dir: Path, status: dict) -> None:
+    """Writes ``status.json`` (`src.report.RunReport` keeps it: running, finished, stopped, crashed); rank 0."""
+    if distributed.is_main():
+        files.write_text(Path(run_dir) / STATUS, json.dumps(status, indent=1))
+
+
+def read_status(run_dir: Path) -> dict:
+    """The run's ``status.json``, or ``{}`` when it has none (runs from before it existed) or it is unreadable."""
+    try:
+        status = json.loads((Path(run_dir) / STATUS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def read_summary(run_dir: Path) -> dict:
+    """The run's ``summary.json`` (one fold) or ``cv_summary.json`` (``--fold all``), or ``{}``."""
+    for name in (CV_SUMMARY, SUMMARY):
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads((Path(run_dir) / name).read_text())
+    return {}
 
 
 def is_finished(run_dir: Path) -> bool:

@@ -28,6 +28,7 @@ from src.distributed import launch
 from src.evaluation import setup_evaluators
 from src.history import History
 from src.model import describe_archs
+from src.report import RunReport
 from src.setup import prepare, resolve, resolve_device, setup_data, setup_loaders, setup_model
 from src.stopping import Stopped, StopRequests
 from src.training import Steps, Training, attach_handlers, resume, save_valid_predictions, setup_training, train
@@ -35,8 +36,9 @@ from src.training import Steps, Training, attach_handlers, resume, save_valid_pr
 logger = logging.getLogger("src.train")  # not __name__: "__main__" under python -m
 
 
-def run(config: Config, requests: StopRequests | None = None) -> dict:
+def run(config: Config, requests: StopRequests | None = None, report: RunReport | None = None) -> dict:
     """Trains one fold as configured; returns the summary (best score and its epoch, wall time, run folder).
+    ``report`` (`src.report.RunReport`) learns the run folder as soon as it exists.
 
     Raises:
         Stopped: a signal or the time limit stopped it after saving the training state (``requests``).
@@ -53,6 +55,8 @@ def run(config: Config, requests: StopRequests | None = None) -> dict:
     model = setup_model(config, data.task, device)
     run_dir = rundir.create(config)  # continues the run of the same name (same settings)
     if run_dir is not None:
+        if report is not None:
+            report.started(run_dir)
         rundir.write_data_description(run_dir, data.task, data.source.ids(), fold_of)
     training = setup_training(config, model, data.task, Steps.of(config, len(loaders.train)), device)
     evaluators = setup_evaluators(config, training.models(), data.task, device)
@@ -78,13 +82,15 @@ def summarise(
     history: History, training: Training, wall_time: float, run_dir: Path | None, predicted_by: Path | None
 ) -> dict:
     """The run's summary (``summary.json``), logged and printed in one line."""
-    key = training.selection.key
+    key, early_stopping = training.selection.key, training.early_stopping
     best = history.best(key, training.selection.higher_is_better) or {}
+    stopped_early = early_stopping is not None and early_stopping.counter >= early_stopping.patience
     summary = {
         "best_valid_score": best.get(key),
         "best_epoch": best.get("epoch"),
         "selected_by": key,
         "epochs_run": training.trainer.state.epoch,
+        "stopped_early_at_epoch": training.trainer.state.epoch if stopped_early else None,
         "wall_time_s": round(wall_time, 1),
         "train_images_per_s": round(history.mean("train_images_per_s"), 1),
         "run_dir": str(run_dir) if run_dir else None,
@@ -102,19 +108,28 @@ def summarise(
 
 def command(config: Config, argv: Sequence[str]) -> None:
     """``--list-archs``, every fold (``--fold all``), or one fold (a dry run of ``--fold all`` checks fold 0), with
-    signals and ``--time-limit`` turned into clean stops (`src.stopping`).
+    signals and ``--time-limit`` turned into clean stops (`src.stopping`) and the end reported (`src.report`: the
+    run's status, the notes log, notifications).
 
     Raises:
         Stopped: with the command line that continues the run.
     """
-    with StopRequests(config.run.time_limit_s, config.run.time_limit) as requests:
+    if config.run.list_archs:
+        print("\n".join(describe_archs()))
+        return
+    report = RunReport(config, command_line(argv))
+    with StopRequests(config.run.time_limit_s, config.run.time_limit) as requests, report:
         try:
-            if config.run.list_archs:
-                print("\n".join(describe_archs()))
-            elif config.split.fold == "all" and not config.run.dry_run:
-                run_all_folds(config, functools.partial(run, requests=requests), requests.check_between)
+            if config.split.fold == "all" and not config.run.dry_run:
+
+                def before_fold(run_dir: Path) -> None:
+                    report.started(run_dir)
+                    requests.check_between(run_dir)
+
+                train_fold = functools.partial(run, requests=requests, report=report)
+                report.summary = run_all_folds(config, train_fold, before_fold)
             else:
-                run(config.replace(fold=0) if config.split.fold == "all" else config, requests)
+                report.summary = run(config.replace(fold=0) if config.split.fold == "all" else config, requests, report)
         except Stopped as stopped:
             every_fold = config.split.fold == "all" and stopped.run_dir is not None and stopped.position is not None
             run_dir = stopped.run_dir.parent if every_fold else stopped.run_dir
@@ -127,9 +142,14 @@ def continue_command(argv: Sequence[str], run_dir: Path | None) -> str:
     args = list(argv)
     if run_dir is not None and not any(a.split("=")[0] in ("--run-name", "--resume") for a in args):
         args += ["--run-name", run_dir.name]
+    return command_line(args)
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """The training command with these arguments, as typed: ``python -m src.train ...`` or under ``torchrun``."""
     per_node = os.environ.get("LOCAL_WORLD_SIZE", str(distributed.launched_processes()))
     launcher = f"torchrun --nproc_per_node {per_node} " if distributed.launched_processes() > 1 else "python "
-    return launcher + "-m src.train " + shlex.join(args)
+    return launcher + "-m src.train " + shlex.join(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,8 +3,12 @@ of tiny competition layouts, and the flags of a tiny training run."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -233,3 +237,50 @@ def epoch_checkpoint(run_dir: Path, epoch: int) -> Path:
         if trainer["iteration"] == epoch * trainer["epoch_length"]:
             return path
     raise AssertionError(f"{run_dir}: no checkpoint of epoch {epoch}")
+
+
+@contextlib.contextmanager
+def webhook_server() -> Iterator[tuple[str, list[dict]]]:
+    """A local HTTP server on 127.0.0.1 that records the JSON bodies POSTed to it: yields (its URL, the bodies)."""
+    received: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            length = int(self.headers.get("Content-Length", 0))
+            received.append(json.loads(self.rfile.read(length)) | {"_path": self.path})
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):  # quiet
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hooks/secret-token", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def smtp_server() -> Iterator[tuple[dict[str, str], list]]:
+    """A local SMTP server on 127.0.0.1 (aiosmtpd) that keeps the messages it receives: yields (the SMTP_*
+    environment that points at it, the received `email.message.Message` objects)."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message
+
+    received: list = []
+
+    class Keep(Message):
+        def handle_message(self, message):
+            received.append(message)
+
+    port = free_port()
+    controller = Controller(Keep(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port), "SMTP_FROM": "trainer@test"}, received
+    finally:
+        controller.stop()

@@ -1,0 +1,213 @@
+"""The table of runs: ``python -m src.runs [experiments/ ...] [--sort best] [--format table|markdown|csv]`` and
+``python -m src.runs --diff runA runB``.
+
+One row per run folder (a folder with ``config.yaml``; a ``--fold all`` run is one row): name, status (running,
+finished, stopped, crashed; `src.report`), arch, the settings that differ between the listed runs, the selecting
+metric, its best value and epoch (the mean over the folds for ``--fold all``), the OOF score, epochs, wall time
+and training images/s. The columns come from each run's own files (``status.json``, ``summary.json`` or
+``cv_summary.json``, ``history.csv``, ``config.yaml``), so a run still training shows its best so far.
+
+A run whose ``status.json`` says ``running`` but whose process is gone from this machine was killed outright
+(SIGKILL, the OOM killer): it is shown as ``crashed``. A run from before ``status.json`` existed is ``finished``
+with a summary and ``unknown`` without.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import tyro
+
+from src import rundir
+from src.cli import parse_args, run_cli
+from src.evaluation import Selection
+
+FIXED = ["run", "status", "arch"]
+RESULTS = ["metric", "best", "best_epoch", "oof", "epochs_run", "wall_time", "images_per_s"]
+
+
+@dataclasses.dataclass
+class RunsConfig:
+    """List and compare the runs in folders of runs."""
+
+    folders: tyro.conf.Positional[list[str]] = dataclasses.field(default_factory=lambda: ["experiments"])
+    """Folders holding run folders (the training --output-dir)."""
+    sort: str = "run"
+    """The column to sort by (any column of the table)."""
+    descending: bool = False
+    """Sort from the largest value (the best score first: --sort best --descending)."""
+    format: Literal["table", "markdown", "csv"] = "table"
+    """An aligned terminal table, a Markdown table or CSV."""
+    diff: tuple[str, str] | None = None
+    """Two runs (folders, or names in the folders) to compare: settings that differ and the score difference."""
+
+
+def find_runs(folders: Sequence[str | Path]) -> list[Path]:
+    """The run folders directly inside ``folders`` (each holding ``config.yaml``), sorted by name.
+
+    Raises:
+        FileNotFoundError: a folder that does not exist.
+    """
+    runs = []
+    for folder in map(Path, folders):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such folder of runs")
+        runs += [p for p in folder.iterdir() if rundir.config_path(p).is_file()]
+    return sorted(runs)
+
+
+def status(run_dir: Path) -> str:
+    """``running``, ``finished``, ``stopped``, ``crashed`` or ``unknown`` (see the module doc)."""
+    recorded = rundir.read_status(run_dir)
+    state = recorded.get("status")
+    if state == "running" and recorded.get("host") == socket.gethostname() and not _alive(recorded.get("pid")):
+        return "crashed"
+    if state:
+        return state
+    return "finished" if rundir.read_summary(run_dir) else "unknown"
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process with that number
+        return True
+    return True
+
+
+def results(run_dir: Path) -> dict[str, Any]:
+    """The result columns of one run folder (`RESULTS`), from its summary and its folds' histories."""
+    config = rundir.read_config(run_dir)
+    key, higher = Selection.of(config).key, Selection.of(config).higher_is_better
+    folds = [d for d in rundir.fold_dirs(run_dir) if (d / rundir.HISTORY).is_file()]
+    bests, epochs, wall, speeds = [], 0, 0.0, []
+    for fold in folds:
+        history = read_history(fold / rundir.HISTORY)
+        if key in history and history[key].notna().any():
+            best = history[key].idxmax() if higher else history[key].idxmin()
+            bests.append((history.at[best, key], int(history.at[best, "epoch"])))
+        epochs += len(history)
+        summary = rundir.read_summary(fold)
+        wall += summary.get("wall_time_s") or float(history.get("epoch_time_s", pd.Series(dtype=float)).sum())
+        if "train_images_per_s" in history:
+            speeds.append(float(history["train_images_per_s"].mean()))
+    cv = rundir.read_summary(run_dir) if len(folds) > 1 or config.split.fold == "all" else {}
+    return {
+        "metric": key,
+        "best": round(sum(b for b, _ in bests) / len(bests), 6) if bests else None,
+        "best_epoch": bests[0][1] if len(bests) == 1 else None,
+        "oof": cv.get("oof_score"),
+        "epochs_run": epochs,
+        "wall_time": round(wall, 1),
+        "images_per_s": round(sum(speeds) / len(speeds), 1) if speeds else None,
+    }
+
+
+def read_history(path: Path) -> pd.DataFrame:
+    """A run's ``history.csv`` (empty when it has no rows yet or cannot be read)."""
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError):  # pandas' EmptyDataError and ParserError are ValueErrors
+        return pd.DataFrame()
+
+
+def table(runs: Sequence[Path]) -> pd.DataFrame:
+    """One row per run: `FIXED` columns, the settings that differ between the runs, then `RESULTS`."""
+    configs = {run: rundir.read_config(run) for run in runs}
+    defaults = rundir.Config().flat()
+    settings = {run: defaults | rundir.changed_settings(config) for run, config in configs.items()}
+    differing = [k for k in defaults if k != "arch" and len({_text(s[k]) for s in settings.values()}) > 1]
+    rows = []
+    for run, config in configs.items():
+        row = {"run": run.name, "status": status(run), "arch": config.model.arch}
+        row |= {k: _text(settings[run][k]) for k in differing}
+        rows.append(row | results(run))
+    return pd.DataFrame(rows, columns=FIXED + differing + RESULTS)
+
+
+def sort(frame: pd.DataFrame, column: str, descending: bool = False) -> pd.DataFrame:
+    """The table sorted by ``column`` (empty cells last).
+
+    Raises:
+        ValueError: no such column (the message lists them).
+    """
+    if column not in frame.columns:
+        raise ValueError(f"--sort {column!r}: no such column; the columns are {', '.join(frame.columns)}")
+    return frame.sort_values(column, ascending=not descending, na_position="last", kind="stable")
+
+
+def render(frame: pd.DataFrame, style: str) -> str:
+    """The table as an aligned terminal table, a Markdown table or CSV."""
+    if style == "csv":
+        return frame.to_csv(index=False)
+    text = frame.astype(object).where(frame.notna(), "")
+    if style == "table":
+        return text.to_string(index=False)
+    cells = [list(map(str, text.columns))] + [[str(v) for v in row] for row in text.itertuples(index=False)]
+    lines = ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join([lines[0], "| " + " | ".join("---" for _ in text.columns) + " |", *lines[1:]])
+
+
+def diff(run_a: Path, run_b: Path) -> str:
+    """The settings that differ between two runs (run control included) and their scores' difference."""
+    config_a, config_b = rundir.read_config(run_a), rundir.read_config(run_b)
+    flat_a, flat_b = config_a.flat(), config_b.flat()
+    lines = [f"{'setting':<24} {run_a.name:>24} {run_b.name:>24}"]
+    lines += [f"{k:<24} {_text(flat_a[k]):>24} {_text(flat_b[k]):>24}" for k in flat_a if flat_a[k] != flat_b.get(k)]
+    if len(lines) == 1:
+        lines.append("(the same settings)")
+    a, b = results(run_a), results(run_b)
+    for column in ("best", "oof"):
+        if a[column] is not None and b[column] is not None:
+            lines.append(
+                f"{column} {a['metric']}: {a[column]:.4f} vs {b[column]:.4f} "
+                f"({b[column] - a[column]:+.4f}, {run_b.name} minus {run_a.name})"
+            )
+    return "\n".join(lines)
+
+
+def resolve_run(name: str, folders: Sequence[str]) -> Path:
+    """A run folder given as a path or as a name inside one of ``folders``.
+
+    Raises:
+        FileNotFoundError: neither.
+    """
+    candidates = [Path(name)] + [Path(folder) / name for folder in folders]
+    for candidate in candidates:
+        if rundir.config_path(candidate).is_file():
+            return candidate
+    raise FileNotFoundError(f"--diff {name}: no run folder (with config.yaml) of that name in {', '.join(folders)}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    def command() -> None:
+        config = parse_args(RunsConfig, argv)
+        if config.diff:
+            print(diff(*(resolve_run(name, config.folders) for name in config.diff)))
+            return
+        runs = find_runs(config.folders)
+        if not runs:
+            print(f"no runs in {', '.join(config.folders)}")
+            return
+        print(render(sort(table(runs), config.sort, config.descending), config.format))
+
+    return run_cli(command)
+
+
+def _text(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
