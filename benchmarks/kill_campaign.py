@@ -134,8 +134,10 @@ def main() -> None:
     reference = subprocess.run(command(out, "reference", "--no-progress"), capture_output=True, text=True)
     assert reference.returncode == 0, reference.stderr[-2000:]
     result = campaign(out, args.kills, random.Random(args.seed), args.every)
-    same = pd.read_csv(out / "killed" / "history.csv").drop(columns=TIME_COLUMNS).equals(
-        pd.read_csv(out / "reference" / "history.csv").drop(columns=TIME_COLUMNS)
+    same = (
+        pd.read_csv(out / "killed" / "history.csv")
+        .drop(columns=TIME_COLUMNS)
+        .equals(pd.read_csv(out / "reference" / "history.csv").drop(columns=TIME_COLUMNS))
     )
     lost = result["lost"]
     print(

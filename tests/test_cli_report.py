@@ -23,7 +23,9 @@ def test_finished_stopped_and_crashed_runs_are_logged_notified_and_listed(tmp_pa
         except RuntimeError:
             pass
     assert {run.name: rundir.read_status(run)["status"] for run in out.iterdir() if run.is_dir()} == {
-        "done": "finished", "stopped": "stopped", "crashed": "crashed"
+        "done": "finished",
+        "stopped": "stopped",
+        "crashed": "crashed",
     }
     titles = [body["title"] for body in received]
     assert titles[0].startswith("finished: done: best valid_accuracy ")

@@ -8,8 +8,15 @@ from src.report import Outcome, RunReport, detail_of, format_duration
 from src.stopping import Stopped
 from tests.helpers import webhook_server
 
-SUMMARY = {"best_valid_score": 0.975, "best_epoch": 7, "selected_by": "valid_accuracy", "epochs_run": 9,
-           "stopped_early_at_epoch": None, "train_images_per_s": 310.5, "wall_time_s": 61.0}
+SUMMARY = {
+    "best_valid_score": 0.975,
+    "best_epoch": 7,
+    "selected_by": "valid_accuracy",
+    "epochs_run": 9,
+    "stopped_early_at_epoch": None,
+    "train_images_per_s": 310.5,
+    "wall_time_s": 61.0,
+}
 
 
 def _report(tmp_path, **track):

@@ -32,8 +32,12 @@ def _dead_pid() -> int:
 @pytest.fixture
 def folder(tmp_path):
     here = socket.gethostname()
-    history = {"epoch": [1, 2, 3], "valid_accuracy": [0.5, 0.9, 0.8], "epoch_time_s": [1.0, 1.0, 1.5],
-               "train_images_per_s": [100.0, 110.0, 120.0]}
+    history = {
+        "epoch": [1, 2, 3],
+        "valid_accuracy": [0.5, 0.9, 0.8],
+        "epoch_time_s": [1.0, 1.0, 1.5],
+        "train_images_per_s": [100.0, 110.0, 120.0],
+    }
     _run(tmp_path, "done", history, {"status": "finished"}, {"wall_time_s": 9.5}, lr=1e-3)
     _run(tmp_path, "stopped", history, {"status": "stopped"}, lr=1e-2)
     _run(tmp_path, "crashed", history, {"status": "crashed"}, lr=1e-2, arch="resnet18")
@@ -48,7 +52,11 @@ def test_the_table_has_every_run_with_its_status_settings_and_results(folder):
     table = runs.table(runs.find_runs([folder])).set_index("run")
     assert list(table.index) == ["crashed", "done", "killed", "live", "old", "stopped"]
     assert table["status"].to_dict() == {
-        "crashed": "crashed", "done": "finished", "killed": "crashed", "live": "running", "old": "unknown",
+        "crashed": "crashed",
+        "done": "finished",
+        "killed": "crashed",
+        "live": "running",
+        "old": "unknown",
         "stopped": "stopped",
     }
     assert table.loc["done", "lr"] == "0.001" and table.loc["old", "lr"] == "0.01"  # the setting that differs
