@@ -215,6 +215,7 @@ class Loaders:
     std: list[float]
     img_size: int  # the side the pipelines currently resize to, pixels
     valid_rows: np.ndarray  # the data rows of the whole valid fold, in the order of the gathered predictions
+    valid_images: ImageDataset  # the whole valid fold (every process's rows), valid-time transforms: for pictures
     transforms: Callable[[int, int], tuple[A.Compose, A.Compose]]  # (img_size, seed) -> (train, eval) pipelines
 
     def close(self) -> None:
@@ -234,8 +235,8 @@ class Loaders:
         loaders must not keep persistent workers (see `build_loaders`)."""
         train_tf, eval_tf = self.transforms(img_size, seed)
         self.train.dataset.transform = train_tf
-        for loader in (self.train_eval, self.valid, self.bn):
-            loader.dataset.transform = eval_tf
+        for dataset in (self.train_eval.dataset, self.valid.dataset, self.bn.dataset, self.valid_images):
+            dataset.transform = eval_tf
         self.img_size = img_size
 
 
@@ -297,7 +298,8 @@ def build_loaders(
     train_eval, valid = evaluation(distributed.shard(eval_idx)), evaluation(distributed.shard(valid_idx))
     bn = train_eval if processes == 1 else evaluation(eval_idx)
     size = config.img_size_at(0)
-    return Loaders(train, train_eval, valid, bn, mean, std, size, np.asarray(valid_idx), transforms)
+    valid_images = _dataset(data, np.asarray(valid_idx), eval_tf)
+    return Loaders(train, train_eval, valid, bn, mean, std, size, np.asarray(valid_idx), valid_images, transforms)
 
 
 def _check_shares(batch_size: int, train_eval_rows: int, valid_rows: int) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, EarlyStopping, EMAHandler, ParamScheduler
+from ignite.handlers import Checkpoint, EarlyStopping, EMAHandler, ParamScheduler, TensorboardLogger
 from ignite.metrics import Metric
 from torch.optim.swa_utils import AveragedModel
 
@@ -51,6 +51,7 @@ from src.metrics import to_probs
 from src.mixup import Mixup
 from src.oof import predictions_frame
 from src.optim import build_lr_scheduler, build_optimizer
+from src.pictures import Pictures, log_hparams
 from src.runstate import AccumulatedGradients, MetricState, RandomStates
 from src.stopping import StopRequests, attach_stopping
 from src.targets import Task
@@ -98,6 +99,7 @@ class Training:
     steps: Steps
     selection: Selection
     device: torch.device
+    task: Task
     lr_scheduler: ParamScheduler | None = None
     mixup: Mixup | None = None
     scaler: torch.amp.GradScaler | None = None
@@ -110,6 +112,7 @@ class Training:
     best_checkpoint: Checkpoint | None = None
     swa_checkpoint: Checkpoint | None = None
     last_checkpoint: Checkpoint | None = None
+    tb_logger: TensorboardLogger | None = None
 
     def to_save(self) -> dict[str, Any]:
         """What a checkpoint holds and a resume loads (ignite's ``to_save``): every object of the run that exists.
@@ -179,6 +182,7 @@ def setup_training(config: Config, model: torch.nn.Module, task: Task, steps: St
         steps,
         selection,
         device,
+        task,
         lr_scheduler=lr_scheduler,
         mixup=mixup,
         scaler=trainer.state.scaler if trainer.state.scaler.is_enabled() else None,
@@ -233,6 +237,7 @@ def attach_handlers(
     attach_history(trainer, evaluators, training.optimizer, history, img_size=lambda: loaders.img_size)
     if run_dir is not None:
         attach_files(config, training, evaluators, run_dir, cleanup)
+        attach_pictures(config, training, evaluators, loaders, history)
     if config.run.progress and distributed.is_main():
         attach_progress_bar(trainer, config.run.log_every)
     accumulation = config.step.accumulation_steps
@@ -262,10 +267,34 @@ def attach_files(
     )
     training.last_checkpoint = attach_last_checkpoint(trainer, training.to_save(), run_dir)
     if distributed.is_main():
-        tb_logger = attach_tensorboard(
+        training.tb_logger = attach_tensorboard(
             trainer, evaluators, training.optimizer, run_dir, config.run.log_every, by_iteration=by_iteration
         )
-        cleanup.enter_context(tb_logger)
+        cleanup.enter_context(training.tb_logger)
+
+
+def attach_pictures(
+    config: Config, training: Training, evaluators: dict[str, Engine], loaders: Loaders, history: History
+) -> None:
+    """TensorBoard's pictures (`src.pictures`, ``--pictures``) of the selecting evaluator, and at the end of
+    training the hparams: the settings that differ from the defaults with the best score (from ``history``)."""
+    trainer, selection = training.trainer, training.selection
+    writer = training.tb_logger.writer if training.tb_logger is not None else None
+    if config.track.pictures:
+        by_iteration = config.eval.val_every is not None
+        step = (lambda: trainer.state.iteration) if by_iteration else (lambda: trainer.state.epoch)
+        pictures = Pictures(writer, training.task, loaders, config.track.top_losses)
+        pictures.attach(trainer, evaluators[selection.name], selection.name, step)
+    if writer is None:
+        return
+
+    def hparams() -> None:
+        best = history.best(selection.key, selection.higher_is_better)
+        if best is not None:
+            metrics = {f"hparam/best_{selection.key}": best[selection.key], "hparam/best_epoch": best["epoch"]}
+            log_hparams(writer, rundir.changed_settings(config), metrics)
+
+    trainer.add_event_handler(Events.COMPLETED, hparams)
 
 
 def resume(training: Training, candidates: list[Path], sampler) -> None:

@@ -284,3 +284,25 @@ def smtp_server() -> Iterator[tuple[dict[str, str], list]]:
         yield {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port), "SMTP_FROM": "trainer@test"}, received
     finally:
         controller.stop()
+
+
+def tensorboard_tags(log_dir: Path) -> dict[str, list[str]]:
+    """The tags of the TensorBoard event files in ``log_dir`` (tensorboard's own event reader): ``{"images":
+    [...], "scalars": [...], "tensors": [...]}``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir), size_guidance={"images": 0, "tensors": 0, "scalars": 0})
+    events.Reload()
+    return events.Tags()
+
+
+def tensorboard_image(log_dir: Path, tag: str) -> np.ndarray:
+    """The last image logged under ``tag``, decoded: uint8 (H, W, 3)."""
+    import io
+
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir), size_guidance={"images": 0})
+    events.Reload()
+    return np.asarray(Image.open(io.BytesIO(events.Images(tag)[-1].encoded_image_string)).convert("RGB"))

@@ -75,6 +75,22 @@ def test_trains_on_the_layout_and_describes_the_data(tmp_path, layout):
     state = read_checkpoint([helpers.epoch_checkpoint(run, 1)])[1]
     first_conv = next(v for k, v in state["model"].items() if v.ndim == 4)
     assert first_conv.shape[1] == in_chans
+    _check_pictures(run, kind)
+
+
+def _check_pictures(run, kind):
+    """TensorBoard's pictures for the task: image grids and top losses, per head confusion matrices, PR curves
+    for tags."""
+    tags = helpers.tensorboard_tags(run)
+    assert {"images/train", "images/valid", "valid/top_losses"} <= set(tags["images"])
+    if kind == "multilabel":
+        assert any(t.startswith("valid/pr_curve/") for t in tags["tensors"])
+        assert "valid/per_class/text_summary" in tags["tensors"]
+    elif kind == "multihead":
+        heads = ("grapheme_root", "vowel_diacritic", "consonant_diacritic")
+        assert all(f"valid/confusion_matrix/{head}" in tags["images"] for head in heads)
+    else:
+        assert "valid/confusion_matrix" in tags["images"]
 
 
 def test_a_missing_image_stops_before_training_with_the_file_named(tmp_path, capsys):

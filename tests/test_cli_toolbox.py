@@ -107,3 +107,5 @@ def test_cli_gru_learns_the_strokes(tmp_path):
     with (tmp_path / "gru" / "history.csv").open() as f:
         accuracy = [float(r["valid_accuracy"]) for r in csv.DictReader(f)]
     assert accuracy[0] < 0.9 and max(accuracy) >= 0.9  # learns: from near chance to >= 90% of 24 drawings
+    tags = helpers.tensorboard_tags(tmp_path / "gru")["images"]  # point sequences: no image grids or top losses
+    assert "valid/confusion_matrix" in tags and not any(t.startswith("images/") or "top_losses" in t for t in tags)
