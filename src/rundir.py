@@ -260,6 +260,10 @@ def has_checkpoint(run_dir: Path) -> bool:
     return any(Path(run_dir).glob(CHECKPOINTS))
 
 
+def has_best_checkpoint(run_dir: Path) -> bool:
+    return any(Path(run_dir).glob(BEST_MODELS))
+
+
 def best_checkpoint(run_dir: Path) -> Path:
     """The ``best_model_*.pt`` of ``run_dir`` with the highest score (ignite writes lower-is-better ones negated).
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ignite.utils import manual_seed
 
-from src import distributed, rundir
+from src import distributed, notes, rundir, tracking
 from src.cli import INTERRUPTED, parse_config, run_cli
 from src.config import Config
 from src.cv import run_all_folds
@@ -128,6 +128,9 @@ def command(config: Config, argv: Sequence[str]) -> None:
 
                 train_fold = functools.partial(run, requests=requests, report=report)
                 report.summary = run_all_folds(config, train_fold, before_fold)
+                if config.track.mlflow and distributed.is_main():
+                    run_dir = Path(report.summary["run_dir"])
+                    tracking.log_cv_run(config, run_dir, report.summary, {"commit": notes.git_state()})
             else:
                 report.summary = run(config.replace(fold=0) if config.split.fold == "all" else config, requests, report)
         except Stopped as stopped:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ from src.pictures import Pictures, log_hparams
 from src.runstate import AccumulatedGradients, MetricState, RandomStates
 from src.stopping import StopRequests, attach_stopping
 from src.targets import Task
+from src.tracking import attach_mlflow
 
 logger = logging.getLogger(__name__)
 
@@ -238,6 +240,9 @@ def attach_handlers(
     if run_dir is not None:
         attach_files(config, training, evaluators, run_dir, cleanup)
         attach_pictures(config, training, evaluators, loaders, history)
+        if config.track.mlflow and distributed.is_main():
+            best = functools.partial(best_so_far, history, training.selection)
+            cleanup.push(attach_mlflow(config, trainer, evaluators, training.optimizer, run_dir, best))
     if config.run.progress and distributed.is_main():
         attach_progress_bar(trainer, config.run.log_every)
     accumulation = config.step.accumulation_steps
@@ -289,12 +294,17 @@ def attach_pictures(
         return
 
     def hparams() -> None:
-        best = history.best(selection.key, selection.higher_is_better)
-        if best is not None:
-            metrics = {f"hparam/best_{selection.key}": best[selection.key], "hparam/best_epoch": best["epoch"]}
-            log_hparams(writer, rundir.changed_settings(config), metrics)
+        best = best_so_far(history, selection)
+        if best:
+            log_hparams(writer, rundir.changed_settings(config), {f"hparam/{k}": v for k, v in best.items()})
 
     trainer.add_event_handler(Events.COMPLETED, hparams)
+
+
+def best_so_far(history: History, selection: Selection) -> dict[str, float]:
+    """``{"best_<key>": score, "best_epoch": epoch}`` from the history, or ``{}`` before the first validation."""
+    best = history.best(selection.key, selection.higher_is_better)
+    return {f"best_{selection.key}": best[selection.key], "best_epoch": best["epoch"]} if best else {}
 
 
 def resume(training: Training, candidates: list[Path], sampler) -> None:

@@ -51,7 +51,9 @@ def test_two_processes_train_one_run_that_one_process_reproduces_and_resume_it(t
     result = _torchrun(*FLAGS, "--epochs", "1", "--output-dir", str(tmp_path), "--run-name", "ddp")
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "ddp"
-    assert [p.name for p in tmp_path.iterdir()] == ["ddp"] and result.stdout.count("best valid accuracy") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["NOTES.md", "ddp"]
+    assert result.stdout.count("best valid accuracy") == 1
+    assert (tmp_path / "NOTES.md").read_text().count("\n## ") == 1  # one entry: rank 0's
     assert len(list(run.glob("events.out.tfevents*"))) == 1 and len(list(run.glob("checkpoint_*.pt"))) == 1
 
     # One process predicts the valid rows again with the best checkpoint: the same probabilities, in the same order.
