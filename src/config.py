@@ -130,6 +130,15 @@ def parse_size_schedule(text: Any) -> tuple[tuple[int, int], ...] | None:
     return tuple(pairs)
 
 
+def format_duration(seconds: float) -> str:
+    """``3h 02m``, ``12m 05s`` or ``42.0 s`` (the reverse of `parse_duration`, for people)."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
+
+
 class _Group:
     """A config group: ``__post_init__`` types and checks the fields unless `deferred_checks` is on."""
 

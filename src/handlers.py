@@ -6,6 +6,7 @@ Checkpoints: `src.checkpoints`; weight averages: `src.averaging`; the history: `
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from ignite.handlers import (
 from ignite.metrics import Average
 
 from src import distributed
+from src.config import format_duration
 from src.engine import window_start_filter
 from src.optim import set_backbone_trainable
 
@@ -174,11 +176,25 @@ def attach_tensorboard(
     return tb_logger
 
 
-def attach_progress_bar(trainer: Engine, every: int = 1) -> None:
-    """ignite's progress bar, showing the micro-batch loss every ``every`` iterations (each read waits for the
-    device)."""
-    ProgressBar(persist=False).attach(
-        trainer, output_transform=lambda out: {"loss": out["loss"]}, event_name=Events.ITERATION_COMPLETED(every=every)
+def attach_progress_bar(trainer: Engine, every: int = 1, desc: str = "") -> None:
+    """ignite's progress bar: ``<desc> [epoch/epochs]``, the micro-batch loss every ``every`` iterations (each read
+    waits for the device) and the whole run's remaining time, ``run_eta``, from the pace since this process
+    started (validations included)."""
+    pace = {"start": 0.0, "first": 0}
+
+    def start(engine: Engine) -> None:
+        pace.update(start=time.monotonic(), first=engine.state.iteration)
+
+    def postfix(out: dict) -> dict:
+        state = trainer.state
+        done = state.iteration - pace["first"]
+        left = state.max_epochs * state.epoch_length - state.iteration
+        eta = (time.monotonic() - pace["start"]) / max(done, 1) * left
+        return {"loss": out["loss"], "run_eta": format_duration(eta)}
+
+    trainer.add_event_handler(Events.STARTED, start)
+    ProgressBar(persist=False, desc=desc or "epoch").attach(
+        trainer, output_transform=postfix, event_name=Events.ITERATION_COMPLETED(every=every)
     )
 
 

@@ -53,7 +53,7 @@ class Data:
         return len(self.targets)
 
 
-def load_data(config: DataConfig, reading: Reading = Reading(), dry_run: bool = False) -> Data:
+def load_data(config: DataConfig, reading: Reading = Reading(), dry_run: bool = False, progress: bool = False) -> Data:
     """Reads the configured layout, checks every row and encodes the targets.
 
     Bad rows (a missing or undecodable image, an empty label, a label outside ``--classes``) stop the
@@ -65,6 +65,7 @@ def load_data(config: DataConfig, reading: Reading = Reading(), dry_run: bool = 
         config: the data source.
         reading: what the model and loader tell the layout reader (`src.sources.Reading`).
         dry_run: decode only the images used (no up-front check).
+        progress: show a progress bar while the images are checked.
 
     Raises:
         ValueError: bad input, as above.
@@ -87,7 +88,7 @@ def load_data(config: DataConfig, reading: Reading = Reading(), dry_run: bool = 
     if config.cache or (config.verify_images and not dry_run):  # a dry run reads only what it uses
         cacheable = config.cache and not isinstance(source.images, ArrayImages)
         cacheable = cacheable and not getattr(source.images, "sequence", False)  # sequences are built when read
-        decoded, image_bad = decode_all(source, keep=cacheable)
+        decoded, image_bad = decode_all(source, keep=cacheable, progress=progress)
         if image_bad and not config.skip_bad:
             raise ValueError(
                 f"{image_bad[0][1]} ({len(image_bad)} bad image(s) in all; --skip-bad skips them and says how many)"

@@ -26,7 +26,7 @@ from typing import Any
 
 from src import distributed, notes, notify, rundir
 from src.cli import CleanExit
-from src.config import Config
+from src.config import Config, format_duration
 
 logger = logging.getLogger(__name__)
 
@@ -191,15 +191,6 @@ def detail_of(error: BaseException | None) -> str:
         return error.message()
     last = traceback.format_exception_only(type(error), error)[-1].strip()
     return last.splitlines()[-1] if last else type(error).__name__
-
-
-def format_duration(seconds: float) -> str:
-    """``3h 02m``, ``12m 05s`` or ``42.0 s``."""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
 
 
 def _value(value: Any) -> str:

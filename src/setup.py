@@ -71,7 +71,8 @@ def setup_data(config: Config) -> tuple[Data, np.ndarray]:
     Raises:
         ValueError: bad input, a metric the task cannot use, or an arch that does not read this data.
     """
-    data = load_data(config.data, reading(config), dry_run=config.run.dry_run)
+    progress = config.run.progress and distributed.is_main()
+    data = load_data(config.data, reading(config), dry_run=config.run.dry_run, progress=progress)
     get_metric(config.eval.metric, data.task)  # a metric the task kind cannot use stops here
     arch = config.model.arch
     if reads_sequences(arch) != bool(getattr(data.source.images, "sequence", False)):

@@ -30,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from src.config import DataConfig
 from src.targets import at, require_columns
@@ -498,13 +499,16 @@ def read_source(config: DataConfig, reading: Reading = Reading()) -> Source:
     return LAYOUTS[layout](config, reading)
 
 
-def decode_all(source: Source, keep: bool = False, workers: int = 4) -> tuple[list | None, list[tuple[int, str]]]:
+def decode_all(
+    source: Source, keep: bool = False, workers: int = 4, progress: bool = False
+) -> tuple[list | None, list[tuple[int, str]]]:
     """Reads every image once (threads; OpenCV releases the GIL).
 
     Args:
         source: the rows to read.
         keep: return the decoded images (for ``--cache``); otherwise only check them.
         workers: reading threads.
+        progress: show a progress bar (tqdm) while reading.
 
     Returns:
         The images (uint8 (H, W, C) per row, None for bad rows) when ``keep``, else None; and
@@ -518,8 +522,10 @@ def decode_all(source: Source, keep: bool = False, workers: int = 4) -> tuple[li
             return None, (row, str(error))
         return (image if keep else None), None
 
+    rows = len(source.images)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(read, range(len(source.images))))
+        reading = tqdm(pool.map(read, range(rows)), total=rows, desc="checking images", disable=not progress)
+        results = list(reading)
     bad = [problem for _, problem in results if problem is not None]
     return ([image for image, _ in results] if keep else None), bad
 

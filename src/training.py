@@ -244,7 +244,8 @@ def attach_handlers(
             best = functools.partial(best_so_far, history, training.selection)
             cleanup.push(attach_mlflow(config, trainer, evaluators, training.optimizer, run_dir, best))
     if config.run.progress and distributed.is_main():
-        attach_progress_bar(trainer, config.run.log_every)
+        split = config.split  # a --fold all run shows its folds too: "fold 2 [3/5] epoch [4/18]"
+        attach_progress_bar(trainer, config.run.log_every, f"fold {split.fold} [{split.fold + 1}/{split.folds}] epoch")
     accumulation = config.step.accumulation_steps
     attach_stopping(trainer, requests, training.last_checkpoint, run_dir, accumulation, config.run)
     return history

@@ -14,6 +14,7 @@ from src.handlers import (
     attach_evaluation,
     attach_freezing,
     attach_lr_scheduler,
+    attach_progress_bar,
     attach_progressive_resizing,
 )
 from src.loaddata import build_loaders
@@ -142,3 +143,11 @@ def test_batch_shape_changes_at_the_scheduled_epochs(num_workers):
     assert [seen[epoch] for epoch in (1, 2, 3, 4)] == [{shape} for shape in expected]
     assert valid_shapes == expected
     assert trainer.state.iteration == 4 * len(loaders.train)  # no batch lost or repeated by the restarts
+
+
+def test_the_progress_bar_shows_the_fold_the_epoch_and_the_whole_run_s_eta(capsys):
+    trainer = Engine(lambda engine, batch: {"loss": torch.tensor(0.5)})
+    attach_progress_bar(trainer, desc="fold 1 [2/5] epoch")
+    trainer.run([0, 1, 2], max_epochs=2)
+    shown = capsys.readouterr().err
+    assert "fold 1 [2/5] epoch [2/2]" in shown and "loss=0.5" in shown and "run_eta=0.0 s" in shown

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from src import rundir
-from src.config import Config
-from src.report import Outcome, RunReport, detail_of, format_duration
+from src.config import Config, format_duration
+from src.report import Outcome, RunReport, detail_of
 from src.stopping import Stopped
 from tests.helpers import webhook_server
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src.sources import ArrayImages, parse_strokes, rasterize, strokes_to_sequence
+from src.sources import ArrayImages, decode_all, parse_strokes, rasterize, strokes_to_sequence
 from tests import helpers
 from tests.helpers import load
 
@@ -166,3 +166,13 @@ def test_class_list_from_a_file_keeps_unseen_classes(tmp_path):
     (tmp_path / "classes.txt").write_text("c0\nc1\nc2\n")
     data = load(**{**options, "classes": str(tmp_path / "classes.txt")})
     assert data.classes == ["c0", "c1", "c2"] and data.task.num_outputs == 3  # c2 has no training rows
+
+
+def test_checking_every_image_shows_a_bar_when_asked(tmp_path, capsys):
+    csv, folder = helpers.image_folder(tmp_path, n=12)
+    source = load(train_csv=str(csv), image_dir=str(folder)).source
+    decoded, bad = decode_all(source, keep=True, progress=True)
+    assert len(decoded) == 12 and bad == []
+    assert "checking images: 100%" in capsys.readouterr().err
+    decode_all(source)
+    assert capsys.readouterr().err == ""

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 COLUMNS = ["countrycode", "drawing", "key_id", "recognized", "word"]
 
@@ -47,7 +48,7 @@ def write_chunks(pattern: str, out: Path, chunks: int, seed: int = 0, read_rows:
     for path in paths:
         path.unlink(missing_ok=True)
     rng = np.random.default_rng(seed)
-    for file in files:
+    for file in tqdm(files, desc="class files", unit="file", disable=None):  # no bar when not on a terminal
         offset, row = int(rng.integers(chunks)), 0
         for piece in pd.read_csv(file, chunksize=read_rows, dtype=str):
             missing = {"drawing", "word"} - set(piece.columns)
@@ -59,7 +60,7 @@ def write_chunks(pattern: str, out: Path, chunks: int, seed: int = 0, read_rows:
                 part = piece[target == k]
                 part.to_csv(paths[k], mode="a", header=not paths[k].exists(), index=False)
             row += len(piece)
-    for k, path in enumerate(paths):  # shuffle inside each chunk so batches mix classes
+    for k, path in enumerate(tqdm(paths, desc="shuffling chunks", unit="chunk", disable=None)):  # mix the classes
         if path.exists():
             table = pd.read_csv(path, dtype=str)
             table.sample(frac=1.0, random_state=seed + k).to_csv(path.with_suffix(".tmp"), index=False)
