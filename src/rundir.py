@@ -14,6 +14,7 @@ beside them):
 | ``swa_model_<epoch>.pt`` | train | the SWA weights (``--swa-start-epoch``) |
 | ``valid_predictions.csv``, ``summary.json`` | train | the valid fold's probabilities; the summary, written last |
 | ``status.json`` | train, cv (`src.report`) | running (process, host), finished, stopped or crashed; the command |
+| ``mlflow.json`` | train, cv (`src.tracking`) | the MLflow tracking URI and run id (``--mlflow``) |
 | ``events.out.tfevents.*`` | train (`src.handlers`, `src.pictures`) | TensorBoard: scalars, pictures, hparams |
 | ``oof.csv``, ``cv_summary.json`` | cv | every row's out-of-fold probabilities; the CV scores |
 | ``test_predictions.csv``, ``submission.csv`` | predict, ensemble | test probabilities; the submission |
@@ -45,6 +46,7 @@ FOLDS = "folds.csv"
 HISTORY = "history.csv"
 SUMMARY = "summary.json"
 STATUS = "status.json"
+MLFLOW_RUN = "mlflow.json"
 PREDICTIONS = "valid_predictions.csv"
 OOF = "oof.csv"
 CV_SUMMARY = "cv_summary.json"

@@ -31,7 +31,6 @@ from src.report import status_of
 
 logger = logging.getLogger(__name__)
 
-MLFLOW_RUN = "mlflow.json"
 STATUS = {"finished": "FINISHED", "stopped": "KILLED", "crashed": "FAILED"}
 
 
@@ -98,14 +97,14 @@ def start_run(config: Config, run_dir: Path, tags: Mapping[str, str] | None = No
         return mlflow.start_run(run_id=saved).info.run_id
     run = mlflow.start_run(experiment_id=experiment, run_name=run_dir.name, tags=dict(tags or {}))
     mlflow.log_params(params(config))
-    files.write_text(run_dir / MLFLOW_RUN, json.dumps({"tracking_uri": track.mlflow, "run_id": run.info.run_id}))
+    files.write_text(run_dir / rundir.MLFLOW_RUN, json.dumps({"tracking_uri": track.mlflow, "run_id": run.info.run_id}))
     return run.info.run_id
 
 
 def read_run_id(run_dir: Path, uri: str) -> str | None:
     """The MLflow run id saved in the folder for this tracking URI, or None."""
     try:
-        saved = json.loads((run_dir / MLFLOW_RUN).read_text())
+        saved = json.loads((run_dir / rundir.MLFLOW_RUN).read_text())
     except (OSError, ValueError):
         return None
     return saved.get("run_id") if saved.get("tracking_uri") == uri else None
