@@ -150,6 +150,7 @@ def test_default_recipe_learns_the_digits(tmp_path):
     assert float(rows[-1]["valid_accuracy"]) > 0.9
 
 
+@pytest.mark.slow  # 15 s warm, much longer with a cold inductor cache (a fresh CI machine)
 def test_compile_trains_the_compiled_model_and_saves_the_plain_one(tmp_path, monkeypatch):
     calls = []
     real_compile = torch.compile
