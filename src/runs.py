@@ -28,6 +28,7 @@ import tyro
 from src import rundir
 from src.cli import parse_args, run_cli
 from src.evaluation import Selection
+from src.history import History
 
 FIXED = ["run", "status", "arch"]
 RESULTS = ["metric", "best", "best_epoch", "oof", "epochs_run", "wall_time", "images_per_s"]
@@ -87,24 +88,24 @@ def _alive(pid: Any) -> bool:
 
 
 def results(run_dir: Path) -> dict[str, Any]:
-    """The result columns of one run folder (`RESULTS`), from its summary and its folds' histories."""
+    """The result columns of one run folder (`RESULTS`), from its summary and its folds' histories (`History`)."""
     config = rundir.read_config(run_dir)
-    key, higher = Selection.of(config).key, Selection.of(config).higher_is_better
+    selection = Selection.of(config)
     folds = [d for d in rundir.fold_dirs(run_dir) if (d / rundir.HISTORY).is_file()]
     bests, epochs, wall, speeds = [], 0, 0.0, []
     for fold in folds:
-        history = read_history(fold / rundir.HISTORY)
-        if key in history and history[key].notna().any():
-            best = history[key].idxmax() if higher else history[key].idxmin()
-            bests.append((history.at[best, key], int(history.at[best, "epoch"])))
-        epochs += len(history)
-        summary = rundir.read_summary(fold)
-        wall += summary.get("wall_time_s") or float(history.get("epoch_time_s", pd.Series(dtype=float)).sum())
-        if "train_images_per_s" in history:
-            speeds.append(float(history["train_images_per_s"].mean()))
+        history = History(fold / rundir.HISTORY)  # reads the rows back
+        columns = history.rows[0] if history.rows else {}
+        if selection.key in columns:
+            best = history.best(selection.key, selection.higher_is_better)
+            bests.append((best[selection.key], best["epoch"]))
+        epochs += len(history.rows)
+        wall += rundir.read_summary(fold).get("wall_time_s") or sum(r.get("epoch_time_s") or 0 for r in history.rows)
+        if "train_images_per_s" in columns:
+            speeds.append(history.mean("train_images_per_s"))
     cv = rundir.read_summary(run_dir) if len(folds) > 1 or config.split.fold == "all" else {}
     return {
-        "metric": key,
+        "metric": selection.key,
         "best": round(sum(b for b, _ in bests) / len(bests), 6) if bests else None,
         "best_epoch": bests[0][1] if len(bests) == 1 else None,
         "oof": cv.get("oof_score"),
@@ -112,14 +113,6 @@ def results(run_dir: Path) -> dict[str, Any]:
         "wall_time": round(wall, 1),
         "images_per_s": round(sum(speeds) / len(speeds), 1) if speeds else None,
     }
-
-
-def read_history(path: Path) -> pd.DataFrame:
-    """A run's ``history.csv`` (empty when it has no rows yet or cannot be read)."""
-    try:
-        return pd.read_csv(path)
-    except (OSError, ValueError):  # pandas' EmptyDataError and ParserError are ValueErrors
-        return pd.DataFrame()
 
 
 def table(runs: Sequence[Path]) -> pd.DataFrame:
