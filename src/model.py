@@ -194,7 +194,8 @@ def _efficientnet(name: str, in_chans: int, pretrained: str | None, drop_path_ra
 
 
 def _pretrainedmodels(name: str, in_chans: int, pretrained: str | None) -> tuple[nn.Module, int]:
-    import pretrainedmodels
+    with torch.random.fork_rng(devices=[]):  # its import builds modules (random init): it must not move the seed
+        import pretrainedmodels
 
     with warnings.catch_warnings():  # torchvision's deprecation warning for `pretrained=` inside pretrainedmodels
         warnings.simplefilter("ignore", UserWarning)

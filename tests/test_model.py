@@ -1,6 +1,9 @@
 """The model registry: every arch's forward shapes, pretrained weights and input adaptation, heads, output
 stride, the GRU."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from efficientnet_pytorch import EfficientNet
@@ -174,3 +177,21 @@ def test_output_stride_keeps_a_larger_final_map_with_the_same_weights(arch):
 def test_output_stride_unsupported_arch_says_which_are(arch):
     with pytest.raises(ValueError, match=f"--output-stride 16: not supported for --arch {arch}.*EfficientNets"):
         _build(arch, num_classes=3, in_chans=4, output_stride=16)
+
+
+def test_the_same_seed_builds_the_same_weights_from_the_first_build_of_a_process_on():
+    # pretrainedmodels builds modules when imported: its first import (inside the first build) must not move the
+    # seed, or a process's first run (and fold 0 of --fold all) would start from other weights than a later one
+    code = """
+import torch
+from ignite.utils import manual_seed
+from src.config import ModelConfig
+from src.model import build_model
+sums = []
+for _ in range(2):
+    manual_seed(42)
+    sums.append(next(build_model(ModelConfig(arch="resnet18", in_chans=1), 10).parameters()).sum().item())
+print(sums[0] == sums[1])
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert done.stdout.strip() == "True"
