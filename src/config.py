@@ -280,6 +280,29 @@ class PseudoConfig(_Group):
 
 
 @dataclasses.dataclass
+class DistillConfig(_Group):
+    """Knowledge distillation: soft targets from a teacher's out-of-fold predictions (`src.distill`)."""
+
+    teacher: str | None = None
+    """A teacher: a --fold all run or an ensemble folder with oof.csv (and test_predictions.csv for
+    --teacher-test). Each training row learns from the teacher's out-of-fold prediction of it."""
+    teacher_weight: float = 0.5
+    """Share of the teacher's soft targets in each training target (the rest: the hard label); 0 trains on the
+    labels alone, 1 on the teacher alone."""
+    teacher_temperature: float = 1.0
+    """Softens (> 1) or sharpens (< 1) the teacher's probabilities: softmax(log p / T), per head; sigmoid(logit p /
+    T) per tag."""
+    teacher_test: bool = False
+    """Also train on the test images (--pseudo-test-csv, --pseudo-image-dir) with the teacher's test predictions
+    as their targets."""
+
+    def check(self) -> None:
+        weight, temperature = self.teacher_weight, self.teacher_temperature
+        _require("teacher_weight", weight, 0.0 <= weight <= 1.0, "a share in [0, 1]")
+        _require("teacher_temperature", temperature, temperature > 0, "a positive temperature")
+
+
+@dataclasses.dataclass
 class SplitConfig(_Group):
     """Folds: how the rows are split and which fold validates."""
 
@@ -595,6 +618,7 @@ class Config:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     pseudo: PseudoConfig = dataclasses.field(default_factory=PseudoConfig)
+    distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
     split: SplitConfig = dataclasses.field(default_factory=SplitConfig)
     loader: LoaderConfig = dataclasses.field(default_factory=LoaderConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)

@@ -248,7 +248,7 @@ def build_loaders(
     config: LoaderConfig,
     seed: int = 0,
     pin_memory: bool = False,
-    extra_train: tuple | None = None,
+    train_set: TrainSet | None = None,
 ) -> Loaders:
     """Builds the three loaders of a run; normalisation statistics come from the train fold.
 
@@ -264,7 +264,7 @@ def build_loaders(
             size, and normalisation (None: computed on the train fold).
         seed: seed of the shuffling, the augmentation and the train-eval subset.
         pin_memory: pin host memory (for CUDA).
-        extra_train: ``(images, targets)`` added to the training set only (pseudo-labelled test images), or None.
+        train_set: the train fold's own targets (distillation) and extra images (test images), or None.
 
     Returns:
         The train, train-eval and valid loaders, and the normalisation mean/std.
@@ -281,7 +281,7 @@ def build_loaders(
     resizable = len(config.size_schedule) > 1
     common = dict(num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0 and not resizable)
 
-    train_set = _dataset(data, train_idx, train_tf, extra_train)
+    train_set = _dataset(data, train_idx, train_tf, train_set)
     batch_size = max(min(config.batch_size, len(train_set)) // processes, 1)  # this process's share
     # the same permutation in every process, each taking its share; augmentation seeded per (seed, epoch, row)
     sampler = EpochSampler(len(train_set), batch_size, seed, world_size=processes, rank=distributed.rank())
@@ -321,11 +321,28 @@ def _check_shares(batch_size: int, train_eval_rows: int, valid_rows: int) -> int
     return processes
 
 
-def _dataset(data: Data, rows: np.ndarray, transform, extra: tuple | None = None) -> ImageDataset:
-    """The dataset of ``rows`` of the data, plus ``extra`` ``(images, targets)`` after them (pseudo-labels)."""
+@dataclasses.dataclass(frozen=True)
+class TrainSet:
+    """What the train fold trains on besides its rows' own labels.
+
+    Attributes:
+        targets: the train rows' targets in their place, in row order (distillation: float32 (N, num_outputs)).
+        extra: ``(images, targets)`` added after the rows: pseudo-labelled (int64 (M,)) or teacher-labelled
+            (float32 (M, num_outputs)) test images; the same kind of targets as the rows'.
+    """
+
+    targets: np.ndarray | None = None
+    extra: tuple | None = None
+
+
+def _dataset(data: Data, rows: np.ndarray, transform, train_set: TrainSet | None = None) -> ImageDataset:
+    """The dataset of ``rows`` of the data, with ``train_set``'s targets and extra images (the train fold)."""
     images, targets = data.source.images.subset(rows), data.targets[rows]
-    if extra is not None:
-        images, targets = ConcatImages([images, extra[0]]), np.concatenate([targets, extra[1]])
+    if train_set is not None and train_set.targets is not None:
+        targets = train_set.targets
+    if train_set is not None and train_set.extra is not None:
+        extra_images, extra_targets = train_set.extra
+        images, targets = ConcatImages([images, extra_images]), np.concatenate([targets, extra_targets])
     return ImageDataset(images, targets, transform)
 
 

@@ -43,19 +43,27 @@ def pseudo_labelled(config: PseudoConfig, data: DataConfig, reading: Reading, ta
         raise ValueError("--pseudo-labels needs --pseudo-test-csv (the test table whose images were predicted)")
     frame, probs, _ = read_predictions(config.pseudo_labels, task, with_targets=False)
     confident = probs.max(axis=1) >= config.pseudo_threshold
+    where = f"--pseudo-labels {config.pseudo_labels} against --pseudo-test-csv {config.pseudo_test_csv}"
+    images = test_images(config, data, reading, frame["id"][confident].tolist(), where)
+    logger.info(
+        "pseudo-labels: %d of %d test images at p >= %s join the training fold",
+        len(images),
+        len(frame),
+        config.pseudo_threshold,
+    )
+    return images, probs[confident].argmax(axis=1).astype(np.int64)
+
+
+def test_images(config: PseudoConfig, data: DataConfig, reading: Reading, ids: list[str], where: str):
+    """The images of the test rows ``ids`` (``--pseudo-test-csv``, ``--pseudo-image-dir``), read in the training
+    layout, in ``ids``' order.
+
+    Raises:
+        ValueError: ids missing from the test table (``where`` names the two files).
+        FileNotFoundError: the test table does not exist.
+    """
     test_data = dataclasses.replace(
         data, train_csv=config.pseudo_test_csv, image_dir=config.pseudo_image_dir or data.image_dir, max_per_class=None
     )
     test = read_source(test_data, reading)
-    rows = rows_of(
-        test.ids(),
-        frame["id"][confident].tolist(),
-        f"--pseudo-labels {config.pseudo_labels} against --pseudo-test-csv {config.pseudo_test_csv}",
-    )
-    logger.info(
-        "pseudo-labels: %d of %d test images at p >= %s join the training fold",
-        len(rows),
-        len(frame),
-        config.pseudo_threshold,
-    )
-    return test.images.subset(rows), probs[confident].argmax(axis=1).astype(np.int64)
+    return test.images.subset(rows_of(test.ids(), ids, where))

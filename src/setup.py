@@ -12,8 +12,11 @@ import torch
 
 from src import distributed
 from src.config import Config
+from src.distill import hard_targets
+from src.distill import test_set as teacher_test_set
+from src.distill import train_targets as distilled_targets
 from src.folds import assign_folds, split_indices
-from src.loaddata import Data, Loaders, build_loaders, default_num_workers, load_data
+from src.loaddata import Data, Loaders, TrainSet, build_loaders, default_num_workers, load_data
 from src.metrics import get_metric
 from src.model import build_model, check_arch, reads_sequences
 from src.pseudo import pseudo_labelled
@@ -101,12 +104,35 @@ def setup_loaders(config: Config, data: Data, fold_of: np.ndarray, device: torch
         raise ValueError(f"--fold {config.split.fold}: no rows in this fold of {config.split.folds}")
     workers = config.loader.num_workers
     loader = dataclasses.replace(config.loader, num_workers=default_num_workers(device) if workers is None else workers)
-    extra = None
-    if config.pseudo.pseudo_labels:
-        extra = pseudo_labelled(config.pseudo, config.data, reading(config), data.task)
-    loaders = build_loaders(data, train_idx, valid_idx, loader, config.run.seed, device.type == "cuda", extra)
+    train_set = training_set(config, data, train_idx)
+    loaders = build_loaders(data, train_idx, valid_idx, loader, config.run.seed, device.type == "cuda", train_set)
     loaders.train.sampler.limit(config.run.max_iters_per_epoch)  # each capped epoch is a fresh pass
     return loaders
+
+
+def training_set(config: Config, data: Data, train_idx: np.ndarray) -> TrainSet | None:
+    """What the train fold learns besides its labels: pseudo-labelled test images (``pseudo`` group), or a
+    teacher's soft targets and teacher-labelled test images (``distill`` group, `src.distill`).
+
+    Raises:
+        ValueError: --pseudo-labels with --teacher, --teacher-test without --teacher, or a bad teacher.
+        FileNotFoundError: a missing teacher or prediction file.
+    """
+    distill = config.distill
+    if distill.teacher_test and not distill.teacher:
+        raise ValueError("--teacher-test needs --teacher (the folder whose test_predictions.csv it learns)")
+    if config.pseudo.pseudo_labels and distill.teacher:
+        raise ValueError("--pseudo-labels with --teacher: use --teacher-test to learn the teacher's test predictions")
+    if config.pseudo.pseudo_labels:
+        return TrainSet(extra=pseudo_labelled(config.pseudo, config.data, reading(config), data.task))
+    if not distill.teacher:
+        return None
+    targets = distilled_targets(config, data.source.ids(), data.targets, train_idx, data.task)
+    if not distill.teacher_test:
+        return TrainSet(targets=targets)
+    if targets is None:  # the labels alone, as soft vectors beside the test images' soft targets
+        targets = hard_targets(data.targets[train_idx], data.task)
+    return TrainSet(targets=targets, extra=teacher_test_set(config, reading(config), data.task))
 
 
 def resolve(config: Config, data: Data, loaders: Loaders) -> Config:
