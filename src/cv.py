@@ -59,6 +59,17 @@ def run_all_folds(
         train_fold(fold_config(config, run_dir, fold))
 
     distributed.barrier()  # rank 0 has written every fold's predictions
+    return gather_oof(config, run_dir)
+
+
+def gather_oof(config: Config, run_dir: Path) -> dict:
+    """Gathers the folds' ``valid_predictions.csv`` of ``run_dir`` into ``oof.csv``, writes ``cv_summary.json``
+    (rank 0) and prints the per-fold scores, their mean and standard deviation, and the OOF score of ``--metric``.
+
+    Returns:
+        The cross-validation summary: metric, per-fold scores, mean, std, OOF score, run folder.
+    """
+    folds = config.split.folds
     task = rundir.read_task(rundir.fold_dir(run_dir, 0))
     metric, threshold = config.eval.metric, config.eval.threshold
     predictions = [read_predictions(rundir.fold_dir(run_dir, k) / rundir.PREDICTIONS, task) for k in range(folds)]
