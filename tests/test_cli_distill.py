@@ -53,6 +53,7 @@ def _multilabel(tmp):
     return [*flags, "--id-col", "image_name", "--label-col", "tags", "--multilabel"]
 
 
+@pytest.mark.slow  # two more runs (20 s); soften/hard_targets per task kind are unit-tested by default
 @pytest.mark.parametrize("layout", [_multihead, _multilabel])
 def test_several_heads_and_tags_learn_from_a_teacher_with_mixup(tmp_path, layout):
     flags = layout(tmp_path)
