@@ -565,6 +565,10 @@ class RunConfig(_Group):
     time_limit: str | None = None
     """Stop cleanly before this much wall time has passed since the start ('11h30m' for Kaggle's 12-hour
     sessions), keeping a margin for the last validation and the save; the same command continues the run."""
+    time_budget: str | None = None
+    """--fold all: plan the folds to fit this much wall time ('9h'): fold 0 measures the pace, the later folds get
+    fewer epochs (down to half) or are left out when they would not fit (`src.budget`); --time-limit stays the
+    hard stop."""
     output_dir: str = "experiments"
     """Parent folder of the run folders."""
     run_name: str | None = None
@@ -591,9 +595,10 @@ class RunConfig(_Group):
         every = self.checkpoint_every
         ok = every == "epoch" or (every.isdigit() and int(every) >= 1) or bool(parse_duration(every))
         _require("checkpoint_every", every, ok, "optimizer steps (500), a wall time (20m, 1h, 90s) or 'epoch'")
-        limit = self.time_limit
-        ok = limit is None or bool(parse_duration(limit))
-        _require("time_limit", limit, ok, "a wall time such as 11h30m, 45m or 600s")
+        for name in ("time_limit", "time_budget"):
+            value = getattr(self, name)
+            ok = value is None or bool(parse_duration(value))
+            _require(name, value, ok, "a wall time such as 11h30m, 45m or 600s")
 
     @property
     def checkpoint_steps(self) -> int | None:

@@ -30,7 +30,10 @@ def fold_config(config: Config, run_dir: Path, fold: int) -> Config:
 
 
 def run_all_folds(
-    config: Config, train_fold: Callable[[Config], object], before_fold: Callable[[Path], None] | None = None
+    config: Config,
+    train_fold: Callable[[Config], object],
+    before_fold: Callable[[Path], None] | None = None,
+    epochs_for: Callable[[int, Path], int | None] | None = None,
 ) -> dict:
     """Trains each of ``config.split.folds`` folds with ``train_fold`` (`src.train.run`; finished folds are skipped),
     writes ``oof.csv`` (every training row once: id, fold, labels, probabilities from its fold's best checkpoint) and
@@ -38,7 +41,8 @@ def run_all_folds(
     ``--metric``.
 
     ``before_fold(run folder)`` is called before each fold is trained (`src.stopping.StopRequests.check_between`
-    stops there on a signal or near the time limit).
+    stops there on a signal or near the time limit). ``epochs_for(fold, run folder)`` (`src.budget.Budget`) sets
+    each fold's epochs, or None leaves that fold and the later ones out (``oof.csv`` then covers the folds trained).
 
     Returns:
         The cross-validation summary: metric, per-fold scores, mean, std, OOF score, run folder.
@@ -54,25 +58,31 @@ def run_all_folds(
         if rundir.is_finished(rundir.fold_dir(run_dir, fold)):
             logger.info("fold %d: finished earlier, skipped", fold)
             continue
+        epochs = epochs_for(fold, run_dir) if epochs_for is not None else config.optim.epochs
+        if epochs is None:
+            break
         if before_fold is not None:
             before_fold(run_dir)
-        train_fold(fold_config(config, run_dir, fold))
+        train_fold(fold_config(config, run_dir, fold).replace(epochs=epochs))
 
     distributed.barrier()  # rank 0 has written every fold's predictions
-    return gather_oof(config, run_dir)
+    trained = [k for k in range(folds) if rundir.is_finished(rundir.fold_dir(run_dir, k))]
+    return gather_oof(config, run_dir, trained)
 
 
-def gather_oof(config: Config, run_dir: Path) -> dict:
+def gather_oof(config: Config, run_dir: Path, folds: list[int] | None = None) -> dict:
     """Gathers the folds' ``valid_predictions.csv`` of ``run_dir`` into ``oof.csv``, writes ``cv_summary.json``
     (rank 0) and prints the per-fold scores, their mean and standard deviation, and the OOF score of ``--metric``.
+
+    ``folds``: the folds to gather (default: all ``--folds``).
 
     Returns:
         The cross-validation summary: metric, per-fold scores, mean, std, OOF score, run folder.
     """
-    folds = config.split.folds
-    task = rundir.read_task(rundir.fold_dir(run_dir, 0))
+    folds = list(range(config.split.folds)) if folds is None else folds
+    task = rundir.read_task(rundir.fold_dir(run_dir, folds[0]))
     metric, threshold = config.eval.metric, config.eval.threshold
-    predictions = [read_predictions(rundir.fold_dir(run_dir, k) / rundir.PREDICTIONS, task) for k in range(folds)]
+    predictions = [read_predictions(rundir.fold_dir(run_dir, k) / rundir.PREDICTIONS, task) for k in folds]
     fold_scores = [score(metric, probs, targets, task, threshold) for _, probs, targets in predictions]
     oof = pd.concat([frame for frame, _, _ in predictions], ignore_index=True)
     probs, targets = (np.concatenate([fold[i] for fold in predictions]) for i in (1, 2))
@@ -83,6 +93,7 @@ def gather_oof(config: Config, run_dir: Path) -> dict:
         "std": round(float(np.std(fold_scores)), 6),
         "oof_score": round(score(metric, probs, targets, task, threshold), 6),
         "oof_rows": len(oof),
+        "folds": folds,
         "run_dir": str(run_dir),
     }
     if not distributed.is_main():

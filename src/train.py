@@ -21,8 +21,9 @@ from pathlib import Path
 from ignite.utils import manual_seed
 
 from src import distributed, notes, rundir, tracking
+from src.budget import Budget
 from src.cli import INTERRUPTED, parse_config, run_cli
-from src.config import Config
+from src.config import Config, parse_duration
 from src.cv import run_all_folds
 from src.distributed import launch
 from src.evaluation import setup_evaluators
@@ -117,6 +118,7 @@ def command(config: Config, argv: Sequence[str]) -> None:
     if config.run.list_archs:
         print("\n".join(describe_archs()))
         return
+    epochs_for = planner(config)  # before anything starts: a budget needs --fold all
     report = RunReport(config, command_line(argv))
     with StopRequests(config.run.time_limit_s, config.run.time_limit) as requests, report:
         try:
@@ -127,7 +129,7 @@ def command(config: Config, argv: Sequence[str]) -> None:
                     requests.check_between(run_dir)
 
                 train_fold = functools.partial(run, requests=requests, report=report)
-                report.summary = run_all_folds(config, train_fold, before_fold)
+                report.summary = run_all_folds(config, train_fold, before_fold, epochs_for)
                 if config.track.mlflow and distributed.is_main():
                     run_dir = Path(report.summary["run_dir"])
                     tracking.log_cv_run(config, run_dir, report.summary, {"commit": notes.git_state()})
@@ -138,6 +140,20 @@ def command(config: Config, argv: Sequence[str]) -> None:
             run_dir = stopped.run_dir.parent if every_fold else stopped.run_dir
             stopped.command = continue_command(argv, run_dir)
             raise
+
+
+def planner(config: Config):
+    """``--time-budget``'s epochs per fold (`src.budget.Budget.epochs_for`), or None without a budget.
+
+    Raises:
+        ValueError: a budget without ``--fold all``.
+    """
+    if config.run.time_budget is None:
+        return None
+    if config.split.fold != "all":
+        raise ValueError(f"--time-budget {config.run.time_budget} plans the folds of --fold all; use --time-limit")
+    budget_s = parse_duration(config.run.time_budget)
+    return Budget(budget_s, config.split.folds, config.optim.epochs).epochs_for
 
 
 def continue_command(argv: Sequence[str], run_dir: Path | None) -> str:

@@ -55,3 +55,16 @@ def test_split_seed_keeps_the_folds_while_seed_changes_the_model(tmp_path):
     assert list(predictions_1["id"]) == list(predictions_2["id"])  # the same valid rows...
     probabilities = [c for c in predictions_1.columns if c.startswith("p_")]
     assert not np.allclose(predictions_1[probabilities], predictions_2[probabilities])  # ...from another model
+
+
+def test_a_time_budget_leaves_out_the_folds_that_do_not_fit(tmp_path, capsys):
+    csv_path = helpers.pixel_csv(tmp_path, n=30)
+    flags = ["--train-csv", str(csv_path), "--folds", "3", *FAST, "--output-dir", str(tmp_path), "--run-name", "cv"]
+    assert main([*flags, "--time-budget", "1s"]) == 2  # without --fold all
+    assert "--time-budget 1s plans the folds of --fold all; use --time-limit" in capsys.readouterr().err
+    assert main([*flags, "--fold", "all", "--time-budget", "1s"]) == 0  # fold 0 measures; nothing else fits
+    run = tmp_path / "cv"
+    summary = json.loads((run / "cv_summary.json").read_text())
+    folds = pd.read_csv(run / "fold0" / "folds.csv")
+    assert summary["folds"] == [0] and summary["oof_rows"] == int((folds["fold"] == 0).sum())
+    assert not (run / "fold1").exists()
