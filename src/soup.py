@@ -190,10 +190,11 @@ def make_soup(args: SoupConfig) -> Path:
     for k in range(folds):
         fold_runs = [folds_of_run[k].run_dir for folds_of_run in runs]
         soup = FoldSoup(runs[0][k].config, device)
-        used, signed, probs = cook(soup, candidates(fold_runs, args.k), args.method)
+        ingredients = candidates(fold_runs, args.k)  # best first
+        used, signed, probs = cook(soup, ingredients, args.method)
         fold_out = rundir.fold_dir(out, k) if folds > 1 else out
         record = write_fold(fold_out, fold_runs[0], soup, used, signed, probs)
-        best_alone = checkpoint_score(candidates(fold_runs, 1)[0])
+        best_alone = checkpoint_score(ingredients[0])
         print(f"fold {soup.config.split.fold}: {len(used)} checkpoints, {record}; the best one alone {best_alone:.4f}")
         soup.loaders.close()
     if folds > 1:

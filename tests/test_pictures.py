@@ -122,4 +122,10 @@ def test_hparams_accept_any_setting(tmp_path, value):
 
     with SummaryWriter(str(tmp_path)) as writer:
         pictures.log_hparams(writer, {"lr": value, "arch": "resnet18"}, {"hparam/best": 0.5})
-    assert (tmp_path / "hparams").is_dir()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "hparams"))
+    events.Reload()
+    start = events.summary_metadata["_hparams_/session_start_info"].plugin_data.content
+    assert b"lr" in start and b"resnet18" in start
+    assert events.Scalars("hparam/best")[-1].value == 0.5
