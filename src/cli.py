@@ -99,7 +99,7 @@ def _tyro_cli(config_class, args: Sequence[str], default=None):
     captured = io.StringIO()
     try:
         with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-            return tyro.cli(config_class, args=args, default=default)
+            return tyro.cli(config_class, args=args, **({} if default is None else {"default": default}))
     except SystemExit as exit:
         if not exit.code:
             print(captured.getvalue(), end="")

@@ -617,6 +617,31 @@ class RunConfig(_Group):
 
 
 @dataclasses.dataclass
+class CompetitionConfig(_Group):
+    """Competition: where the data came from, its test set and its submission (README "From Kaggle and back").
+
+    `python -m src.kaggle inspect` writes these into the folder's ``train.yaml``; they travel in the run's config,
+    so ``src.predict --run R`` predicts the competition's test set without flags and ``src.kaggle submit`` and
+    ``bundle`` know the competition. They never change how a model trains.
+    """
+
+    competition: str | None = None
+    """The Kaggle competition's name, as in its URL (kaggle.com/competitions/<name>)."""
+    data_root: str | None = None
+    """The competition's folder; the offline bundle finds the test files at the same place under its input."""
+    test_csv: str | None = None
+    """The test table (ids); src.predict's default --test-csv."""
+    test_image_dir: str | None = None
+    """Folder of the test images (layout 'images'); src.predict's default --image-dir."""
+    test_parquet: str | None = None
+    """Parquet file(s) of the test images (layout 'parquet'); src.predict's default --parquet."""
+    sample_submission: str | None = None
+    """The competition's sample submission; src.predict's default --sample-submission."""
+    submission_format: Literal["label", "topk", "tags", "long", "probs"] | None = None
+    """src.predict's default --submission-format (None: by the task)."""
+
+
+@dataclasses.dataclass
 class Config:
     """Train an image classifier. Flags override `--config FILE` (YAML or JSON), which overrides defaults."""
 
@@ -632,6 +657,7 @@ class Config:
     regularisation: RegularisationConfig = dataclasses.field(default_factory=RegularisationConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     track: TrackConfig = dataclasses.field(default_factory=TrackConfig)
+    competition: CompetitionConfig = dataclasses.field(default_factory=CompetitionConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
 
     @classmethod

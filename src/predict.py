@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from src import files, rundir
 from src.augmentations import build_transforms
 from src.cli import parse_args, run_cli
+from src.config import Config
 from src.engine import predict_logits
 from src.loaddata import ImageDataset, SequenceToTensor
 from src.metrics import score, to_probs, tune_thresholds
@@ -44,11 +45,12 @@ class PredictConfig:
     run: str
     """The run folder: one fold's run, or a `--fold all` run (its fold<k>/ sub-folders)."""
     test_csv: str | None = None
-    """The test table (ids; same layout as training). None with --oof only scores the OOF predictions."""
+    """The test table (ids; same layout as training). None: the run's --test-csv (`src.kaggle inspect` writes it),
+    except with --oof, which then only scores the OOF predictions."""
     image_dir: str | None = None
-    """Folder of the test images (layout 'images'); None: the training --image-dir."""
+    """Folder of the test images (layout 'images'); None: the run's --test-image-dir, else its --image-dir."""
     parquet: str | None = None
-    """Parquet file(s) of the test images (layout 'parquet'); None: the training --parquet."""
+    """Parquet file(s) of the test images (layout 'parquet'); None: the run's --test-parquet, else its --parquet."""
     tta: str = "none"
     """Test-time augmentation: none, flip, d4, multiscale, or an albumentations .yaml/.json file."""
     tta_merge: Literal["mean", "geometric", "max"] = "mean"
@@ -56,7 +58,8 @@ class PredictConfig:
     oof: bool = False
     """Also predict each fold's validation rows with --tta and print the OOF score with and without it."""
     submission_format: Literal["label", "topk", "tags", "long", "probs"] | None = None
-    """label, topk, tags, long or probs (src/submission.py); None: label, tags or long by the task."""
+    """label, topk, tags, long or probs (src/submission.py); None: the run's --submission-format, else label, tags
+    or long by the task."""
     top_k: int = 3
     """Guesses per row of the topk format (QuickDraw: 3)."""
     threshold: float | None = None
@@ -66,7 +69,8 @@ class PredictConfig:
     clip: float = 0.0
     """The probs format clips probabilities to [clip, 1 - clip] (log loss)."""
     sample_submission: str | None = None
-    """A sample submission: fixes the id order and column names, and the result is checked against it."""
+    """A sample submission: fixes the id order and column names, and the result is checked against it; None: the
+    run's --sample-submission (with the run's test set only)."""
     output_dir: str | None = None
     """Where test_predictions.csv and submission.csv go; None: the run folder."""
     batch_size: int = 256
@@ -175,6 +179,7 @@ def predict(args: PredictConfig) -> dict:
     if args.tta_merge not in MERGES:
         raise ValueError(f"--tta-merge {args.tta_merge!r}: unknown; known: {', '.join(MERGES)}")
     folds = rundir.read_fold_runs(args.run)
+    args = with_run_defaults(args, folds[0].config)
     device = resolve_device(args.device)
     result: dict = {"folds": len(folds), "tta": args.tta}
     if args.oof:
@@ -197,6 +202,23 @@ def predict(args: PredictConfig) -> dict:
     result.update(rows=len(submission), submission=str(path))
     print(f"{len(ids)} test images, {len(folds)} fold(s), --tta {args.tta}: wrote {path}")
     return result
+
+
+def with_run_defaults(args: PredictConfig, config: Config) -> PredictConfig:
+    """``args`` with what the run's config says of its competition (`CompetitionConfig`, from ``src.kaggle
+    inspect``) where the flags leave it unset: the submission format, and, unless ``--test-csv`` or ``--oof`` is
+    given, the test set and the sample submission."""
+    competition = config.competition
+    args = dataclasses.replace(args, submission_format=args.submission_format or competition.submission_format)
+    if args.test_csv is not None or competition.test_csv is None or args.oof:
+        return args
+    return dataclasses.replace(
+        args,
+        test_csv=competition.test_csv,
+        image_dir=args.image_dir or competition.test_image_dir,
+        parquet=args.parquet or competition.test_parquet,
+        sample_submission=args.sample_submission or competition.sample_submission,
+    )
 
 
 def submission_format(fold: FoldRun, args: PredictConfig, result: dict) -> SubmissionFormat:

@@ -78,6 +78,8 @@ RUN_CONTROL = frozenset(
     | {"output_dir", "run_name", "resume", "dry_run", "list_archs"}
     | {"pictures", "top_losses", "notes", "notes_file", "note", "notify", "mlflow", "mlflow_experiment"}
     | {"mlflow_artifacts"}
+    | {"competition", "data_root", "test_csv", "test_image_dir", "test_parquet", "sample_submission"}
+    | {"submission_format"}
 )
 
 

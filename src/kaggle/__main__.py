@@ -1,0 +1,5 @@
+import sys
+
+from src.kaggle.cli import main
+
+sys.exit(main())

@@ -1,0 +1,205 @@
+"""``python -m src.kaggle bundle <run or ensemble folder> --out bundle/``: a Kaggle Dataset that predicts offline.
+
+The folder holds ``wheels/`` (the project as a wheel, and a wheel of every package the inference needs that the
+competition image lacks, with their own requirements, at the versions installed here), ``models/`` (every
+fold's best checkpoint, or every ensemble member's, optionally as fp16, with the configs and class lists),
+``bundle.json`` (models, ensemble weights, TTA, where the test files lie inside the competition folder),
+``inference.ipynb`` (installs from ``wheels/`` with ``pip install --no-index`` and runs
+`src.kaggle.offline.predict_bundle`), and ``dataset-metadata.json`` / ``kernel-metadata.json`` for the API
+(internet off; the competition and the dataset as sources). What the image has is a ``pip freeze`` listing:
+`DEFAULT_IMAGE` (Kaggle's CPU image, dated in its header) or ``--image-has``.
+
+The wheels come from ``pip wheel`` (pip's own resolver and builder, sdists included); the walk over the
+requirements is our own, because pip has no "everything this needs that that environment lacks" mode.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from src import files, notes, rundir
+from src.config import Config
+from src.kaggle import notebook
+from src.kaggle.offline import BUNDLE_JSON, MODELS
+from src.kaggle.submit import ENSEMBLE, folder_config
+
+DEFAULT_IMAGE = Path(__file__).with_name("kaggle_image.txt")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+WHEELS = "wheels"
+
+
+def image_packages(path: Path) -> set[str]:
+    """The distribution names (canonical) of a ``pip freeze`` listing; comments and blank lines skipped.
+
+    Raises:
+        FileNotFoundError: no such file.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"--image-has {path}: no such file (the output of `pip freeze` in a Kaggle notebook)")
+    names = set()
+    for line in path.read_text().splitlines():
+        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+        if match and not line.lstrip().startswith(("#", "-")):
+            names.add(canonicalize_name(match.group(1)))
+    return names
+
+
+def project_requirements() -> list[str]:
+    """What the inference imports: ``[project] dependencies`` of the project's ``pyproject.toml``."""
+    return tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+
+
+def missing_packages(requirements: list[str], image: set[str]) -> dict[str, str]:
+    """The distributions ``requirements`` need, transitively, that ``image`` lacks: name -> version installed here.
+
+    Raises:
+        ValueError: a needed distribution that is not installed here (so no version to bundle).
+    """
+    needed: dict[str, str] = {}
+    queue = list(requirements)
+    while queue:
+        requirement = Requirement(queue.pop(0))
+        name = canonicalize_name(requirement.name)
+        if name in image or name in needed or (requirement.marker and not requirement.marker.evaluate({"extra": ""})):
+            continue
+        try:
+            needed[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            raise ValueError(f"{requirement.name}: needed by the inference but not installed here; "
+                             "pip install -r requirements.txt") from None
+        queue += metadata.requires(name) or []
+    return needed
+
+
+def build_wheels(packages: dict[str, str], out: Path, wheels_from: Path | None) -> list[str]:
+    """The project's wheel and one per package, built or fetched by ``pip wheel`` into ``out``; their file names.
+
+    Raises:
+        ValueError: pip failed (its last line named: no registry and no ``--wheels-from``, a missing wheel).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:  # build from a copy: no build/ or egg-info in the checkout
+        source = Path(tmp) / "project"
+        shutil.copytree(PROJECT_ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(PROJECT_ROOT / "pyproject.toml", source)
+        _pip(["wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(source)], "the project's wheel")
+    if packages:
+        where = ["--no-index", "--find-links", str(wheels_from)] if wheels_from else []
+        pins = [f"{name}=={version}" for name, version in sorted(packages.items())]
+        _pip(["wheel", "--no-deps", *where, "-w", str(out), *pins], ", ".join(pins))
+    return sorted(p.name for p in out.glob("*.whl"))
+
+
+def _pip(args: list[str], what: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
+                          capture_output=True, text=True)
+    if done.returncode:
+        lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+        raise ValueError(f"pip wheel failed for {what}: {lines[-1] if lines else done.returncode}")
+
+
+def members(folder: Path) -> tuple[list[Path], list[float], str]:
+    """The runs a folder predicts with: itself, or an ensemble's members; with the weights and blend method."""
+    if (folder / ENSEMBLE).is_file():
+        blend = json.loads((folder / ENSEMBLE).read_text())
+        return [Path(r) for r in blend["runs"]], blend["weights"], blend.get("method", "mean")
+    return [folder], [1.0], "mean"
+
+
+def copy_model(run: Path, out: Path, half: bool) -> None:
+    """The files `src.predict` reads from ``run``: configs, class lists, OOF, and each fold's best checkpoint
+    (fp16 with ``half``: floating-point tensors halved, loaded back into the float32 model by load_state_dict)."""
+    for name in (rundir.CONFIG, rundir.OOF):
+        if (run / name).is_file():
+            shutil.copyfile(run / name, _made(out / name))
+    for fold in rundir.read_fold_runs(run):
+        target = out / fold.run_dir.relative_to(run) if fold.run_dir != run else out
+        for name in (rundir.CONFIG, rundir.CLASSES):
+            shutil.copyfile(fold.run_dir / name, _made(target / name))
+        if half:
+            state = torch.load(fold.checkpoint, map_location="cpu", weights_only=True)
+            torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()},
+                       _made(target / fold.checkpoint.name))
+        else:
+            shutil.copyfile(fold.checkpoint, _made(target / fold.checkpoint.name))
+
+
+def _made(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_files(config: Config) -> dict[str, str | None]:
+    """Where the test set lies inside the competition folder (paths relative to the run's ``--data-root``).
+
+    Raises:
+        ValueError: the run's config names no data root or test table (it was not trained from ``train.yaml``).
+    """
+    competition = config.competition
+    if not competition.data_root or not competition.test_csv:
+        raise ValueError("the run's config names no --data-root and --test-csv; train it with --config "
+                         "<folder>/train.yaml from `python -m src.kaggle inspect <folder>`")
+    root = competition.data_root
+
+    def relative(path: str | None) -> str | None:
+        return None if path is None else os.path.relpath(path, root).replace(os.sep, "/")
+
+    return {
+        "test_csv": relative(competition.test_csv),
+        "test_image_dir": relative(competition.test_image_dir),
+        "test_parquet": relative(competition.test_parquet),
+        "sample_submission": relative(competition.sample_submission),
+    }
+
+
+def bundle(folder: Path, out: Path, options) -> dict:
+    """Writes the bundle of ``folder`` into ``out`` (see the module doc); returns its manifest.
+
+    ``options``: the ``bundle`` command's flags (`src.kaggle.cli.Bundle`).
+
+    Raises:
+        ValueError: see `test_files`, `missing_packages`, `build_wheels`; or ``out`` is a non-empty folder that
+            is not a bundle.
+    """
+    config = folder_config(folder)
+    competition = config.competition.competition or "COMPETITION"
+    if out.exists() and any(out.iterdir()) and not (out / BUNDLE_JSON).is_file():
+        raise ValueError(f"--out {out}: a non-empty folder that is not a bundle; give a new or a bundle folder")
+    runs, weights, method = members(folder)
+    test = test_files(config)
+    image = image_packages(Path(options.image_has) if options.image_has else DEFAULT_IMAGE)
+    packages = missing_packages(project_requirements(), image)
+    shutil.rmtree(out / MODELS, ignore_errors=True)
+    shutil.rmtree(out / WHEELS, ignore_errors=True)
+    names = [run.name for run in runs]
+    for run, name in zip(runs, names):
+        copy_model(run, out / MODELS / name, options.half)
+    wheels = build_wheels(packages, out / WHEELS, Path(options.wheels_from) if options.wheels_from else None)
+    dataset = options.upload or f"YOUR-KAGGLE-NAME/{competition}-bundle"
+    manifest = {
+        "competition": competition, "created": f"{datetime.now():%Y-%m-%d %H:%M}", "code": notes.git_state(),
+        "source": str(folder), "models": names, "weights": weights, "method": method, "tta": options.tta,
+        "tta_merge": options.tta_merge, "submission_format": config.competition.submission_format,
+        "half": options.half, "test": test, "wheels": wheels, "packages": packages, "dataset": dataset,
+    }
+    files.write_text(out / BUNDLE_JSON, json.dumps(manifest, indent=1))
+    notebook.write(out, manifest)
+    checkpoints = sum(1 for _ in (out / MODELS).rglob("*.pt"))
+    bundled = ", ".join(sorted(packages)) or "the project only"
+    print(f"bundle {out}: {len(names)} model(s) ({checkpoints} checkpoints{', fp16' if options.half else ''}), "
+          f"{len(wheels)} wheels ({bundled})")
+    return manifest

@@ -1,0 +1,147 @@
+"""The ``python -m src.kaggle`` commands: download, inspect, submit, submissions, bundle (README "From Kaggle and
+back"). Each is a dataclass of its flags; `main` parses one (tyro subcommands) and runs it under the shared
+error policy (`src.cli.run_cli`: one line, exit 2)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tyro
+
+from src.cli import parse_args, run_cli
+from src.kaggle import client, layout
+
+
+@dataclasses.dataclass
+class Download:
+    """Download and unzip a competition's files (continuing an interrupted download), then inspect them."""
+
+    competition: tyro.conf.Positional[str]
+    """The competition's name, as in its URL."""
+    out: str | None = None
+    """The folder; None: data/<competition>."""
+
+
+@dataclasses.dataclass
+class Inspect:
+    """Read a competition folder into <folder>/train.yaml, printing the evidence for every choice."""
+
+    folder: tyro.conf.Positional[str]
+    """The competition's files, unzipped."""
+    competition: str | None = None
+    """The competition's name (for submit and bundle); `download` sets it."""
+
+
+@dataclasses.dataclass
+class Submit:
+    """Check a run's submission.csv against the sample submission, submit it, wait for the score and record it."""
+
+    folder: tyro.conf.Positional[str]
+    """A run folder or an ensemble folder holding submission.csv."""
+    message: Annotated[str, tyro.conf.arg(aliases=["-m"])] = ""
+    """The submission's message (required)."""
+    timeout: float = 600.0
+    """Seconds to wait for the score before leaving it pending."""
+    poll: float = 10.0
+    """Seconds between two looks at the score."""
+
+
+@dataclasses.dataclass
+class Submissions:
+    """List a competition's submissions with the run folders that made them (filling in pending scores)."""
+
+    competition: tyro.conf.Positional[str]
+    runs: str = "experiments"
+    """The folder of run folders to match submissions to."""
+
+
+@dataclasses.dataclass
+class Bundle:
+    """Write a folder to upload as a Kaggle Dataset that predicts the competition offline (a code competition)."""
+
+    folder: tyro.conf.Positional[str]
+    """A `--fold all` run folder or an ensemble folder."""
+    out: str = "bundle"
+    """The bundle folder."""
+    image_has: str | None = None
+    """`pip freeze` of the competition image (run once in a Kaggle notebook); None: the listing shipped with the
+    trainer (Kaggle's CPU image, see src/kaggle/kaggle_image.txt)."""
+    wheels_from: str | None = None
+    """A local folder of wheels to take the packages from instead of the package registry."""
+    half: bool = False
+    """Store the checkpoints as fp16 (half the size; see README for the effect on the score)."""
+    tta: str = "none"
+    """Test-time augmentation of the notebook's predictions (as src.predict --tta)."""
+    tta_merge: Literal["mean", "geometric", "max"] = "mean"
+    """How the TTA variants are combined."""
+    upload: str | None = None
+    """<user>/<slug>: create the Kaggle Dataset (or a new version of it) from the bundle."""
+    push: bool = False
+    """Also push inference.ipynb as a Kaggle notebook (needs --upload)."""
+
+
+Command = (
+    Annotated[Download, tyro.conf.subcommand("download")]
+    | Annotated[Inspect, tyro.conf.subcommand("inspect")]
+    | Annotated[Submit, tyro.conf.subcommand("submit")]
+    | Annotated[Submissions, tyro.conf.subcommand("submissions")]
+    | Annotated[Bundle, tyro.conf.subcommand("bundle")]
+)
+
+
+def run(command, connect=client.connect) -> object:
+    """Runs one parsed command; ``connect`` gives the Kaggle client (the tests pass a stand-in)."""
+    from src.kaggle import bundle, download, publish, submit
+
+    if isinstance(command, Download):
+        out = Path(command.out or Path("data") / command.competition)
+        download.download(connect(), command.competition, out)
+        return inspect(out, command.competition, "the competition it was downloaded from")
+    if isinstance(command, Inspect):
+        return inspect(Path(command.folder), command.competition, "given with --competition")
+    if isinstance(command, Submit):
+        if not command.message.strip():
+            raise ValueError("-m: give the submission a message, e.g. -m 'effnet-b0 5 folds, flip TTA'")
+        return submit.submit(connect, Path(command.folder), command.message, command.timeout, command.poll)
+    if isinstance(command, Submissions):
+        table = submit.submissions(connect(), command.competition, Path(command.runs))
+        print(table.to_string(index=False) if len(table) else f"{command.competition}: no submissions yet")
+        return table
+    if command.push and not command.upload:
+        raise ValueError("--push: needs --upload <user>/<slug> (the notebook reads the bundle from that dataset)")
+    out = Path(command.out)
+    manifest = bundle.bundle(Path(command.folder), out, command)
+    if command.upload:
+        api = connect()
+        done = publish.upload(api, out, command.upload, f"{manifest['source']} ({manifest['created']})")
+        print(f"dataset {command.upload}: {done}")
+        if command.push:
+            print(f"notebook: {publish.push(api, out)}")
+    return manifest
+
+
+def inspect(folder: Path, competition: str | None, source: str) -> layout.Finding:
+    """Inspects ``folder``, writes its train.yaml and prints the evidence, the undecided and the commands."""
+    finding = layout.inspect_folder(folder, competition, source)
+    path = layout.write_train_yaml(finding)
+    print(f"{folder}:")
+    for line in finding.evidence:
+        print(f"  {line}")
+    for line in finding.undecided:
+        print(f"  NOT DECIDED: {line}")
+    print(f"wrote {path}; train and predict with:")
+    print(f"  python -m src.train --config {path} --fold all")
+    print("  python -m src.predict --run experiments/<run>   # the test set and sample submission come from the run")
+    return finding
+
+
+def main(argv: Sequence[str] | None = None, connect=client.connect) -> int:
+    return run_cli(lambda: run(parse_args(Command, argv), connect))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
