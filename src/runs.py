@@ -3,9 +3,10 @@
 
 One row per run folder (a folder with ``config.yaml``; a ``--fold all`` run is one row): name, status (running,
 finished, stopped, crashed; `src.report`), arch, the settings that differ between the listed runs, the selecting
-metric, its best value and epoch (the mean over the folds for ``--fold all``), the OOF score, epochs, wall time
-and training images/s. The columns come from each run's own files (``status.json``, ``summary.json`` or
-``cv_summary.json``, ``history.csv``, ``config.yaml``), so a run still training shows its best so far.
+metric, its best value and epoch (the mean over the folds for ``--fold all``), the OOF score, epochs, wall time,
+training images/s and the public score of its latest Kaggle submission (`src.kaggle.submit`). The columns come
+from each run's own files (``status.json``, ``summary.json`` or ``cv_summary.json``, ``history.csv``,
+``config.yaml``, ``kaggle_submissions.csv``), so a run still training shows its best so far.
 
 A run whose ``status.json`` says ``running`` but whose process is gone from this machine was killed outright
 (SIGKILL, the OOM killer): it is shown as ``crashed``. A run from before ``status.json`` existed is ``finished``
@@ -29,9 +30,10 @@ from src import rundir
 from src.cli import parse_args, run_cli
 from src.evaluation import Selection
 from src.history import History
+from src.kaggle.submit import latest_public_score
 
 FIXED = ["run", "status", "arch"]
-RESULTS = ["metric", "best", "best_epoch", "oof", "epochs_run", "wall_time", "images_per_s"]
+RESULTS = ["metric", "best", "best_epoch", "oof", "epochs_run", "wall_time", "images_per_s", "public_score"]
 
 
 @dataclasses.dataclass
@@ -112,6 +114,7 @@ def results(run_dir: Path) -> dict[str, Any]:
         "epochs_run": epochs,
         "wall_time": round(wall, 1),
         "images_per_s": round(sum(speeds) / len(speeds), 1) if speeds else None,
+        "public_score": latest_public_score(run_dir),
     }
 
 
