@@ -239,7 +239,8 @@ def _labels_from_sample(finding: Finding, frame: pd.DataFrame, sample: Path, can
     columns, name = list(head.columns[1:]), sample.name
     if columns and all(c in candidates for c in columns):
         _label_col(finding, frame, columns, f"in `{name}`'s header")
-        finding.fields.setdefault("submission_format", "label")
+        if "submission_format" not in finding.fields:
+            finding.decide("submission_format", "label", f"`{name}`: {', '.join(head.columns)}, one label per id")
         return True
     heads = [c for c in candidates if head.iloc[:, 0].str.endswith("_" + c).any()]
     if len(columns) == 1 and len(heads) > 1:
