@@ -159,6 +159,7 @@ def ensemble(args: EnsembleConfig) -> dict:
     blended = blend(probs, weights, args.method, task)
     result = {
         "metric": metric,
+        "method": args.method,
         "runs": {str(run): round(score(metric, p, targets, task, threshold), 6) for run, p in zip(runs, probs)},
         "weights": [round(float(w), 4) for w in weights],
         "oof_blend": round(score(metric, blended, targets, task, threshold), 6),
