@@ -4,12 +4,14 @@ client code."""
 
 import inspect
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
 
 import pandas as pd
 import pytest
+import yaml
 
 from src.kaggle import client, download
 from src.kaggle.cli import main
@@ -100,21 +102,35 @@ def test_missing_package_and_missing_credentials(tmp_path, monkeypatch, capsys):
         client.connect()
 
 
-@pytest.fixture
-def trained(tmp_path):
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory):
     """A tiny run trained from the inspected competition's train.yaml, with its submission."""
     from src.predict import main as predict_main
     from src.train import main as train_main
 
-    data = _competition(tmp_path)
+    tmp = tmp_path_factory.mktemp("trained")
+    data = _competition(tmp)
     assert main(["inspect", str(data), "--competition", "shapes"]) == 0
     flags = ["--epochs", "1", "--arch", "resnet18", "--no-progress", "--no-pictures", "--batch-size", "8"]
+    assert train_main(["--config", str(data / "train.yaml"), *flags, "--output-dir", str(tmp / "runs"),
+                       "--run-name", "r", "--no-notes"]) == 0
+    assert predict_main(["--run", str(tmp / "runs" / "r")]) == 0
+    return tmp
+
+
+@pytest.fixture
+def trained(trained_once, tmp_path):
+    """A copy of the trained run (each test changes it) writing its notes to ``tmp_path/NOTES.md``; the served
+    competition in ``tmp_path/served``."""
+    shutil.copytree(trained_once / "served", tmp_path / "served")
+    run = tmp_path / "runs" / "r"
+    shutil.copytree(trained_once / "runs" / "r", run)
     notes = tmp_path / "NOTES.md"
-    runs = tmp_path / "runs"
-    assert train_main(["--config", str(data / "train.yaml"), *flags, "--output-dir", str(runs), "--run-name", "r",
-                       "--notes-file", str(notes)]) == 0
-    assert predict_main(["--run", str(runs / "r")]) == 0
-    return runs / "r", notes
+    for config_file in run.rglob("config.yaml"):
+        config = yaml.safe_load(config_file.read_text())
+        config["track"] |= {"notes": True, "notes_file": str(notes)}
+        config_file.write_text(yaml.safe_dump(config))
+    return run, notes
 
 
 def test_submit_checks_waits_for_the_score_and_records_it(trained, tmp_path, capsys):

@@ -154,14 +154,18 @@ def _parquets(folder: Path, part: str) -> list[Path]:
     return sorted(p for p in folder.rglob("*.parquet") if part in p.stem.lower())
 
 
+def _pattern(paths: list[Path]) -> str:
+    """One path, or a glob over the files' common name prefix (``train_image_data_*.parquet``)."""
+    stem = os.path.commonprefix([p.name for p in paths])
+    return str(paths[0].parent / (stem + "*" + paths[0].suffix)) if len(paths) > 1 else str(paths[0])
+
+
 def _parquet(finding: Finding, frame: pd.DataFrame) -> None:
     import pyarrow.parquet as pq
 
     paths = _parquets(finding.folder, "train")
-    stem = os.path.commonprefix([p.name for p in paths])
-    pattern = str(paths[0].parent / (stem + "*.parquet")) if len(paths) > 1 else str(paths[0])
     finding.decide("layout", "parquet", f"{len(paths)} parquet file(s) named train")
-    finding.decide("parquet", pattern, ", ".join(finding.rel(p) for p in paths))
+    finding.decide("parquet", _pattern(paths), ", ".join(finding.rel(p) for p in paths))
     names = pq.read_schema(paths[0]).names
     id_col = names[0]
     if id_col in frame.columns:
@@ -276,9 +280,7 @@ def _test_side(finding: Finding, tables: list[Path], sample: Path | None) -> Non
     if fields.get("layout") == "parquet":
         paths = _parquets(finding.folder, "test")
         if paths:
-            stem = os.path.commonprefix([p.name for p in paths])
-            pattern = str(paths[0].parent / (stem + "*.parquet")) if len(paths) > 1 else str(paths[0])
-            finding.decide("test_parquet", pattern, "parquet file(s) named test")
+            finding.decide("test_parquet", _pattern(paths), "parquet file(s) named test")
 
 
 def write_train_yaml(finding: Finding) -> Path:
