@@ -457,12 +457,19 @@ class LossConfig(_Group):
 
 @dataclasses.dataclass
 class RegularisationConfig(_Group):
-    """Regularisation: mixup and weight averages (EMA, SWA)."""
+    """Regularisation: mixup, CutMix and weight averages (EMA, SWA)."""
 
     mixup_alpha: float = 0.0
     """Mixup concentration; 0 disables mixup. Weights ~ Beta(alpha, alpha) or Dirichlet(alpha * 1_k)."""
     mixup_k: int = 2
     """Samples mixed per image: 2 is Beta mixup (Zhang et al. 2018), k > 2 is Dirichlet k-way mixup."""
+    cutmix_alpha: float = 0.0
+    """CutMix concentration (Yun et al. 2019); 0 disables CutMix. A box of 1 - lam ~ Beta(alpha, alpha) of the
+    image is pasted from another image, lam corrected to the box's area after clipping."""
+    mix_prob: float = 1.0
+    """Share of the batches mixed (mixup or CutMix), as timm's Mixup."""
+    switch_prob: float = 0.5
+    """With --mixup-alpha and --cutmix-alpha both > 0: share of the mixed batches that use CutMix, as timm's Mixup."""
     ema: float = 0.0
     """Decay per optimizer step of a moving average of the weights (e.g. 0.99); 0 = off. When on, the EMA model
     is validated alongside the trained one and picks the best checkpoint."""
@@ -474,6 +481,11 @@ class RegularisationConfig(_Group):
     def check(self) -> None:
         _require("mixup_alpha", self.mixup_alpha, self.mixup_alpha >= 0, "a float >= 0 (0 disables mixup)")
         _require("mixup_k", self.mixup_k, self.mixup_k >= 2, "an integer >= 2")
+        _require("cutmix_alpha", self.cutmix_alpha, self.cutmix_alpha >= 0, "a float >= 0 (0 disables CutMix)")
+        ok = self.cutmix_alpha == 0 or self.mixup_k == 2
+        _require("cutmix_alpha", self.cutmix_alpha, ok, "0 with --mixup-k > 2 (CutMix mixes two images)")
+        _require("mix_prob", self.mix_prob, 0 <= self.mix_prob <= 1, "a share in [0, 1]")
+        _require("switch_prob", self.switch_prob, 0 <= self.switch_prob <= 1, "a share in [0, 1]")
         _require("ema", self.ema, 0.0 <= self.ema < 1.0, "0 <= ema < 1 (0 turns EMA off)")
         ok = self.swa_start_epoch is None or self.swa_start_epoch >= 1
         _require("swa_start_epoch", self.swa_start_epoch, ok, "an epoch >= 1 or None")

@@ -6,40 +6,96 @@
 - Dirichlet k-way mixup: the k-sample generalisation, weights w ~ Dirichlet(alpha * 1_k) per batch;
   x = sum_j w_j * x[perm_j] with perm_0 the identity (no well-kept library offers it).
 
-Targets become the same convex combination of one-hot vectors, so they sum to 1 per row.
+- CutMix: Yun, Han, Oh, Chun, Choe, Yoo, "CutMix: Regularization Strategy to Train Strong Classifiers with
+  Localizable Features", ICCV 2019, https://arxiv.org/abs/1905.04899. lam ~ Beta(alpha, alpha); a box of
+  (1 - lam) of the image, centred uniformly and clipped to the image, is pasted from x[perm]; lam is then
+  corrected to the pasted box's true area. With both mixup and CutMix on, ``mix_prob`` and ``switch_prob`` have
+  the semantics of timm's ``timm.data.Mixup`` (the share of batches mixed; the share of those using CutMix). timm's
+  class draws from numpy's global generator and one-hot encodes integer labels only; this one draws from its own
+  seeded generator (saved with the checkpoints, so a resumed run mixes as the uninterrupted one) and mixes
+  multi-label and multi-head targets alike.
+
+Targets become the same convex combination of the samples' targets, so they sum to 1 per row (per head).
 Randomness comes from the `numpy.random.Generator` the object owns, seeded explicitly.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 
-class Mixup:
-    """Mixes a batch and returns soft targets.
+def cutmix_box(lam: float, height: int, width: int, rng: np.random.Generator) -> tuple[int, int, int, int, float]:
+    """The box CutMix pastes for a drawn ``lam``: rows y1:y2, columns x1:x2 (pixels), and lam corrected to the box.
 
-    Args:
-        alpha: concentration, > 0. Small values (0.2-0.4) keep most images close to one sample.
-        num_classes: number of classes of the integer labels.
-        k: samples mixed per image; 2 draws lam ~ Beta(alpha, alpha), k > 2 draws Dirichlet(alpha * 1_k).
-        seed: seed of the generator drawing the weights and permutations.
-        to_soft: maps the batch's targets to float (N, num_outputs) before mixing (`Task.to_soft`: multi-hot
-            tags, one-hot blocks per head); None one-hot encodes integer labels (N,) to (N, num_classes).
+    The box has sides ``sqrt(1 - lam)`` times the image's (rounded down to whole pixels), its centre uniform over
+    the image, and is clipped to the image; the returned lam is ``1 - box area / image area``, the true share of
+    the original image that is left.
+    """
+    ratio = np.sqrt(1.0 - lam)
+    cut_h, cut_w = int(height * ratio), int(width * ratio)
+    cy, cx = int(rng.integers(height)), int(rng.integers(width))
+    y1, y2 = int(np.clip(cy - cut_h // 2, 0, height)), int(np.clip(cy + cut_h - cut_h // 2, 0, height))
+    x1, x2 = int(np.clip(cx - cut_w // 2, 0, width)), int(np.clip(cx + cut_w - cut_w // 2, 0, width))
+    return y1, y2, x1, x2, 1.0 - (y2 - y1) * (x2 - x1) / (height * width)
 
-    Raises:
-        ValueError: alpha <= 0, k < 2 or num_classes < 2.
+
+@dataclasses.dataclass(frozen=True)
+class MixChoice:
+    """Which batches are mixed and how, with the semantics of timm's ``Mixup``.
+
+    Attributes:
+        mix_prob: share of batches mixed; the others pass unmixed (with soft targets).
+        switch_prob: with both alphas > 0, share of the mixed batches that use CutMix rather than mixup.
     """
 
-    def __init__(self, alpha: float, num_classes: int, k: int = 2, seed: int = 0, to_soft=None):
-        if alpha <= 0:
-            raise ValueError(f"mixup alpha must be > 0, got {alpha}")
+    mix_prob: float = 1.0
+    switch_prob: float = 0.5
+
+
+class Mixup:
+    """Mixes a batch (mixup, k-way mixup or CutMix) and returns soft targets.
+
+    Args:
+        alpha: mixup concentration, >= 0 (0: no mixup). Small values (0.2-0.4) keep most images close to one sample.
+        num_classes: number of classes of the integer labels.
+        k: samples mixed per image; 2 draws lam ~ Beta(alpha, alpha), k > 2 draws Dirichlet(alpha * 1_k).
+        seed: seed of the generator drawing the weights, permutations, boxes and choices.
+        to_soft: maps the batch's targets to float (N, num_outputs) before mixing (`Task.to_soft`: multi-hot
+            tags, one-hot blocks per head); None one-hot encodes integer labels (N,) to (N, num_classes).
+        cutmix_alpha: CutMix concentration, >= 0 (0: no CutMix).
+        choice: which batches are mixed, and with both alphas on, how (`MixChoice`).
+
+    Raises:
+        ValueError: both alphas 0 or one negative, k < 2, CutMix with k > 2, num_classes < 2, or a probability
+            outside [0, 1].
+    """
+
+    def __init__(
+        self,
+        alpha: float,
+        num_classes: int,
+        k: int = 2,
+        seed: int = 0,
+        to_soft=None,
+        cutmix_alpha: float = 0.0,
+        choice: MixChoice = MixChoice(),
+    ):
+        if alpha < 0 or cutmix_alpha < 0 or alpha == cutmix_alpha == 0:
+            raise ValueError(f"mixup alpha and cutmix alpha must be >= 0, one > 0; got {alpha}, {cutmix_alpha}")
         if k < 2:
             raise ValueError(f"mixup k must be >= 2, got {k}")
+        if cutmix_alpha > 0 and k > 2:
+            raise ValueError(f"CutMix pastes one box from one other image; it needs mixup k = 2, got {k}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if not (0 <= choice.mix_prob <= 1 and 0 <= choice.switch_prob <= 1):
+            raise ValueError(f"mix_prob and switch_prob must be in [0, 1]; got {choice}")
         self.alpha, self.num_classes, self.k, self.to_soft = alpha, num_classes, k, to_soft
+        self.cutmix_alpha, self.mix_prob, self.switch_prob = cutmix_alpha, choice.mix_prob, choice.switch_prob
         self.rng = np.random.default_rng(seed)
 
     def sample_weights(self) -> np.ndarray:
@@ -65,12 +121,25 @@ class Mixup:
             targets = self.to_soft(y)
         else:
             targets = y.float() if y.ndim == 2 else F.one_hot(y, self.num_classes).float()  # (N, num_classes)
+        if self.mix_prob < 1 and self.rng.random() >= self.mix_prob:
+            return x, targets
+        if self.cutmix_alpha > 0 and (self.alpha == 0 or self.rng.random() < self.switch_prob):
+            return self.cutmix(x, targets)
         weights = self.sample_weights()
         perms = [np.arange(n)] + [self.rng.permutation(n) for _ in range(self.k - 1)]
         index = [torch.as_tensor(p, device=x.device) for p in perms]
         x_mixed = sum(float(w) * x[i] for w, i in zip(weights, index))
         y_mixed = sum(float(w) * targets[i] for w, i in zip(weights, index))
         return x_mixed, y_mixed
+
+    def cutmix(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """CutMix of a batch: x (N, C, H, W), soft targets (N, num_outputs) -> the mixed pair (see `cutmix_box`)."""
+        lam = self.rng.beta(self.cutmix_alpha, self.cutmix_alpha)
+        y1, y2, x1, x2, lam = cutmix_box(lam, x.shape[-2], x.shape[-1], self.rng)
+        index = torch.as_tensor(self.rng.permutation(x.shape[0]), device=x.device)
+        mixed = x.clone()
+        mixed[..., y1:y2, x1:x2] = x[index][..., y1:y2, x1:x2]
+        return mixed, lam * targets + (1.0 - lam) * targets[index]
 
     def state_dict(self) -> dict:
         return {"rng": self.rng.bit_generator.state}

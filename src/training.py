@@ -49,7 +49,7 @@ from src.history import History, attach_history
 from src.loaddata import Data, Loaders
 from src.losses import CenterLoss, center_optimizer, task_criterion
 from src.metrics import to_probs
-from src.mixup import Mixup
+from src.mixup import MixChoice, Mixup
 from src.oof import predictions_frame
 from src.optim import build_lr_scheduler, build_optimizer
 from src.pictures import Pictures, log_hparams
@@ -164,9 +164,16 @@ def setup_training(config: Config, model: torch.nn.Module, task: Task, steps: St
     )
     regularisation = config.regularisation
     mixup = None
-    if regularisation.mixup_alpha > 0:
-        mixup_k, num_classes = regularisation.mixup_k, config.model.num_classes
-        mixup = Mixup(regularisation.mixup_alpha, num_classes, mixup_k, seed=config.run.seed, to_soft=task.to_soft)
+    if regularisation.mixup_alpha > 0 or regularisation.cutmix_alpha > 0:
+        mixup = Mixup(
+            regularisation.mixup_alpha,
+            config.model.num_classes,
+            regularisation.mixup_k,
+            seed=config.run.seed,
+            to_soft=task.to_soft,
+            cutmix_alpha=regularisation.cutmix_alpha,
+            choice=MixChoice(regularisation.mix_prob, regularisation.switch_prob),
+        )
     if config.step.amp == "fp16" and device.type != "cuda":
         logger.warning("--amp fp16 needs CUDA; training in fp32 on %s", device)
     center = feature_loss = None

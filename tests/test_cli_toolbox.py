@@ -109,3 +109,23 @@ def test_cli_gru_learns_the_strokes(tmp_path):
     assert accuracy[0] < 0.9 and max(accuracy) >= 0.9  # learns: from near chance to >= 90% of 24 drawings
     tags = helpers.tensorboard_tags(tmp_path / "gru")["images"]  # point sequences: no image grids or top losses
     assert "valid/confusion_matrix" in tags and not any(t.startswith("images/") or "top_losses" in t for t in tags)
+
+
+def test_cli_cutmix_switching_with_mixup_label_smoothing_accumulation_and_resume(tmp_path, monkeypatch):
+    import signal
+
+    from tests.test_cli_resume import _signal_at
+
+    flags = ["--cutmix-alpha", "1.0", "--mixup-alpha", "0.4", "--mix-prob", "0.8", "--switch-prob", "0.5"]
+    flags += ["--label-smoothing", "0.1", "--accumulation-steps", "2", "--arch", "resnet18", *TINY, "--no-pictures"]
+    flags += ["--output-dir", str(tmp_path), "--epochs", "2"]
+    assert main([*flags, "--run-name", "straight"]) == 0
+    with monkeypatch.context() as patch:
+        _signal_at(patch, 7, signal.SIGTERM)  # inside epoch 2
+        assert main([*flags, "--run-name", "resumed"]) == 128 + signal.SIGTERM
+    assert main([*flags, "--run-name", "resumed"]) == 0
+    histories = [
+        np.genfromtxt(tmp_path / name / "history.csv", delimiter=",", names=True) for name in ("straight", "resumed")
+    ]
+    for column in ("train_loss", "valid_accuracy", "valid_loss"):  # the mixer's draws continue across the resume
+        assert np.array_equal(histories[0][column], histories[1][column]), column

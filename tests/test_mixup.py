@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from src.losses import build_criterion
-from src.mixup import Mixup
+from src.mixup import MixChoice, Mixup, cutmix_box
 
 
 def test_beta_mixup_targets_sum_to_one_and_mix_inputs_consistently():
@@ -81,3 +81,86 @@ def test_soft_target_loss_with_label_smoothing_matches_hand_computation():
     assert torch.isclose(
         build_criterion("ce", eps)(logits, one_hot), build_criterion("ce", eps)(logits, torch.tensor([0, 2]))
     )
+
+
+# CutMix (Yun et al. 2019) and the choice between the mixes (timm's Mixup semantics).
+
+
+def test_an_unclipped_box_covers_one_minus_lambda_and_lambda_is_the_true_share():
+    rng = np.random.default_rng(0)
+    inside = clipped = 0
+    for lam in np.random.default_rng(1).uniform(0.05, 0.95, 400):
+        y1, y2, x1, x2, corrected = cutmix_box(lam, 64, 48, rng)
+        area = (y2 - y1) * (x2 - x1) / (64 * 48)
+        assert corrected == pytest.approx(1 - area)
+        side = np.sqrt(1 - lam)
+        if 0 < y1 and y2 < 64 and 0 < x1 and x2 < 48:  # not clipped: the drawn size, to whole pixels
+            inside += 1
+            assert (y2 - y1, x2 - x1) == (int(64 * side), int(48 * side))
+            assert area == pytest.approx(1 - lam, abs=2 * side / 48 + 1 / 48)
+        else:
+            clipped += 1
+            assert area < (1 - lam) + 1e-9  # clipping only removes pixels: more of the own image is left
+    assert inside > 20 and clipped > 20
+
+
+def _constant_images(n: int, size: int = 16) -> torch.Tensor:
+    return torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, size, size).clone()
+
+
+@pytest.mark.parametrize("kind", ["single", "multilabel", "multihead"])
+def test_cutmix_targets_are_the_pixel_shares_for_every_task_kind(kind):
+    from tests.helpers import HEADS
+
+    n = 12
+    x = _constant_images(n)  # image i is filled with i: the pixels say which images a mixed one is made of
+    if kind == "single":
+        y, to_soft, num_classes = torch.arange(n) % 4, None, 4
+    elif kind == "multilabel":
+        y = torch.tensor([[i % 2, i % 3 == 0, 1] for i in range(n)], dtype=torch.float32)
+        to_soft, num_classes = (lambda t: t.float()), 3
+    else:
+        y, to_soft, num_classes = torch.stack([torch.arange(n) % 3, torch.arange(n) % 2], 1), HEADS.to_soft, 5
+    soft = to_soft(y) if to_soft else F.one_hot(y, num_classes).float()
+    mixed, targets = Mixup(0.0, num_classes, seed=3, to_soft=to_soft, cutmix_alpha=1.0)(x, y)
+    for i in range(n):
+        values, counts = mixed[i].unique(return_counts=True)
+        share = dict(zip(values.long().tolist(), (counts / counts.sum()).tolist()))
+        expected = sum(w * soft[j] for j, w in share.items())
+        assert torch.allclose(targets[i], expected, atol=1e-6), i
+    if kind == "single":
+        assert torch.allclose(targets.sum(1), torch.ones(n))
+    elif kind == "multihead":
+        for head in (targets[:, :3], targets[:, 3:]):
+            assert torch.allclose(head.sum(1), torch.ones(n))
+
+
+def test_mix_prob_and_switch_prob_choose_the_share_of_each_mix():
+    mixer = Mixup(0.4, 2, seed=5, cutmix_alpha=1.0, choice=MixChoice(mix_prob=0.6, switch_prob=0.25))
+    x, y = _constant_images(16, size=32), torch.arange(16) % 2
+    kinds = []
+    for _ in range(2000):
+        mixed, _ = mixer(x, y)
+        if torch.equal(mixed, x):
+            kinds.append("none")
+        else:  # CutMix pastes whole pixels (the images' integer values); mixup blends them
+            kinds.append("cutmix" if torch.equal(mixed, mixed.round()) else "mixup")
+    share = {k: kinds.count(k) / len(kinds) for k in ("none", "cutmix", "mixup")}
+    assert share["none"] == pytest.approx(0.4, abs=0.04)
+    assert share["cutmix"] == pytest.approx(0.6 * 0.25, abs=0.04)
+
+
+def test_a_restored_mixer_mixes_as_the_uninterrupted_one():
+    first = Mixup(0.4, 3, seed=9, cutmix_alpha=1.0)
+    x, y = torch.randn(8, 1, 8, 8), torch.arange(8) % 3
+    first(x, y)
+    second = Mixup(0.4, 3, seed=0, cutmix_alpha=1.0)
+    second.load_state_dict(first.state_dict())
+    for _ in range(5):
+        (a, ta), (b, tb) = first(x, y), second(x, y)
+        assert torch.equal(a, b) and torch.equal(ta, tb)
+
+
+def test_cutmix_refuses_k_way_mixing():
+    with pytest.raises(ValueError, match="needs mixup k = 2"):
+        Mixup(0.4, 3, k=3, cutmix_alpha=1.0)
