@@ -436,8 +436,9 @@ class StepConfig(_Group):
 class LossConfig(_Group):
     """Loss: the criterion, label smoothing and the center loss."""
 
-    loss: Literal["ce", "focal"] = "ce"
-    """Training loss: 'ce' (cross entropy; BCE for multi-label) or 'focal' (Lin et al. 2017; sigmoid if multi-label)."""
+    loss: Literal["ce", "focal", "soft_margin"] = "ce"
+    """Training loss: 'ce' (cross entropy; BCE for multi-label), 'focal' (Lin et al. 2017; sigmoid if multi-label)
+    or 'soft_margin' (torch's MultiLabelSoftMarginLoss; multi-label only)."""
     focal_gamma: float = 2.0
     """Focusing parameter of the focal loss (0 = cross entropy)."""
     center_loss: float = 0.0

@@ -49,6 +49,20 @@ class SmoothBCEWithLogits(nn.Module):
         return F.binary_cross_entropy_with_logits(logits, target)
 
 
+class SoftMarginLoss(nn.Module):
+    """torch's ``MultiLabelSoftMarginLoss`` for multi-label logits (N, C) against targets in [0, 1] (N, C): the
+    per-tag logistic loss averaged over the tags of each row, then over the rows (``--loss soft_margin``, from the
+    QuickDraw trainer's list of losses to try); label smoothing maps a target t to t * (1 - s) + s / 2."""
+
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        self.label_smoothing = label_smoothing
+        self.loss = nn.MultiLabelSoftMarginLoss()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.loss(logits, target.float() * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing)
+
+
 class FocalLoss(nn.Module):
     """Softmax focal loss, mean over the batch: ``-sum_c y_c (1 - p_c)^gamma log p_c`` (Lin et al. 2017).
 
@@ -121,7 +135,7 @@ class MultiHeadLoss(nn.Module):
         return sum(w * loss for w, loss in zip(self.weights, losses)) / sum(self.weights)
 
 
-LOSSES = {"ce": cross_entropy, "bce": SmoothBCEWithLogits, "focal": FocalLoss}
+LOSSES = {"ce": cross_entropy, "bce": SmoothBCEWithLogits, "focal": FocalLoss, "soft_margin": SoftMarginLoss}
 
 
 def build_criterion(name: str = "ce", label_smoothing: float = 0.0) -> nn.Module:
@@ -199,22 +213,29 @@ def task_criterion(task: Task, config: LossConfig | None = None, margin_loss: nn
     Args:
         task: single -> softmax loss; multilabel -> sigmoid loss per tag; multihead -> weighted softmax loss per head.
         config: ``loss`` (``"ce"``: cross entropy, or BCE for multi-label; ``"focal"``: softmax or sigmoid focal
-            loss), ``focal_gamma`` and ``label_smoothing`` (in [0, 1)); None: the CLI defaults (smoothing 0.1).
+            loss; ``"soft_margin"``: `SoftMarginLoss`, multi-label only), ``focal_gamma`` and ``label_smoothing``
+            (in [0, 1)); None: the CLI defaults (smoothing 0.1).
         margin_loss: the model's ArcFace / CosFace margin (``model.fc.margin_loss``) when it has a margin head:
             the criterion is then `MarginSoftmaxLoss`.
 
     Raises:
-        ValueError: unknown loss name, or a margin head with focal loss or a multi-label / multi-head task.
+        ValueError: unknown loss name, a margin head with focal loss or a multi-label / multi-head task, or
+            soft_margin for a task that is not multi-label.
     """
     config = config or LossConfig()
     loss, smoothing, gamma = config.loss, config.label_smoothing, config.focal_gamma
-    if loss not in ("ce", "focal"):
-        raise ValueError(f"--loss {loss!r}: expected 'ce' or 'focal'")
+    if loss not in ("ce", "focal", "soft_margin"):
+        raise ValueError(f"--loss {loss!r}: expected 'ce', 'focal' or 'soft_margin'")
+    if loss == "soft_margin" and (task.kind != "multilabel" or margin_loss is not None):
+        raise ValueError("--loss soft_margin: a multi-label loss (--multilabel, tags per row, --head linear); "
+                         "use ce or focal for one label per row or per head")
     if margin_loss is not None:
         if loss != "ce" or task.kind != "single":
             raise ValueError("--head arcface/cosface trains single-label tasks with --loss ce")
         return MarginSoftmaxLoss(margin_loss, smoothing)
     if task.kind == "multilabel":
+        if loss == "soft_margin":
+            return SoftMarginLoss(smoothing)
         return BinaryFocalLoss(gamma, smoothing) if loss == "focal" else SmoothBCEWithLogits(smoothing)
     head_loss = FocalLoss(gamma, smoothing) if loss == "focal" else cross_entropy(smoothing)
     if task.kind == "multihead":

@@ -114,3 +114,16 @@ def test_bce_label_smoothing_moves_targets_towards_one_half():
     sig = 1 / (1 + math.exp(-2))
     by_hand = (math.log(2) + -(0.1 * math.log(sig) + 0.9 * math.log(1 - sig))) / 2  # targets 0.9 and 0.1
     assert loss.item() == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_soft_margin_is_the_per_tag_logistic_loss_averaged_per_row():
+    tags = Task("multilabel", (Head("tags", ("a", "b", "c", "d")),))
+    logits, target = torch.randn(6, 4), (torch.rand(6, 4) > 0.5).float()
+    criterion = task_criterion(tags, LossConfig(loss="soft_margin", label_smoothing=0.2))
+    smoothed = target * 0.8 + 0.1
+    by_hand = -(smoothed * F.logsigmoid(logits) + (1 - smoothed) * F.logsigmoid(-logits)).mean(1).mean()
+    assert criterion(logits, target).item() == pytest.approx(by_hand.item(), rel=1e-6)
+    single = Task("single", (Head("label", ("a", "b")),))
+    for task in (single, HEADS):
+        with pytest.raises(ValueError, match="--loss soft_margin: a multi-label loss"):
+            task_criterion(task, LossConfig(loss="soft_margin"))
