@@ -25,7 +25,7 @@ import tyro
 from scipy.optimize import minimize
 from scipy.stats import rankdata
 
-from src import files, rundir
+from src import files, rundir, stacking
 from src.cli import parse_args, run_cli
 from src.config import load_config_file
 from src.metrics import get_metric, score
@@ -43,8 +43,13 @@ class EnsembleConfig:
 
     runs: tyro.conf.Positional[list[str]]
     """Run folders of `--fold all` runs (each with oof.csv; test_predictions.csv for a submission)."""
-    method: Literal["mean", "geometric", "rank"] = "mean"
-    """Weighted mean of probabilities, weighted geometric mean, or weighted mean of per-class ranks (AUC)."""
+    method: Literal["mean", "geometric", "rank", "stack"] = "mean"
+    """Weighted mean of probabilities, weighted geometric mean, weighted mean of per-class ranks (AUC), or 'stack': a
+    level-2 model (--stacker) fitted on the OOF probabilities, its OOF score from stackers fitted on the other folds
+    (src/stacking.py; one label per row)."""
+    stacker: Literal["logistic", "ridge", "gbm"] = "logistic"
+    """The level-2 model of --method stack: scikit-learn's logistic regression, ridge regression on one-hot targets,
+    or HistGradientBoostingClassifier."""
     weights: str = "auto"
     """'auto' (maximise the OOF metric), 'equal', or comma-separated weights, one per run."""
     metric: str | None = None
@@ -131,6 +136,24 @@ def aligned(paths: list[Path], task: Task, what: str) -> tuple[pd.DataFrame, lis
     return frames[0][0], order, probs
 
 
+def blend_weights(
+    args: EnsembleConfig, probs: list[np.ndarray], targets: np.ndarray, task: Task, metric: str, threshold: float
+) -> np.ndarray:
+    """The runs' weights (sum 1): ``--weights auto`` fitted on OOF, ``equal``, or as given.
+
+    Raises:
+        ValueError: given weights that are not one non-negative number per run, not all 0.
+    """
+    if args.weights == "auto":
+        return fit_weights(probs, targets, task, metric, args.method, threshold)
+    if args.weights == "equal":
+        return np.full(len(probs), 1.0 / len(probs))
+    weights = np.array([float(w) for w in args.weights.split(",")])
+    if len(weights) != len(probs) or (weights < 0).any() or weights.sum() == 0:
+        raise ValueError(f"--weights {args.weights!r}: expected {len(probs)} non-negative numbers, not all 0")
+    return weights / weights.sum()
+
+
 def ensemble(args: EnsembleConfig) -> dict:
     """Blends the runs as configured; returns the scores and weights (see the module doc)."""
     if len(args.runs) < 2:
@@ -147,21 +170,23 @@ def ensemble(args: EnsembleConfig) -> dict:
         raise FileNotFoundError(f"{runs[0]}: no {rundir.CONFIG}; ensembles take finished --fold all runs")
     config = load_config_file(config_file)
     metric, threshold = args.metric or config.eval.metric, config.eval.threshold
-    if args.weights == "auto":
-        weights = fit_weights(probs, targets, task, metric, args.method, threshold)
-    elif args.weights == "equal":
-        weights = np.full(len(runs), 1.0 / len(runs))
+    if args.method == "stack":
+        if task.kind != "single":
+            raise ValueError("--method stack: one label per row only; blend multi-label or multi-head runs with "
+                             "--method mean, geometric or rank")
+        weights = None
+        blended = stacking.honest_oof(
+            np.concatenate(probs, 1), targets, frame["fold"].to_numpy(), len(task.classes), args.stacker
+        )
     else:
-        weights = np.array([float(w) for w in args.weights.split(",")])
-        if len(weights) != len(runs) or (weights < 0).any() or weights.sum() == 0:
-            raise ValueError(f"--weights {args.weights!r}: expected {len(runs)} non-negative numbers, not all 0")
-        weights = weights / weights.sum()
-    blended = blend(probs, weights, args.method, task)
+        weights = blend_weights(args, probs, targets, task, metric, threshold)
+        blended = blend(probs, weights, args.method, task)
     result = {
         "metric": metric,
         "method": args.method,
         "runs": {str(run): round(score(metric, p, targets, task, threshold), 6) for run, p in zip(runs, probs)},
-        "weights": [round(float(w), 4) for w in weights],
+        "weights": None if weights is None else [round(float(w), 4) for w in weights],
+        **({"stacker": args.stacker} if weights is None else {}),
         "oof_blend": round(score(metric, blended, targets, task, threshold), 6),
     }
     out = Path(args.output_dir)
@@ -172,7 +197,12 @@ def ensemble(args: EnsembleConfig) -> dict:
     tests = [run / rundir.TEST_PREDICTIONS for run in runs]
     if all(path.is_file() for path in tests):
         _, ids, test_probs = aligned(tests, task, "test")
-        test_blend = blend(test_probs, weights, args.method, task)
+        if weights is None:
+            test_blend = stacking.fit_predict(
+                np.concatenate(probs, 1), targets, np.concatenate(test_probs, 1), len(task.classes), args.stacker
+            )
+        else:
+            test_blend = blend(test_probs, weights, args.method, task)
         files.write_csv(predictions_frame(ids, test_blend, task), out / rundir.TEST_PREDICTIONS)
         name = args.submission_format or DEFAULT_FORMAT[task.kind]
         form = SubmissionFormat(name, config.data.id_col, args.top_k, threshold)
@@ -180,7 +210,8 @@ def ensemble(args: EnsembleConfig) -> dict:
         result["submission"] = str(write_submission(submission, out / rundir.SUBMISSION, args.sample_submission))
     files.write_text(out / rundir.ENSEMBLE, json.dumps(result, indent=1))
     singles = ", ".join(f"{Path(r).name} {s:.4f}" for r, s in result["runs"].items())
-    print(f"OOF {metric}: {singles}; blend {result['oof_blend']:.4f} with weights {result['weights']}; wrote {out}")
+    how = f"weights {result['weights']}" if weights is not None else f"a {args.stacker} stacker (honest OOF)"
+    print(f"OOF {metric}: {singles}; blend {result['oof_blend']:.4f} with {how}; wrote {out}")
     return result
 
 

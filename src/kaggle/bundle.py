@@ -113,9 +113,16 @@ def _pip(args: list[str], what: str) -> None:
 
 
 def members(folder: Path) -> tuple[list[Path], list[float], str]:
-    """The runs a folder predicts with: itself, or an ensemble's members; with the weights and blend method."""
+    """The runs a folder predicts with: itself, or an ensemble's members; with the weights and blend method.
+
+    Raises:
+        ValueError: a stacked ensemble (`src.stacking`).
+    """
     if (folder / ENSEMBLE).is_file():
         blend = json.loads((folder / ENSEMBLE).read_text())
+        if blend.get("method") == "stack":
+            raise ValueError(f"{folder}: a stacked ensemble cannot be bundled yet (its level-2 model is not saved); "
+                             "bundle a weighted blend (src.ensemble --method mean, geometric or rank)")
         return [Path(r) for r in blend["runs"]], blend["weights"], blend.get("method", "mean")
     return [folder], [1.0], "mean"
 
