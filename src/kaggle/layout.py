@@ -34,6 +34,7 @@ class Finding:
     """What `inspect_folder` decided: config `fields` (flat names), `evidence` (one line each), `undecided`."""
 
     folder: Path
+    image_folders: dict[Path, int] = dataclasses.field(default_factory=dict)  # `templates.image_folders`, read once
     fields: dict[str, Any] = dataclasses.field(default_factory=dict)
     evidence: list[str] = dataclasses.field(default_factory=list)
     undecided: list[str] = dataclasses.field(default_factory=list)
@@ -176,7 +177,7 @@ def _parquet(finding: Finding, frame: pd.DataFrame) -> None:
 
 
 def _images(finding: Finding, frame: pd.DataFrame) -> None:
-    folders = templates.image_folders(finding.folder)
+    folders = finding.image_folders = templates.image_folders(finding.folder)
     if not folders:
         raise FileNotFoundError(f"{finding.folder}: no images, pixel columns, parquet files or strokes found")
     train = [f for f in folders if "train" in f.name.lower()] or [f for f in folders if "test" not in f.name.lower()]
@@ -272,7 +273,7 @@ def _test_side(finding: Finding, tables: list[Path], sample: Path | None) -> Non
     if sample is not None:
         finding.decide("sample_submission", str(sample), "named sample submission")
     if fields.get("layout") == "images":
-        folders = [f for f in templates.image_folders(finding.folder) if "test" in f.name.lower()]
+        folders = [f for f in finding.image_folders if "test" in f.name.lower()]
         if folders:
             finding.decide("test_image_dir", str(folders[0]), "the image folder named test")
         else:
