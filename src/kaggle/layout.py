@@ -67,7 +67,7 @@ def inspect_folder(folder: str | Path, competition: str | None = None, source: s
         finding.cannot("the competition's name is not known (src.kaggle submit and bundle need it)", "--competition")
     finding.fields["data_root"] = str(folder)
     tables = _tables(folder)
-    sample = _sample_submission(folder, tables)
+    sample = _sample_submission(tables)
     train = _stroke_tables(finding, tables) or _train_table(finding, tables, sample)
     frame = _read_head(train)
     if "drawing" in frame.columns:
@@ -93,7 +93,7 @@ def _read_head(path: Path | str, rows: int = 2000) -> pd.DataFrame:
     return pd.concat([pd.read_csv(p, dtype=str, nrows=rows, keep_default_na=False) for p in paths[:3]])
 
 
-def _sample_submission(folder: Path, tables: list[Path]) -> Path | None:
+def _sample_submission(tables: list[Path]) -> Path | None:
     samples = [p for p in tables if "sample" in p.stem.lower() and "sub" in p.stem.lower()]
     return samples[0] if samples else None
 
@@ -118,7 +118,8 @@ def _train_table(finding: Finding, tables: list[Path], sample: Path | None) -> P
     chosen = (named or others or [None])[0]
     if chosen is None:
         raise FileNotFoundError(f"{finding.folder}: no training table (a CSV other than test and sample submission)")
-    rows = sum(1 for _ in open(chosen)) - 1
+    with open(chosen) as table:
+        rows = sum(1 for _ in table) - 1
     columns = list(pd.read_csv(chosen, nrows=0).columns)
     shown = ", ".join(columns[:8]) + (f", ... ({len(columns)} columns)" if len(columns) > 8 else "")
     why = "named train" if named else "the only table besides test and sample submission"

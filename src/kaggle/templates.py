@@ -42,8 +42,8 @@ def image_files(root: Path) -> list[str]:
 
 
 def image_folders(root: Path) -> dict[Path, int]:
-    """Folders under ``root`` (``root`` itself included) that hold image files, with how many (direct and below),
-    for the folders directly under ``root`` and ``root`` itself."""
+    """How many image files each folder directly under ``root`` holds (at any depth), and ``root`` itself (its own
+    files only); folders without images are left out."""
     counts: dict[Path, int] = {}
     for folder, _, names in os.walk(root):
         n = sum(map(_is_image, names))
