@@ -464,6 +464,10 @@ class RegularisationConfig(_Group):
     """Mixup concentration; 0 disables mixup. Weights ~ Beta(alpha, alpha) or Dirichlet(alpha * 1_k)."""
     mixup_k: int = 2
     """Samples mixed per image: 2 is Beta mixup (Zhang et al. 2018), k > 2 is Dirichlet k-way mixup."""
+    mixup_at: Literal["input", "features"] = "input"
+    """Where mixup mixes: the input images, or 'features': the hidden state after a stage of the backbone drawn
+    uniformly per batch from the input and the stages before the last (manifold mixup, Verma et al. 2019); CNNs
+    only."""
     cutmix_alpha: float = 0.0
     """CutMix concentration (Yun et al. 2019); 0 disables CutMix. A box of 1 - lam ~ Beta(alpha, alpha) of the
     image is pasted from another image, lam corrected to the box's area after clipping."""
@@ -482,6 +486,8 @@ class RegularisationConfig(_Group):
     def check(self) -> None:
         _require("mixup_alpha", self.mixup_alpha, self.mixup_alpha >= 0, "a float >= 0 (0 disables mixup)")
         _require("mixup_k", self.mixup_k, self.mixup_k >= 2, "an integer >= 2")
+        ok = self.mixup_at == "input" or self.mixup_alpha > 0
+        _require("mixup_at", self.mixup_at, ok, "'input' unless --mixup-alpha > 0 (manifold mixup mixes with it)")
         _require("cutmix_alpha", self.cutmix_alpha, self.cutmix_alpha >= 0, "a float >= 0 (0 disables CutMix)")
         ok = self.cutmix_alpha == 0 or self.mixup_k == 2
         _require("cutmix_alpha", self.cutmix_alpha, ok, "0 with --mixup-k > 2 (CutMix mixes two images)")

@@ -6,6 +6,8 @@
 - Dirichlet k-way mixup: the k-sample generalisation, weights w ~ Dirichlet(alpha * 1_k) per batch;
   x = sum_j w_j * x[perm_j] with perm_0 the identity (no well-kept library offers it).
 
+- Manifold mixup: the same weights and permutations applied to the hidden state after a drawn stage of the
+  backbone (`src.manifold`, Verma et al. 2019).
 - CutMix: Yun, Han, Oh, Chun, Choe, Yoo, "CutMix: Regularization Strategy to Train Strong Classifiers with
   Localizable Features", ICCV 2019, https://arxiv.org/abs/1905.04899. lam ~ Beta(alpha, alpha); a box of
   (1 - lam) of the image, centred uniformly and clipped to the image, is pasted from x[perm]; lam is then
@@ -68,6 +70,8 @@ class Mixup:
             tags, one-hot blocks per head); None one-hot encodes integer labels (N,) to (N, num_classes).
         cutmix_alpha: CutMix concentration, >= 0 (0: no CutMix).
         choice: which batches are mixed, and with both alphas on, how (`MixChoice`).
+        stages: with a `src.manifold.StageMixer`, mixup (not CutMix) mixes the hidden state after a stage drawn
+            uniformly from the input (0) and the backbone's stages (manifold mixup); None mixes the input.
 
     Raises:
         ValueError: both alphas 0 or one negative, k < 2, CutMix with k > 2, num_classes < 2, or a probability
@@ -83,6 +87,7 @@ class Mixup:
         to_soft=None,
         cutmix_alpha: float = 0.0,
         choice: MixChoice = MixChoice(),
+        stages=None,
     ):
         if alpha < 0 or cutmix_alpha < 0 or alpha == cutmix_alpha == 0:
             raise ValueError(f"mixup alpha and cutmix alpha must be >= 0, one > 0; got {alpha}, {cutmix_alpha}")
@@ -96,6 +101,7 @@ class Mixup:
             raise ValueError(f"mix_prob and switch_prob must be in [0, 1]; got {choice}")
         self.alpha, self.num_classes, self.k, self.to_soft = alpha, num_classes, k, to_soft
         self.cutmix_alpha, self.mix_prob, self.switch_prob = cutmix_alpha, choice.mix_prob, choice.switch_prob
+        self.stages = stages
         self.rng = np.random.default_rng(seed)
 
     def sample_weights(self) -> np.ndarray:
@@ -114,7 +120,9 @@ class Mixup:
 
         Returns:
             Mixed inputs (N, C, H, W) and soft targets (N, num_classes) float32, the same convex combination
-            of the samples' targets (rows sum to 1 for one-hot targets, to 1 per head for several heads).
+            of the samples' targets (rows sum to 1 for one-hot targets, to 1 per head for several heads). When
+            manifold mixup draws a stage > 0, the inputs come back unmixed and the mix of that stage's output is
+            armed for the next training forward pass.
         """
         n = x.shape[0]
         if self.to_soft is not None:
@@ -128,8 +136,12 @@ class Mixup:
         weights = self.sample_weights()
         perms = [np.arange(n)] + [self.rng.permutation(n) for _ in range(self.k - 1)]
         index = [torch.as_tensor(p, device=x.device) for p in perms]
-        x_mixed = sum(float(w) * x[i] for w, i in zip(weights, index))
         y_mixed = sum(float(w) * targets[i] for w, i in zip(weights, index))
+        stage = 0 if self.stages is None else self.stages.draw(x, self.rng)
+        if stage > 0:
+            self.stages.arm(stage, weights, index)
+            return x, y_mixed
+        x_mixed = sum(float(w) * x[i] for w, i in zip(weights, index))
         return x_mixed, y_mixed
 
     def cutmix(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -48,6 +48,7 @@ from src.handlers import (
 from src.history import History, attach_history
 from src.loaddata import Data, Loaders
 from src.losses import CenterLoss, center_optimizer, task_criterion
+from src.manifold import StageMixer
 from src.metrics import to_probs
 from src.mixup import MixChoice, Mixup
 from src.oof import predictions_frame
@@ -173,6 +174,7 @@ def setup_training(config: Config, model: torch.nn.Module, task: Task, steps: St
             to_soft=task.to_soft,
             cutmix_alpha=regularisation.cutmix_alpha,
             choice=MixChoice(regularisation.mix_prob, regularisation.switch_prob),
+            stages=_stage_mixer(config, model),
         )
     if config.step.amp == "fp16" and device.type != "cuda":
         logger.warning("--amp fp16 needs CUDA; training in fp32 on %s", device)
@@ -200,6 +202,19 @@ def setup_training(config: Config, model: torch.nn.Module, task: Task, steps: St
         center_loss=center,
         center_optimizer=feature_loss.optimizer if feature_loss else None,
     )
+
+
+def _stage_mixer(config: Config, model: torch.nn.Module) -> StageMixer | None:
+    """Manifold mixup's stage mixer for ``--mixup-at features``, else None.
+
+    Raises:
+        ValueError: with ``--compile`` (its hooks change per step), or a model without stages (``--arch gru``).
+    """
+    if config.regularisation.mixup_at != "features":
+        return None
+    if config.step.compile:
+        raise ValueError("--mixup-at features arms a hook per step, which --compile would recompile; drop one")
+    return StageMixer(model)
 
 
 def attach_handlers(

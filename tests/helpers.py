@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -17,12 +18,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+import yaml
+from ignite.engine import Events
 from torch import nn
 
 from src.checkpoints import read_checkpoint
 from src.config import Config
 from src.folds import assign_folds, split_indices
 from src.loaddata import Data, load_data
+from src.oof import predictions_frame
 from src.setup import reading
 from src.sources import ArrayImages, Source
 from src.targets import Head, Task
@@ -306,3 +310,35 @@ def tensorboard_image(log_dir: Path, tag: str) -> np.ndarray:
     events = EventAccumulator(str(log_dir), size_guidance={"images": 0})
     events.Reload()
     return np.asarray(Image.open(io.BytesIO(events.Images(tag)[-1].encoded_image_string)).convert("RGB"))
+
+
+def signal_at(monkeypatch, iteration, signum):
+    """Sends ``signum`` to this process after ``iteration`` (before the stop check of that iteration)."""
+    import src.training
+
+    attach = src.training.attach_stopping
+
+    def attach_with_signal(trainer, *args, **kwargs):
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(once=iteration), lambda: os.kill(os.getpid(), signum))
+        attach(trainer, *args, **kwargs)
+
+    monkeypatch.setattr(src.training, "attach_stopping", attach_with_signal)
+
+
+ABC_TASK = Task("single", (Head("label", ("a", "b", "c")),))
+
+
+def write_run(folder, ids, labels, probs, test_probs, task=ABC_TASK):
+    """A finished run's files as `src.ensemble` reads them: one fold's classes.json and config, oof.csv (two
+    folds) and test_predictions.csv."""
+    folder.mkdir(parents=True)
+    (folder / "fold0").mkdir()
+    (folder / "fold0" / "classes.json").write_text(json.dumps(task.to_dict()))
+    (folder / "fold0" / "config.yaml").write_text(yaml.safe_dump({"arch": "effnet-b0"}))  # a flat config
+    labels_frame = pd.DataFrame({"label": labels})
+    predictions_frame(ids, probs, task, folds=np.arange(len(ids)) % 2, labels=labels_frame).to_csv(
+        folder / "oof.csv", index=False
+    )
+    predictions_frame([f"t{i}" for i in range(len(test_probs))], test_probs, task).to_csv(
+        folder / "test_predictions.csv", index=False
+    )

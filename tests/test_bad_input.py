@@ -33,6 +33,13 @@ CASES = [
     ("batch size 0", "train", ["--batch-size", "0"], "--batch-size 0: expected"),
     ("label smoothing 1.5", "train", ["--label-smoothing", "1.5"], "--label-smoothing 1.5: expected"),
     ("negative mixup", "train", ["--mixup-alpha", "-1"], "--mixup-alpha -1.0: expected"),
+    ("manifold without mixup", "train", ["--mixup-at", "features"], "--mixup-at 'features': expected 'input' unless"),
+    (
+        "manifold compiled",
+        "train",
+        [*TINY, "--mixup-alpha", "0.4", "--mixup-at", "features", "--compile"],
+        "--mixup-at features arms a hook per step",
+    ),
     ("val-every 1.5", "train", ["--val-every", "1.5"], "--val-every 1.5: expected"),
     ("unknown metric", "train", ["--metric", "acc"], "--metric 'acc': unknown metric"),
     ("unknown arch", "train", ["--arch", "effnet-b9"], "unknown arch 'effnet-b9'"),

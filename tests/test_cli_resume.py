@@ -1,18 +1,15 @@
 """Long runs and interruptions, end to end: a run stopped inside an epoch (each signal, the time limit) and
 continued by the same command ends with the history and weights of a run that was never stopped."""
 
-import os
 import signal
 
 import pandas as pd
 import pytest
 import torch
-from ignite.engine import Events
 
-import src.training
 from src.stopping import TIME_LIMIT_EXIT, StopRequests
 from src.train import main
-from tests.helpers import TINY
+from tests.helpers import TINY, signal_at
 
 # 5 iterations per epoch and windows of 2: the epoch's end falls inside a window (its gradients are saved too);
 # mixup and effnet's dropout draw from their generators at every step.
@@ -45,17 +42,6 @@ def uninterrupted(tmp_path_factory):
     return run
 
 
-def _signal_at(monkeypatch, iteration, signum):
-    """Sends ``signum`` to this process after ``iteration`` (before the stop check of that iteration)."""
-    attach = src.training.attach_stopping
-
-    def attach_with_signal(trainer, *args, **kwargs):
-        trainer.add_event_handler(Events.ITERATION_COMPLETED(once=iteration), lambda: os.kill(os.getpid(), signum))
-        attach(trainer, *args, **kwargs)
-
-    monkeypatch.setattr(src.training, "attach_stopping", attach_with_signal)
-
-
 @pytest.mark.parametrize(
     "signum, iteration, workers, stopped_at",
     [
@@ -70,7 +56,7 @@ def test_a_run_stopped_by_a_signal_continues_to_the_same_numbers(
     flags, full = uninterrupted(workers)
     name = signal.Signals(signum).name
     with monkeypatch.context() as patch:
-        _signal_at(patch, iteration, signum)
+        signal_at(patch, iteration, signum)
         assert main([*flags, "--run-name", name]) == 128 + signum
     err = capsys.readouterr().err
     cut = full.parent / name
@@ -131,7 +117,7 @@ def test_fold_all_stops_before_a_fold_or_inside_one_and_the_same_command_finishe
     assert "stopped by the time limit 1s; continue with: python -m src.train" in capsys.readouterr().err
     assert not (tmp_path / "cv" / "fold0").exists()
     with monkeypatch.context() as patch:
-        _signal_at(patch, 4, signal.SIGTERM)  # 3 iterations per epoch here
+        signal_at(patch, 4, signal.SIGTERM)  # 3 iterations per epoch here
         assert main(flags) == 128 + signal.SIGTERM
     err = capsys.readouterr().err
     assert f"the training state of {tmp_path / 'cv' / 'fold0'} at epoch 2, iteration 4 is saved" in err

@@ -2,6 +2,7 @@
 progressive resizing, --metric, ArcFace, the GRU."""
 
 import csv
+import signal
 
 import numpy as np
 import pytest
@@ -111,17 +112,20 @@ def test_cli_gru_learns_the_strokes(tmp_path):
     assert "valid/confusion_matrix" in tags and not any(t.startswith("images/") or "top_losses" in t for t in tags)
 
 
-def test_cli_cutmix_switching_with_mixup_label_smoothing_accumulation_and_resume(tmp_path, monkeypatch):
-    import signal
+MIXES = {
+    "cutmix": ["--cutmix-alpha", "1.0", "--mixup-alpha", "0.4", "--mix-prob", "0.8", "--switch-prob", "0.5"],
+    "manifold": ["--mixup-alpha", "0.4", "--mixup-k", "3", "--mixup-at", "features", "--arch", "effnet-b0"],
+}
 
-    from tests.test_cli_resume import _signal_at
 
-    flags = ["--cutmix-alpha", "1.0", "--mixup-alpha", "0.4", "--mix-prob", "0.8", "--switch-prob", "0.5"]
-    flags += ["--label-smoothing", "0.1", "--accumulation-steps", "2", "--arch", "resnet18", *TINY, "--no-pictures"]
+@pytest.mark.parametrize("mix", MIXES)
+def test_cli_mixes_with_label_smoothing_accumulation_and_resume(tmp_path, monkeypatch, mix):
+    flags = ["--arch", "resnet18", *MIXES[mix], "--label-smoothing", "0.1", "--accumulation-steps", "2"]
+    flags += [*TINY, "--no-pictures"]
     flags += ["--output-dir", str(tmp_path), "--epochs", "2"]
     assert main([*flags, "--run-name", "straight"]) == 0
     with monkeypatch.context() as patch:
-        _signal_at(patch, 7, signal.SIGTERM)  # inside epoch 2
+        helpers.signal_at(patch, 7, signal.SIGTERM)  # inside epoch 2
         assert main([*flags, "--run-name", "resumed"]) == 128 + signal.SIGTERM
     assert main([*flags, "--run-name", "resumed"]) == 0
     histories = [

@@ -10,7 +10,7 @@ from sklearn.metrics import accuracy_score
 from src import stacking
 from src.ensemble import main as ensemble_main
 from src.targets import Head, Task
-from tests.test_cli_ensemble import TASK, _write_run
+from tests.helpers import ABC_TASK, write_run
 
 
 def test_on_pure_noise_the_in_sample_stacker_looks_good_and_the_honest_stack_stays_at_chance():
@@ -46,9 +46,9 @@ def test_cli_stacks_complementary_runs_and_refuses_what_it_cannot(tmp_path, caps
     from tests.helpers import blend_runs
 
     targets, _, _, left, right = blend_runs(np.random.default_rng(2), n=120)
-    ids, labels = [f"r{i}" for i in range(len(targets))], [TASK.classes[t] for t in targets]
-    _write_run(tmp_path / "A", ids, labels, left, left[:5])
-    _write_run(tmp_path / "B", ids, labels, right, right[:5])
+    ids, labels = [f"r{i}" for i in range(len(targets))], [ABC_TASK.classes[t] for t in targets]
+    write_run(tmp_path / "A", ids, labels, left, left[:5])
+    write_run(tmp_path / "B", ids, labels, right, right[:5])
     out = tmp_path / "stack"
     runs = [str(tmp_path / "A"), str(tmp_path / "B")]
     assert ensemble_main([*runs, "--method", "stack", "--output-dir", str(out)]) == 0
@@ -61,8 +61,8 @@ def test_cli_stacks_complementary_runs_and_refuses_what_it_cannot(tmp_path, caps
     assert pd.read_csv(out / "submission.csv")["id"].tolist() == [f"t{i}" for i in range(5)]
 
     tags = Task("multilabel", (Head("label", ("a", "b", "c")),))
-    _write_run(tmp_path / "C", ids, ["a b"] * 120, left, left[:5], task=tags)
-    _write_run(tmp_path / "D", ids, ["a b"] * 120, right, right[:5], task=tags)
+    write_run(tmp_path / "C", ids, ["a b"] * 120, left, left[:5], task=tags)
+    write_run(tmp_path / "D", ids, ["a b"] * 120, right, right[:5], task=tags)
     assert ensemble_main([str(tmp_path / "C"), str(tmp_path / "D"), "--method", "stack"]) == 2
     assert "--method stack: one label per row only" in capsys.readouterr().err
 
