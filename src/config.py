@@ -175,11 +175,13 @@ class ModelConfig(_Group):
     """Stacked GRU layers of --arch gru."""
     drop_rate: float = 0.2
     """Dropout before the classifier layer."""
-    head: Literal["linear", "bn-dropout", "arcface", "cosface"] = "linear"
+    head: Literal["linear", "bn-dropout", "arcface", "cosface", "lsoftmax"] = "linear"
     """Classifier head: 'linear' (dropout -> linear), 'bn-dropout' (BatchNorm -> dropout -> linear), or a margin
-    head 'arcface' / 'cosface' (scaled cosine logits; the margin is applied in the training loss)."""
+    head 'arcface' / 'cosface' (scaled cosine logits; the margin is applied in the training loss), or 'lsoftmax'
+    (a bias-free linear layer; set by --loss lsoftmax)."""
     margin: float | None = None
-    """Margin of an ArcFace head (degrees, default 28.6 = 0.5 rad) or CosFace head (cosine, default 0.35)."""
+    """Margin of an ArcFace head (degrees, default 28.6 = 0.5 rad), CosFace head (cosine, default 0.35) or
+    L-softmax (the integer angle multiplier m, 1..4, default 4)."""
     margin_scale: float = 30.0
     """Logit scale s of an ArcFace / CosFace head."""
     drop_path_rate: float = 0.2
@@ -337,9 +339,11 @@ class LoaderConfig(_Group):
     """'resize' scales every image to img_size; 'pad' zero-pads smaller images (centred) first."""
     aug: str = "light"
     """Train-time augmentation: a preset ('none', 'light', 'medium', 'heavy') or an albumentations YAML/JSON file."""
-    batch_size: int = 64
+    batch_size: int | Literal["auto"] = 64
     """Micro-batch size (images per forward pass), over all processes: under torchrun each of N processes takes
-    batch_size / N, so the update and the lr mean the same with any number of processes."""
+    batch_size / N, so the update and the lr mean the same with any number of processes. 'auto' (CUDA): the largest
+    batch that fits, found by doubling and bisecting trial passes of the model, less a 10% margin (src.batch_size);
+    the run saves the number found."""
     num_workers: int | None = None
     """DataLoader worker processes; None: 0 on CPU (the cores are busier training), min(8, cores) on CUDA."""
     train_eval_size: int = 1000
@@ -353,7 +357,10 @@ class LoaderConfig(_Group):
         self.img_size_schedule = parse_size_schedule(self.img_size_schedule)
         self.mean, self.std = _numbers("mean", self.mean), _numbers("std", self.std)
         _require("img_size", self.img_size, self.img_size >= 8, "an integer >= 8 (pixels)")
-        _require("batch_size", self.batch_size, self.batch_size >= 1, "an integer >= 1")
+        if isinstance(self.batch_size, str) and self.batch_size.isdigit():  # from a config file
+            self.batch_size = int(self.batch_size)
+        ok = self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size >= 1)
+        _require("batch_size", self.batch_size, ok, "an integer >= 1 or 'auto'")
         ok = self.num_workers is None or self.num_workers >= 0
         _require("num_workers", self.num_workers, ok, "an integer >= 0 or None")
         ok = self.train_eval_size >= 0
@@ -412,6 +419,9 @@ class StepConfig(_Group):
 
     accumulation_steps: int = 1
     """Micro-batches per optimizer step; the update equals one batch of accumulation_steps x batch_size."""
+    effective_batch_size: int | None = None
+    """Images per optimizer step: sets --accumulation-steps to the nearest whole multiple of the batch size (with
+    --batch-size auto, of the batch found). None: --accumulation-steps as given."""
     clip_grad_norm: float | None = None
     """Clip the global gradient L2 norm to this value before each optimizer step."""
     amp: Literal["none", "fp16", "bf16"] = "none"
@@ -428,6 +438,8 @@ class StepConfig(_Group):
     def check(self) -> None:
         ok = self.accumulation_steps >= 1
         _require("accumulation_steps", self.accumulation_steps, ok, "an integer >= 1")
+        ok = self.effective_batch_size is None or self.effective_batch_size >= 1
+        _require("effective_batch_size", self.effective_batch_size, ok, "an integer >= 1 or None")
         ok = self.clip_grad_norm is None or self.clip_grad_norm > 0
         _require("clip_grad_norm", self.clip_grad_norm, ok, "a positive float or None")
 
@@ -436,9 +448,15 @@ class StepConfig(_Group):
 class LossConfig(_Group):
     """Loss: the criterion, label smoothing and the center loss."""
 
-    loss: Literal["ce", "focal", "soft_margin"] = "ce"
-    """Training loss: 'ce' (cross entropy; BCE for multi-label), 'focal' (Lin et al. 2017; sigmoid if multi-label)
-    or 'soft_margin' (torch's MultiLabelSoftMarginLoss; multi-label only)."""
+    loss: Literal["ce", "focal", "soft_margin", "lsoftmax"] = "ce"
+    """Training loss: 'ce' (cross entropy; BCE for multi-label), 'focal' (Lin et al. 2017; sigmoid if multi-label),
+    'soft_margin' (torch's MultiLabelSoftMarginLoss; multi-label only) or 'lsoftmax' (L-softmax, Liu et al. 2016:
+    the angle multiplier --margin m of 1..4, default 4, on its own bias-free linear head; single-label only)."""
+    lsoftmax_gamma: float = 1.0
+    """L-softmax: the margin's weight 1 / (1 + lambda) anneals in with lambda = max(lambda_min, 1000 / (1 + gamma
+    t)) at optimizer step t (the paper's schedule); 1.0 brings lambda to 1 by step 1,000."""
+    lsoftmax_lambda_min: float = 0.0
+    """L-softmax: the floor of lambda (0: the margin ends with its full weight)."""
     focal_gamma: float = 2.0
     """Focusing parameter of the focal loss (0 = cross entropy)."""
     center_loss: float = 0.0
@@ -450,6 +468,9 @@ class LossConfig(_Group):
 
     def check(self) -> None:
         _require("focal_gamma", self.focal_gamma, self.focal_gamma >= 0, "a float >= 0")
+        _require("lsoftmax_gamma", self.lsoftmax_gamma, self.lsoftmax_gamma >= 0, "a float >= 0")
+        ok = self.lsoftmax_lambda_min >= 0
+        _require("lsoftmax_lambda_min", self.lsoftmax_lambda_min, ok, "a float >= 0")
         _require("center_loss", self.center_loss, self.center_loss >= 0, "a weight >= 0 (0 = off)")
         _require("center_lr", self.center_lr, self.center_lr > 0, "a positive float")
         ok = 0.0 <= self.label_smoothing < 1.0

@@ -112,6 +112,11 @@ def broadcast_str(value: str) -> str:
     return idist.broadcast(value, src=0, safe_mode=True) if world_size() > 1 else value
 
 
+def min_over_ranks(value: int) -> int:
+    """The smallest ``value`` over all processes (a batch size that fits every GPU)."""
+    return int(idist.all_reduce(torch.tensor(value), op="MIN").item()) if world_size() > 1 else value
+
+
 def sync_buffers(modules: Sequence[nn.Module]) -> None:
     """Copies rank 0's buffers (BatchNorm running statistics) into every process's copy of ``modules``, so that
     all processes evaluate the weights rank 0 saves (DDP keeps the parameters equal, not the buffers after a

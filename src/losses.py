@@ -13,6 +13,9 @@
 - Margin-based softmax (ArcFace, Deng et al. 2019, https://arxiv.org/abs/1801.07698; CosFace / AM-Softmax,
   Wang et al. 2018, https://arxiv.org/abs/1801.09414): the margin functions of pytorch-metric-learning's
   `ArcFaceLoss` / `CosFaceLoss` applied to the scaled cosine logits of a `src.model.CosineHead`.
+- L-softmax (Liu et al. 2016, https://arxiv.org/abs/1612.02295): the angle multiplier of pytorch-metric-learning's
+  `LargeMarginSoftmaxLoss` on the logits of a `src.model.LargeMarginHead`, with the paper's annealed weight
+  (the library has no annealing).
 """
 
 from __future__ import annotations
@@ -174,6 +177,48 @@ class MarginSoftmaxLoss(nn.Module):
         return F.cross_entropy(margin_logits, target, label_smoothing=self.label_smoothing)
 
 
+LSOFTMAX_BASE, LSOFTMAX_POWER = 1000.0, 1.0  # lambda's start and decay power, as in the authors' release
+
+
+class LargeMarginSoftmaxLoss(nn.Module):
+    """L-softmax: cross entropy after the target logit ``|W||x| cos(theta)`` becomes
+    ``|W||x| (lambda cos(theta) + psi(theta)) / (1 + lambda)``, with ``psi(theta) = (-1)^k cos(m theta) - 2k`` for
+    ``theta`` in ``[k pi / m, (k + 1) pi / m]`` (pytorch-metric-learning's ``modify_cosine_of_target_classes``).
+
+    lambda anneals the margin in, as in the paper: ``lambda = max(lambda_min, 1000 (1 + gamma t)^-1)`` at optimizer
+    step t (`set_step`), so training starts as plain softmax and ends with the margin's full weight when
+    ``lambda_min = 0``. With m = 1, psi = cos and the loss is plain softmax cross entropy whatever lambda.
+    With soft targets (mixup) each class gets the margin in proportion to its target weight.
+
+    Args:
+        head: the model's `src.model.LargeMarginHead` (its class weights, and the norms of its last input).
+        label_smoothing: in [0, 1).
+        gamma: decay rate of lambda per optimizer step.
+        lambda_min: the floor of lambda (0: the margin's full weight at the end).
+    """
+
+    def __init__(self, head: nn.Module, label_smoothing: float = 0.0, gamma: float = 1.0, lambda_min: float = 0.0):
+        super().__init__()
+        self.head, self.label_smoothing = head, label_smoothing
+        self.gamma, self.lambda_min = gamma, lambda_min
+        self.lam = LSOFTMAX_BASE
+
+    def set_step(self, step: int) -> None:
+        """Sets lambda for optimizer step ``step`` (0-based; from the trainer's iteration, so a resume continues)."""
+        self.lam = max(self.lambda_min, LSOFTMAX_BASE * (1.0 + self.gamma * step) ** -LSOFTMAX_POWER)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """logits (N, C) of the head's last training pass; target (N,) int64 or soft (N, C) float."""
+        margin_loss, input_norm = self.head.margin_loss, self.head.input_norm
+        self.head.input_norm = None  # used once: the next pass sets it again
+        magnitude = input_norm[:, None] * margin_loss.W.float().norm(dim=0)[None, :]  # |x| |W_j| (N, C)
+        cosine = logits.float() / magnitude.clamp_min(1e-12)
+        psi = margin_loss.modify_cosine_of_target_classes(cosine.flatten()).view_as(cosine)
+        weight = target if target.is_floating_point() else F.one_hot(target, cosine.shape[1]).to(cosine.dtype)
+        margin_cosine = cosine + weight * (psi - cosine) / (1.0 + self.lam)
+        return F.cross_entropy(margin_cosine * magnitude, target, label_smoothing=self.label_smoothing)
+
+
 class CenterLoss(nn.Module):
     """Center loss (Wen, Zhang, Li, Qiao, "A Discriminative Feature Learning Approach for Deep Face
     Recognition", ECCV 2016): ``weight * 1/2 * mean_i ||f_i - c_{y_i}||^2``, pulling each embedding towards
@@ -207,7 +252,10 @@ def center_optimizer(center_loss: CenterLoss, lr: float = 0.5) -> torch.optim.Op
     return torch.optim.SGD(center_loss.parameters(), lr=lr / center_loss.weight)
 
 
-def task_criterion(task: Task, config: LossConfig | None = None, margin_loss: nn.Module | None = None) -> nn.Module:
+LOSS_NAMES = ("ce", "focal", "soft_margin", "lsoftmax")
+
+
+def task_criterion(task: Task, config: LossConfig | None = None, margin_head: nn.Module | None = None) -> nn.Module:
     """The criterion a task trains with.
 
     Args:
@@ -215,24 +263,30 @@ def task_criterion(task: Task, config: LossConfig | None = None, margin_loss: nn
         config: ``loss`` (``"ce"``: cross entropy, or BCE for multi-label; ``"focal"``: softmax or sigmoid focal
             loss; ``"soft_margin"``: `SoftMarginLoss`, multi-label only), ``focal_gamma`` and ``label_smoothing``
             (in [0, 1)); None: the CLI defaults (smoothing 0.1).
-        margin_loss: the model's ArcFace / CosFace margin (``model.fc.margin_loss``) when it has a margin head:
-            the criterion is then `MarginSoftmaxLoss`.
+        margin_head: the model's head (``model.fc``) when it is a margin head: an ArcFace / CosFace
+            `src.model.CosineHead` (the criterion is then `MarginSoftmaxLoss`) or an L-softmax
+            `src.model.LargeMarginHead` (`LargeMarginSoftmaxLoss`, with ``loss`` ``"lsoftmax"``).
 
     Raises:
-        ValueError: unknown loss name, a margin head with focal loss or a multi-label / multi-head task, or
-            soft_margin for a task that is not multi-label.
+        ValueError: unknown loss name, a margin head with focal loss or a multi-label / multi-head task,
+            soft_margin for a task that is not multi-label, or lsoftmax without its head or for several labels.
     """
     config = config or LossConfig()
     loss, smoothing, gamma = config.loss, config.label_smoothing, config.focal_gamma
-    if loss not in ("ce", "focal", "soft_margin"):
-        raise ValueError(f"--loss {loss!r}: expected 'ce', 'focal' or 'soft_margin'")
-    if loss == "soft_margin" and (task.kind != "multilabel" or margin_loss is not None):
+    if loss not in LOSS_NAMES:
+        raise ValueError(f"--loss {loss!r}: expected one of {', '.join(LOSS_NAMES)}")
+    if loss == "soft_margin" and (task.kind != "multilabel" or margin_head is not None):
         raise ValueError("--loss soft_margin: a multi-label loss (--multilabel, tags per row, --head linear); "
                          "use ce or focal for one label per row or per head")
-    if margin_loss is not None:
+    lsoftmax_head = margin_head is not None and hasattr(margin_head, "input_norm")
+    if (loss == "lsoftmax") != lsoftmax_head or (loss == "lsoftmax" and task.kind != "single"):
+        raise ValueError("--loss lsoftmax trains single-label tasks with its own head (--head linear or lsoftmax)")
+    if lsoftmax_head:
+        return LargeMarginSoftmaxLoss(margin_head, smoothing, config.lsoftmax_gamma, config.lsoftmax_lambda_min)
+    if margin_head is not None:
         if loss != "ce" or task.kind != "single":
             raise ValueError("--head arcface/cosface trains single-label tasks with --loss ce")
-        return MarginSoftmaxLoss(margin_loss, smoothing)
+        return MarginSoftmaxLoss(margin_head.margin_loss, smoothing)
     if task.kind == "multilabel":
         if loss == "soft_margin":
             return SoftMarginLoss(smoothing)

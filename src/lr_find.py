@@ -24,6 +24,7 @@ from ignite.handlers import FastaiLRFinder
 from ignite.utils import manual_seed
 
 from src import files, rundir
+from src.batch_size import resolve_batch
 from src.cli import parse_config, run_cli
 from src.config import Config
 from src.model import check_arch
@@ -57,6 +58,7 @@ def find_lr(
     manual_seed(config.run.seed)
     device = resolve_device(config.run.device)
     data, fold_of = setup_data(config)
+    config = resolve_batch(config, data.task, data.in_chans, len(fold_of), device)
     loaders = setup_loaders(config, data, fold_of, device)
     config = resolve(config, data, loaders)
     model = setup_model(config, data.task, device)

@@ -80,8 +80,49 @@ class CosineHead(nn.Module):
         return self.margin_loss.get_logits(features)
 
 
-HEADS = ("linear", "bn-dropout", "arcface", "cosface")
-MARGIN_HEADS = ("arcface", "cosface")
+class LargeMarginHead(nn.Module):
+    """The linear head of L-softmax (Liu, Wen, Yu, Yang, "Large-Margin Softmax Loss for Convolutional Neural
+    Networks", ICML 2016, https://arxiv.org/abs/1612.02295): (N, num_features) -> ``W^T x`` = ``|W_j| |x| cos(theta_j)``
+    (N, num_classes), a linear layer without bias.
+
+    The class weights W (num_features, num_classes) and the margin formula belong to pytorch-metric-learning's
+    `LargeMarginSoftmaxLoss` (``self.margin_loss``); the training criterion (`src.losses.LargeMarginSoftmaxLoss`)
+    replaces the target's ``cos(theta)`` by ``psi(theta) = (-1)^k cos(m theta) - 2k``. The logits alone do not give
+    the angle, so a training pass keeps its input's norms ``|x|`` (N,) in ``input_norm`` for that criterion.
+    Evaluation and prediction use the plain logits.
+
+    Args:
+        num_features: embedding size.
+        num_classes: number of classes.
+        margin: the integer angle multiplier m, 1 (plain softmax) to 4; None: 4 (the library's default).
+
+    Raises:
+        ValueError: a margin that is not an integer from 1 to 4.
+    """
+
+    def __init__(self, num_features: int, num_classes: int, margin: float | None = None):
+        super().__init__()
+        from pytorch_metric_learning import losses
+
+        margin = 4 if margin is None else margin
+        if margin not in (1, 2, 3, 4):
+            raise ValueError(f"--margin {margin}: L-softmax takes an integer angle multiplier m from 1 to 4")
+        with warnings.catch_warnings():  # numpy 2's __array_wrap__ deprecation, from the library's scipy call
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.margin_loss = losses.LargeMarginSoftmaxLoss(num_classes, num_features, margin=int(margin))
+        # the library draws W ~ N(0, 1): logits ~sqrt(num_features) times those of nn.Linear, which slowed training
+        # to a crawl here; nn.Linear's own init instead (uniform, bound 1 / sqrt(num_features))
+        nn.init.uniform_(self.margin_loss.W, -num_features**-0.5, num_features**-0.5)
+        self.input_norm: torch.Tensor | None = None
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.input_norm = features.float().norm(dim=1)  # (N,)
+        return features @ self.margin_loss.W.to(features.dtype)  # (N, num_classes)
+
+
+HEADS = ("linear", "bn-dropout", "arcface", "cosface", "lsoftmax")
+MARGIN_HEADS = ("arcface", "cosface", "lsoftmax")
 
 
 class Classifier(nn.Module):
@@ -94,9 +135,10 @@ class Classifier(nn.Module):
             outputs concatenated in that order, see `MultiHead`).
         drop_rate: dropout probability before the linear layer.
         head: ``"linear"`` (dropout -> linear), ``"bn-dropout"`` (BatchNorm1d -> dropout -> linear, the
-            head of the Recursion Cellular competition log), or ``"arcface"`` / ``"cosface"`` (dropout -> a
-            `CosineHead`; one head only).
-        margin: margin of an ArcFace (degrees) or CosFace head; None: the head's default.
+            head of the Recursion Cellular competition log), ``"arcface"`` / ``"cosface"`` (dropout -> a
+            `CosineHead`; one head only) or ``"lsoftmax"`` (dropout -> a `LargeMarginHead`; one head only).
+        margin: margin of an ArcFace (degrees), CosFace (cosine) or L-softmax (integer m) head; None: the head's
+            default.
         scale: logit scale of an ArcFace or CosFace head.
 
     Raises:
@@ -123,7 +165,9 @@ class Classifier(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head_norm = nn.BatchNorm1d(num_features) if head == "bn-dropout" else nn.Identity()
         self.dropout = nn.Dropout(drop_rate)
-        if head in MARGIN_HEADS:
+        if head == "lsoftmax":
+            self.fc = LargeMarginHead(num_features, num_classes, margin)
+        elif head in MARGIN_HEADS:
             self.fc = CosineHead(num_features, num_classes, head, margin, scale)
         elif isinstance(num_classes, int):
             self.fc = nn.Linear(num_features, num_classes)

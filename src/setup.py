@@ -136,9 +136,10 @@ def training_set(config: Config, data: Data, train_idx: np.ndarray) -> TrainSet 
 
 
 def resolve(config: Config, data: Data, loaders: Loaders) -> Config:
-    """The config with its inferred fields resolved, the one place they are: ``num_classes`` and ``in_chans``
-    from the data, ``num_workers`` as the loaders use them, and the train fold's normalisation (floats), saved
-    with the run so that prediction normalises the same way.
+    """The config with its inferred fields resolved: ``num_classes`` and ``in_chans`` from the data, the L-softmax
+    head for ``--loss lsoftmax``, ``num_workers`` as the loaders use them, and the train fold's normalisation
+    (floats), saved with the run so that prediction normalises the same way. (The batch size and accumulation,
+    which the loaders need, are resolved before them: `src.batch_size.resolve_batch`.)
 
     Raises:
         ValueError: ``--num-classes`` below the data's classes, or ``--in-chans`` other than the images'.
@@ -148,7 +149,9 @@ def resolve(config: Config, data: Data, loaders: Loaders) -> Config:
         raise ValueError(f"--num-classes {model.num_classes}: the data has {task.num_outputs} classes")
     if model.in_chans is not None and model.in_chans != data.in_chans:
         raise ValueError(f"--in-chans {model.in_chans}: the images have {data.in_chans} channels")
+    head = "lsoftmax" if config.loss.loss == "lsoftmax" and model.head == "linear" else model.head
     return config.replace(
+        head=head,
         num_classes=task.num_outputs if task.kind == "multihead" else (model.num_classes or task.num_outputs),
         in_chans=data.in_chans,
         num_workers=loaders.train.num_workers,

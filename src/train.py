@@ -21,6 +21,7 @@ from pathlib import Path
 from ignite.utils import manual_seed
 
 from src import distributed, notes, rundir, tracking
+from src.batch_size import OUT_OF_MEMORY, out_of_memory_message, resolve_batch
 from src.budget import Budget
 from src.cli import INTERRUPTED, parse_config, run_cli
 from src.config import Config, parse_duration
@@ -51,6 +52,7 @@ def run(config: Config, requests: StopRequests | None = None, report: RunReport 
     manual_seed(config.run.seed + distributed.rank())  # rank 0: --seed; DDP copies rank 0's initial weights
     device = resolve_device(config.run.device)
     data, fold_of = setup_data(config)
+    config = resolve_batch(config, data.task, data.in_chans, len(fold_of), device)
     loaders = setup_loaders(config, data, fold_of, device)
     config = resolve(config, data, loaders)
     model = setup_model(config, data.task, device)
@@ -69,7 +71,10 @@ def run(config: Config, requests: StopRequests | None = None, report: RunReport 
         where = "dry run (no files written)" if run_dir is None else f"run folder {run_dir}"
         sizes = len(loaders.train.dataset), len(loaders.valid_rows)  # all processes' rows
         logger.info("%s on %s: %d train / %d valid images, %s", config.model.arch, device, *sizes, where)
-        train(training, loaders.train, config.optim.epochs)
+        try:
+            train(training, loaders.train, config.optim.epochs)
+        except OUT_OF_MEMORY:
+            raise ValueError(out_of_memory_message(config)) from None
         if getattr(training.trainer.state, "stopped", None):
             raise training.trainer.state.stopped
         predicted_by = save_valid_predictions(run_dir, training, loaders, data, fold_of, config) if run_dir else None

@@ -184,8 +184,13 @@ def setup_training(config: Config, model: torch.nn.Module, task: Task, steps: St
             raise ValueError("--center-loss needs a single-label task (one center per class)")
         center = CenterLoss(config.model.num_classes, model.num_features, config.loss.center_loss).to(device)
         feature_loss = FeatureLoss(distributed.wrap(center), center_optimizer(center, config.loss.center_lr))
-    criterion = task_criterion(task, config.loss, getattr(model.fc, "margin_loss", None))
+    criterion = task_criterion(task, config.loss, model.fc if hasattr(model.fc, "margin_loss") else None)
     trainer = create_trainer(compiled(parallel, config), optimizer, criterion, device, config.step, mixup, feature_loss)
+    if hasattr(criterion, "set_step"):  # L-softmax's annealed margin weight follows the optimizer steps
+        accumulation_steps = config.step.accumulation_steps
+        trainer.add_event_handler(
+            Events.ITERATION_STARTED, lambda: criterion.set_step((trainer.state.iteration - 1) // accumulation_steps)
+        )
     return Training(
         trainer,
         model,

@@ -31,6 +31,8 @@ CASES = [
     ("negative lr", "train", ["--lr", "-1"], "--lr -1.0: expected"),
     ("accumulation 0", "train", ["--accumulation-steps", "0"], "--accumulation-steps 0: expected"),
     ("batch size 0", "train", ["--batch-size", "0"], "--batch-size 0: expected"),
+    ("batch size auto on CPU", "train", ["--batch-size", "auto"], "--batch-size auto: finds the largest batch that"),
+    ("effective batch 0", "train", ["--effective-batch-size", "0"], "--effective-batch-size 0: expected"),
     ("label smoothing 1.5", "train", ["--label-smoothing", "1.5"], "--label-smoothing 1.5: expected"),
     ("negative mixup", "train", ["--mixup-alpha", "-1"], "--mixup-alpha -1.0: expected"),
     ("manifold without mixup", "train", ["--mixup-at", "features"], "--mixup-at 'features': expected 'input' unless"),

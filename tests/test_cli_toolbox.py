@@ -115,6 +115,7 @@ def test_cli_gru_learns_the_strokes(tmp_path):
 MIXES = {
     "cutmix": ["--cutmix-alpha", "1.0", "--mixup-alpha", "0.4", "--mix-prob", "0.8", "--switch-prob", "0.5"],
     "manifold": ["--mixup-alpha", "0.4", "--mixup-k", "3", "--mixup-at", "features", "--arch", "effnet-b0"],
+    "lsoftmax": ["--loss", "lsoftmax", "--margin", "2", "--lsoftmax-gamma", "0.5", "--mixup-alpha", "0.4"],
 }
 
 
@@ -132,4 +133,7 @@ def test_cli_mixes_with_label_smoothing_accumulation_and_resume(tmp_path, monkey
         np.genfromtxt(tmp_path / name / "history.csv", delimiter=",", names=True) for name in ("straight", "resumed")
     ]
     for column in ("train_loss", "valid_accuracy", "valid_loss"):  # the mixer's draws continue across the resume
-        assert np.array_equal(histories[0][column], histories[1][column]), column
+        assert np.array_equal(histories[0][column], histories[1][column]), column  # (and L-softmax's annealing)
+    if mix == "lsoftmax":
+        state = read_checkpoint([epoch_checkpoint(tmp_path / "resumed", 2)])[1]["model"]
+        assert state["fc.margin_loss.W"].shape == (512, 10) and not any(k.startswith("fc.bias") for k in state)

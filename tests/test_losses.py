@@ -17,7 +17,7 @@ from src.losses import (
     center_optimizer,
     task_criterion,
 )
-from src.model import Classifier, CosineHead
+from src.model import Classifier, CosineHead, LargeMarginHead
 from src.targets import Head, Task
 from tests.helpers import HEADS
 
@@ -50,6 +50,9 @@ def test_centers_move_by_alpha_whatever_the_weight(weight):
     step = 0.5 / 3
     expected = torch.tensor([[step * 3.0, step * 4.0], [1.0 - step * (0.0 + 1.0), 1.0 - step * (-1.0 + 1.0)]])
     assert torch.allclose(loss.centers.detach(), expected)
+
+
+SINGLE5 = Task("single", (Head("label", tuple("abcde")),))
 
 
 def _unit_head(kind: str, margin: float, scale: float) -> CosineHead:
@@ -94,7 +97,57 @@ def test_margin_head_refuses_several_heads_and_other_losses():
         Classifier(nn.Identity(), 4, [3, 2], head="arcface")
     task = Task("single", (Head("label", ("a", "b")),))
     with pytest.raises(ValueError, match="--loss ce"):
-        task_criterion(task, LossConfig(loss="focal"), CosineHead(4, 2, "arcface").margin_loss)
+        task_criterion(task, LossConfig(loss="focal"), CosineHead(4, 2, "arcface"))
+    with pytest.raises(ValueError, match="--loss lsoftmax trains single-label tasks with its own head"):
+        task_criterion(task, LossConfig(loss="lsoftmax"))  # no L-softmax head
+    with pytest.raises(ValueError, match="--loss lsoftmax trains single-label tasks"):
+        task_criterion(task, LossConfig(loss="ce"), LargeMarginHead(4, 2))  # the head without its loss
+
+
+def _lsoftmax(margin, step=None, num_features=8, num_classes=5, **loss_fields):
+    torch.manual_seed(0)
+    head = LargeMarginHead(num_features, num_classes, margin).train()
+    criterion = task_criterion(SINGLE5, LossConfig(loss="lsoftmax", label_smoothing=0.0, **loss_fields), head)
+    if step is not None:
+        criterion.set_step(step)
+    return head, criterion
+
+
+@pytest.mark.parametrize("step", [0, 10_000])
+def test_lsoftmax_with_m_1_is_plain_softmax_cross_entropy(step):
+    head, criterion = _lsoftmax(1, step)
+    x, y = torch.randn(16, 8), torch.randint(0, 5, (16,))
+    logits = head(x)
+    assert torch.allclose(logits, x @ head.margin_loss.W)  # a linear layer without bias
+    assert criterion(logits, y).item() == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
+
+
+def test_lsoftmax_at_full_weight_equals_the_library_loss_and_anneals_from_softmax():
+    x, y = torch.randn(16, 8), torch.randint(0, 5, (16,))
+    head, criterion = _lsoftmax(4, step=None, lsoftmax_gamma=1.0)
+    criterion.set_step(0)  # lambda = 1000: nearly plain softmax
+    start = criterion(head(x), y).item()
+    assert start == pytest.approx(F.cross_entropy(head(x), y).item(), rel=1e-2)
+    criterion.set_step(10**9)  # lambda -> lambda_min = 0: the margin's full weight
+    full = criterion(head(x), y)
+    assert full.item() == pytest.approx(head.margin_loss(x, y).item(), rel=1e-4)  # pytorch-metric-learning's loss
+    assert full.item() > start  # the margin makes it harder
+    full.backward()
+    assert head.margin_loss.W.grad is not None and torch.isfinite(head.margin_loss.W.grad).all()
+
+
+def test_lsoftmax_lambda_follows_the_paper_schedule_and_its_floor():
+    _, criterion = _lsoftmax(2, lsoftmax_gamma=0.5, lsoftmax_lambda_min=5.0)
+    lams = []
+    for step in (0, 10, 100, 10_000):
+        criterion.set_step(step)
+        lams.append(criterion.lam)
+    assert lams == pytest.approx([1000.0, 1000.0 / 6, 1000.0 / 51, 5.0])
+
+
+def test_lsoftmax_refuses_a_margin_outside_1_to_4():
+    with pytest.raises(ValueError, match="--margin 2.5: L-softmax takes an integer angle multiplier m from 1 to 4"):
+        LargeMarginHead(8, 5, 2.5)
 
 
 def test_multihead_cross_entropy_is_the_weighted_mean_of_the_heads():
