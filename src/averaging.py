@@ -13,7 +13,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import EMAHandler
 from torch.optim.swa_utils import AveragedModel, update_bn
 
-from src.engine import optimizer_step_filter
+from src.engine import optimizer_step_filter, to_device
 
 
 def build_ema(model: torch.nn.Module, decay: float, warmup_steps: int = 0) -> EMAHandler:
@@ -75,7 +75,9 @@ def attach_swa(
         # update_bn runs the model in train mode: its dropout and drop-path draws must not move the global RNG,
         # or averaging would change the rest of the training run.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            update_bn(bn_loader, swa_model, device=device)
+            # each input as a 1-tuple, moved here: update_bn keeps only the first item of a tuple, which would drop
+            # the metadata of (images, metadata) inputs
+            update_bn(((to_device(batch, device)[0],) for batch in bn_loader), swa_model)
 
     trainer.add_event_handler(from_epoch(start_epoch), update)
 

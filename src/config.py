@@ -169,6 +169,8 @@ class ModelConfig(_Group):
     in_chans: int | None = None
     """Input channels; None infers it from the data (1 for the bundled digits). The pixel-CSV and parquet layouts
     read this many values per pixel (default 1)."""
+    meta_features: int | None = None
+    """Width of the encoded metadata (--meta-cols), set from the train fold; None or 0: images only."""
     hidden_size: int = 256
     """GRU state size of --arch gru (QuickDraw strokes)."""
     num_layers: int = 2
@@ -241,6 +243,10 @@ class DataConfig(_Group):
     """The class list, comma-separated or a file with one class per line; None: the labels seen in training."""
     head_weights: Numbers | None = None
     """Loss weight per label column, comma-separated (Bengali.AI: '2,1,1')."""
+    meta_cols: Names | None = None
+    """Metadata columns of the train and test tables fed beside the image (SIIM-ISIC: 'age,sex,site'): numbers
+    standardised and categories one-hot encoded with the train fold's statistics, missing values imputed and flagged,
+    through a small MLP fused with the image embedding (src.metadata)."""
     group_col: str | None = None
     """Column of groups (a plate, a patient) kept on one side of every fold."""
     fold_col: str = "fold"
@@ -254,6 +260,7 @@ class DataConfig(_Group):
 
     def check(self) -> None:
         self.channels, self.label_col = _names(self.channels), _names(self.label_col)
+        self.meta_cols = _names(self.meta_cols) or None
         self.classes, self.head_weights = _class_names(self.classes), _numbers("head_weights", self.head_weights)
         for name in ("height", "width", "max_per_class"):
             value = getattr(self, name)

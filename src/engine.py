@@ -83,11 +83,13 @@ def validation_filter(
     return fraction
 
 
-def to_device(
-    batch: tuple[torch.Tensor, torch.Tensor], device: torch.device, channels_last: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Moves an (x (N, C, H, W), y) batch to ``device``, x optionally in channels-last memory format."""
+def to_device(batch: tuple, device: torch.device, channels_last: bool = False) -> tuple:
+    """Moves an (x, y) batch to ``device``: x images (N, C, H, W), optionally in channels-last memory format, or
+    ``(images, metadata (N, width))`` (`src.metadata`)."""
     x, y = batch
+    if isinstance(x, (tuple, list)):
+        images, meta = to_device((x[0], y), device, channels_last)[0], x[1].to(device, non_blocking=True)
+        return (images, meta), y.to(device, non_blocking=True)
     memory_format = torch.channels_last if channels_last and x.ndim == 4 else torch.preserve_format
     return x.to(device, non_blocking=True, memory_format=memory_format), y.to(device, non_blocking=True)
 

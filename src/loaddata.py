@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from src import distributed
 from src.augmentations import build_transforms, reseed
 from src.config import DataConfig, LoaderConfig
+from src.metadata import MetaEncoder
 from src.sampling import EpochSampler
 from src.sources import ArrayImages, ConcatImages, Reading, Source, decode_all, in_memory, read_digits, read_source
 from src.targets import Task, infer_task
@@ -35,11 +36,13 @@ class Data:
         source: the table and the uint8 images (H, W, C) of its rows.
         task: the prediction task (class lists, heads).
         targets: per row, as `Task.encode` returns them: int64 (N,), float32 (N, C) or int64 (N, heads).
+        meta: with ``--meta-cols``, every row's metadata as the current fold encodes it.
     """
 
     source: Source
     task: Task
     targets: np.ndarray
+    meta: np.ndarray | None = None  # encoded metadata float32 (N, width) of one fold's encoding (`src.metadata`)
 
     @property
     def in_chans(self) -> int:
@@ -132,21 +135,29 @@ class ImageDataset(Dataset):
         images: ``images[i]`` -> uint8 (H, W, C) (see `src.sources`).
         targets: per-row targets (see `Data.targets`).
         transform: pipeline mapping ``image=`` uint8 (H, W, C) to a float tensor (C, H', W').
+        meta: per-row encoded metadata float32 (N, width) (`src.metadata`): items are then
+            ``((image, metadata (width,)), target)``.
     """
 
-    def __init__(self, images, targets: np.ndarray, transform):
-        self.images, self.targets, self.transform = images, targets, transform
+    def __init__(self, images, targets: np.ndarray, transform, meta: np.ndarray | None = None):
+        self.images, self.targets, self.transform, self.meta = images, targets, transform, meta
 
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, key: int | tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int, int]) -> tuple:
         """``key``: a row, or ``(row, seed, epoch)`` from `src.sampling.EpochSampler`, which seeds this sample's
         augmentation from ``(seed, epoch, row)``."""
+        row = key[0] if isinstance(key, tuple) else key
+        image, target = self.image(key), torch.as_tensor(self.targets[row])
+        return ((image, torch.from_numpy(self.meta[row])), target) if self.meta is not None else (image, target)
+
+    def image(self, key: int | tuple[int, int, int]) -> torch.Tensor:
+        """The transformed image (C, H', W') of ``key`` (as `__getitem__`), without target or metadata."""
         if isinstance(key, tuple):
             reseed(self.transform, key)
             key = key[0]
-        return self.transform(image=self.images[key])["image"], torch.as_tensor(self.targets[key])
+        return self.transform(image=self.images[key])["image"]
 
 
 class SequenceToTensor:
@@ -218,6 +229,7 @@ class Loaders:
     valid_rows: np.ndarray  # the data rows of the whole valid fold, in the order of the gathered predictions
     valid_images: ImageDataset  # the whole valid fold (every process's rows), valid-time transforms: for pictures
     transforms: Callable[[int, int], tuple[A.Compose, A.Compose]]  # (img_size, seed) -> (train, eval) pipelines
+    meta_encoder: MetaEncoder | None = None  # the train fold's metadata encoding (--meta-cols)
 
     def close(self) -> None:
         """Stops the loaders' persistent worker processes now. Left to the garbage collector (an engine holding a
@@ -343,7 +355,7 @@ def _dataset(data: Data, rows: np.ndarray, transform, train_set: TrainSet | None
     if train_set is not None and train_set.extra is not None:
         extra_images, extra_targets = train_set.extra
         images, targets = ConcatImages([images, extra_images]), np.concatenate([targets, extra_targets])
-    return ImageDataset(images, targets, transform)
+    return ImageDataset(images, targets, transform, None if data.meta is None else data.meta[rows])
 
 
 def _pipelines(data: Data, train_idx: np.ndarray, config: LoaderConfig, seed: int) -> tuple[list, list, Callable]:

@@ -61,7 +61,7 @@ def find_lr(
     config = resolve_batch(config, data.task, data.in_chans, len(fold_of), device)
     loaders = setup_loaders(config, data, fold_of, device)
     config = resolve(config, data, loaders)
-    model = setup_model(config, data.task, device)
+    model = setup_model(config, data.task, device, loaders.meta_encoder)
     training = setup_training(config, model, data.task, Steps.of(config, len(loaders.train)), device)
     finder = FastaiLRFinder()
     to_save = {"model": model, "optimizer": training.optimizer}

@@ -111,20 +111,22 @@ class Mixup:
             return np.array([lam, 1.0 - lam])
         return self.rng.dirichlet(np.full(self.k, self.alpha))
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, x, y: torch.Tensor) -> tuple:
         """Mixes a batch.
 
         Args:
-            x: inputs, (N, C, H, W) float.
+            x: inputs, (N, C, H, W) float, or ``(images (N, C, H, W), metadata (N, width))`` (`src.metadata`),
+                whose metadata is mixed with the images' weights.
             y: integer labels (N,) int64, soft/one-hot targets (N, num_classes) float, or anything ``to_soft`` takes.
 
         Returns:
-            Mixed inputs (N, C, H, W) and soft targets (N, num_classes) float32, the same convex combination
+            Mixed inputs (as ``x``) and soft targets (N, num_classes) float32, the same convex combination
             of the samples' targets (rows sum to 1 for one-hot targets, to 1 per head for several heads). When
-            manifold mixup draws a stage > 0, the inputs come back unmixed and the mix of that stage's output is
+            manifold mixup draws a stage > 0, the images come back unmixed and the mix of that stage's output is
             armed for the next training forward pass.
         """
-        n = x.shape[0]
+        images, meta = (x[0], x[1]) if isinstance(x, (tuple, list)) else (x, None)
+        n = images.shape[0]
         if self.to_soft is not None:
             targets = self.to_soft(y)
         else:
@@ -132,29 +134,36 @@ class Mixup:
         if self.mix_prob < 1 and self.rng.random() >= self.mix_prob:
             return x, targets
         if self.cutmix_alpha > 0 and (self.alpha == 0 or self.rng.random() < self.switch_prob):
-            return self.cutmix(x, targets)
-        weights = self.sample_weights()
-        perms = [np.arange(n)] + [self.rng.permutation(n) for _ in range(self.k - 1)]
-        index = [torch.as_tensor(p, device=x.device) for p in perms]
-        y_mixed = sum(float(w) * targets[i] for w, i in zip(weights, index))
-        stage = 0 if self.stages is None else self.stages.draw(x, self.rng)
-        if stage > 0:
-            self.stages.arm(stage, weights, index)
-            return x, y_mixed
-        x_mixed = sum(float(w) * x[i] for w, i in zip(weights, index))
-        return x_mixed, y_mixed
+            images, weights, index = self.cutmix(images)
+        else:
+            weights = self.sample_weights()
+            perms = [np.arange(n)] + [self.rng.permutation(n) for _ in range(self.k - 1)]
+            index = [torch.as_tensor(p, device=images.device) for p in perms]
+            stage = 0 if self.stages is None else self.stages.draw(images, self.rng)
+            if stage > 0:
+                self.stages.arm(stage, weights, index)
+            else:
+                images = _combine(images, weights, index)
+        targets = _combine(targets, weights, index)
+        return (images if meta is None else (images, _combine(meta, weights, index))), targets
 
-    def cutmix(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """CutMix of a batch: x (N, C, H, W), soft targets (N, num_outputs) -> the mixed pair (see `cutmix_box`)."""
+    def cutmix(self, x: torch.Tensor) -> tuple[torch.Tensor, list[float], list[torch.Tensor]]:
+        """CutMix of images x (N, C, H, W) (see `cutmix_box`): the mixed images, and the weights ``[lam, 1 - lam]``
+        and row indices ``[identity, permutation]`` that mix their targets."""
         lam = self.rng.beta(self.cutmix_alpha, self.cutmix_alpha)
         y1, y2, x1, x2, lam = cutmix_box(lam, x.shape[-2], x.shape[-1], self.rng)
         index = torch.as_tensor(self.rng.permutation(x.shape[0]), device=x.device)
         mixed = x.clone()
         mixed[..., y1:y2, x1:x2] = x[index][..., y1:y2, x1:x2]
-        return mixed, lam * targets + (1.0 - lam) * targets[index]
+        return mixed, [lam, 1.0 - lam], [torch.arange(x.shape[0], device=x.device), index]
 
     def state_dict(self) -> dict:
         return {"rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
+
+
+def _combine(values: torch.Tensor, weights, index: list[torch.Tensor]) -> torch.Tensor:
+    """``sum_j weights[j] * values[index[j]]``: rows (N, ...) mixed as the images are."""
+    return sum(float(w) * values[i] for w, i in zip(weights, index))

@@ -27,6 +27,7 @@ from torch import nn
 
 from src.activations import replace_activations
 from src.config import ModelConfig
+from src.metadata import META_HIDDEN, MetaNet
 
 EFFNET_BN_MOMENTUM_TF = 0.9  # efficientnet-pytorch stores 1 - (PyTorch momentum); 0.9 -> 0.1
 
@@ -140,6 +141,8 @@ class Classifier(nn.Module):
         margin: margin of an ArcFace (degrees), CosFace (cosine) or L-softmax (integer m) head; None: the head's
             default.
         scale: logit scale of an ArcFace or CosFace head.
+        meta: a `src.metadata.MetaNet` for image + metadata inputs: the model then takes ``(images (N, C, H, W),
+            metadata (N, width))`` and its MLP's output (N, META_HIDDEN) is concatenated to the image embedding.
 
     Raises:
         ValueError: unknown head, or a margin head with several heads.
@@ -154,6 +157,7 @@ class Classifier(nn.Module):
         head: str = "linear",
         margin: float | None = None,
         scale: float = 30.0,
+        meta: nn.Module | None = None,
     ):
         super().__init__()
         if head not in HEADS:
@@ -161,7 +165,9 @@ class Classifier(nn.Module):
         if head in MARGIN_HEADS and not isinstance(num_classes, int):
             raise ValueError(f"--head {head}: margin heads train one label column; use --head linear for several")
         self.backbone = backbone
-        self.num_features = num_features
+        self.meta = meta
+        num_features += META_HIDDEN if meta is not None else 0
+        self.num_features = num_features  # of the embedding the head sees
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head_norm = nn.BatchNorm1d(num_features) if head == "bn-dropout" else nn.Identity()
         self.dropout = nn.Dropout(drop_rate)
@@ -174,15 +180,30 @@ class Classifier(nn.Module):
         else:
             self.fc = MultiHead(num_features, num_classes)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> pooled embedding (N, num_features)."""
-        return self.pool(self.backbone(x)).flatten(1)
+    def forward_features(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """(N, C, H, W) -> pooled embedding (N, num_features); with metadata, ``(images, metadata (N, width))`` ->
+        the pooled image embedding and the metadata MLP's output side by side.
+
+        Raises:
+            ValueError: images without their metadata for a model that takes both, or the other way round.
+        """
+        if isinstance(x, (tuple, list)) != (self.meta is not None):
+            raise ValueError(
+                "the model takes (images, metadata): the run was trained with --meta-cols"
+                if self.meta is not None
+                else "the model takes images only: the run was trained without --meta-cols"
+            )
+        if self.meta is None:
+            return self.pool(self.backbone(x)).flatten(1)
+        images, meta = x
+        pooled = self.pool(self.backbone(images)).flatten(1)  # (N, image features)
+        return torch.cat([pooled, self.meta(meta).to(pooled.dtype)], dim=1)  # (N, num_features)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """(N, num_features) -> logits (N, num_classes)."""
         return self.fc(self.dropout(self.head_norm(features)))
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
+    def forward(self, x: torch.Tensor | Sequence[torch.Tensor], return_features: bool = False):
         """(N, C, H, W) -> logits (N, num_classes), or (logits, embedding (N, num_features)) with
         ``return_features`` (one call, so that DistributedDataParallel sees it)."""
         features = self.forward_features(x)
@@ -535,8 +556,9 @@ def build_model(config: ModelConfig, num_classes: int | Sequence[int]) -> Classi
             _load_library_weights(net, state, weights_path)
         adapt_input_conv(net, in_chans)
     set_output_stride(net, config.output_stride, config.arch)
+    meta = MetaNet(config.meta_features, config.drop_rate) if config.meta_features else None
     model = Classifier(
-        wrap(net), num_features, num_classes, config.drop_rate, config.head, config.margin, config.margin_scale
+        wrap(net), num_features, num_classes, config.drop_rate, config.head, config.margin, config.margin_scale, meta
     )
     if config.activation:
         replace_activations(model, config.activation)
@@ -562,7 +584,7 @@ def shape_mismatch(saved: dict, own: dict) -> tuple[str, tuple, tuple] | None:
     """The first tensor of ``saved`` that ``own`` (a model's state dict) also has, in another shape:
     ``(name, saved shape, own shape)``; None when every shared name fits."""
     for key, value in saved.items():
-        if key in own and tuple(own[key].shape) != tuple(getattr(value, "shape", ())):
+        if key in own and torch.is_tensor(own[key]) and tuple(own[key].shape) != tuple(getattr(value, "shape", ())):
             return key, tuple(getattr(value, "shape", ())), tuple(own[key].shape)
     return None
 
@@ -579,7 +601,7 @@ def _check_shapes(state: dict, own: dict, path: Path) -> None:
 
 def _load_own_weights(model: Classifier, state: dict, path: Path) -> None:
     own = model.state_dict()
-    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    mismatched = [k for k, v in state.items() if k in own and torch.is_tensor(v) and own[k].shape != v.shape]
     head_keys = ("fc.", "head_norm.")  # a new head (another num_classes or head kind) may replace the old one
     _check_shapes({k: v for k, v in state.items() if not k.startswith(head_keys)}, own, path)
     state = {k: v for k, v in state.items() if k not in mismatched}

@@ -103,12 +103,18 @@ def read_test(fold: FoldRun, args: PredictConfig) -> Source:
     return read_source(test, reading(fold.config))
 
 
-def predict_images(fold: FoldRun, images, args: PredictConfig, device: torch.device) -> np.ndarray:
-    """Probabilities (N, num_outputs) of ``fold``'s best model on ``images`` (a reader, `src.sources`), each
-    merged over the TTA variants."""
-    config = fold.config
+def predict_images(fold: FoldRun, source: Source, args: PredictConfig, device: torch.device) -> np.ndarray:
+    """Probabilities (N, num_outputs) of ``fold``'s best model on ``source``'s images (`src.sources`), each
+    merged over the TTA variants; a model trained with metadata reads the table's metadata columns, encoded as its
+    checkpoint says (`src.metadata`).
+
+    Raises:
+        ValueError: the table lacks a metadata column the model was trained with.
+    """
+    config, images = fold.config, source.images
     model = setup_model(config, fold.task, device)
     model.load_state_dict(torch.load(fold.checkpoint, map_location=device, weights_only=True))
+    meta = None if model.meta is None else model.meta.encoder.transform(source.table, str(source.where))
     sequences = getattr(images, "sequence", False)
     img_size = config.loader.size_schedule[-1][1]  # the last size of a progressive schedule
     variants = [Variant("none", [], img_size)] if sequences else tta_variants(args.tta, img_size)
@@ -127,7 +133,7 @@ def predict_images(fold: FoldRun, images, args: PredictConfig, device: torch.dev
             )
         )
         loader = DataLoader(
-            ImageDataset(images, targets, transform), batch_size=args.batch_size, num_workers=args.num_workers
+            ImageDataset(images, targets, transform, meta), batch_size=args.batch_size, num_workers=args.num_workers
         )
         logits = predict_logits(model, loader, device, config.step)
         probs.append(to_probs(logits, fold.task))
@@ -138,7 +144,7 @@ def predict_images(fold: FoldRun, images, args: PredictConfig, device: torch.dev
 def predict_test(folds: list[FoldRun], args: PredictConfig, device: torch.device) -> tuple[list[str], np.ndarray]:
     """The test ids and the fold-averaged probabilities (N, num_outputs)."""
     source = read_test(folds[0], args)
-    probs = np.mean([predict_images(fold, source.images, args, device) for fold in folds], axis=0)
+    probs = np.mean([predict_images(fold, source, args, device) for fold in folds], axis=0)
     return source.ids(), probs
 
 
@@ -153,7 +159,7 @@ def predict_oof(folds: list[FoldRun], args: PredictConfig, device: torch.device)
         frame, probs, targets = read_predictions(fold.run_dir / rundir.PREDICTIONS, task)
         where = f"{fold.run_dir / rundir.PREDICTIONS} against the training data"
         rows = rows_of(train_ids, frame["id"].tolist(), where)
-        tta_probs = predict_images(fold, train.images.subset(rows), args, device)
+        tta_probs = predict_images(fold, train.subset(rows), args, device)
         plain.append((probs, targets))
         tta.append((frame, tta_probs, targets))
     targets = np.concatenate([t for _, t in plain])

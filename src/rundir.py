@@ -83,7 +83,7 @@ RUN_CONTROL = frozenset(
 )
 
 
-INFERRED = frozenset({"num_classes", "in_chans", "mean", "std"})  # None until resolved from the data
+INFERRED = frozenset({"num_classes", "in_chans", "mean", "std", "meta_features"})  # None until resolved from the data
 
 
 def differences(saved: Config, config: Config) -> list[str]:

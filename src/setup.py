@@ -17,6 +17,7 @@ from src.distill import test_set as teacher_test_set
 from src.distill import train_targets as distilled_targets
 from src.folds import assign_folds, split_indices
 from src.loaddata import Data, Loaders, TrainSet, build_loaders, default_num_workers, load_data
+from src.metadata import MetaEncoder, meta_columns
 from src.metrics import get_metric
 from src.model import build_model, check_arch, reads_sequences
 from src.pseudo import pseudo_labelled
@@ -84,14 +85,32 @@ def setup_data(config: Config) -> tuple[Data, np.ndarray]:
             if reads_sequences(arch)
             else f"--arch {arch} takes images, not point sequences"
         )
+    if config.data.meta_cols:
+        check_meta(config, data)
     split = config.split
     fold_of = assign_folds(data, split.folds, config.split_seed, config.data.group_col, config.data.fold_col)
     return data, fold_of
 
 
+def check_meta(config: Config, data: Data) -> None:
+    """``--meta-cols``: the train table has the columns, and nothing else the run reads lacks them.
+
+    Raises:
+        ValueError: a missing column (named with the table), point sequences, or test images added to training
+            (pseudo-labels, --teacher-test), whose metadata is not read.
+    """
+    if reads_sequences(config.model.arch):
+        raise ValueError(f"--meta-cols: image models only, not --arch {config.model.arch}")
+    if config.pseudo.pseudo_labels or config.distill.teacher_test:
+        raise ValueError("--meta-cols with --pseudo-labels or --teacher-test: test images join training without their "
+                         "metadata; not supported")
+    meta_columns(data.source.table, config.data.meta_cols, str(data.source.where))
+
+
 def setup_loaders(config: Config, data: Data, fold_of: np.ndarray, device: torch.device) -> Loaders:
     """The train, train-eval and valid loaders of fold ``split.fold`` (``loader`` group; a dry run uses 1% of
-    the rows, ``data_fraction`` otherwise); pseudo-labelled test images join the train fold (``pseudo`` group).
+    the rows, ``data_fraction`` otherwise); pseudo-labelled test images join the train fold (``pseudo`` group);
+    with ``--meta-cols`` the metadata is encoded with the train fold's statistics (`src.metadata`).
 
     Raises:
         ValueError: an empty validation fold, or bad pseudo-labels.
@@ -105,7 +124,12 @@ def setup_loaders(config: Config, data: Data, fold_of: np.ndarray, device: torch
     workers = config.loader.num_workers
     loader = dataclasses.replace(config.loader, num_workers=default_num_workers(device) if workers is None else workers)
     train_set = training_set(config, data, train_idx)
+    encoder = None
+    if config.data.meta_cols:
+        encoder = MetaEncoder.fit(data.source.table, config.data.meta_cols, train_idx)
+        data = dataclasses.replace(data, meta=encoder.transform(data.source.table, str(data.source.where)))
     loaders = build_loaders(data, train_idx, valid_idx, loader, config.run.seed, device.type == "cuda", train_set)
+    loaders.meta_encoder = encoder
     loaders.train.sampler.limit(config.run.max_iters_per_epoch)  # each capped epoch is a fresh pass
     return loaders
 
@@ -152,6 +176,7 @@ def resolve(config: Config, data: Data, loaders: Loaders) -> Config:
     head = "lsoftmax" if config.loss.loss == "lsoftmax" and model.head == "linear" else model.head
     return config.replace(
         head=head,
+        meta_features=loaders.meta_encoder.width if loaders.meta_encoder is not None else None,
         num_classes=task.num_outputs if task.kind == "multihead" else (model.num_classes or task.num_outputs),
         in_chans=data.in_chans,
         num_workers=loaders.train.num_workers,
@@ -160,9 +185,14 @@ def resolve(config: Config, data: Data, loaders: Loaders) -> Config:
     )
 
 
-def setup_model(config: Config, task: Task, device: torch.device) -> torch.nn.Module:
+def setup_model(
+    config: Config, task: Task, device: torch.device, meta_encoder: MetaEncoder | None = None
+) -> torch.nn.Module:
     """The ``model`` group's model with one output per class (one head per label column for several heads), on
-    ``device`` in the ``channels_last`` memory format when set."""
+    ``device`` in the ``channels_last`` memory format when set; with metadata, its MLP keeps ``meta_encoder`` (saved
+    with every checkpoint)."""
     num_classes = task.sizes if task.kind == "multihead" else config.model.num_classes
     model = build_model(config.model, num_classes)
+    if model.meta is not None:
+        model.meta.encoder = meta_encoder
     return model.to(device, memory_format=torch.channels_last if config.step.channels_last else torch.preserve_format)

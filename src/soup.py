@@ -40,7 +40,7 @@ from src import files, rundir
 from src.cli import parse_args, run_cli
 from src.config import Config
 from src.cv import gather_oof
-from src.engine import predict_logits
+from src.engine import predict_logits, to_device
 from src.evaluation import Selection
 from src.metrics import score, to_probs
 from src.oof import predictions_frame
@@ -99,10 +99,13 @@ def average(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor
     """
     first = states[0]
     for state in states[1:]:
-        if state.keys() != first.keys() or any(state[k].shape != first[k].shape for k in first):
+        shapes = [k for k in first if torch.is_tensor(first[k])]  # the rest: extra state (the metadata encoding)
+        if state.keys() != first.keys() or any(state[k].shape != first[k].shape for k in shapes):
             raise ValueError("the checkpoints hold different tensors: soups need one arch and one class list")
     return {
-        name: torch.stack([s[name].float() for s in states]).mean(0).to(t.dtype) if t.is_floating_point() else t
+        name: torch.stack([s[name].float() for s in states]).mean(0).to(t.dtype)
+        if torch.is_tensor(t) and t.is_floating_point()
+        else t
         for name, t in first.items()
     }
 
@@ -114,7 +117,7 @@ class FoldSoup:
         self.config, self.device = config.replace(progress=False, num_workers=0), device
         self.data, self.fold_of = setup_data(self.config)
         self.loaders = setup_loaders(self.config, self.data, self.fold_of, device)
-        self.model = setup_model(self.config, self.data.task, device)
+        self.model = setup_model(self.config, self.data.task, device, self.loaders.meta_encoder)
         self.selection = Selection.of(config)
 
     def load(self, states: Sequence[dict[str, torch.Tensor]]) -> None:
@@ -122,7 +125,8 @@ class FoldSoup:
         self.model.load_state_dict(average(states) if len(states) > 1 else states[0])
         if len(states) > 1:
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                update_bn(self.loaders.bn, self.model, device=self.device)
+                # inputs moved here as 1-tuples: update_bn would keep only the images of (images, metadata)
+                update_bn(((to_device(b, self.device)[0],) for b in self.loaders.bn), self.model)
 
     def evaluate(self) -> tuple[float, np.ndarray]:
         """The selecting metric on the valid fold, signed so that higher is better, and the probabilities."""

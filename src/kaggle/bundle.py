@@ -139,7 +139,7 @@ def copy_model(run: Path, out: Path, half: bool) -> None:
             shutil.copyfile(fold.run_dir / name, _made(target / name))
         if half:
             state = torch.load(fold.checkpoint, map_location="cpu", weights_only=True)
-            torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()},
+            torch.save({k: v.half() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in state.items()},
                        _made(target / fold.checkpoint.name))
         else:
             shutil.copyfile(fold.checkpoint, _made(target / fold.checkpoint.name))
