@@ -44,7 +44,9 @@ def _close(got, want):
 def _outputs(modules, model, x):
     """Runs ``model`` on ``x`` and returns the output of each module of ``modules`` (copied: in-place ReLUs follow)."""
     seen = {}
-    handles = [m.register_forward_hook(lambda m, i, o, k=k: seen.__setitem__(k, o.clone())) for k, m in enumerate(modules)]
+    handles = [
+        m.register_forward_hook(lambda m, i, o, k=k: seen.__setitem__(k, o.clone())) for k, m in enumerate(modules)
+    ]
     with torch.no_grad():
         model(x)
     for handle in handles:
@@ -66,13 +68,13 @@ def test_the_drawn_stage_sees_mixed_activations_and_the_stages_before_it_unmixed
     for stage in range(1, len(stages) + 1):
         raw, mixed = {}, {}
         layer = stages[stage - 1]
-        handles = [layer.register_forward_hook(lambda m, i, o: raw.__setitem__("out", o.clone()))]
+        handles = [layer.register_forward_hook(lambda m, i, o, raw=raw: raw.__setitem__("out", o.clone()))]
         model.train()  # the armed mix fires in training passes only; dropout and batch statistics are off below
         for module in model.modules():
             if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.Dropout)):
                 module.eval()
         mixer.arm(stage, weights, index)
-        handles.append(layer.register_forward_hook(lambda m, i, o: mixed.__setitem__("out", o.clone())))
+        handles.append(layer.register_forward_hook(lambda m, i, o, mixed=mixed: mixed.__setitem__("out", o.clone())))
         before = _outputs(stages[: stage - 1], model, x)
         for handle in handles:
             handle.remove()
