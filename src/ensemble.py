@@ -46,7 +46,7 @@ class EnsembleConfig:
     method: Literal["mean", "geometric", "rank", "stack"] = "mean"
     """Weighted mean of probabilities, weighted geometric mean, weighted mean of per-class ranks (AUC), or 'stack': a
     level-2 model (--stacker) fitted on the OOF probabilities, its OOF score from stackers fitted on the other folds
-    (src/stacking.py; one label per row)."""
+    (src/stacking.py; one problem per tag or head for multi-label and multi-head runs)."""
     stacker: Literal["logistic", "ridge", "gbm"] = "logistic"
     """The level-2 model of --method stack: scikit-learn's logistic regression, ridge regression on one-hot targets,
     or HistGradientBoostingClassifier."""
@@ -171,13 +171,8 @@ def ensemble(args: EnsembleConfig) -> dict:
     config = load_config_file(config_file)
     metric, threshold = args.metric or config.eval.metric, config.eval.threshold
     if args.method == "stack":
-        if task.kind != "single":
-            raise ValueError("--method stack: one label per row only; blend multi-label or multi-head runs with "
-                             "--method mean, geometric or rank")
         weights = None
-        blended = stacking.honest_oof(
-            np.concatenate(probs, 1), targets, frame["fold"].to_numpy(), len(task.classes), args.stacker
-        )
+        blended = stacking.honest_oof(np.concatenate(probs, 1), targets, frame["fold"].to_numpy(), task, args.stacker)
     else:
         weights = blend_weights(args, probs, targets, task, metric, threshold)
         blended = blend(probs, weights, args.method, task)
@@ -199,7 +194,7 @@ def ensemble(args: EnsembleConfig) -> dict:
         _, ids, test_probs = aligned(tests, task, "test")
         if weights is None:
             test_blend = stacking.fit_predict(
-                np.concatenate(probs, 1), targets, np.concatenate(test_probs, 1), len(task.classes), args.stacker
+                np.concatenate(probs, 1), targets, np.concatenate(test_probs, 1), task, args.stacker
             )
         else:
             test_blend = blend(test_probs, weights, args.method, task)

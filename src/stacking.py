@@ -4,7 +4,8 @@
 the runs' OOF probabilities side by side (N, runs * classes). Its reported OOF score is honest: each row is
 predicted by a stacker fitted on the rows of the other folds only (the folds the runs themselves used, read from
 ``oof.csv``), so no row's own label reaches its prediction; the test rows are predicted by a stacker fitted on
-all OOF rows. The estimators are scikit-learn's; the fold-wise fitting is ours (scikit-learn's
+all OOF rows. Multi-label and multi-head tasks stack one problem per tag or head (`problems`). The estimators are
+scikit-learn's; the fold-wise fitting is ours (scikit-learn's
 ``StackingClassifier`` refits the level-1 models, which here are whole training runs).
 """
 
@@ -14,6 +15,8 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
 from threadpoolctl import threadpool_limits
+
+from src.targets import Task
 
 STACKERS = ("logistic", "ridge", "gbm")
 
@@ -69,6 +72,17 @@ def make_stacker(name: str):
     raise ValueError(f"--stacker {name!r}: unknown; known: {', '.join(STACKERS)}")
 
 
+class _Constant:
+    """The stacker of a problem whose training rows hold one class only (a tag never or always present)."""
+
+    def fit(self, features: np.ndarray, targets: np.ndarray) -> _Constant:
+        self.classes_ = np.unique(targets)
+        return self
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        return np.ones((len(features), 1))
+
+
 def _probabilities(model, features: np.ndarray, num_classes: int) -> np.ndarray:
     """(N, num_classes) float64: the model's probabilities in the task's class order (classes it never saw: 0)."""
     out = np.zeros((len(features), num_classes))
@@ -76,32 +90,62 @@ def _probabilities(model, features: np.ndarray, num_classes: int) -> np.ndarray:
     return out
 
 
-def honest_oof(features: np.ndarray, targets: np.ndarray, folds: np.ndarray, num_classes: int, name: str) -> np.ndarray:
-    """Each row's level-2 probabilities from a stacker fitted on the other folds' rows only.
+def problems(task: Task, targets: np.ndarray) -> list[tuple[np.ndarray, int, slice]]:
+    """The single-label problems a task's stacking is made of: ``(targets (N,) int64, classes, output columns)``.
+
+    One label: one problem over all columns. Multi-label (targets (N, C) multi-hot): one yes/no problem per tag,
+    whose probability of yes fills the tag's column. Several heads (targets (N, heads)): one problem per head, over
+    the head's block of columns. Each problem's stacker reads every run's every column.
+    """
+    if task.kind == "single":
+        return [(targets, len(task.classes), slice(0, len(task.classes)))]
+    if task.kind == "multilabel":
+        return [(targets[:, c].astype(np.int64), 2, slice(c, c + 1)) for c in range(targets.shape[1])]
+    offsets = np.cumsum([0, *task.sizes])
+    return [(targets[:, h], size, slice(offsets[h], offsets[h + 1])) for h, size in enumerate(task.sizes)]
+
+
+def _fit(name: str, features: np.ndarray, targets: np.ndarray):
+    return (make_stacker(name) if len(np.unique(targets)) > 1 else _Constant()).fit(features, targets)
+
+
+def _columns(model, features: np.ndarray, classes: int, columns: slice) -> np.ndarray:
+    probs = _probabilities(model, features, classes)
+    return probs[:, 1:] if columns.stop - columns.start == 1 and classes == 2 else probs
+
+
+def honest_oof(features: np.ndarray, targets: np.ndarray, folds: np.ndarray, task: Task, name: str) -> np.ndarray:
+    """Each row's level-2 probabilities from stackers fitted on the other folds' rows only.
 
     Args:
-        features: (N, runs * classes) the runs' OOF probabilities side by side.
-        targets: (N,) int64 class indices.
+        features: (N, runs * num_outputs) the runs' OOF probabilities side by side.
+        targets: the rows' targets as `Task.encode` gives them: (N,) class indices, (N, C) multi-hot tags or
+            (N, heads) class indices per head.
         folds: (N,) the fold each row was validated in.
-        num_classes: the task's class count.
+        task: the task (`problems`).
         name: the stacker (`make_stacker`).
 
     Returns:
-        (N, num_classes) float64 probabilities.
+        (N, num_outputs) float64 probabilities, as the runs' (per head, per tag).
 
     Raises:
         ValueError: fewer than two folds.
     """
     if len(np.unique(folds)) < 2:
         raise ValueError("--method stack: the runs' oof.csv holds one fold; stacking needs the folds of --fold all")
-    out = np.zeros((len(features), num_classes))
-    for fold in np.unique(folds):
-        held = folds == fold
-        model = make_stacker(name).fit(features[~held], targets[~held])
-        out[held] = _probabilities(model, features[held], num_classes)
+    out = np.zeros((len(features), task.num_outputs))
+    for labels, classes, columns in problems(task, targets):
+        for fold in np.unique(folds):
+            held = folds == fold
+            model = _fit(name, features[~held], labels[~held])
+            out[held, columns] = _columns(model, features[held], classes, columns)
     return out
 
 
-def fit_predict(features: np.ndarray, targets: np.ndarray, test: np.ndarray, num_classes: int, name: str) -> np.ndarray:
-    """Test probabilities (M, num_classes) from a stacker fitted on all OOF rows (``features`` (N, F), ``targets``)."""
-    return _probabilities(make_stacker(name).fit(features, targets), test, num_classes)
+def fit_predict(features: np.ndarray, targets: np.ndarray, test: np.ndarray, task: Task, name: str) -> np.ndarray:
+    """Test probabilities (M, num_outputs) from stackers fitted on all OOF rows (``features`` (N, F), ``targets``
+    as in `honest_oof`), applied to ``test`` (M, F)."""
+    out = np.zeros((len(test), task.num_outputs))
+    for labels, classes, columns in problems(task, targets):
+        out[:, columns] = _columns(_fit(name, features, labels), test, classes, columns)
+    return out

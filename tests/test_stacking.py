@@ -22,7 +22,8 @@ def test_on_pure_noise_the_in_sample_stacker_looks_good_and_the_honest_stack_sta
     for name in stacking.STACKERS:
         leaky = stacking.make_stacker(name).fit(features, targets)
         in_sample = accuracy_score(targets, leaky.predict_proba(features).argmax(1))
-        honest = stacking.honest_oof(features, targets, folds, classes, name)
+        task = Task("single", (Head("label", tuple("abcd")),))
+        honest = stacking.honest_oof(features, targets, folds, task, name)
         assert honest.shape == (n, classes) and np.allclose(honest.sum(1), 1.0)
         out_of_fold = accuracy_score(targets, honest.argmax(1))
         assert in_sample > 1 / classes + 0.08, name  # fitted and scored on the same rows: it learned the noise
@@ -34,15 +35,15 @@ def test_a_row_never_sees_its_own_label():
     targets = rng.integers(0, 3, 90)
     features = np.eye(3)[targets] * 0.8 + 0.1  # a perfect run: the stacker learns to copy it
     folds = np.arange(90) % 3
-    honest = stacking.honest_oof(features, targets, folds, 3, "logistic")
+    honest = stacking.honest_oof(features, targets, folds, ABC_TASK, "logistic")
     flipped = targets.copy()
     flipped[folds == 0] = (flipped[folds == 0] + 1) % 3  # other labels on fold 0 only
-    other = stacking.honest_oof(features, flipped, folds, 3, "logistic")
+    other = stacking.honest_oof(features, flipped, folds, ABC_TASK, "logistic")
     np.testing.assert_allclose(other[folds == 0], honest[folds == 0])  # fold 0's own labels never reached it
     assert not np.allclose(other[folds != 0], honest[folds != 0])
 
 
-def test_cli_stacks_complementary_runs_and_refuses_what_it_cannot(tmp_path, capsys):
+def test_cli_stacks_complementary_runs(tmp_path, capsys):
     from tests.helpers import blend_runs
 
     targets, _, _, left, right = blend_runs(np.random.default_rng(2), n=120)
@@ -60,11 +61,39 @@ def test_cli_stacks_complementary_runs_and_refuses_what_it_cannot(tmp_path, caps
     assert len(oof) == 120 and set(oof["fold"]) == {0, 1}
     assert pd.read_csv(out / "submission.csv")["id"].tolist() == [f"t{i}" for i in range(5)]
 
+
+def test_cli_stacks_multilabel_runs_one_tag_at_a_time(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 160
     tags = Task("multilabel", (Head("label", ("a", "b", "c")),))
-    write_run(tmp_path / "C", ids, ["a b"] * 120, left, left[:5], task=tags)
-    write_run(tmp_path / "D", ids, ["a b"] * 120, right, right[:5], task=tags)
-    assert ensemble_main([str(tmp_path / "C"), str(tmp_path / "D"), "--method", "stack"]) == 2
-    assert "--method stack: one label per row only" in capsys.readouterr().err
+    has = rng.random((n, 3)) < 0.5
+    has[:, 2] = True  # tag c on every row: its stacker is the constant "yes"
+    knows_a = np.stack([np.where(has[:, 0], 0.9, 0.1), np.full(n, 0.5), np.full(n, 0.6)], 1)
+    knows_b = np.stack([np.full(n, 0.5), np.where(has[:, 1], 0.9, 0.1), np.full(n, 0.6)], 1)
+    ids = [f"r{i}" for i in range(n)]
+    labels = [" ".join(t for t, h in zip("abc", row) if h) for row in has]
+    write_run(tmp_path / "A", ids, labels, knows_a, knows_a[:5], task=tags)
+    write_run(tmp_path / "B", ids, labels, knows_b, knows_b[:5], task=tags)
+    out = tmp_path / "stack"
+    assert ensemble_main([str(tmp_path / "A"), str(tmp_path / "B"), "--method", "stack", "--output-dir", str(out)]) == 0
+    result = json.loads((out / "ensemble.json").read_text())
+    assert max(result["runs"].values()) < 0.65 and result["oof_blend"] > 0.95  # exact match of all three tags
+    oof = pd.read_csv(out / "oof.csv")
+    assert (oof["p_c"] > 0.99).all()
+
+
+def test_several_heads_stack_one_head_at_a_time():
+    rng = np.random.default_rng(4)
+    n = 150
+    task = Task("multihead", (Head("root", ("r0", "r1", "r2")), Head("vowel", ("v0", "v1"))))
+    targets = np.stack([rng.integers(0, 3, n), rng.integers(0, 2, n)], 1)
+    features = np.concatenate([np.eye(3)[targets[:, 0]] * 0.6 + 0.1, np.eye(2)[targets[:, 1]] * 0.6 + 0.2], 1)
+    honest = stacking.honest_oof(features, targets, np.arange(n) % 3, task, "logistic")
+    assert honest.shape == (n, 5)
+    assert np.allclose(honest[:, :3].sum(1), 1.0) and np.allclose(honest[:, 3:].sum(1), 1.0)  # per head
+    assert (honest[:, :3].argmax(1) == targets[:, 0]).all() and (honest[:, 3:].argmax(1) == targets[:, 1]).all()
+    test = stacking.fit_predict(features, targets, features[:7], task, "ridge")
+    assert test.shape == (7, 5) and (test[:, :3].argmax(1) == targets[:7, 0]).all()
 
 
 def test_an_unknown_stacker_is_named():
