@@ -134,13 +134,12 @@ class Classifier(nn.Module):
         num_features: channels of the backbone output.
         num_classes: number of output logits, or a list of classes per head (one linear layer each,
             outputs concatenated in that order, see `MultiHead`).
-        drop_rate: dropout probability before the linear layer.
-        head: ``"linear"`` (dropout -> linear), ``"bn-dropout"`` (BatchNorm1d -> dropout -> linear, the
-            head of the Recursion Cellular competition log), ``"arcface"`` / ``"cosface"`` (dropout -> a
-            `CosineHead`; one head only) or ``"lsoftmax"`` (dropout -> a `LargeMarginHead`; one head only).
-        margin: margin of an ArcFace (degrees), CosFace (cosine) or L-softmax (integer m) head; None: the head's
-            default.
-        scale: logit scale of an ArcFace or CosFace head.
+        config: the head's fields of the model group: ``drop_rate`` (dropout before the linear layer); ``head``:
+            ``"linear"`` (dropout -> linear), ``"bn-dropout"`` (BatchNorm1d -> dropout -> linear, the head of the
+            Recursion Cellular competition log), ``"arcface"`` / ``"cosface"`` (dropout -> a `CosineHead`; one head
+            only) or ``"lsoftmax"`` (dropout -> a `LargeMarginHead`; one head only); ``margin`` of an ArcFace
+            (degrees), CosFace (cosine) or L-softmax (integer m) head, None: the head's default; ``margin_scale``,
+            the logit scale of an ArcFace or CosFace head. None: a plain linear head without dropout.
         meta: a `src.metadata.MetaNet` for image + metadata inputs: the model then takes ``(images (N, C, H, W),
             metadata (N, width))`` and its MLP's output (N, META_HIDDEN) is concatenated to the image embedding.
 
@@ -153,13 +152,12 @@ class Classifier(nn.Module):
         backbone: nn.Module,
         num_features: int,
         num_classes: int | Sequence[int],
-        drop_rate: float = 0.0,
-        head: str = "linear",
-        margin: float | None = None,
-        scale: float = 30.0,
+        config: ModelConfig | None = None,
         meta: nn.Module | None = None,
     ):
         super().__init__()
+        config = config or ModelConfig(drop_rate=0.0)
+        head, margin = config.head, config.margin
         if head not in HEADS:
             raise ValueError(f"--head {head!r}: unknown head; known: {', '.join(HEADS)}")
         if head in MARGIN_HEADS and not isinstance(num_classes, int):
@@ -170,11 +168,11 @@ class Classifier(nn.Module):
         self.num_features = num_features  # of the embedding the head sees
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head_norm = nn.BatchNorm1d(num_features) if head == "bn-dropout" else nn.Identity()
-        self.dropout = nn.Dropout(drop_rate)
+        self.dropout = nn.Dropout(config.drop_rate)
         if head == "lsoftmax":
             self.fc = LargeMarginHead(num_features, num_classes, margin)
         elif head in MARGIN_HEADS:
-            self.fc = CosineHead(num_features, num_classes, head, margin, scale)
+            self.fc = CosineHead(num_features, num_classes, head, margin, config.margin_scale)
         elif isinstance(num_classes, int):
             self.fc = nn.Linear(num_features, num_classes)
         else:
@@ -557,9 +555,7 @@ def build_model(config: ModelConfig, num_classes: int | Sequence[int]) -> Classi
         adapt_input_conv(net, in_chans)
     set_output_stride(net, config.output_stride, config.arch)
     meta = MetaNet(config.meta_features, config.drop_rate) if config.meta_features else None
-    model = Classifier(
-        wrap(net), num_features, num_classes, config.drop_rate, config.head, config.margin, config.margin_scale, meta
-    )
+    model = Classifier(wrap(net), num_features, num_classes, config, meta)
     if config.activation:
         replace_activations(model, config.activation)
     if own:

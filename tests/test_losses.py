@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.config import LossConfig
+from src.config import LossConfig, ModelConfig
 from src.losses import (
     CenterLoss,
     MarginSoftmaxLoss,
@@ -94,7 +94,7 @@ def test_margin_loss_equals_the_library_loss_on_embeddings(kind):
 
 def test_margin_head_refuses_several_heads_and_other_losses():
     with pytest.raises(ValueError, match="margin heads"):
-        Classifier(nn.Identity(), 4, [3, 2], head="arcface")
+        Classifier(nn.Identity(), 4, [3, 2], ModelConfig(head="arcface"))
     task = Task("single", (Head("label", ("a", "b")),))
     with pytest.raises(ValueError, match="--loss ce"):
         task_criterion(task, LossConfig(loss="focal"), CosineHead(4, 2, "arcface"))
