@@ -94,7 +94,8 @@ def test_top_losses_show_the_highest_losses_first_with_their_labels():
         "conf": np.array([[0.9], [0.8], [0.7]]),
     }
     images = {i: torch.full((1, 8, 8), i / 10) for i in range(3)}  # row i is grey at i / 10
-    loaders = types.SimpleNamespace(valid_images={i: (x, 0) for i, x in images.items()}, mean=[0.0], std=[1.0])
+    valid_images = types.SimpleNamespace(image=images.__getitem__)  # ImageDataset.image: row -> (C, H, W)
+    loaders = types.SimpleNamespace(valid_images=valid_images, mean=[0.0], std=[1.0])
     writer = RecordingWriter()
     pictures.log_top_losses(writer, results, _single(3), loaders, "valid", 1, k=2)
     grid = writer.logged["valid/top_losses"]
