@@ -5,8 +5,9 @@
 
 Prints images/s for: (1) a hand-written loop on in-memory tensors, (2) our trainer with its
 per-iteration handlers (NaN check, epoch loss, schedule, progress-bar-free) on the same tensors,
-(3) the train loader alone (decode + augment), (4) our trainer fed by the real loader; medians over the repeats,
-and the ratios (2)/(1) and (4)/(2) taken within each repeat (the variants run back to back, so the machine's drift
+(3) the train loader alone (decode + augment), (4) our trainer fed by the real loader, (3') and (4') the same with
+the light preset per image in albumentations (``--no-batch-aug``); medians over the repeats, and the ratios (2)/(1),
+(4)/(2) and (4')/(2) taken within each repeat (the variants run back to back, so the machine's drift
 cancels). Every variant trains the same model from the same initial weights on the bundled digits.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import statistics
 import time
 
@@ -79,22 +81,27 @@ def main() -> None:
     train_idx, valid_idx = split_indices(assign_folds(data, 5, seed=42), 0, seed=42)
     workers = default_num_workers(CPU) if args.num_workers is None else args.num_workers
     loader = LoaderConfig(img_size=args.img_size, batch_size=args.batch_size, aug="light", num_workers=workers)
-    loaders = build_loaders(data, train_idx, valid_idx, loader, seed=42)
+    loaders = build_loaders(data, train_idx, valid_idx, loader, seed=42)  # light preset on whole batches
+    per_image = build_loaders(data, train_idx, valid_idx, dataclasses.replace(loader, batch_aug=False), seed=42).train
     iters = min(args.iters, len(loaders.train))
     batches = [b for b, _ in zip(loaders.train, range(iters))]  # the same decoded, augmented batches in memory
     images = iters * args.batch_size
     base = build_model(ModelConfig(arch=args.arch, in_chans=1), 10).to(memory_format=torch.channels_last)
     hand_loop(copy.deepcopy(base), batches[:3], 1e-3)  # warm-up
 
-    results: dict[str, list[float]] = {"hand_loop": [], "ignite_in_memory": [], "loader_only": [], "ignite_loader": []}
+    results: dict[str, list[float]] = {
+        "hand_loop": [], "ignite_in_memory": [], "loader_only": [], "ignite_loader": [],
+        "per_image_loader_only": [], "ignite_per_image_loader": [],
+    }
     for _ in range(args.repeats):
         results["hand_loop"].append(images / hand_loop(copy.deepcopy(base), batches, 1e-3))
         results["ignite_in_memory"].append(images / ignite_loop(copy.deepcopy(base), batches, 1e-3, iters))
-        start = time.perf_counter()
-        for _, _ in zip(loaders.train, range(iters)):
-            pass
-        results["loader_only"].append(images / (time.perf_counter() - start))
-        results["ignite_loader"].append(images / ignite_loop(copy.deepcopy(base), loaders.train, 1e-3, iters))
+        for name, train in (("", loaders.train), ("per_image_", per_image)):
+            start = time.perf_counter()
+            for _, _ in zip(train, range(iters)):
+                pass
+            results[f"{name}loader_only"].append(images / (time.perf_counter() - start))
+            results[f"ignite_{name}loader"].append(images / ignite_loop(copy.deepcopy(base), train, 1e-3, iters))
     print(
         f"{args.arch} {args.img_size}px batch {args.batch_size}, {iters} iterations x {args.repeats} repeats, "
         f"{torch.get_num_threads()} threads"
@@ -105,9 +112,10 @@ def main() -> None:
     for label, num, den in (
         ("trainer / hand loop", "ignite_in_memory", "hand_loop"),
         ("loader / in memory", "ignite_loader", "ignite_in_memory"),
+        ("per-image loader / in memory", "ignite_per_image_loader", "ignite_in_memory"),
     ):
         ratios = [a / b for a, b in zip(results[num], results[den])]
-        print(f"{label:>20}: median {statistics.median(ratios):.3f} (all: {[round(r, 3) for r in ratios]})")
+        print(f"{label:>28}: median {statistics.median(ratios):.3f} (all: {[round(r, 3) for r in ratios]})")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from src import distributed
 from src.augmentations import build_transforms, reseed
+from src.batch_augment import batched, build_batch_pipeline
 from src.config import DataConfig, LoaderConfig
 from src.metadata import MetaEncoder
 from src.sampling import EpochSampler
@@ -148,16 +149,33 @@ class ImageDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int, int]) -> tuple:
         """``key``: a row, or ``(row, seed, epoch)`` from `src.sampling.EpochSampler`, which seeds this sample's
         augmentation from ``(seed, epoch, row)``."""
-        row = key[0] if isinstance(key, tuple) else key
-        image, target = self.image(key), torch.as_tensor(self.targets[row])
+        return self._item(key, self.image(key))
+
+    def __getitems__(self, keys: list) -> list[tuple]:
+        """The items of a batch of keys (torch's DataLoader calls this): a batch pipeline
+        (`src.batch_augment.BatchPipeline`) transforms them together, any other pipeline one by one."""
+        if not getattr(self.transform, "batched", False):
+            return [self[key] for key in keys]
+        images = self.transform([self.images[_row(key)] for key in keys], keys)
+        return [self._item(key, image) for key, image in zip(keys, images)]
+
+    def _item(self, key, image: torch.Tensor) -> tuple:
+        row = _row(key)
+        target = torch.as_tensor(self.targets[row])
         return ((image, torch.from_numpy(self.meta[row])), target) if self.meta is not None else (image, target)
 
     def image(self, key: int | tuple[int, int, int]) -> torch.Tensor:
         """The transformed image (C, H', W') of ``key`` (as `__getitem__`), without target or metadata."""
+        if getattr(self.transform, "batched", False):
+            return self.transform([self.images[_row(key)]], [key])[0]
         if isinstance(key, tuple):
             reseed(self.transform, key)
-            key = key[0]
-        return self.transform(image=self.images[key])["image"]
+        return self.transform(image=self.images[_row(key)])["image"]
+
+
+def _row(key: int | tuple[int, int, int]) -> int:
+    """The row of a dataset key (a row, or ``(row, seed, epoch)``)."""
+    return key[0] if isinstance(key, tuple) else key
 
 
 class SequenceToTensor:
@@ -376,10 +394,12 @@ def _pipelines(data: Data, train_idx: np.ndarray, config: LoaderConfig, seed: in
     if len(mean) != data.in_chans or len(std) != data.in_chans:
         raise ValueError(f"--mean/--std give {len(mean)}/{len(std)} values; the images have {data.in_chans} channels")
 
-    def images(size: int, seed: int) -> tuple[A.Compose, A.Compose]:
-        return (  # the train pipeline is re-seeded for every sample (`ImageDataset`)
-            build_transforms(size, mean, std, aug=config.aug, seed=seed, resize_mode=config.resize_mode),
-            build_transforms(size, mean, std, aug="none", resize_mode=config.resize_mode),
-        )
+    def images(size: int, seed: int) -> tuple:
+        # the train pipeline draws from each sample's key (`ImageDataset`): per batch or per image
+        if config.batch_aug and batched(config.aug):
+            train = build_batch_pipeline(size, mean, std, config.aug, seed, config.resize_mode)
+        else:
+            train = build_transforms(size, mean, std, aug=config.aug, seed=seed, resize_mode=config.resize_mode)
+        return train, build_transforms(size, mean, std, aug="none", resize_mode=config.resize_mode)
 
     return mean, std, images

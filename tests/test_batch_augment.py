@@ -1,0 +1,113 @@
+"""The batch pipeline of the light preset (`src.batch_augment`): albumentations' warp, per-key draws, the loader."""
+
+import albumentations as A
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from src.augmentations import build_transforms
+from src.batch_augment import LIGHT, BatchAffine, BatchPipeline, build_batch_pipeline, key_uniforms
+from src.config import LoaderConfig
+from src.loaddata import build_loaders
+from tests.helpers import fake_data, split
+
+
+def _shape(size: int = 32) -> np.ndarray:
+    """A smooth, asymmetric uint8 (H, W, 1) image: a blob off the centre and a bar, so that a wrong sign of a
+    rotation or a shift shows."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float64)
+    blob = 255 * np.exp(-(((x - 0.65 * size) ** 2) + (y - 0.35 * size) ** 2) / (2 * (0.12 * size) ** 2))
+    bar = 180 * np.exp(-((y - 0.7 * size) ** 2) / (2 * (0.05 * size) ** 2)) * (x > 0.2 * size) * (x < 0.6 * size)
+    return np.clip(blob + bar, 0, 255).astype(np.uint8)[..., None]
+
+
+def _ours(image: np.ndarray, scale: float, tx: float, ty: float, degrees: float) -> np.ndarray:
+    affine = BatchAffine(p=1.0)
+    affine.draw = lambda keys: np.array([[1.0, scale, tx, ty, degrees]] * len(keys))
+    batch = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    return affine(batch, [0])[0, 0].numpy()
+
+
+def _albumentations(image: np.ndarray, scale: float, tx: float, ty: float, degrees: float) -> np.ndarray:
+    warp = A.Affine(
+        scale=scale,
+        translate_percent={"x": (tx, tx), "y": (ty, ty)},
+        rotate=(degrees, degrees),
+        border_mode=cv2.BORDER_CONSTANT,
+        fill=0,
+        p=1.0,
+    )
+    return A.Compose([warp], seed=0)(image=image)["image"][..., 0].astype(np.float64)
+
+
+@pytest.mark.parametrize(  # shifts of whole pixels at 32 px: albumentations truncates a shift to whole pixels
+    "scale, tx, ty, degrees", [(1.0, 0.0, 0.0, 10.0), (1.1, 0.0625, -0.09375, 0.0), (0.9, -0.03125, 0.0625, -10.0)]
+)
+def test_the_warp_is_albumentations_affine_with_the_same_parameters(scale, tx, ty, degrees):
+    image = _shape(32)
+    expected = _albumentations(image, scale, tx, ty, degrees)
+    close = np.abs(_ours(image, scale, tx, ty, degrees) - expected).mean()
+    mirrored = np.abs(_ours(image, scale, -tx, -ty, -degrees) - expected).mean()
+    moved = np.abs(image[..., 0] - expected).mean()
+    assert close < 0.5 and close < 0.05 * min(mirrored, moved), (close, mirrored, moved)
+
+
+def test_a_samples_warp_depends_on_its_key_only():
+    images = [_shape() for _ in range(3)]
+    pipeline = build_batch_pipeline(32, [0.1], [0.3], "light", seed=0, resize_mode="resize")
+    keys = [(0, 7, 1), (1, 7, 1), (2, 7, 1)]
+    batch = pipeline(images, keys)
+    alone = pipeline(images[2:], keys[2:])
+    reordered = pipeline([images[1], images[0]], [keys[1], keys[0]])
+    assert torch.equal(batch[2], alone[0]) and torch.equal(batch[0], reordered[1])
+    assert not torch.equal(batch[0], batch[1]) or not torch.equal(batch[1], batch[2])  # other keys, other draws
+    again = build_batch_pipeline(32, [0.1], [0.3], "light", seed=3, resize_mode="resize")(images, keys)
+    assert torch.equal(batch, again)  # the key decides, not the pipeline's seed
+    next_epoch = pipeline(images, [(k, 7, 2) for k, _, _ in keys])
+    assert not torch.equal(batch, next_epoch)
+
+
+def test_the_draws_cover_the_light_presets_ranges_with_its_probability():
+    params = BatchAffine().draw([(row, 0, 0) for row in range(4000)])
+    assert abs(params[:, 0].mean() - LIGHT["p"]) < 0.03
+    for column, name in ((1, "scale"), (2, "translate"), (3, "translate"), (4, "rotate")):
+        low, high = LIGHT[name]
+        assert low <= params[:, column].min() < low + 0.05 * (high - low)
+        assert high - 0.05 * (high - low) < params[:, column].max() <= high
+
+
+@pytest.mark.parametrize("resize_mode, side", [("resize", 28), ("resize", 40), ("pad", 28), ("pad", 40)])
+def test_without_a_warp_the_batch_equals_albumentations_valid_pipeline(resize_mode, side):
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (side, side, 3), dtype=np.uint8) for _ in range(4)]
+    mean, std = [0.2, 0.4, 0.5], [0.2, 0.25, 0.3]
+    batch = BatchPipeline(32, mean, std, None, resize_mode)(images, [(k, 0, 0) for k in range(4)])
+    per_image = build_transforms(32, mean, std, "none", resize_mode=resize_mode)
+    expected = torch.stack([per_image(image=image)["image"] for image in images])
+    assert batch.shape == (4, 3, 32, 32) and batch.dtype == torch.float32
+    torch.testing.assert_close(batch, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("batch_aug", [True, False])
+def test_the_train_loader_batches_are_each_samples_own_augmentation(batch_aug):
+    data = fake_data(n=48, shape=(28, 28))
+    train_idx, valid_idx = split(data, 4, 0)
+    config = LoaderConfig(img_size=32, batch_size=8, aug="light", batch_aug=batch_aug, num_workers=0)
+    loaders = build_loaders(data, train_idx, valid_idx, config, seed=5)
+    assert getattr(loaders.train.dataset.transform, "batched", False) == batch_aug
+    x, _ = next(iter(loaders.train))
+    keys = list(loaders.train.sampler)[:8]
+    expected = torch.stack([loaders.train.dataset.image(key) for key in keys])
+    torch.testing.assert_close(x, expected, atol=1e-6, rtol=0)
+    assert x.shape == (8, 1, 32, 32) and x.dtype == torch.float32
+
+
+def test_key_uniforms_are_uniform_and_differ_with_every_field_of_the_key():
+    keys = np.array([(row, seed, epoch) for row in range(500) for seed in (0, 1) for epoch in (0, 1)])
+    uniform = key_uniforms(keys, 5)
+    assert uniform.shape == (2000, 5) and 0 <= uniform.min() and uniform.max() < 1
+    assert abs(uniform.mean() - 0.5) < 0.01 and abs(uniform.std() - (1 / 12) ** 0.5) < 0.01
+    assert len(np.unique(uniform[:, 0])) == len(keys)  # no two keys (row, seed or epoch apart) draw alike
+    assert np.abs(np.corrcoef(uniform.T) - np.eye(5)).max() < 0.06  # the draws of one key are independent
+    assert np.array_equal(key_uniforms(keys[::-1], 5), uniform[::-1])  # a key's draws are its own
