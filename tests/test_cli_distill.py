@@ -28,6 +28,7 @@ def _history(run):
     return pd.read_csv(run / "history.csv").drop(columns=TIME_COLUMNS)
 
 
+@pytest.mark.slow  # distillation's end-to-end run (~40 s on a slow 2-core machine)
 def test_weight_0_trains_like_plain_training_and_weight_1_learns_the_teacher_with_mixup(tmp_path):
     teacher = _teacher(tmp_path / "teacher")
     flags = [*TINY, "--arch", "resnet18", "--epochs", "2", "--output-dir", str(tmp_path), "--no-pictures"]

@@ -46,6 +46,7 @@ def mlflow_server(tmp_path_factory):
     log.close()
 
 
+@pytest.mark.slow  # a real MLflow server and two runs (~60 s)
 def test_a_run_and_its_continuation_are_one_mlflow_run_on_the_server(mlflow_server, tmp_path):
     from mlflow import MlflowClient
 

@@ -96,7 +96,9 @@ def test_ema_run_selects_by_the_ema_model_and_resumes_its_state(tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2] and "valid_ema_accuracy" in rows[0]
 
 
-@pytest.mark.parametrize("extra", [["--ema", "0.9"], ["--swa-start-epoch", "1"]])
+@pytest.mark.parametrize(
+    "extra", [["--ema", "0.9"], pytest.param(["--swa-start-epoch", "1"], marks=pytest.mark.slow)]  # SWA: toolbox's
+)
 def test_an_extra_evaluator_does_not_change_the_training_run(tmp_path, extra):
     """Evaluation must not draw from the training RNG: with --ema or SWA (a third evaluator; SWA also
     recomputes BatchNorm statistics) the trained model's weights after two epochs (dropout and drop-path

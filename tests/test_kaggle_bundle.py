@@ -70,6 +70,7 @@ def _probabilities(path: Path) -> np.ndarray:
     return frame.drop(columns=["id"]).to_numpy(dtype=np.float64)
 
 
+@pytest.mark.slow  # pip-installs the bundle offline in a notebook (~45 s)
 def test_the_notebook_installs_the_bundle_offline_and_reproduces_predict(competition, tmp_path):
     out = _bundle(competition, "bundle")
     manifest = json.loads((out / "bundle.json").read_text())

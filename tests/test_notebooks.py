@@ -40,6 +40,7 @@ def test_the_quickstart_trains_looks_predicts_and_lists_the_run(tmp_path, monkey
     assert (tmp_path / "runs" / "first" / "submission.csv").is_file()
 
 
+@pytest.mark.slow  # trains a run and executes a notebook (~25 s)
 def test_inspect_run_reads_a_run_folder(tmp_path, monkeypatch):
     from src.train import main
     from tests.helpers import TINY
