@@ -18,8 +18,9 @@ class EpochSampler(Sampler[tuple[int, int, int]]):
     - The permutation of epoch ``e`` depends only on ``(seed, e)`` (torch's `DistributedSampler`, which also
       gives each of ``world_size`` processes its share, the same as with one process for ``world_size=1``).
     - Each key carries ``(seed, epoch)``, so the dataset seeds the sample's augmentation from
-      ``(seed, epoch, index)`` (`src.augmentations.reseed`): the draws do not depend on which worker process
-      decodes the sample, on the number of workers or processes, or on where the run was resumed.
+      ``(seed, epoch, index)`` (`src.augmentations.reseed`, or `src.batch_augment.key_uniforms` for a batch
+      pipeline): the draws do not depend on which worker process decodes the sample, on the number of workers
+      or processes, or on where the run was resumed.
     - ``num_batches`` (`limit`) caps the epoch (``--max-iters-per-epoch``): each epoch is one fresh pass, so a
       capped epoch too starts from a new permutation.
     - `start_at` makes the next pass begin ``batches`` into the epoch: a run resumed from a checkpoint taken
