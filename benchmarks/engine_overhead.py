@@ -5,9 +5,9 @@
 
 Prints images/s for: (1) a hand-written loop on in-memory tensors, (2) our trainer with its
 per-iteration handlers (NaN check, epoch loss, schedule, progress-bar-free) on the same tensors,
-(3) the train loader alone (decode + augment), (4) our trainer fed by the real loader, (3') and (4') the same with
-the light preset per image in albumentations (``--no-batch-aug``); medians over the repeats, and the ratios (2)/(1),
-(4)/(2) and (4')/(2) taken within each repeat (the variants run back to back, so the machine's drift
+(3) the train loader alone (decode + augment) with ``--batch-aug``, (4) our trainer fed by that loader, (3') and
+(4') the same with the light preset per image in albumentations (the default); medians over the repeats, and the
+ratios (2)/(1), (4)/(2) and (4')/(2) taken within each repeat (the variants run back to back, so the machine's drift
 cancels). Every variant trains the same model from the same initial weights on the bundled digits.
 """
 
@@ -81,7 +81,7 @@ def main() -> None:
     train_idx, valid_idx = split_indices(assign_folds(data, 5, seed=42), 0, seed=42)
     workers = default_num_workers(CPU) if args.num_workers is None else args.num_workers
     loader = LoaderConfig(img_size=args.img_size, batch_size=args.batch_size, aug="light", num_workers=workers)
-    loaders = build_loaders(data, train_idx, valid_idx, loader, seed=42)  # light preset on whole batches
+    loaders = build_loaders(data, train_idx, valid_idx, dataclasses.replace(loader, batch_aug=True), seed=42)
     per_image = build_loaders(data, train_idx, valid_idx, dataclasses.replace(loader, batch_aug=False), seed=42).train
     iters = min(args.iters, len(loaders.train))
     batches = [b for b, _ in zip(loaders.train, range(iters))]  # the same decoded, augmented batches in memory

@@ -12,7 +12,7 @@ worker processes, on the number of processes, or on where a run resumed.
 
 The affine has the semantics of the ``light`` preset's `A.Affine` (scale, translation as a share of the side,
 rotation in degrees about the centre, zeros outside, bilinear); the test compares the two on fixed parameters.
-albumentations truncates the shift to whole pixels and rounds the warped image to uint8; here both stay continuous.
+Like albumentations, the shift is truncated to whole pixels and the warped image rounded to whole grey levels.
 The other presets (local warps, dropout, photometric changes) and pipeline files stay per image in albumentations.
 """
 
@@ -93,7 +93,8 @@ class BatchAffine:
         """The (N, 2, 3) float32 matrices of `torch.nn.functional.affine_grid` (output -> input, normalised
         coordinates, ``align_corners=False``) of ``params`` rows ``(_, scale, shift x, shift y, degrees)``.
 
-        In pixels about the centre, an image is mapped by ``p_out = s R(a) p_in + (tx W, ty H)``; the grid needs the
+        In pixels about the centre, an image is mapped by ``p_out = s R(a) p_in + t``, with ``t = (tx W, ty H)``
+        truncated to whole pixels; the grid needs the
         inverse, and normalised coordinates are pixels divided by (W/2, H/2).
         """
         scale, shift_x, shift_y, degrees = (torch.as_tensor(params[:, k], dtype=torch.float64) for k in range(1, 5))
@@ -103,12 +104,12 @@ class BatchAffine:
         inverse = torch.stack([torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], -2)  # (N, 2, 2)
         to_pixels = torch.tensor([half_w, half_h], dtype=torch.float64)
         linear = inverse * to_pixels[None, None, :] / to_pixels[None, :, None]  # D^-1 M D
-        shift = torch.stack([shift_x * width, shift_y * height], -1)  # pixels
+        shift = torch.stack([shift_x * width, shift_y * height], -1).trunc()  # whole pixels, as albumentations
         offset = -(inverse @ shift[..., None])[..., 0] / to_pixels  # -D^-1 M t
         return torch.cat([linear, offset[..., None]], -1).float()
 
     def __call__(self, images: torch.Tensor, keys: Sequence) -> torch.Tensor:
-        """Warps float ``images`` (N, C, H, W) in place where drawn; returns them."""
+        """Warps float ``images`` (N, C, H, W) of grey levels 0..255 in place where drawn; returns them."""
         params = self.draw(keys)
         warped = np.flatnonzero(params[:, 0])
         if len(warped):
@@ -116,7 +117,8 @@ class BatchAffine:
             theta = self.theta(params[warped], height, width).to(images.device)
             grid = F.affine_grid(theta, [len(warped), *images.shape[1:]], align_corners=False)
             index = torch.as_tensor(warped, device=images.device)
-            images[index] = F.grid_sample(images[index], grid, "bilinear", "zeros", align_corners=False)
+            warp = F.grid_sample(images[index], grid, "bilinear", "zeros", align_corners=False)
+            images[index] = warp.round_()  # grey levels, as albumentations' uint8 warp
         return images
 
 

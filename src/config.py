@@ -346,10 +346,10 @@ class LoaderConfig(_Group):
     """'resize' scales every image to img_size; 'pad' zero-pads smaller images (centred) first."""
     aug: str = "light"
     """Train-time augmentation: a preset ('none', 'light', 'medium', 'heavy') or an albumentations YAML/JSON file."""
-    batch_aug: bool = True
+    batch_aug: bool = False
     """Augment the train batch as a whole in torch where the preset allows it ('none', 'light': src.batch_augment;
-    the same warp, about 4x cheaper than albumentations per image); --no-batch-aug: albumentations per image, as
-    runs before 2026-12-01 did. Other presets and pipeline files are always per image."""
+    albumentations' warp, about 8x cheaper than albumentations per image; not the default yet: see NOTES
+    2026-12-01). Other presets and pipeline files are always per image."""
     batch_size: int | Literal["auto"] = 64
     """Micro-batch size (images per forward pass), over all processes: under torchrun each of N processes takes
     batch_size / N, so the update and the lr mean the same with any number of processes. 'auto' (CUDA): the largest

@@ -41,8 +41,8 @@ def _albumentations(image: np.ndarray, scale: float, tx: float, ty: float, degre
     return A.Compose([warp], seed=0)(image=image)["image"][..., 0].astype(np.float64)
 
 
-@pytest.mark.parametrize(  # shifts of whole pixels at 32 px: albumentations truncates a shift to whole pixels
-    "scale, tx, ty, degrees", [(1.0, 0.0, 0.0, 10.0), (1.1, 0.0625, -0.09375, 0.0), (0.9, -0.03125, 0.0625, -10.0)]
+@pytest.mark.parametrize(  # 32 px: shifts of 2.56 and -1.6 px, truncated to 2 and -1 (as albumentations does)
+    "scale, tx, ty, degrees", [(1.0, 0.0, 0.0, 10.0), (1.1, 0.08, -0.05, 0.0), (0.9, -0.05, 0.08, -10.0)]
 )
 def test_the_warp_is_albumentations_affine_with_the_same_parameters(scale, tx, ty, degrees):
     image = _shape(32)
