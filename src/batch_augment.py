@@ -94,8 +94,8 @@ class BatchAffine:
         coordinates, ``align_corners=False``) of ``params`` rows ``(_, scale, shift x, shift y, degrees)``.
 
         In pixels about the centre, an image is mapped by ``p_out = s R(a) p_in + t``, with ``t = (tx W, ty H)``
-        truncated to whole pixels; the grid needs the
-        inverse, and normalised coordinates are pixels divided by (W/2, H/2).
+        truncated to whole pixels; the grid needs the inverse, and normalised coordinates are pixels divided by
+        (W/2, H/2).
         """
         scale, shift_x, shift_y, degrees = (torch.as_tensor(params[:, k], dtype=torch.float64) for k in range(1, 5))
         angle = -torch.deg2rad(degrees)  # positive degrees turn the image counter-clockwise on screen (y points down)
