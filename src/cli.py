@@ -31,7 +31,7 @@ from ignite.utils import setup_logger
 from src import distributed
 from src.config import Config, deferred_checks, load_config_file
 from src.distributed import launched_rank
-from src.rundir import config_path, resolve_run_dir
+from src.rundir import config_path, read_config, resolve_run_dir
 
 T = TypeVar("T")
 INTERRUPTED = (
@@ -81,7 +81,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     if known.config:
         default = load_config_file(known.config)
     elif known.resume and config_path(resolve_run_dir(known.resume)).is_file():
-        default = load_config_file(config_path(resolve_run_dir(known.resume)))
+        default = read_config(resolve_run_dir(known.resume))
     else:
         default = Config()
     if known.resume:

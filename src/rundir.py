@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from src import distributed, files
-from src.config import Config, load_config_file, save_config
+from src.config import OLD_RUN_DEFAULTS, Config, load_config_file, save_config
 from src.targets import Task
 
 CONFIG = "config.yaml"
@@ -167,14 +167,15 @@ def write_config(run_dir: Path, config: Config) -> None:
 
 
 def read_config(run_dir: Path) -> Config:
-    """The run's saved config (flat keys of older runs included).
+    """The run's saved config (flat keys of older runs included; keys it lacks whose default changed since take
+    the value it trained with, `src.config.OLD_RUN_DEFAULTS`).
 
     Raises:
         FileNotFoundError: no ``config.yaml``.
     """
     if not config_path(run_dir).is_file():
         raise FileNotFoundError(f"{run_dir}: no {CONFIG}; is it a run folder of src.train?")
-    return load_config_file(config_path(run_dir))
+    return load_config_file(config_path(run_dir), missing=OLD_RUN_DEFAULTS)
 
 
 def write_data_description(run_dir: Path, task: Task, ids: Sequence[str], fold_of: np.ndarray) -> None:

@@ -155,6 +155,18 @@ def test_resume_takes_the_run_folder_config_as_defaults(tmp_path):
     assert config.run.resume == str(run)
 
 
+def test_a_run_saved_before_a_default_changed_resumes_as_it_trained_and_a_config_file_takes_the_default(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"loader": {"img_size": 28}}))  # saved before --batch-aug
+    assert parse_config(["--resume", str(run)], environ={}).loader.batch_aug is False
+    assert parse_config(["--resume", str(run), "--batch-aug"], environ={}).loader.batch_aug is True
+    (run / "config.yaml").write_text(yaml.safe_dump({"loader": {"batch_aug": True}}))
+    assert parse_config(["--resume", str(run)], environ={}).loader.batch_aug is True
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump({"img_size": 28}))
+    assert parse_config(["--config", str(tmp_path / "my.yaml")], environ={}).loader.batch_aug is True
+
+
 def test_run_cli_prints_the_info_lines_of_every_src_module(capsys):
     logging.getLogger("src.history")  # the modules' loggers exist before logging is set up, as in a real run
     assert run_cli(lambda: logging.getLogger("src.history").info("epoch 1: valid_accuracy=0.9")) == 0
