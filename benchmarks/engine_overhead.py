@@ -6,9 +6,10 @@
 Prints images/s for: (1) a hand-written loop on in-memory tensors, (2) our trainer with its
 per-iteration handlers (NaN check, epoch loss, schedule, progress-bar-free) on the same tensors,
 (3) the train loader alone (decode + augment) with ``--batch-aug`` (the default), (4) our trainer fed by that
-loader, (3') and (4') the same with the light preset per image in albumentations (``--no-batch-aug``); medians over the repeats, and the
-ratios (2)/(1), (4)/(2) and (4')/(2) taken within each repeat (the variants run back to back, so the machine's drift
-cancels). Every variant trains the same model from the same initial weights on the bundled digits.
+loader, (3') and (4') the same with the light preset per image in albumentations (``--no-batch-aug``); medians
+over the repeats, and the ratios (2)/(1), (4)/(2) and (4')/(2) taken within each repeat (the variants run back to
+back, so the machine's drift cancels). Every variant trains the same model from the same initial weights on the
+bundled digits.
 """
 
 from __future__ import annotations
