@@ -15,17 +15,21 @@ import cv2
 import numpy as np
 from albumentations.pytorch import ToTensorV2
 
+LIGHT = {"scale": (0.9, 1.1), "translate": (-0.08, 0.08), "rotate": (-10.0, 10.0), "p": 0.8}
+"""The ``light`` preset's affine: zoom factor, shift as a share of the side, degrees, probability (also the batch
+pipeline's, `src.batch_augment.BatchAffine`)."""
+
 
 def _light() -> list[A.BasicTransform]:
     # Small shifts, zooms and rotations; no flips, so it is safe for digits, text and other oriented images.
     return [
         A.Affine(
-            scale=(0.9, 1.1),
-            translate_percent=(-0.08, 0.08),
-            rotate=(-10, 10),
+            scale=LIGHT["scale"],
+            translate_percent=LIGHT["translate"],
+            rotate=LIGHT["rotate"],
             border_mode=cv2.BORDER_CONSTANT,
             fill=0,
-            p=0.8,
+            p=LIGHT["p"],
         )
     ]
 

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# the `light` preset's `A.Affine` (src.augmentations._light)
-LIGHT = {"scale": (0.9, 1.1), "translate": (-0.08, 0.08), "rotate": (-10.0, 10.0), "p": 0.8}
+from src.augmentations import LIGHT
+
 BATCHED_PRESETS = ("none", "light")
 
 
