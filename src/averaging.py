@@ -16,8 +16,32 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 from src.engine import optimizer_step_filter, to_device
 
 
+class ForeachEMAHandler(EMAHandler):
+    """ignite's `EMAHandler` with its update done by torch's multi-tensor (``_foreach``) kernels: one launch for all
+    the weights instead of two per tensor (effnet-b0: ~700 small kernels per optimizer step on a GPU, where each
+    launch costs more than its work). The arithmetic is the library's, ``ema * (1 - m) + w * m`` in that order, so
+    the average is bit for bit the same (tested); integer buffers are shared, as the library does."""
+
+    def _update_ema_model(self, engine: Engine, name: str) -> None:  # overrides ignite 0.5's per-tensor loop
+        momentum = getattr(engine.state, name)
+        pairs = [(e, m.data) for e, m in zip(self.ema_model.parameters(), self.model.parameters())]
+        if self.handle_buffers == "update":
+            buffers = list(zip(self.ema_model.buffers(), self.model.buffers()))
+            pairs += [(e, m.data) for e, m in buffers if e.is_floating_point()]
+            for ema_b, model_b in buffers:
+                if not ema_b.is_floating_point():  # BatchNorm's num_batches_tracked: the library shares it
+                    ema_b.data = model_b.data
+        elif self.handle_buffers == "copy":
+            for ema_b, model_b in zip(self.ema_model.buffers(), self.model.buffers()):
+                ema_b.data = model_b.data
+        if pairs:
+            ema, model = (list(t) for t in zip(*pairs))
+            torch._foreach_mul_(ema, 1.0 - momentum)
+            torch._foreach_add_(ema, model, alpha=momentum)
+
+
 def build_ema(model: torch.nn.Module, decay: float, warmup_steps: int = 0) -> EMAHandler:
-    """An exponential moving average of the weights, ignite's `EMAHandler`.
+    """An exponential moving average of the weights, ignite's `EMAHandler` (updated by `ForeachEMAHandler`).
 
     After each optimizer step, ``ema = decay * ema + (1 - decay) * weights``; BatchNorm running statistics
     are averaged the same way (``handle_buffers="update"``). With ``warmup_steps`` the decay rises linearly
@@ -35,10 +59,10 @@ def build_ema(model: torch.nn.Module, decay: float, warmup_steps: int = 0) -> EM
     if not 0.0 < decay < 1.0:
         raise ValueError(f"--ema {decay!r}: expected a decay in (0, 1), e.g. 0.999 (0 turns EMA off)")
     if warmup_steps > 1:
-        return EMAHandler(
+        return ForeachEMAHandler(
             model, momentum=1.0 - decay, momentum_warmup=1.0, warmup_iters=warmup_steps, handle_buffers="update"
         )
-    return EMAHandler(model, momentum=1.0 - decay, handle_buffers="update")
+    return ForeachEMAHandler(model, momentum=1.0 - decay, handle_buffers="update")
 
 
 def attach_ema(trainer: Engine, ema: EMAHandler, accumulation_steps: int) -> None:
@@ -53,8 +77,13 @@ def attach_ema(trainer: Engine, ema: EMAHandler, accumulation_steps: int) -> Non
 
 def build_swa(model: torch.nn.Module) -> AveragedModel:
     """An equal-weight running average of the weights, torch's `AveragedModel` (its BatchNorm statistics are
-    recomputed, see `attach_swa`)."""
-    return AveragedModel(model)
+    recomputed, see `attach_swa`), with every buffer on the model's device.
+
+    `AveragedModel` makes its ``n_averaged`` counter on ``device`` (None: the CPU), not where the copied model is;
+    the copy of a CUDA model would keep that one buffer on the CPU, and nccl refuses to broadcast it
+    (`src.distributed.sync_buffers`).
+    """
+    return AveragedModel(model, device=next(model.parameters()).device)
 
 
 def attach_swa(

@@ -56,7 +56,8 @@ class CosineHead(nn.Module):
 
     The class weights and the margin belong to pytorch-metric-learning's `ArcFaceLoss` / `CosFaceLoss`
     (``self.margin_loss``); the training criterion (`src.losses.MarginSoftmaxLoss`) applies its margin to these
-    logits, so evaluation and prediction use plain scaled cosines.
+    logits, so evaluation and prediction use plain scaled cosines. The logits are float32, computed in fp32 under
+    any autocast (a bf16 cosine cannot tell angles below ~3.6 degrees from 0).
 
     Args:
         num_features: embedding size.
@@ -78,7 +79,10 @@ class CosineHead(nn.Module):
         self.margin_loss = loss_class(num_classes=num_classes, embedding_size=num_features, scale=scale, **extra)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.margin_loss.get_logits(features)
+        # in fp32 whatever the autocast: in bf16 every cosine above 0.998 rounds to 1, where ArcFace's angle and its
+        # gradient vanish
+        with torch.autocast(features.device.type, enabled=False):
+            return self.margin_loss.get_logits(features.float())
 
 
 class LargeMarginHead(nn.Module):
@@ -90,7 +94,7 @@ class LargeMarginHead(nn.Module):
     `LargeMarginSoftmaxLoss` (``self.margin_loss``); the training criterion (`src.losses.LargeMarginSoftmaxLoss`)
     replaces the target's ``cos(theta)`` by ``psi(theta) = (-1)^k cos(m theta) - 2k``. The logits alone do not give
     the angle, so a training pass keeps its input's norms ``|x|`` (N,) in ``input_norm`` for that criterion.
-    Evaluation and prediction use the plain logits.
+    Evaluation and prediction use the plain logits, float32 under any autocast (as `CosineHead`'s).
 
     Args:
         num_features: embedding size.
@@ -117,9 +121,11 @@ class LargeMarginHead(nn.Module):
         self.input_norm: torch.Tensor | None = None
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        features = features.float()  # fp32 whatever the autocast: the criterion recovers cos(theta) from these logits
         if self.training:
-            self.input_norm = features.float().norm(dim=1)  # (N,)
-        return features @ self.margin_loss.W.to(features.dtype)  # (N, num_classes)
+            self.input_norm = features.norm(dim=1)  # (N,)
+        with torch.autocast(features.device.type, enabled=False):
+            return features @ self.margin_loss.W.float()  # (N, num_classes)
 
 
 HEADS = ("linear", "bn-dropout", "arcface", "cosface", "lsoftmax")

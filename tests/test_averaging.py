@@ -97,3 +97,36 @@ def test_swa_averages_epoch_end_weights_and_recomputes_batchnorm():
     conv_out = swa.module[0](x).transpose(0, 1).reshape(2, -1)  # BN input of the averaged conv, per channel
     assert torch.allclose(swa.module[1].running_mean, conv_out.mean(1), atol=1e-4)  # update_bn: exact mean
     assert evaluated == [2, 3] and "accuracy" in evaluator.state.metrics  # validated after each averaging
+
+
+def test_swa_keeps_every_buffer_on_the_models_device():
+    # torch's AveragedModel makes its n_averaged counter on the CPU unless told a device; under nccl that one CPU
+    # buffer fails the broadcast of src.distributed.sync_buffers. The meta device stands in for a GPU here.
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).to("meta")
+    devices = {t.device.type for t in [*build_swa(model).parameters(), *build_swa(model).buffers()]}
+    assert devices == {"meta"}
+    assert {b.device.type for b in torch.optim.swa_utils.AveragedModel(model).buffers()} == {"cpu", "meta"}
+
+
+@pytest.mark.parametrize("warmup_steps", [0, 3])
+def test_foreach_ema_is_bit_for_bit_ignites_ema(warmup_steps):
+    from ignite.handlers import EMAHandler
+
+    def run(handler_class) -> dict:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(3))
+        model(torch.zeros(2, 1, 8, 8))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.3)
+        trainer = create_trainer(model, optimizer, build_criterion("ce"), CPU, StepConfig())
+        kwargs = {"momentum_warmup": 1.0, "warmup_iters": warmup_steps} if warmup_steps else {}
+        ema = handler_class(model, momentum=0.1, handle_buffers="update", **kwargs)
+        attach_ema(trainer, ema, 1)
+        x, y = make_blobs(40, 3, size=8)
+        trainer.run([(x[i : i + 8], y[i : i + 8]) for i in range(0, 40, 8)], max_epochs=2)
+        return ema.ema_model.state_dict()
+
+    ours, ignites = run(type(build_ema(nn.Linear(1, 1), 0.9))), run(EMAHandler)
+    assert ours.keys() == ignites.keys()
+    for name in ours:
+        assert torch.equal(ours[name], ignites[name]), name
+    assert ours["1.num_batches_tracked"].item() == 11  # shared with the model: its 10 steps and the LazyLinear probe

@@ -180,3 +180,22 @@ def test_soft_margin_is_the_per_tag_logistic_loss_averaged_per_row():
     for task in (single, HEADS):
         with pytest.raises(ValueError, match="--loss soft_margin: a multi-label loss"):
             task_criterion(task, LossConfig(loss="soft_margin"))
+
+
+@pytest.mark.parametrize("kind", ["arcface", "cosface", "lsoftmax"])
+def test_margin_heads_compute_in_fp32_under_bf16_autocast(kind):
+    torch.manual_seed(0)
+    head = LargeMarginHead(8, 5) if kind == "lsoftmax" else CosineHead(8, 5, kind)
+    weight = head.margin_loss.W.detach()
+    x = (weight[:, 0] / weight[:, 0].norm() + 1e-3 * torch.randn(8)).repeat(4, 1)  # cos ~0.99999 with class 0
+    x.requires_grad_(True)
+    plain = head(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = head(x)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, plain, rtol=1e-6, atol=1e-6)
+    if kind == "arcface":  # the angle to class 0 is ~0.06 degrees: bf16 cosines would all be exactly 1
+        cosine = mixed[:, 0] / head.margin_loss.scale
+        assert (cosine < 1).all()
+        (grad,) = torch.autograd.grad(MarginSoftmaxLoss(head.margin_loss)(mixed, torch.zeros(4, dtype=torch.long)), x)
+        assert grad.abs().sum() > 0
