@@ -20,6 +20,7 @@ import ignite.distributed as idist
 import numpy as np
 import torch
 from torch import nn
+from torch.utils._pytree import tree_map_only
 
 logger = logging.getLogger(__name__)
 
@@ -65,13 +66,39 @@ def backend_for(device: str) -> str | None:
 
 def launch(command: Callable[..., object], device: str, *args: object) -> None:
     """Runs ``command(*args)`` in every process ``torchrun`` started, in one process group (`idist.Parallel`,
-    the backend for ``--device``), or once in this process without ``torchrun``."""
+    the backend for ``--device``), or once in this process without ``torchrun``.
+
+    Raises:
+        RuntimeError: ``--device cpu`` with several processes where CUDA cannot be hidden any more (see `hide_cuda`).
+    """
     backend = backend_for(device)
     if backend is None:
         command(*args)
         return
+    if device == "cpu":
+        hide_cuda()
     with idist.Parallel(backend=backend) as parallel:
         parallel.run(_without_local_rank, command, *args)
+
+
+def hide_cuda() -> None:
+    """Makes this process see no GPU, so that ``--device cpu`` under ``torchrun`` means the CPU everywhere.
+
+    ignite decides the device of a process group from ``torch.cuda.is_available()`` alone, whatever the backend:
+    on a machine with GPUs a gloo group would pin each process to ``cuda:<local rank>`` (failing where there are
+    fewer GPUs than processes), move every collective's tensors there (gloo gathers CUDA tensors on no GPU), and
+    `idist.auto_model` would give DDP ``device_ids``. CUDA reads ``CUDA_VISIBLE_DEVICES`` once, when it first
+    counts the devices, so this must run before anything asks torch about CUDA.
+
+    Raises:
+        RuntimeError: CUDA was already initialised in this process and still shows its devices.
+    """
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    if torch.cuda.is_available():
+        raise RuntimeError(
+            "--device cpu with several processes: CUDA was initialised before the process group and cannot be "
+            "hidden any more; start the command with CUDA_VISIBLE_DEVICES= torchrun ..."
+        )
 
 
 def _without_local_rank(local_rank: int, command: Callable[..., object], *args: object) -> None:
@@ -137,7 +164,11 @@ def wrap(module: nn.Module, sync_bn: bool = False, find_unused_parameters: bool 
 
 
 def per_rank(state: object) -> list:
-    """Every process's ``state``, in rank order (the shape ignite's metrics save theirs in); ``[state]`` in one."""
+    """Every process's ``state``, in rank order (the shape ignite's metrics save theirs in); ``[state]`` in one.
+    Tensors anywhere in ``state`` are moved to the CPU first: gathered as CUDA tensors (pickled, as
+    `torch.distributed.all_gather_object` does) they would be unpickled onto the sender's GPU in every other
+    process, opening a CUDA context there (pytorch/pytorch#150798)."""
+    state = tree_map_only(torch.Tensor, lambda tensor: tensor.detach().cpu(), state)
     return idist.all_gather(state) if world_size() > 1 else [state]
 
 

@@ -1,6 +1,7 @@
 """Two processes (gloo, loopback): the averaged gradient step equals one large batch, and distributed evaluation
 counts every row once, so it equals the single-process evaluation for a set that does not divide evenly."""
 
+import os
 from datetime import timedelta
 
 import ignite.distributed as idist
@@ -71,3 +72,40 @@ def test_two_processes_step_like_one_batch_and_evaluate_every_row_once(tmp_path)
         assert result["metrics"][name] == pytest.approx(value, abs=1e-6), name
     with torch.no_grad():
         assert torch.allclose(result["logits"], model.eval()(x_valid), atol=1e-6)  # every row once, in order
+
+
+def test_device_cpu_hides_the_gpus_from_a_process_group(monkeypatch):
+    # ignite's gloo group would otherwise pin each process to cuda:<local rank> and gather on the GPU
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: os.environ["CUDA_VISIBLE_DEVICES"] != "")
+    distributed.hide_cuda()
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # CUDA counted its devices before: too late
+    with pytest.raises(RuntimeError, match="CUDA_VISIBLE_DEVICES= torchrun"):
+        distributed.hide_cuda()
+
+
+def test_launch_hides_the_gpus_only_for_cpu_process_groups(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    hidden = []
+    monkeypatch.setattr(distributed, "hide_cuda", lambda: hidden.append(True))
+
+    class Parallel:  # stands in for idist.Parallel: the command runs once, in this process
+        def __init__(self, backend):
+            self.backend = backend
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def run(self, fn, *args):
+            fn(0, *args)
+
+    monkeypatch.setattr(distributed.idist, "Parallel", Parallel)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    ran = []
+    distributed.launch(ran.append, "cpu", "a")
+    distributed.launch(ran.append, "cuda", "b")
+    assert ran == ["a", "b"] and hidden == [True]
