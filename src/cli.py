@@ -24,11 +24,11 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
-import torch
 import tyro
 from ignite.utils import setup_logger
 
 from src import distributed
+from src.batch_size import is_out_of_memory
 from src.config import Config, deferred_checks, load_config_file
 from src.distributed import launched_rank
 from src.rundir import config_path, read_config, resolve_run_dir
@@ -138,7 +138,9 @@ def run_cli(command: Callable[[], object], interrupted: str = "interrupted") -> 
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except torch.OutOfMemoryError:
+    except RuntimeError as error:
+        if not is_out_of_memory(error):  # cuDNN and cuBLAS report running out of memory as plain RuntimeErrors
+            raise
         print(f"error: {OUT_OF_MEMORY}", file=sys.stderr)
         return 2
     except OSError as error:  # an unwritable folder, a full disk: what was written before is intact (src.files)

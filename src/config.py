@@ -355,6 +355,10 @@ class LoaderConfig(_Group):
     batch_size / N, so the update and the lr mean the same with any number of processes. 'auto' (CUDA): the largest
     batch that fits, found by doubling and bisecting trial passes of the model, less a 10% margin (src.batch_size);
     the run saves the number found."""
+    eval_batch_size: int | None = None
+    """Images per evaluation batch, over all processes; None: 4 x --batch-size (with --batch-size auto, as many of
+    those as an evaluation pass fits in GPU memory). Lowered, with a warning, when worker processes' batches in
+    flight would not fit /dev/shm."""
     num_workers: int | None = None
     """DataLoader worker processes; None: 0 on CPU (the cores are busier training), min(8, cores) on CUDA."""
     train_eval_size: int = 1000
@@ -372,6 +376,8 @@ class LoaderConfig(_Group):
             self.batch_size = int(self.batch_size)
         ok = self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size >= 1)
         _require("batch_size", self.batch_size, ok, "an integer >= 1 or 'auto'")
+        ok = self.eval_batch_size is None or self.eval_batch_size >= 1
+        _require("eval_batch_size", self.eval_batch_size, ok, "an integer >= 1 or None")
         ok = self.num_workers is None or self.num_workers >= 0
         _require("num_workers", self.num_workers, ok, "an integer >= 0 or None")
         ok = self.train_eval_size >= 0

@@ -74,7 +74,7 @@ def resolve_run_dir(resume: str | Path) -> Path:
 # Fields that may differ between the commands that continue one run folder: where and how it runs, not what.
 RUN_CONTROL = frozenset(
     {"device", "num_workers", "progress", "log_every", "checkpoint_every", "time_limit", "time_budget", "epochs"}
-    | {"n_saved"}
+    | {"n_saved", "eval_batch_size"}
     | {"output_dir", "run_name", "resume", "dry_run", "list_archs"}
     | {"pictures", "top_losses", "notes", "notes_file", "note", "notify", "mlflow", "mlflow_experiment"}
     | {"mlflow_artifacts"}

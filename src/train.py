@@ -21,7 +21,7 @@ from pathlib import Path
 from ignite.utils import manual_seed
 
 from src import distributed, notes, rundir, tracking
-from src.batch_size import OUT_OF_MEMORY, out_of_memory_message, resolve_batch
+from src.batch_size import is_out_of_memory, out_of_memory_message, resolve_batch
 from src.budget import Budget
 from src.cli import INTERRUPTED, parse_config, run_cli
 from src.config import Config, parse_duration
@@ -73,7 +73,9 @@ def run(config: Config, requests: StopRequests | None = None, report: RunReport 
         logger.info("%s on %s: %d train / %d valid images, %s", config.model.arch, device, *sizes, where)
         try:
             train(training, loaders.train, config.optim.epochs)
-        except OUT_OF_MEMORY:
+        except RuntimeError as error:
+            if not is_out_of_memory(error):
+                raise
             raise ValueError(out_of_memory_message(config)) from None
         if getattr(training.trainer.state, "stopped", None):
             raise training.trainer.state.stopped
@@ -99,6 +101,7 @@ def summarise(
         "stopped_early_at_epoch": training.trainer.state.epoch if stopped_early else None,
         "wall_time_s": round(wall_time, 1),
         "train_images_per_s": round(history.mean("train_images_per_s"), 1),
+        "train_images_per_s_steady": round(history.mean("train_images_per_s_steady"), 1),  # no start-up, evaluation
         "run_dir": str(run_dir) if run_dir else None,
         "predictions_from": predicted_by.name if predicted_by else None,  # the checkpoint behind valid_predictions
     }
@@ -107,7 +110,8 @@ def summarise(
         print(
             f"best {key.replace('_', ' ')} {summary['best_valid_score']} at epoch {summary['best_epoch']} "
             f"({summary['epochs_run']} epochs, {summary['wall_time_s']} s, {summary['train_images_per_s']} train "
-            f"images/s); run folder: {summary['run_dir'] or 'none (dry run)'}"
+            f"images/s, {summary['train_images_per_s_steady']} steady); "
+            f"run folder: {summary['run_dir'] or 'none (dry run)'}"
         )
     return summary
 

@@ -9,7 +9,15 @@ from ignite.engine import Events
 from torch import nn
 
 import src.training
-from src.batch_size import accumulation_for, largest_batch, resolve_batch, search, trial_fits, with_margin
+from src.batch_size import (
+    accumulation_for,
+    is_out_of_memory,
+    largest_batch,
+    resolve_batch,
+    search,
+    trial_fits,
+    with_margin,
+)
 from src.config import Config
 from src.targets import Head, Task
 from src.train import main
@@ -17,17 +25,20 @@ from tests.helpers import TINY, TinyClassifier, epoch_checkpoint
 
 
 class Allocator(nn.Module):
-    """Wraps a model; a forward pass of more than ``boundary`` images raises the allocator's out-of-memory error,
-    as CUDA's caching allocator does when the activations do not fit."""
+    """Wraps a model; a forward pass of more than ``boundary`` images raises ``error`` (the allocator's
+    out-of-memory error by default, as CUDA's caching allocator does when the activations do not fit), or more than
+    ``eval_boundary`` images without gradients."""
 
-    def __init__(self, model: nn.Module, boundary: int):
+    def __init__(self, model: nn.Module, boundary: int, error=None, eval_boundary: int | None = None):
         super().__init__()
         self.model, self.boundary, self.batches = model, boundary, []
+        self.eval_boundary = eval_boundary or boundary
+        self.error = error or (lambda n: torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {n} images"))
 
     def forward(self, x):
         self.batches.append(x.shape[0])
-        if x.shape[0] > self.boundary:
-            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {x.shape[0]} images")
+        if x.shape[0] > (self.boundary if torch.is_grad_enabled() else self.eval_boundary):
+            raise self.error(x.shape[0])
         return self.model(x)
 
 
@@ -67,6 +78,36 @@ def test_the_largest_batch_is_found_against_the_allocator_boundary():
     found, tried = largest_batch(model, (3, 8, 8), Config.of(), torch.device("cpu"), limit=4500)
     assert 300 * 15 / 16 <= found <= 300 and tried == model.batches
     assert with_margin(found) <= 270
+
+
+CUDNN = "cuDNN error: CUDNN_STATUS_NOT_SUPPORTED. This error may appear if you passed in a non-contiguous input."
+CUBLAS = "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"
+
+
+def test_cudnn_and_cublas_allocation_failures_count_as_out_of_memory():
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert is_out_of_memory(RuntimeError(CUDNN)) and is_out_of_memory(RuntimeError(CUBLAS))
+    assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 5x2)"))
+    assert not is_out_of_memory(ValueError("CUDA out of memory"))  # only the errors torch raises
+
+
+@pytest.mark.parametrize("message", [CUDNN, CUBLAS])
+def test_the_search_stops_at_cudnn_and_cublas_failures_and_raises_other_errors(message):
+    model = Allocator(TinyClassifier(in_chans=3, num_classes=4), boundary=40, error=lambda n: RuntimeError(message))
+    found, _ = largest_batch(model, (3, 8, 8), Config.of(), torch.device("cpu"), limit=4096)
+    assert 40 * 15 / 16 <= found <= 40
+    broken = Allocator(TinyClassifier(in_chans=3, num_classes=4), 40, error=lambda n: RuntimeError("a real bug"))
+    with pytest.raises(RuntimeError, match="a real bug"):
+        largest_batch(broken, (3, 8, 8), Config.of(), torch.device("cpu"), limit=4096)
+
+
+def test_the_evaluation_batch_is_searched_without_gradients_from_the_training_batch():
+    model = Allocator(TinyClassifier(in_chans=3, num_classes=4), boundary=40, eval_boundary=130)
+    config = Config.of(channels_last=False)
+    assert trial_fits(model, 130, (3, 8, 8), config, torch.device("cpu"), train=False)
+    assert not trial_fits(model, 130, (3, 8, 8), config, torch.device("cpu"))
+    found, tried = largest_batch(model, (3, 8, 8), config, torch.device("cpu"), limit=4 * 36, train=False, start=36)
+    assert 130 * 15 / 16 <= found <= 130 and tried[0] == 36 and not model.training
 
 
 def test_auto_on_cpu_says_it_needs_a_gpu_and_effective_batch_size_sets_the_accumulation():
