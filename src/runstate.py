@@ -5,6 +5,8 @@ the gradients of an unfinished accumulation window. The generators the run owns 
 
 from __future__ import annotations
 
+import collections
+import logging
 import random
 from typing import Any
 
@@ -13,19 +15,33 @@ import torch
 
 from src import distributed
 
+logger = logging.getLogger(__name__)
+METRIC_STATE_KEY = "__metric_state_per_rank"  # the one key of an ignite 0.5 metric's state_dict
+
 
 class RandomStates:
-    """`state_dict` / `load_state_dict` of torch's (CPU and CUDA), numpy's and Python's global generators, one
-    entry per process (`src.distributed.per_rank`; each process loads its own rank's).
+    """`state_dict` / `load_state_dict` of torch's (CPU and the process's own CUDA device's), numpy's and Python's
+    global generators, one entry per process (`src.distributed.per_rank`; each process loads its own rank's).
+
+    Only the generator of ``device`` is saved, as a one-item list, and restored there: a process draws on its own GPU
+    only, and a run continued where fewer GPUs are visible (one per SLURM task after a ``torchrun`` run) has no
+    other device to restore. Checkpoints saved before held every visible GPU's state; the entry of the device's
+    index is restored from those.
 
     The states hold only tensors, numbers, strings and tuples, so checkpoints load with ``weights_only=True``.
+
+    Args:
+        device: the device the process trains on.
     """
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
 
     def state_dict(self) -> dict[str, Any]:
         name, keys, pos, has_gauss, cached = np.random.get_state()
         state = {
             "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "cuda": [torch.cuda.get_rng_state(self.device)] if self.device.type == "cuda" else [],
             "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
             "python": random.getstate(),
         }
@@ -38,11 +54,21 @@ class RandomStates:
         if state is None:
             return
         torch.set_rng_state(state["torch"])
-        if state["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
+        if state["cuda"] and self.device.type == "cuda":
+            self._load_cuda(state["cuda"])
         name, keys, pos, has_gauss, cached = state["numpy"]
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
         random.setstate(state["python"])
+
+    def _load_cuda(self, states: list[torch.Tensor]) -> None:
+        """The device's generator from a one-item list (this format), or from the entry of its index in a list of
+        every visible GPU's (checkpoints saved before); logged and left as it is when there is no such entry."""
+        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        if len(states) > 1 and index >= len(states):
+            many, device = len(states), self.device
+            logger.warning("the checkpoint holds %d GPUs' random generators, none of %s: starts afresh", many, device)
+            return
+        torch.cuda.set_rng_state(states[0] if len(states) == 1 else states[index], self.device)
 
 
 class AccumulatedGradients:
@@ -54,7 +80,7 @@ class AccumulatedGradients:
 
     def state_dict(self) -> dict[str, Any]:
         grads = [p.grad for p in self.model.parameters()]
-        return {"per_rank": distributed.per_rank(grads if any(g is not None for g in grads) else [])}
+        return {"per_rank": distributed.per_rank(grads if any(g is not None for g in grads) else [])}  # on the CPU
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         grads = distributed.own_rank(state_dict["per_rank"], "accumulated gradients")
@@ -72,7 +98,9 @@ class MetricState:
         self.metric, self.device = metric, torch.device(device)
 
     def state_dict(self) -> dict[str, Any]:
-        return self.metric.state_dict()
+        """ignite's format (``Metric.state_dict``), gathered with its tensors on the CPU (`distributed.per_rank`):
+        ignite's own would pickle this process's CUDA tensors to every other one."""
+        return collections.OrderedDict([(METRIC_STATE_KEY, distributed.per_rank(self.metric._state_dict_per_rank()))])
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         (per_rank,) = state_dict.values()

@@ -122,7 +122,7 @@ class Training:
         The names are the checkpoint file's keys."""
         objects = {
             "trainer": self.trainer,
-            "rng": RandomStates(),  # each process's global generators (dropout, drop-path)
+            "rng": RandomStates(self.device),  # each process's global generators (dropout, drop-path)
             "accumulated_gradients": AccumulatedGradients(self.model),  # a window that spans an epoch's end
             "train_loss": None if self.loss_metric is None else MetricState(self.loss_metric, self.device),
             "model": self.model,
@@ -263,7 +263,9 @@ def attach_handlers(
         attach_freezing(trainer, training.model, config.optim.freeze_epochs)
     if len(config.loader.size_schedule) > 1:
         attach_progressive_resizing(trainer, loaders, config.loader.img_size_at, config.run.seed)
-    attach_history(trainer, evaluators, training.optimizer, history, img_size=lambda: loaders.img_size)
+    attach_history(
+        trainer, evaluators, training.optimizer, history, img_size=lambda: loaders.img_size, device=training.device
+    )
     if run_dir is not None:
         attach_files(config, training, evaluators, run_dir, cleanup)
         attach_pictures(config, training, evaluators, loaders, history)
