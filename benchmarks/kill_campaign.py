@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from src.history import TIME_COLUMNS
 from src.rundir import checkpoints
 
 RUN = [
@@ -46,7 +47,6 @@ RUN = [
     "2",
 ]
 PROGRESS = re.compile(r"Epoch \[(\d+)/\d+\]: \[(\d+)/(\d+)\]")
-TIME_COLUMNS = ["epoch_time_s", "train_images_per_s"]
 
 
 def command(out: Path, name: str, *extra: str) -> list[str]:
@@ -136,8 +136,8 @@ def main() -> None:
     result = campaign(out, args.kills, random.Random(args.seed), args.every)
     same = (
         pd.read_csv(out / "killed" / "history.csv")
-        .drop(columns=TIME_COLUMNS)
-        .equals(pd.read_csv(out / "reference" / "history.csv").drop(columns=TIME_COLUMNS))
+        .drop(columns=list(TIME_COLUMNS))
+        .equals(pd.read_csv(out / "reference" / "history.csv").drop(columns=list(TIME_COLUMNS)))
     )
     lost = result["lost"]
     print(

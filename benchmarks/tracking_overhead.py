@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-TIME_COLUMNS = ["epoch_time_s", "train_images_per_s"]
+from src.history import TIME_COLUMNS
 
 
 def train(out: Path, name: str, epochs: int, pictures: bool) -> tuple[float, pd.DataFrame]:
@@ -27,7 +27,7 @@ def train(out: Path, name: str, epochs: int, pictures: bool) -> tuple[float, pd.
     command += ["--output-dir", str(out), "--run-name", name] + ([] if pictures else ["--no-pictures"])
     subprocess.run(command, check=True, capture_output=True)
     summary = json.loads((out / name / "summary.json").read_text())
-    return summary["wall_time_s"], pd.read_csv(out / name / "history.csv").drop(columns=TIME_COLUMNS)
+    return summary["wall_time_s"], pd.read_csv(out / name / "history.csv").drop(columns=list(TIME_COLUMNS))
 
 
 def main() -> None:

@@ -5,15 +5,20 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import ignite.distributed as idist
+import torch
 from ignite.engine import Engine, Events
 
 from src import files
 
 logger = logging.getLogger(__name__)
+TIME_COLUMNS = ("epoch_time_s", "train_images_per_s", "train_images_per_s_steady")
+"""The history's wall-time columns: they differ between two runs that are otherwise the same."""
+STEADY_SKIP = 10  # iterations at the start of each epoch left out of the steady-state pace (at most a quarter)
 
 
 class History:
@@ -44,8 +49,9 @@ class History:
         return max(self.rows, key=lambda r: sign * r[key]) if self.rows else None
 
     def mean(self, key: str) -> float:
-        """The mean of ``key`` over the rows (0 without rows)."""
-        return sum(r[key] for r in self.rows) / max(len(self.rows), 1)
+        """The mean of ``key`` over the rows that have it (0 without any)."""
+        values = [r[key] for r in self.rows if r.get(key) is not None]
+        return sum(values) / max(len(values), 1)
 
 
 def _number(text: str) -> float | int | None:
@@ -55,19 +61,73 @@ def _number(text: str) -> float | int | None:
     return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
 
 
+class SteadyPace:
+    """Training images per second of each epoch in the steady state: from the end of the epoch's first
+    `STEADY_SKIP` iterations (at most a quarter of it: worker start-up, cuDNN's autotuning, compilation) to the end
+    of its last one, less the time the evaluators ran in between (``--val-every``). Each mark waits for the GPU,
+    twice per epoch, so the time is the device's, not how far ahead the host ran.
+
+    Args:
+        trainer: the training engine.
+        evaluators: the evaluators whose runs inside the epoch are left out.
+        device: the training device.
+    """
+
+    def __init__(self, trainer: Engine, evaluators: dict[str, Engine], device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.done = self.counted = 0
+        self.start = self.end = self.evaluating = math.nan
+        trainer.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
+        for evaluator in evaluators.values():
+            evaluator.add_event_handler(Events.COMPLETED, self._evaluated)
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def _epoch_started(self, engine: Engine) -> None:
+        self.done, self.start, self.end, self.evaluating = 0, math.nan, math.nan, 0.0
+
+    def _iteration_completed(self, engine: Engine) -> None:
+        self.done += 1
+        skip = min(STEADY_SKIP, engine.state.epoch_length // 4)
+        if self.done == max(skip, 1):
+            self.start, self.evaluating, self.counted = self._now(), 0.0, 0
+        elif engine.state.iteration % engine.state.epoch_length == 0:
+            self.end = self._now()
+        self.counted += self.done > max(skip, 1)
+
+    def _evaluated(self, evaluator: Engine) -> None:
+        if not math.isnan(self.start) and math.isnan(self.end):  # inside the measured stretch
+            self.evaluating += evaluator.state.times[Events.COMPLETED.name] or 0.0
+
+    def images_per_s(self, images_per_iteration: int) -> float | None:
+        """The epoch's steady pace, or None when it had too few iterations to measure one."""
+        seconds = self.end - self.start - self.evaluating
+        if not self.counted or not seconds > 0:
+            return None
+        return self.counted * images_per_iteration / seconds
+
+
 def attach_history(
     trainer: Engine,
     evaluators: dict[str, Engine],
     optimizer,
     history: History,
     img_size: Callable[[], int] | None = None,
+    device: torch.device | str = "cpu",
 ) -> None:
     """After the epoch's evaluations, records and logs one row: epoch, lr, (image size), losses, metrics of every
-    evaluator (``<evaluator>_<metric>``), epoch time (s) and training images per second (of all processes)."""
+    evaluator (``<evaluator>_<metric>``), epoch time (s), training images per second (of all processes) over the
+    whole epoch, and in the steady state (`SteadyPace`, on ``device``)."""
+    pace = SteadyPace(trainer, evaluators, device)
 
     def record(engine: Engine) -> None:
         epoch_time = engine.state.times[Events.EPOCH_COMPLETED.name] or math.nan
-        images = engine.state.epoch_length * engine.state.dataloader.batch_size * idist.get_world_size()  # all
+        per_iteration = engine.state.dataloader.batch_size * idist.get_world_size()  # all processes' images
+        images = engine.state.epoch_length * per_iteration
         row = {
             "epoch": engine.state.epoch,
             "iteration": engine.state.iteration,
@@ -78,7 +138,14 @@ def attach_history(
             row["img_size"] = img_size()
         for name, evaluator in evaluators.items():
             row.update({f"{name}_{metric}": value for metric, value in evaluator.state.metrics.items()})
-        row.update({"epoch_time_s": round(epoch_time, 3), "train_images_per_s": round(images / epoch_time, 1)})
+        steady = pace.images_per_s(per_iteration)
+        row.update(
+            {
+                "epoch_time_s": round(epoch_time, 3),
+                "train_images_per_s": round(images / epoch_time, 1),
+                "train_images_per_s_steady": None if steady is None else round(steady, 1),
+            }
+        )
         history.record(row)
         logger.info(
             "epoch %d: "

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from src.history import TIME_COLUMNS
 from src.stopping import TIME_LIMIT_EXIT, StopRequests
 from src.train import main
 from tests.helpers import TINY, signal_at
@@ -14,11 +15,10 @@ from tests.helpers import TINY, signal_at
 # 5 iterations per epoch and windows of 2: the epoch's end falls inside a window (its gradients are saved too);
 # mixup and effnet's dropout draw from their generators at every step.
 FLAGS = ["--arch", "effnet-b0", *TINY, "--epochs", "2", "--accumulation-steps", "2", "--mixup-alpha", "0.4"]
-TIME_COLUMNS = ["epoch_time_s", "train_images_per_s"]
 
 
 def _history(run_dir):
-    return pd.read_csv(run_dir / "history.csv").drop(columns=TIME_COLUMNS)
+    return pd.read_csv(run_dir / "history.csv").drop(columns=list(TIME_COLUMNS))
 
 
 def _weights(run_dir):
