@@ -56,13 +56,17 @@ def resolve_device(name: str) -> torch.device:
             raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")
     return device
 
 
 def reading(config: Config) -> Reading:
     """What the layout readers are told (`src.sources.Reading`): ``in_chans`` values per pixel, strokes rasterized
-    at ``img_size``, and point sequences for an arch that reads them."""
-    return Reading(config.model.in_chans, config.loader.img_size, reads_sequences(config.model.arch))
+    at ``img_size``, point sequences for an arch that reads them, and image files decoded no smaller than needed for
+    the largest size of the ``--img-size-schedule``."""
+    largest = max(size for _, size in config.loader.size_schedule)
+    return Reading(config.model.in_chans, config.loader.img_size, reads_sequences(config.model.arch), largest)
 
 
 def setup_data(config: Config) -> tuple[Data, np.ndarray]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import glob
+import io
 import json
 import math
 import os
@@ -30,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+from PIL import Image
 from tqdm import tqdm
 
 from src.config import DataConfig
@@ -44,11 +46,14 @@ class Reading:
         in_chans: values per pixel of the pixel-CSV and parquet layouts (None: 1).
         img_size: side (pixels) the strokes layout rasterizes drawings at.
         sequences: the strokes layout reads (dx, dy, pen) point sequences for a recurrent model instead of images.
+        decode_size: the largest side (pixels) the images will be resized to; image files (layout ``images``) at
+            least twice as large are decoded at a reduced scale (`FileImages`). None: every file in full.
     """
 
     in_chans: int | None = None
     img_size: int = 32
     sequences: bool = False
+    decode_size: int | None = None
 
 
 class Locator:
@@ -128,13 +133,24 @@ class FileImages:
     Decoding uses OpenCV (PNG, JPEG, TIFF, BMP, WebP, ...), keeps the file's channels (colour is returned
     as RGB) and scales 16-bit images to 8 bits. ``grayscale`` converts colour images to one channel.
 
+    ``target_size`` is the side the images will be resized to (pixels; None: decode every file in full). A JPEG at
+    least twice that size on both sides is then decoded at a reduced scale by libjpeg's DCT scaling (1/2, 1/4 or
+    1/8, both sides kept >= ``target_size``, `reduction`): a fraction of the cost of a full decode, and close to
+    the full image shrunk by area averaging. Every other file decodes to the same pixels as without it.
+
     Raises (on read):
         ValueError: a file is missing or cannot be decoded, or the channel files of a row differ in size;
             the message names the file and the row.
     """
 
-    def __init__(self, paths: Sequence[tuple[str, ...]], grayscale: bool = False, where: Locator | str = "table"):
-        self.paths, self.grayscale, self.where = list(paths), grayscale, where
+    def __init__(
+        self,
+        paths: Sequence[tuple[str, ...]],
+        grayscale: bool = False,
+        where: Locator | str = "table",
+        target_size: int | None = None,
+    ):
+        self.paths, self.grayscale, self.where, self.target_size = list(paths), grayscale, where, target_size
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -151,6 +167,10 @@ class FileImages:
     def _decode(self, path: str, index: int) -> np.ndarray:
         if not os.path.isfile(path):  # before OpenCV, which would also print its own warning to stderr
             raise ValueError(f"{at(self.where, index)}: image file {path} not found")
+        if self.target_size is not None:
+            image = self._decode_jpeg(path)
+            if image is not None:
+                return image
         image = cv2.imread(path, cv2.IMREAD_GRAYSCALE if self.grayscale else cv2.IMREAD_UNCHANGED)
         if image is None:
             raise ValueError(
@@ -171,8 +191,65 @@ class FileImages:
             return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
         return image
 
+    def _decode_jpeg(self, path: str) -> np.ndarray | None:
+        """An 8-bit JPEG decoded at the scale `reduction` picks (1 for a file under twice the target), uint8 (H, W, 1
+        or 3); None for any other file and for a JPEG OpenCV cannot decode, left to `cv2.imread` and its messages.
+
+        The flags give the pixels that ``cv2.imread`` with IMREAD_UNCHANGED / IMREAD_GRAYSCALE gives at full
+        scale: one channel for a grey file or ``grayscale``, RGB decoded directly (no BGR pass to convert), and the
+        EXIF orientation applied with ``grayscale`` only, as IMREAD_GRAYSCALE applies it and IMREAD_UNCHANGED not.
+        """
+        data = _jpeg_bytes(path)
+        frame = jpeg_frame(data) if data is not None else None
+        if frame is None or frame[2] not in (1, 3, 4):  # grey, YCbCr / RGB, CMYK / YCCK
+            return None
+        height, width, components = frame
+        colour = components > 1 and not self.grayscale
+        flags = _REDUCED.get(reduction(height, width, self.target_size), cv2.IMREAD_GRAYSCALE)
+        flags |= (cv2.IMREAD_COLOR_RGB if colour else 0) | (0 if self.grayscale else cv2.IMREAD_IGNORE_ORIENTATION)
+        image = cv2.imdecode(data, flags)
+        if image is None:
+            return None
+        return image if colour else image[..., None]  # (H, W, 3) RGB or (H, W, 1)
+
     def subset(self, rows: np.ndarray) -> FileImages:
-        return FileImages([self.paths[i] for i in rows], self.grayscale, _subset_where(self.where, rows))
+        return FileImages(
+            [self.paths[i] for i in rows], self.grayscale, _subset_where(self.where, rows), self.target_size
+        )
+
+
+_REDUCED = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
+"""libjpeg's DCT scaling denominators and the OpenCV flags that decode at them (one channel; with
+IMREAD_COLOR_RGB, RGB)."""
+
+
+def reduction(height: int, width: int, target_size: int | None) -> int:
+    """The largest libjpeg DCT scaling denominator (8, 4 or 2) that keeps both sides of a ``height`` x ``width``
+    JPEG >= ``target_size``; 1 (a full decode) when none does or there is no target."""
+    if target_size is None:
+        return 1
+    return next((k for k in sorted(_REDUCED, reverse=True) if min(height, width) >= k * target_size), 1)
+
+
+def jpeg_frame(data: bytes | np.ndarray) -> tuple[int, int, int] | None:
+    """(height, width, channels) of an 8-bit JPEG from its header, read by Pillow (no pixel is decoded: ~30 us, a
+    few percent of a decode); None for anything Pillow does not open as a JPEG of 1, 3 or 4 channels."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format != "JPEG" or image.mode not in ("L", "RGB", "CMYK"):
+                return None
+            return image.height, image.width, len(image.getbands())
+    except (OSError, SyntaxError, ValueError):  # Pillow's errors for a truncated or unknown file
+        return None
+
+
+def _jpeg_bytes(path: str) -> np.ndarray | None:
+    """The bytes (uint8 (size,)) of a file that starts as a JPEG does; None for any other file, read no further."""
+    with open(path, "rb") as file:
+        head = file.read(2)
+        if head != b"\xff\xd8":
+            return None
+        return np.frombuffer(head + file.read(), np.uint8)
 
 
 class Drawings:
@@ -402,7 +479,7 @@ def read_image_folder(config: DataConfig, reading: Reading = Reading()) -> Sourc
             raise ValueError(f"{at(where, row)}: column(s) {missing} empty; the image path needs them")
         names = [template.format(**values, channel=c) for c in channels] if channels else [template.format(**values)]
         paths.append(tuple(str(root / n) for n in names))
-    return Source(table, FileImages(paths, config.grayscale, where), where, config.id_col)
+    return Source(table, FileImages(paths, config.grayscale, where, reading.decode_size), where, config.id_col)
 
 
 def read_pixel_csv(config: DataConfig, reading: Reading = Reading()) -> Source:

@@ -7,7 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src.sources import ArrayImages, decode_all, parse_strokes, rasterize, strokes_to_sequence
+from src.sources import (
+    ArrayImages,
+    FileImages,
+    decode_all,
+    jpeg_frame,
+    parse_strokes,
+    rasterize,
+    reduction,
+    strokes_to_sequence,
+)
 from tests import helpers
 from tests.helpers import load
 
@@ -176,3 +185,118 @@ def test_checking_every_image_shows_a_bar_when_asked(tmp_path, capsys):
     assert "checking images: 100%" in capsys.readouterr().err
     decode_all(source)
     assert capsys.readouterr().err == ""
+
+
+def _photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth RGB picture with edges (gradients, a disc, a bar): uint8 (height, width, 3)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    image = np.stack([255 * x / width, 255 * y / height, 128 + 60 * np.sin((x + y) / 9.0 + seed)], axis=2)
+    disc = (x - width / 3) ** 2 + (y - height / 2) ** 2 < (min(height, width) / 4) ** 2
+    image[disc] = [230, 40, 60]
+    image[height // 4 : height // 4 + 6] = 20
+    return image.astype(np.uint8)
+
+
+def _write_jpeg(path, rgb: np.ndarray, progressive: bool = False) -> str:
+    image = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
+    cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 90, cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive)])
+    return str(path)
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_large_jpeg_with_a_target_decodes_at_a_reduced_scale_close_to_the_full_image(tmp_path, progressive):
+    path = _write_jpeg(tmp_path / "big.jpg", _photo(144, 208), progressive)
+    full = FileImages([(path,)])[0]  # (144, 208, 3)
+    reduced = FileImages([(path,)], target_size=32)[0]
+    assert reduced.shape == (36, 52, 3) and reduced.dtype == np.uint8  # 1/4: 1/8 would leave 18 < 32 rows
+    assert FileImages([(path,)], target_size=40)[0].shape == (72, 104, 3)  # 1/2
+    assert FileImages([(path,)], target_size=18)[0].shape == (18, 26, 3)  # 1/8
+    for size in [(52, 36), (32, 32)]:  # the reduced decode's size, the model's
+        expected = cv2.resize(full, size, interpolation=cv2.INTER_AREA).astype(np.int16)
+        assert np.abs(cv2.resize(reduced, size, interpolation=cv2.INTER_AREA) - expected).mean() < 2.0
+
+
+def test_jpeg_below_twice_the_target_decodes_as_without_one(tmp_path):
+    colour = _write_jpeg(tmp_path / "colour.jpg", _photo(60, 80))  # 60 < 2 x 32
+    grey = _write_jpeg(tmp_path / "grey.jpg", _photo(60, 80)[..., 1])
+    today = cv2.cvtColor(cv2.imread(colour, cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(FileImages([(colour,)], target_size=32)[0], today)
+    for grayscale in (False, True):
+        for path in (colour, grey):
+            plain = FileImages([(path,)], grayscale)[0]
+            assert np.array_equal(FileImages([(path,)], grayscale, target_size=32)[0], plain)
+    assert FileImages([(grey,)], target_size=32)[0].shape == (60, 80, 1)
+    assert FileImages([(colour,)], target_size=None)[0].shape == (60, 80, 3)
+
+
+def test_png_and_16_bit_files_ignore_the_target(tmp_path):
+    photo = _photo(144, 208)
+    cv2.imwrite(str(tmp_path / "big.png"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(tmp_path / "deep.png"), photo[..., 0].astype(np.uint16) * 257)
+    assert np.array_equal(FileImages([(str(tmp_path / "big.png"),)], target_size=32)[0], photo)
+    deep = FileImages([(str(tmp_path / "deep.png"),)], target_size=32)[0]
+    assert np.array_equal(deep[..., 0], photo[..., 0])
+
+
+def test_grayscale_and_grey_jpegs_reduce_to_one_channel(tmp_path):
+    colour = _write_jpeg(tmp_path / "colour.jpg", _photo(144, 208))
+    grey = _write_jpeg(tmp_path / "grey.jpg", _photo(144, 208)[..., 1])
+    for path, grayscale in [(colour, True), (grey, False), (grey, True)]:
+        full = FileImages([(path,)], grayscale)[0]
+        reduced = FileImages([(path,)], grayscale, target_size=32)[0]
+        assert full.shape == (144, 208, 1) and reduced.shape == (36, 52, 1)
+        shrunk = cv2.resize(full, (52, 36), interpolation=cv2.INTER_AREA).astype(np.int16)
+        assert np.abs(reduced[..., 0] - shrunk).mean() < 2.0
+
+
+def test_exif_orientation_is_treated_as_without_a_target(tmp_path):
+    from PIL import Image
+
+    image = Image.fromarray(_photo(144, 208))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees to display
+    image.save(tmp_path / "turned.jpg", exif=exif, quality=90)
+    path = str(tmp_path / "turned.jpg")
+    # IMREAD_UNCHANGED (colour) leaves the stored orientation; IMREAD_GRAYSCALE (--grayscale) applies EXIF's
+    assert FileImages([(path,)])[0].shape[:2] == (144, 208) and FileImages([(path,)], True)[0].shape[:2] == (208, 144)
+    assert FileImages([(path,)], target_size=32)[0].shape == (36, 52, 3)
+    assert FileImages([(path,)], grayscale=True, target_size=32)[0].shape == (52, 36, 1)
+
+
+def test_six_channel_jpegs_reduce_alike_and_subset_keeps_the_target(tmp_path):
+    photo = _photo(144, 208)
+    paths = tuple(_write_jpeg(tmp_path / f"w{c}.jpg", np.roll(photo[..., c % 3], 7 * c, axis=1)) for c in range(6))
+    images = FileImages([paths, paths[::-1]], target_size=32)
+    assert images[0].shape == (36, 52, 6)
+    part = images.subset(np.array([1]))
+    assert part.target_size == 32 and np.array_equal(part[0], images[0][..., ::-1])
+
+
+def test_image_folder_decodes_for_the_largest_size_of_the_schedule(tmp_path):
+    (tmp_path / "img").mkdir()
+    for i in range(4):
+        _write_jpeg(tmp_path / "img" / f"{i}.jpg", _photo(144, 208, seed=i))
+    pd.DataFrame({"id": [f"{i}.jpg" for i in range(4)], "label": list("abab")}).to_csv(tmp_path / "t.csv", index=False)
+    options = {"train_csv": str(tmp_path / "t.csv"), "image_dir": str(tmp_path / "img"), "image_template": "{id}"}
+    assert load(**options, img_size=32).source.images[0].shape == (36, 52, 3)
+    assert load(**options, img_size=16, img_size_schedule="16:0,40:2").source.images[0].shape == (72, 104, 3)
+    six_options = {"image_template": "{experiment}/{id}_w{channel}.png", "channels": "1,2,3,4,5,6"}
+    (tmp_path / "six").mkdir()
+    csv, root = helpers.six_channel(tmp_path / "six", n=6)
+    data = load(train_csv=str(csv), image_dir=str(root), label_col="sirna", img_size=8, **six_options)
+    assert data.source.images[0].shape == (16, 16, 6)  # PNG channel files: as without a target
+
+
+def test_jpeg_frame_reads_the_header_or_gives_none(tmp_path):
+    path = _write_jpeg(tmp_path / "a.jpg", _photo(30, 50), progressive=True)
+    data = open(path, "rb").read()
+    assert jpeg_frame(data) == (30, 50, 3)
+    assert jpeg_frame(data[:20]) is None and jpeg_frame(b"\x89PNG\r\n\x1a\n") is None
+    assert reduction(30, 50, None) == 1 and reduction(64, 999, 32) == 2 and reduction(63, 999, 32) == 1
+    assert reduction(256, 256, 32) == 8
+
+
+def test_broken_jpeg_with_a_target_is_named_as_without_one(tmp_path):
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(ValueError, match=r"t.csv line 2: image file .*bad.jpg cannot be decoded"):
+        FileImages([(str(tmp_path / "bad.jpg"),)], where="t.csv", target_size=32)[0]
