@@ -1,7 +1,9 @@
-"""Albumentations pipelines: named train-time presets plus the deterministic resize/normalise/to-tensor tail.
+"""Albumentations pipelines: named train-time presets plus the deterministic resize (and normalise/to-tensor) steps.
 
-Every pipeline maps a uint8 image (H, W, C) with any C (1 grey, 3 RGB, 6 for multi-channel microscopy)
-to a float32 tensor (C, img_size, img_size), normalised per channel.
+Every pipeline maps a uint8 image (H, W, C) with any C (1 grey, 3 RGB, 6 for multi-channel microscopy) to uint8
+pixels (img_size, img_size, C) where the image is decoded (`build_pixel_transforms`; the normalisation follows on
+the model's device), or all the way to a float32 tensor (C, img_size, img_size), normalised per channel
+(`build_transforms`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,15 @@ def _light() -> list[A.BasicTransform]:
             p=LIGHT["p"],
         )
     ]
+
+
+PHOTO_FLIP = 0.5
+"""The ``photo`` preset's probability of a horizontal flip (also the batch pipeline's)."""
+
+
+def _photo() -> list[A.BasicTransform]:
+    # The light warp, then a horizontal flip: for photographs, whose meaning a mirror keeps (not digits or text).
+    return [*_light(), A.HorizontalFlip(p=PHOTO_FLIP)]
 
 
 def _medium() -> list[A.BasicTransform]:
@@ -66,6 +77,7 @@ def _heavy() -> list[A.BasicTransform]:
 PRESETS: dict[str, Callable[[], list[A.BasicTransform]]] = {
     "none": list,
     "light": _light,
+    "photo": _photo,
     "medium": _medium,
     "heavy": _heavy,
 }
@@ -96,6 +108,36 @@ def is_pipeline_file(aug: str) -> bool:
     return Path(aug).suffix in (".yaml", ".yml", ".json")
 
 
+def build_pixel_transforms(
+    img_size: int,
+    aug: str = "none",
+    seed: int | None = None,
+    resize_mode: str = "resize",
+    extra: Sequence[A.BasicTransform] = (),
+) -> A.Compose:
+    """Builds the pipeline that runs where the images are decoded: resize -> augmentation preset -> extra
+    transforms, on uint8 pixels. The normalisation follows on the model's device (`src.batch_augment.DeviceStage`):
+    a worker hands 4x fewer bytes to the GPU than as float32, and the GPU does the arithmetic.
+
+    Args:
+        img_size: side of the square output, pixels.
+        aug: preset name from `PRESETS` (``"none"`` gives the deterministic valid/test pipeline), or the
+            path of an albumentations pipeline file (YAML/JSON, `load_pipeline_file`) put in the preset's place.
+        seed: seed of the pipeline's random draws.
+        resize_mode: ``"resize"`` scales every image to img_size; ``"pad"`` first zero-pads smaller images
+            (centred) up to img_size, so small images keep their pixels (MNIST 28 -> 32 as in LeNet-5).
+        extra: deterministic transforms applied after the augmentation (a test-time augmentation variant).
+
+    Returns:
+        An `A.Compose` called as ``pipeline(image=img)["image"]``: uint8 (H, W, C) -> uint8 (img_size, img_size, C).
+
+    Raises:
+        ValueError: unknown preset or resize mode; the message lists the known ones.
+        FileNotFoundError: a pipeline file that does not exist.
+    """
+    return A.Compose(_pixel_steps(img_size, aug, resize_mode, extra), seed=seed)
+
+
 def build_transforms(
     img_size: int,
     mean: Sequence[float],
@@ -105,26 +147,35 @@ def build_transforms(
     resize_mode: str = "resize",
     extra: Sequence[A.BasicTransform] = (),
 ) -> A.Compose:
-    """Builds a pipeline: resize -> augmentation preset -> extra transforms -> normalise -> tensor.
+    """The whole pipeline on the CPU, in albumentations: `build_pixel_transforms`, then normalise -> tensor; the
+    reference the split pipeline (pixels where decoded, normalisation on the device) is tested against.
 
     Args:
-        img_size: side of the square output, pixels.
+        img_size, aug, seed, resize_mode, extra: as `build_pixel_transforms`.
         mean: per-channel mean of pixel / 255, length C.
         std: per-channel standard deviation of pixel / 255, length C.
-        aug: preset name from `PRESETS` (``"none"`` gives the deterministic valid/test pipeline), or the
-            path of an albumentations pipeline file (YAML/JSON, `load_pipeline_file`) put in the preset's place.
-        seed: seed of the pipeline's random draws.
-        resize_mode: ``"resize"`` scales every image to img_size; ``"pad"`` first zero-pads smaller images
-            (centred) up to img_size, so small images keep their pixels (MNIST 28 -> 32 as in LeNet-5).
-        extra: deterministic transforms applied after the augmentation (a test-time augmentation variant).
 
     Returns:
         An `A.Compose` called as ``pipeline(image=img)["image"]``: uint8 (H, W, C) -> float32 (C, img_size, img_size).
 
     Raises:
-        ValueError: unknown preset; the message lists the known presets.
+        ValueError: unknown preset or resize mode; the message lists the known ones.
         FileNotFoundError: a pipeline file that does not exist.
     """
+    return A.Compose(
+        [
+            *_pixel_steps(img_size, aug, resize_mode, extra),
+            A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
+            ToTensorV2(),
+        ],
+        seed=seed,
+    )
+
+
+def _pixel_steps(
+    img_size: int, aug: str, resize_mode: str, extra: Sequence[A.BasicTransform]
+) -> list[A.BasicTransform]:
+    """Pad (``resize_mode="pad"``) -> resize -> the preset or pipeline file ``aug`` -> ``extra``."""
     if resize_mode not in ("resize", "pad"):
         raise ValueError(f"unknown resize mode {resize_mode!r}; known: resize, pad")
     if is_pipeline_file(aug):
@@ -133,21 +184,8 @@ def build_transforms(
         augment = PRESETS[aug]()
     else:
         raise ValueError(f"unknown augmentation preset {aug!r}; known: {sorted(PRESETS)} or a .yaml/.json file")
-    return A.Compose(
-        [
-            *(
-                [A.PadIfNeeded(img_size, img_size, border_mode=cv2.BORDER_CONSTANT, fill=0)]
-                if resize_mode == "pad"
-                else []
-            ),
-            A.Resize(img_size, img_size, interpolation=cv2.INTER_LINEAR),
-            *augment,
-            *extra,
-            A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
-            ToTensorV2(),
-        ],
-        seed=seed,
-    )
+    pad = [A.PadIfNeeded(img_size, img_size, border_mode=cv2.BORDER_CONSTANT, fill=0)] if resize_mode == "pad" else []
+    return [*pad, A.Resize(img_size, img_size, interpolation=cv2.INTER_LINEAR), *augment, *extra]
 
 
 def reseed(pipeline, key: tuple[int, ...]) -> None:

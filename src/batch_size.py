@@ -21,14 +21,13 @@ import torch
 from torch import nn
 
 from src import distributed
-from src.config import Config
+from src.config import EVAL_MULTIPLE, Config
 from src.engine import autocast_dtype
 from src.model import build_model, reads_sequences
 
 logger = logging.getLogger(__name__)
 
 SAFETY = 0.9  # share of the largest batch that fitted which is used
-EVAL_MULTIPLE = 4  # evaluation batches hold this many training batches (no gradients, no optimizer state)
 OUT_OF_MEMORY_MESSAGES = (
     "CUDA out of memory",  # the caching allocator (torch.OutOfMemoryError)
     "CUDA error: out of memory",  # a kernel's own allocation

@@ -139,6 +139,12 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
 
 
+EVAL_MULTIPLE = 4
+"""Evaluation batches hold this many training batches by default: no gradients, no optimizer state."""
+LOG_EVERY = {"cpu": 1, "cuda": 50}
+"""``--log-every auto`` per device type: on a GPU each read of the loss waits for the device."""
+
+
 class _Group:
     """A config group: ``__post_init__`` types and checks the fields unless `deferred_checks` is on."""
 
@@ -345,11 +351,13 @@ class LoaderConfig(_Group):
     resize_mode: Literal["resize", "pad"] = "resize"
     """'resize' scales every image to img_size; 'pad' zero-pads smaller images (centred) first."""
     aug: str = "light"
-    """Train-time augmentation: a preset ('none', 'light', 'medium', 'heavy') or an albumentations YAML/JSON file."""
+    """Train-time augmentation: a preset ('none', 'light', 'photo' = light + horizontal flips, 'medium', 'heavy')
+    or an albumentations YAML/JSON file."""
     batch_aug: bool = True
-    """Augment the train batch as a whole in torch where the preset allows it ('none', 'light': src.batch_augment;
-    albumentations' warp, about 8x cheaper than albumentations per image, same accuracy on 3 seeds: NOTES
-    2026-12-01). --no-batch-aug: per image in albumentations. Other presets and files are always per image."""
+    """Augment the train batch as a whole where the preset allows it ('none', 'light', 'photo': src.batch_augment;
+    the workers resize and draw, the model's device warps and flips with albumentations' arithmetic; 8x cheaper than
+    albumentations per 32 px image, same accuracy on 3 seeds: NOTES 2026-12-01). --no-batch-aug: per image in
+    albumentations. Other presets and files are always per image."""
     batch_size: int | Literal["auto"] = 64
     """Micro-batch size (images per forward pass), over all processes: under torchrun each of N processes takes
     batch_size / N, so the update and the lr mean the same with any number of processes. 'auto' (CUDA): the largest
@@ -383,6 +391,11 @@ class LoaderConfig(_Group):
         ok = self.train_eval_size >= 0
         _require("train_eval_size", self.train_eval_size, ok, "an integer >= 0 (0 = the whole train fold)")
         _require("std", self.std, not self.std or min(self.std) > 0, "positive values")
+
+    @property
+    def eval_batch(self) -> int:
+        """--eval-batch-size, resolved: `EVAL_MULTIPLE` x --batch-size by default (an int once resolved)."""
+        return self.eval_batch_size or EVAL_MULTIPLE * self.batch_size
 
     @property
     def size_schedule(self) -> list[tuple[int, int]]:
@@ -441,13 +454,14 @@ class StepConfig(_Group):
     --batch-size auto, of the batch found). None: --accumulation-steps as given."""
     clip_grad_norm: float | None = None
     """Clip the global gradient L2 norm to this value before each optimizer step."""
-    amp: Literal["none", "fp16", "bf16"] = "none"
-    """Automatic mixed precision: 'fp16' (with a grad scaler, CUDA only) or 'bf16'."""
+    amp: Literal["auto", "none", "fp16", "bf16"] = "auto"
+    """Automatic mixed precision: 'auto' (bf16 on a GPU that has it, else fp16; none on the CPU), 'fp16' (with a
+    grad scaler, CUDA only), 'bf16' or 'none'."""
     channels_last: bool = True
     """Use the channels-last memory format (about 1.8x faster training on CPU for effnet-b0, see NOTES.md)."""
     compile: bool = False
-    """torch.compile the model for training and evaluation (the first steps compile; no gain on CPU, see NOTES.md).
-    Checkpoints hold the plain model's weights."""
+    """torch.compile the training step's model, once per image size (the first steps compile; no gain on CPU, see
+    NOTES.md); evaluation runs eagerly; recompilations are logged. Checkpoints hold the plain model's weights."""
     sync_bn: bool = False
     """With several processes (torchrun), BatchNorm layers normalise with the statistics of the global batch
     (SyncBatchNorm) instead of each process's share."""
@@ -632,9 +646,9 @@ class RunConfig(_Group):
     """Run folder name under output_dir; None makes '<arch>-fold<fold>-<timestamp>'."""
     device: str = "auto"
     """'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'."""
-    log_every: int = 1
+    log_every: int | Literal["auto"] = "auto"
     """Read the training loss every this many iterations: TensorBoard's loss and lr, the progress bar, the stop on a
-    NaN loss. Each read waits for the GPU; raise it (e.g. 20) for fast GPU steps."""
+    NaN loss. Each read waits for the GPU. 'auto': every iteration on the CPU, every 50 on CUDA."""
     max_iters_per_epoch: int | None = None
     """Debug cap on the training iterations per epoch."""
     dry_run: bool = False
@@ -646,7 +660,10 @@ class RunConfig(_Group):
 
     def check(self) -> None:
         _require("n_saved", self.n_saved, self.n_saved >= 1, "an integer >= 1")
-        _require("log_every", self.log_every, self.log_every >= 1, "an integer >= 1")
+        if isinstance(self.log_every, str) and self.log_every.isdigit():  # from a config file
+            self.log_every = int(self.log_every)
+        ok = self.log_every == "auto" or (isinstance(self.log_every, int) and self.log_every >= 1)
+        _require("log_every", self.log_every, ok, "an integer >= 1 or 'auto'")
         cap = self.max_iters_per_epoch
         _require("max_iters_per_epoch", cap, cap is None or cap >= 1, "an integer >= 1 or None")
         every = self.checkpoint_every

@@ -20,8 +20,14 @@ from src.targets import Task
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``--amp`` on ``device``, or None when AMP is off.
 
-    fp16 needs CUDA (and a grad scaler); bf16 runs on CUDA and CPU.
+    fp16 needs CUDA (and a grad scaler); bf16 runs on CUDA and CPU; 'auto' is bf16 on a GPU that supports it
+    (Ampere and later: no grad scaler, the range of fp32), fp16 on older GPUs, and off on the CPU (whose bf16
+    kernels are slower than fp32 on most CPUs).
     """
+    if amp == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if amp == "bf16":
         return torch.bfloat16
     if amp == "fp16" and device.type == "cuda":
@@ -136,7 +142,7 @@ def create_trainer(
     """
     step = step or StepConfig()
     dtype = autocast_dtype(step.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=step.amp == "fp16" and device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # fp16 needs loss scaling
     optimizers = [optimizer] if feature_loss is None else [optimizer, feature_loss.optimizer]
 
     no_sync = getattr(model, "no_sync", None)  # DistributedDataParallel
@@ -179,8 +185,9 @@ def _step_optimizers(
         opt.zero_grad(set_to_none=True)
 
 
-def make_metrics(task: Task | None = None) -> dict[str, Metric]:
-    """Fresh metrics for one evaluator; ``accuracy`` selects the best checkpoint for every task kind.
+def make_metrics(task: Task | None = None, device: torch.device | str = "cpu") -> dict[str, Metric]:
+    """Fresh metrics for one evaluator, summed on ``device`` (the model's: summing on the CPU would copy each
+    batch's counts there, a wait for the GPU per batch); ``accuracy`` selects the best checkpoint for every task kind.
 
     - single (or None): ``accuracy`` and the plain (unsmoothed) cross-entropy ``loss``.
     - multilabel: ``accuracy`` is the exact-match rate of the tags at probability 0.5, ``label_accuracy``
@@ -189,7 +196,7 @@ def make_metrics(task: Task | None = None) -> dict[str, Metric]:
       weights), ``loss`` the weighted per-head cross entropy.
     """
     if task is None or task.kind == "single":
-        return {"accuracy": Accuracy(), "loss": Loss(nn.CrossEntropyLoss())}
+        return {"accuracy": Accuracy(device=device), "loss": Loss(nn.CrossEntropyLoss(), device=device)}
     if task.kind == "multilabel":
 
         def tags(output):
@@ -201,15 +208,15 @@ def make_metrics(task: Task | None = None) -> dict[str, Metric]:
             return y_pred.flatten(), y.flatten()
 
         return {
-            "accuracy": Accuracy(output_transform=tags, is_multilabel=True),
-            "label_accuracy": Accuracy(output_transform=flat_tags),
-            "loss": Loss(SmoothBCEWithLogits()),
+            "accuracy": Accuracy(output_transform=tags, is_multilabel=True, device=device),
+            "label_accuracy": Accuracy(output_transform=flat_tags, device=device),
+            "loss": Loss(SmoothBCEWithLogits(), device=device),
         }
-    metrics: dict[str, Metric] = {"loss": Loss(MultiHeadLoss(task.sizes, task.weights))}
+    metrics: dict[str, Metric] = {"loss": Loss(MultiHeadLoss(task.sizes, task.weights), device=device)}
     offsets = [0, *itertools.accumulate(task.sizes)]
     for h, head in enumerate(task.heads):
         metrics[f"accuracy_{head.column}"] = Accuracy(
-            output_transform=lambda out, h=h: (out[0][:, offsets[h] : offsets[h + 1]], out[1][:, h])
+            output_transform=lambda out, h=h: (out[0][:, offsets[h] : offsets[h + 1]], out[1][:, h]), device=device
         )
     per_head = [metrics[f"accuracy_{head.column}"] for head in task.heads]
     total = sum(task.weights)
@@ -250,6 +257,17 @@ def predict_logits(model: nn.Module, loader, device: torch.device, step: StepCon
     """
     evaluator = create_evaluator(model, {}, device, step)
     outputs: list[torch.Tensor] = []
-    evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: outputs.append(engine.state.output[0].cpu()))
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(to_host(e.state.output[0])))
     evaluator.run(loader)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the copies to the host have landed
     return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+def to_host(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy of ``tensor`` on the CPU; from a GPU into pinned memory without waiting for it (the caller
+    synchronises before reading), where ``.cpu()`` would wait for the device on every batch."""
+    if not tensor.is_cuda:
+        return tensor.cpu()
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    return host.copy_(tensor, non_blocking=True)

@@ -49,16 +49,29 @@ class Selection:
 
 
 def compiled(model: torch.nn.Module, config: Config) -> torch.nn.Module:
-    """``torch.compile(model)`` with ``--compile`` (it shares the model's parameters; optimizer, checkpoints and
-    weight averages keep using the plain model), else the model itself."""
-    return torch.compile(model) if config.step.compile else model
+    """``--compile``: the training model compiled once per input shape (``dynamic=False``), else the model itself.
+    The compiled module shares the model's parameters: optimizer, checkpoints and weight averages keep using the
+    plain model, and the evaluators run it eagerly.
+
+    Why only training: TorchDynamo guards each compiled graph on the module, its train/eval mode and the input
+    shapes, so compiled evaluators recompile for each of them (the trained model in eval mode, the EMA and SWA
+    copies, the ragged last batch of every evaluation loader, every size of a progressive schedule) until the
+    recompile limit, after which they silently run eagerly anyway. The training step sees one shape per image size
+    (its loader drops the ragged last batch) and holds most of the compute. Each recompilation is logged
+    (``torch._logging``'s ``recompiles``, with its reason).
+    """
+    if not config.step.compile:
+        return model
+    torch._logging.set_logs(recompiles=True)
+    return torch.compile(model, dynamic=False)
 
 
-def evaluator_metrics(config: Config, task: Task) -> dict[str, Metric]:
-    """The task's standard metrics (`src.engine.make_metrics`) plus the competition ``--metric``."""
-    metrics = make_metrics(task)
+def evaluator_metrics(config: Config, task: Task, device: torch.device | str = "cpu") -> dict[str, Metric]:
+    """The task's standard metrics (`src.engine.make_metrics`) plus the competition ``--metric``, kept on
+    ``device`` until computed."""
+    metrics = make_metrics(task, device)
     if config.eval.metric not in metrics:
-        metrics[config.eval.metric] = ignite_metric(config.eval.metric, task, config.eval.threshold)
+        metrics[config.eval.metric] = ignite_metric(config.eval.metric, task, config.eval.threshold, device)
     return metrics
 
 
@@ -67,7 +80,7 @@ def setup_evaluators(
 ) -> dict[str, Engine]:
     """One evaluator per named model (see the module doc), in the given order, with the same metrics."""
     return {
-        name: create_evaluator(compiled(model, config), evaluator_metrics(config, task), device, config.step)
+        name: create_evaluator(model, evaluator_metrics(config, task, device), device, config.step)
         for name, model in models.items()
     }
 

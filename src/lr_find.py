@@ -60,7 +60,7 @@ def find_lr(
     data, fold_of = setup_data(config)
     config = resolve_batch(config, data.task, data.in_chans, len(fold_of), device)
     loaders = setup_loaders(config, data, fold_of, device)
-    config = resolve(config, data, loaders)
+    config = resolve(config, data, loaders, device)
     model = setup_model(config, data.task, device, loaders.meta_encoder)
     training = setup_training(config, model, data.task, Steps.of(config, len(loaders.train)), device)
     finder = FastaiLRFinder()

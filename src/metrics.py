@@ -51,7 +51,7 @@ class MetricSpec:
 def to_probs(logits: torch.Tensor | np.ndarray, task: Task) -> np.ndarray:
     """Logits (N, num_outputs) -> float64 probabilities: softmax (single), sigmoid per tag (multilabel), softmax
     per head (multihead; the heads side by side as in the logits)."""
-    logits = torch.as_tensor(logits, dtype=torch.float64)
+    logits = torch.as_tensor(logits, dtype=torch.float64, device="cpu")
     if task.kind == "multilabel":
         return torch.sigmoid(logits).numpy()
     if task.kind == "multihead":
@@ -185,15 +185,15 @@ def score(name: str, probs: np.ndarray, targets: np.ndarray, task: Task, thresho
     return get_metric(name, task).fn(np.asarray(probs, np.float64), np.asarray(targets), task, threshold)
 
 
-def ignite_metric(name: str, task: Task, threshold: float = 0.5) -> EpochMetric:
-    """An ignite metric computing ``name`` over a whole evaluation pass of (logits, targets) outputs; with several
-    processes, over every process's rows (`GatheredEpochMetric`)."""
+def ignite_metric(name: str, task: Task, threshold: float = 0.5, device: torch.device | str = "cpu") -> EpochMetric:
+    """An ignite metric computing ``name`` over a whole evaluation pass of (logits, targets) outputs, kept on
+    ``device`` until then; with several processes, over every process's rows (`GatheredEpochMetric`)."""
     spec = get_metric(name, task)
 
     def compute(y_pred: torch.Tensor, y: torch.Tensor) -> float:
         return spec.fn(to_probs(y_pred, task), y.cpu().numpy(), task, threshold)
 
-    return GatheredEpochMetric(compute, check_compute_fn=False)
+    return GatheredEpochMetric(compute, check_compute_fn=False, device=device)
 
 
 class GatheredEpochMetric(EpochMetric):

@@ -138,7 +138,7 @@ class Mixup:
         else:
             weights = self.sample_weights()
             perms = [np.arange(n)] + [self.rng.permutation(n) for _ in range(self.k - 1)]
-            index = [torch.as_tensor(p, device=images.device) for p in perms]
+            index = [_index(p, images.device) for p in perms]
             stage = 0 if self.stages is None else self.stages.draw(images, self.rng)
             if stage > 0:
                 self.stages.arm(stage, weights, index)
@@ -152,7 +152,7 @@ class Mixup:
         and row indices ``[identity, permutation]`` that mix their targets."""
         lam = self.rng.beta(self.cutmix_alpha, self.cutmix_alpha)
         y1, y2, x1, x2, lam = cutmix_box(lam, x.shape[-2], x.shape[-1], self.rng)
-        index = torch.as_tensor(self.rng.permutation(x.shape[0]), device=x.device)
+        index = _index(self.rng.permutation(x.shape[0]), x.device)
         mixed = x.clone()
         mixed[..., y1:y2, x1:x2] = x[index][..., y1:y2, x1:x2]
         return mixed, [lam, 1.0 - lam], [torch.arange(x.shape[0], device=x.device), index]
@@ -162,6 +162,13 @@ class Mixup:
 
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
+
+
+def _index(rows: np.ndarray, device: torch.device) -> torch.Tensor:
+    """int64 row indices (N,) on ``device``; on CUDA copied from pinned memory without waiting: a copy from pageable
+    host memory waits for the GPU to finish the work queued before it, on every batch."""
+    rows = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+    return rows.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else rows.to(device)
 
 
 def _combine(values: torch.Tensor, weights, index: list[torch.Tensor]) -> torch.Tensor:

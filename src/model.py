@@ -259,6 +259,9 @@ def _efficientnet(name: str, in_chans: int, pretrained: str | None, drop_path_ra
     else:
         net = EfficientNet.from_name(name, in_channels=3 if pretrained else in_chans, **params)
     crop_same_convs(net)  # same outputs; skips the taps that only read padding on small maps (faster on CPU)
+    # the library's MemoryEfficientSwish is x * sigmoid(x) as a Python autograd function (two kernels forward, its own
+    # backward, opaque to torch.compile); torch's SiLU is the same function in one kernel each way
+    replace_activations(net, "silu")
     return net, net._fc.in_features
 
 

@@ -226,9 +226,9 @@ def log_image_grids(writer, loaders, global_step: int) -> None:
     train_set, valid_set = loaders.train.dataset, loaders.valid_images
     sampler = loaders.train.sampler
     rows = np.linspace(0, len(train_set) - 1, min(GRID_IMAGES, len(train_set))).astype(int)
-    train = torch.stack([train_set.image((int(r), sampler.seed, 0)) for r in rows])
+    train = loaders.view(train_set, [(int(r), sampler.seed, 0) for r in rows])
     rows = np.linspace(0, len(valid_set) - 1, min(GRID_IMAGES, len(valid_set))).astype(int)
-    valid = torch.stack([valid_set.image(int(r)) for r in rows])
+    valid = loaders.view(valid_set, [int(r) for r in rows])
     writer.add_image("images/train", image_grid(train, loaders.mean, loaders.std), global_step)
     writer.add_image("images/valid", image_grid(valid, loaders.mean, loaders.std), global_step)
 
@@ -256,7 +256,7 @@ def log_class_views(writer, results: dict[str, np.ndarray], task: Task, tag: str
 def log_top_losses(writer, results: dict[str, Any], task: Task, loaders, tag: str, global_step: int, k: int) -> None:
     """The ``k`` valid images with the highest loss, captioned with their true and predicted labels."""
     order = np.argsort(-results["loss"], kind="stable")[:k]
-    images = to_rgb(torch.stack([loaders.valid_images.image(int(i)) for i in order]), loaders.mean, loaders.std)
+    images = to_rgb(loaders.view(loaders.valid_images, [int(i) for i in order]), loaders.mean, loaders.std)
     captions = [_caption(results, task, int(i)) for i in order]
     writer.add_image(f"{tag}/top_losses", captioned_grid(images, captions), global_step, dataformats="HWC")
 

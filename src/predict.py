@@ -22,13 +22,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from src import files, rundir
-from src.augmentations import build_transforms
+from src.augmentations import build_pixel_transforms
+from src.batch_augment import DeviceStage
 from src.cli import parse_args, run_cli
 from src.config import Config
 from src.engine import predict_logits
-from src.loaddata import ImageDataset, SequenceToTensor
+from src.loaddata import ImageDataset, SequenceToTensor, default_num_workers, one_opencv_thread_per_worker
 from src.metrics import score, to_probs, tune_thresholds
 from src.oof import predictions_frame, read_predictions, rows_of
+from src.prefetch import DeviceLoader
 from src.rundir import FoldRun
 from src.setup import reading, resolve_device, setup_model
 from src.sources import Source, read_source
@@ -75,8 +77,8 @@ class PredictConfig:
     """Where test_predictions.csv and submission.csv go; None: the run folder."""
     batch_size: int = 256
     """Images per forward pass."""
-    num_workers: int = 0
-    """DataLoader workers."""
+    num_workers: int | None = None
+    """DataLoader worker processes; None: 0 on CPU, every core but one on CUDA (as training)."""
     device: str = "auto"
     """'auto', 'cpu', 'cuda' or 'cuda:N'."""
 
@@ -119,26 +121,33 @@ def predict_images(fold: FoldRun, source: Source, args: PredictConfig, device: t
     img_size = config.loader.size_schedule[-1][1]  # the last size of a progressive schedule
     variants = [Variant("none", [], img_size)] if sequences else tta_variants(args.tta, img_size)
     targets = np.zeros(len(images), dtype=np.int64)
+    workers = default_num_workers(device) if args.num_workers is None else args.num_workers
+    if workers:
+        one_opencv_thread_per_worker()
     probs = []
     for variant in variants:
-        transform = (
-            SequenceToTensor()
-            if sequences
-            else build_transforms(
-                variant.img_size,
-                config.loader.mean,
-                config.loader.std,
-                resize_mode=config.loader.resize_mode,
-                extra=variant.transforms,
-            )
-        )
-        loader = DataLoader(
-            ImageDataset(images, targets, transform, meta), batch_size=args.batch_size, num_workers=args.num_workers
+        loader = DeviceLoader(
+            DataLoader(
+                ImageDataset(images, targets, _pixels(variant, config, sequences), meta),
+                batch_size=args.batch_size,
+                num_workers=workers,
+                pin_memory=device.type == "cuda",
+            ),
+            device,
+            DeviceStage(config.loader.mean or [], config.loader.std or [], config.step.channels_last),
         )
         logits = predict_logits(model, loader, device, config.step)
         probs.append(to_probs(logits, fold.task))
         logger.info("%s: %s, variant %s: %d images", fold.run_dir.name, fold.checkpoint.name, variant.name, len(images))
     return merge(probs, args.tta_merge, fold.task)
+
+
+def _pixels(variant: Variant, config: Config, sequences: bool):
+    """The pipeline of a test-time ``variant`` where the images are decoded (uint8 pixels, normalised on the device),
+    or the point sequences' tensors."""
+    if sequences:
+        return SequenceToTensor()
+    return build_pixel_transforms(variant.img_size, resize_mode=config.loader.resize_mode, extra=variant.transforms)
 
 
 def predict_test(folds: list[FoldRun], args: PredictConfig, device: torch.device) -> tuple[list[str], np.ndarray]:

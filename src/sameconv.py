@@ -6,6 +6,10 @@ the input, and the padding with it, gives the same output and the same gradients
 get zero gradient anyway) with far less work. On CPU, oneDNN's depthwise backward on such maps is very slow
 (pytorch/pytorch#13716): at 32 px an effnet-b0 training step takes 1.43x less time on one thread, an epoch of
 the default run about 1.15x less on two (``NOTES.md``).
+
+Where the padding is the same on both sides (stride 1, odd kernels: most of an EfficientNet), the convolution pads
+itself instead of reading a padded copy of its input (`F.pad` allocates and writes the whole map before every such
+convolution: on a GPU a memory-bound kernel per layer).
 """
 
 from __future__ import annotations
@@ -51,9 +55,10 @@ class CroppedSameConv2d(Conv2dDynamicSamePadding):
         (kh, kw), (sh, sw), (dh, dw) = self.weight.shape[-2:], self.stride, self.dilation
         h0, th, top, bottom = useful_taps(x.shape[-2], kh, sh, dh)
         w0, tw, left, right = useful_taps(x.shape[-1], kw, sw, dw)
-        if any((top, bottom, left, right)):
-            x = F.pad(x, [left, right, top, bottom])
         weight = self.weight if (th, tw) == (kh, kw) else self.weight[:, :, h0 : h0 + th, w0 : w0 + tw]
+        if top == bottom >= 0 and left == right >= 0:  # the convolution pads itself: no padded copy of x
+            return F.conv2d(x, weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
+        x = F.pad(x, [left, right, top, bottom])  # uneven ('same' at stride 2) or a crop: one copy
         return F.conv2d(x, weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 

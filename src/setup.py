@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from src import distributed
-from src.config import Config
+from src.config import LOG_EVERY, Config
 from src.distill import hard_targets
 from src.distill import test_set as teacher_test_set
 from src.distill import train_targets as distilled_targets
@@ -41,7 +41,9 @@ def prepare(config: Config) -> Config:
 def resolve_device(name: str) -> torch.device:
     """``--device``: 'auto' is CUDA when available, else the CPU. With several processes, each process's own
     device (`idist.device()`: the GPU of its local rank under nccl, the CPU under gloo). On CUDA, cuDNN picks
-    the fastest convolution algorithms for the shapes it sees (``cudnn.benchmark``).
+    the fastest convolution algorithms for the shapes it sees (``cudnn.benchmark``), and float32 matrix products
+    and convolutions use TensorFloat-32 (Ampere and later: 10 bits of mantissa, the default of JAX and of most
+    trainers; bf16 autocast covers most of the step anyway).
 
     Raises:
         ValueError: CUDA asked for on a machine without it.
@@ -132,7 +134,9 @@ def setup_loaders(config: Config, data: Data, fold_of: np.ndarray, device: torch
     if config.data.meta_cols:
         encoder = MetaEncoder.fit(data.source.table, config.data.meta_cols, train_idx)
         data = dataclasses.replace(data, meta=encoder.transform(data.source.table, str(data.source.where)))
-    loaders = build_loaders(data, train_idx, valid_idx, loader, config.run.seed, device.type == "cuda", train_set)
+    loaders = build_loaders(
+        data, train_idx, valid_idx, loader, config.run.seed, device, train_set, config.step.channels_last
+    )
     loaders.meta_encoder = encoder
     loaders.train.sampler.limit(config.run.max_iters_per_epoch)  # each capped epoch is a fresh pass
     return loaders
@@ -163,11 +167,11 @@ def training_set(config: Config, data: Data, train_idx: np.ndarray) -> TrainSet 
     return TrainSet(targets=targets, extra=teacher_test_set(config, reading(config), data.task))
 
 
-def resolve(config: Config, data: Data, loaders: Loaders) -> Config:
+def resolve(config: Config, data: Data, loaders: Loaders, device: torch.device) -> Config:
     """The config with its inferred fields resolved: ``num_classes`` and ``in_chans`` from the data, the L-softmax
-    head for ``--loss lsoftmax``, ``num_workers`` as the loaders use them, and the train fold's normalisation
-    (floats), saved with the run so that prediction normalises the same way. (The batch size and accumulation,
-    which the loaders need, are resolved before them: `src.batch_size.resolve_batch`.)
+    head for ``--loss lsoftmax``, ``num_workers`` as the loaders use them, ``--log-every auto`` for ``device``, and
+    the train fold's normalisation (floats), saved with the run so that prediction normalises the same way. (The
+    batch size and accumulation, which the loaders need, are resolved before them: `src.batch_size.resolve_batch`.)
 
     Raises:
         ValueError: ``--num-classes`` below the data's classes, or ``--in-chans`` other than the images'.
@@ -184,6 +188,7 @@ def resolve(config: Config, data: Data, loaders: Loaders) -> Config:
         num_classes=task.num_outputs if task.kind == "multihead" else (model.num_classes or task.num_outputs),
         in_chans=data.in_chans,
         num_workers=loaders.train.num_workers,
+        log_every=LOG_EVERY.get(device.type, 1) if config.run.log_every == "auto" else config.run.log_every,
         mean=tuple(loaders.mean) if loaders.mean else config.loader.mean,
         std=tuple(loaders.std) if loaders.std else config.loader.std,
     )

@@ -54,7 +54,7 @@ def run(config: Config, requests: StopRequests | None = None, report: RunReport 
     data, fold_of = setup_data(config)
     config = resolve_batch(config, data.task, data.in_chans, len(fold_of), device)
     loaders = setup_loaders(config, data, fold_of, device)
-    config = resolve(config, data, loaders)
+    config = resolve(config, data, loaders, device)
     model = setup_model(config, data.task, device, loaders.meta_encoder)
     run_dir = rundir.create(config)  # continues the run of the same name (same settings)
     if run_dir is not None:

@@ -30,7 +30,7 @@ from src.checkpoints import (
     resume_from,
 )
 from src.config import Config
-from src.engine import FeatureLoss, create_trainer, predict_logits
+from src.engine import FeatureLoss, autocast_dtype, create_trainer, predict_logits
 from src.evaluation import Selection, compiled, validation_event
 from src.handlers import (
     attach_early_stopping,
@@ -178,6 +178,8 @@ def setup_training(config: Config, model: torch.nn.Module, task: Task, steps: St
         )
     if config.step.amp == "fp16" and device.type != "cuda":
         logger.warning("--amp fp16 needs CUDA; training in fp32 on %s", device)
+    elif device.type == "cuda":
+        logger.info("--amp %s: autocast to %s", config.step.amp, autocast_dtype(config.step.amp, device) or "none")
     center = feature_loss = None
     if config.loss.center_loss > 0:
         if task.kind != "single":

@@ -5,12 +5,28 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import default_collate
 
 from src.augmentations import build_transforms
-from src.batch_augment import LIGHT, BatchAffine, BatchPipeline, build_batch_pipeline, key_uniforms
+from src.batch_augment import (
+    LIGHT,
+    BatchAffine,
+    BatchPipeline,
+    DeviceStage,
+    Pixels,
+    WarpedPixels,
+    build_batch_pipeline,
+    key_uniforms,
+    warp,
+)
 from src.config import LoaderConfig
 from src.loaddata import build_loaders
-from tests.helpers import fake_data, split
+from tests.helpers import CPU, fake_data, split
+
+
+def _finished(pixels: list, mean=(0.1,), std=(0.3,)) -> torch.Tensor:
+    """What the model sees of a list of `Pixels`: collated as the loader does, then the device stage on the CPU."""
+    return DeviceStage(mean, std)(default_collate(pixels), CPU)
 
 
 def _shape(size: int = 32) -> np.ndarray:
@@ -22,11 +38,12 @@ def _shape(size: int = 32) -> np.ndarray:
     return np.clip(blob + bar, 0, 255).astype(np.uint8)[..., None]
 
 
-def _ours(image: np.ndarray, scale: float, tx: float, ty: float, degrees: float) -> np.ndarray:
-    affine = BatchAffine(p=1.0)
-    affine.draw = lambda keys: np.array([[1.0, scale, tx, ty, degrees]] * len(keys))
+def _ours(image: np.ndarray, scale: float, tx: float, ty: float, degrees: float, flip: bool = False) -> np.ndarray:
+    affine = BatchAffine(p=1.0, flip=float(flip))
+    affine.draw = lambda keys: np.array([[1.0, scale, tx, ty, degrees, float(flip)]] * len(keys))
+    theta, warped = affine.matrices([0], *image.shape[:2])
     batch = torch.from_numpy(image).permute(2, 0, 1)[None].float()
-    return affine(batch, [0])[0, 0].numpy()
+    return warp(batch, theta, warped)[0, 0].numpy()
 
 
 def _albumentations(image: np.ndarray, scale: float, tx: float, ty: float, degrees: float) -> np.ndarray:
@@ -55,17 +72,39 @@ def test_the_warp_is_albumentations_affine_with_the_same_parameters(scale, tx, t
 
 def test_a_samples_warp_depends_on_its_key_only():
     images = [_shape() for _ in range(3)]
-    pipeline = build_batch_pipeline(32, [0.1], [0.3], "light", seed=0, resize_mode="resize")
+    pipeline = build_batch_pipeline(32, "light", seed=0, resize_mode="resize")
     keys = [(0, 7, 1), (1, 7, 1), (2, 7, 1)]
-    batch = pipeline(images, keys)
-    alone = pipeline(images[2:], keys[2:])
-    reordered = pipeline([images[1], images[0]], [keys[1], keys[0]])
+    batch = _finished(pipeline(images, keys))
+    alone = _finished(pipeline(images[2:], keys[2:]))
+    reordered = _finished(pipeline([images[1], images[0]], [keys[1], keys[0]]))
     assert torch.equal(batch[2], alone[0]) and torch.equal(batch[0], reordered[1])
     assert not torch.equal(batch[0], batch[1]) or not torch.equal(batch[1], batch[2])  # other keys, other draws
-    again = build_batch_pipeline(32, [0.1], [0.3], "light", seed=3, resize_mode="resize")(images, keys)
+    again = _finished(build_batch_pipeline(32, "light", seed=3, resize_mode="resize")(images, keys))
     assert torch.equal(batch, again)  # the key decides, not the pipeline's seed
-    next_epoch = pipeline(images, [(k, 7, 2) for k, _, _ in keys])
+    next_epoch = _finished(pipeline(images, [(k, 7, 2) for k, _, _ in keys]))
     assert not torch.equal(batch, next_epoch)
+
+
+def test_the_workers_hand_over_uint8_pixels_and_the_warp_drawn_for_them():
+    pixels = build_batch_pipeline(32, "light", seed=0, resize_mode="resize")([_shape(28)] * 2, [(0, 0, 0), (1, 0, 0)])
+    assert all(isinstance(p, WarpedPixels) for p in pixels)
+    assert pixels[0].image.dtype == torch.uint8 and pixels[0].image.shape == (32, 32, 1)
+    assert pixels[0].theta.shape == (2, 3) and pixels[0].theta.dtype == torch.float32
+    plain = BatchPipeline(32, None)([_shape(28)], [0])
+    assert isinstance(plain[0], Pixels) and plain[0].image.dtype == torch.uint8
+
+
+def test_the_gpus_warp_of_every_row_equals_the_cpus_of_the_warped_rows():
+    pipeline = build_batch_pipeline(40, "light", seed=0, resize_mode="resize")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (37, 45, 3), dtype=np.uint8) for _ in range(24)]
+    batch = default_collate(pipeline(images, [(row, 1, 2) for row in range(24)]))
+    assert 0 < batch.warped.sum() < 24  # some rows warped, some not
+    x = batch.image.permute(0, 3, 1, 2).float()
+    rows = warp(x.clone(), batch.theta, batch.warped, select_rows=True)
+    every = warp(x.clone(), batch.theta, batch.warped, select_rows=False)
+    assert torch.equal(rows, every)
+    assert torch.equal(rows[~batch.warped], x[~batch.warped]) and not torch.equal(rows[batch.warped], x[batch.warped])
 
 
 def test_the_draws_cover_the_light_presets_ranges_with_its_probability():
@@ -77,16 +116,18 @@ def test_the_draws_cover_the_light_presets_ranges_with_its_probability():
         assert high - 0.05 * (high - low) < params[:, column].max() <= high
 
 
-@pytest.mark.parametrize("resize_mode, side", [("resize", 28), ("resize", 40), ("pad", 28), ("pad", 40)])
-def test_without_a_warp_the_batch_equals_albumentations_valid_pipeline(resize_mode, side):
+@pytest.mark.parametrize(
+    "resize_mode, side, channels", [("resize", 28, 3), ("resize", 40, 1), ("pad", 28, 6), ("pad", 40, 3)]
+)
+def test_without_a_warp_the_device_stage_equals_albumentations_valid_pipeline_exactly(resize_mode, side, channels):
     rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, (side, side, 3), dtype=np.uint8) for _ in range(4)]
-    mean, std = [0.2, 0.4, 0.5], [0.2, 0.25, 0.3]
-    batch = BatchPipeline(32, mean, std, None, resize_mode)(images, [(k, 0, 0) for k in range(4)])
+    images = [rng.integers(0, 256, (side, side + 5, channels), dtype=np.uint8) for _ in range(4)]
+    mean, std = list(rng.uniform(0.1, 0.6, channels)), list(rng.uniform(0.1, 0.4, channels))
+    batch = _finished(BatchPipeline(32, None, resize_mode)(images, [0, 1, 2, 3]), mean, std)
     per_image = build_transforms(32, mean, std, "none", resize_mode=resize_mode)
     expected = torch.stack([per_image(image=image)["image"] for image in images])
-    assert batch.shape == (4, 3, 32, 32) and batch.dtype == torch.float32
-    torch.testing.assert_close(batch, expected, atol=1e-5, rtol=0)
+    assert batch.shape == (4, channels, 32, 32) and batch.dtype == torch.float32
+    assert torch.equal(batch, expected)  # the same arithmetic as albumentations' Normalize on uint8
 
 
 @pytest.mark.parametrize("batch_aug", [True, False])
@@ -95,11 +136,10 @@ def test_the_train_loader_batches_are_each_samples_own_augmentation(batch_aug):
     train_idx, valid_idx = split(data, 4, 0)
     config = LoaderConfig(img_size=32, batch_size=8, aug="light", batch_aug=batch_aug, num_workers=0)
     loaders = build_loaders(data, train_idx, valid_idx, config, seed=5)
-    assert getattr(loaders.train.dataset.transform, "batched", False) == batch_aug
+    assert isinstance(loaders.train.dataset.transform, BatchPipeline) == batch_aug
     x, _ = next(iter(loaders.train))
     keys = list(loaders.train.sampler)[:8]
-    expected = torch.stack([loaders.train.dataset.image(key) for key in keys])
-    torch.testing.assert_close(x, expected, atol=1e-6, rtol=0)
+    assert torch.equal(x, loaders.view(loaders.train.dataset, keys))
     assert x.shape == (8, 1, 32, 32) and x.dtype == torch.float32
 
 
@@ -111,3 +151,26 @@ def test_key_uniforms_are_uniform_and_differ_with_every_field_of_the_key():
     assert len(np.unique(uniform[:, 0])) == len(keys)  # no two keys (row, seed or epoch apart) draw alike
     assert np.abs(np.corrcoef(uniform.T) - np.eye(5)).max() < 0.06  # the draws of one key are independent
     assert np.array_equal(key_uniforms(keys[::-1], 5), uniform[::-1])  # a key's draws are its own
+
+
+def test_the_photo_preset_mirrors_as_albumentations_horizontal_flip_does():
+    image = _shape(32)
+    affine = BatchAffine(p=0.0, flip=1.0)  # flipped, not warped: a mirror, exactly
+    theta, moved = affine.matrices([(0, 0, 0)], 32, 32)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    assert moved.all() and torch.equal(warp(x.clone(), theta, moved)[0, 0], x[0, 0].flip(-1))
+    for scale, tx, ty, degrees in [(1.1, 0.08, -0.05, 0.0), (0.9, -0.05, 0.08, -10.0)]:  # warped, then mirrored
+        expected = np.fliplr(_albumentations(image, scale, tx, ty, degrees))
+        close = np.abs(_ours(image, scale, tx, ty, degrees, flip=True) - expected).mean()
+        unmirrored = np.abs(_ours(image, scale, tx, ty, degrees) - expected).mean()
+        assert close < 0.5 and close < 0.05 * unmirrored, (close, unmirrored)
+
+
+def test_the_photo_preset_keeps_the_light_presets_warps_and_flips_half_the_images():
+    keys = [(row, 3, 1) for row in range(2000)]
+    light, photo = BatchAffine().draw(keys), BatchAffine(flip=0.5).draw(keys)
+    assert np.array_equal(light[:, :5], photo[:, :5]) and not light[:, 5].any()
+    assert abs(photo[:, 5].mean() - 0.5) < 0.04
+    pipeline = build_batch_pipeline(16, "photo", seed=0, resize_mode="resize")
+    pixels = pipeline([_shape(16)] * 8, keys[:8])
+    assert all(isinstance(p, WarpedPixels) for p in pixels)

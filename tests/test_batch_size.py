@@ -148,6 +148,7 @@ def test_out_of_memory_during_training_names_the_batch_and_keeps_the_checkpoint(
     assert epoch_checkpoint(tmp_path / "oom", 2).exists()
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the real search needs CUDA")
 def test_auto_finds_a_batch_on_the_gpu_and_trains(tmp_path):
     flags = [*TINY, "--batch-size", "auto", "--effective-batch-size", "256", "--epochs", "1", "--device", "cuda"]

@@ -158,12 +158,12 @@ def test_compile_trains_the_compiled_model_and_saves_the_plain_one(tmp_path, mon
     real_compile = torch.compile
 
     def eager_compile(model, **kwargs):  # the eager backend checks the wiring in seconds (inductor: minutes on CPU)
-        calls.append(type(model).__name__)
-        return real_compile(model, backend="eager")
+        calls.append((type(model).__name__, kwargs))
+        return real_compile(model, backend="eager", **kwargs)
 
     monkeypatch.setattr(torch, "compile", eager_compile)
     assert main(["--compile", "--epochs", "1", "--output-dir", str(tmp_path), "--run-name", "c", *TINY]) == 0
-    assert calls == ["Classifier"] * 3  # the trainer and both evaluators
+    assert calls == [("Classifier", {"dynamic": False})]  # the training model once; the evaluators run eagerly
     state = read_checkpoint([epoch_checkpoint(tmp_path / "c", 1)])[1]["model"]
     assert not any(key.startswith("_orig_mod") for key in state)
 

@@ -125,6 +125,7 @@ def test_evaluator_metrics_cover_the_whole_loader():
     )
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 autocast with a grad scaler needs CUDA")
 @pytest.mark.parametrize("amp", ["fp16", "bf16"])
 def test_amp_trains_on_cuda(amp):

@@ -94,8 +94,10 @@ def test_top_losses_show_the_highest_losses_first_with_their_labels():
         "conf": np.array([[0.9], [0.8], [0.7]]),
     }
     images = {i: torch.full((1, 8, 8), i / 10) for i in range(3)}  # row i is grey at i / 10
-    valid_images = types.SimpleNamespace(image=images.__getitem__)  # ImageDataset.image: row -> (C, H, W)
-    loaders = types.SimpleNamespace(valid_images=valid_images, mean=[0.0], std=[1.0])
+    def view(dataset, rows):  # Loaders.view: the rows' images as the model sees them, (N, C, H, W)
+        return torch.stack([dataset[row] for row in rows])
+
+    loaders = types.SimpleNamespace(valid_images=images, view=view, mean=[0.0], std=[1.0])
     writer = RecordingWriter()
     pictures.log_top_losses(writer, results, _single(3), loaders, "valid", 1, k=2)
     grid = writer.logged["valid/top_losses"]
