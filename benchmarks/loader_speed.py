@@ -3,6 +3,9 @@ layout's loader in the loop vs the model fed from batches already in memory.
 
     python -m benchmarks.loader_speed [--images 2000] [--iters 20] [--img-size 32] [--repeats 3] [--only images pixels]
 
+With ``--train-csv`` and ``--image-dir`` (a photo competition, e.g. ``python -m src.tools.make_photos``), the
+loader per worker core against timm's on those files instead (`benchmarks.photo_loader`).
+
 The bundled digits are written to each layout in a temporary folder (image folder of PNGs, pixel CSV,
 parquet, six single-channel PNGs per image) and read through `load_data` exactly as training does; the
 strokes layout uses random polylines (1-5 strokes of 6 points) with the digits' labels.
@@ -124,7 +127,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=None, help="layouts whose name starts with one of these")
+    photos = parser.add_argument_group("a photo competition (benchmarks.photo_loader)")
+    photos.add_argument("--train-csv", help="its train.csv: time the loader on these files")
+    photos.add_argument("--image-dir", help="the folder of its images")
+    photos.add_argument("--image-template", default="{id}.jpg", help="an image's path under --image-dir")
+    photos.add_argument("--workers", type=int, default=1, help="worker processes of every loader")
+    photos.add_argument("--compare", nargs="*", default=[], choices=["timm"], help="time timm's train pipeline too")
+    photos.add_argument("--aug", default="light", help="our train augmentation (--aug of training)")
+    photos.add_argument("--device", default="cpu", help="with cuda: also the rate delivered on the GPU")
     args = parser.parse_args()
+    if args.train_csv:
+        from benchmarks import photo_loader
+
+        args.images = args.images if args.images != 2000 else 1536
+        photo_loader.main(args)
+        return
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         configs = write_layouts(Path(tmp), args.images)
