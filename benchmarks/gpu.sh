@@ -14,7 +14,7 @@ OUT=${1:-${OUT:-/tmp/gpu-bench}}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
-if [ -d .whl ]; then
+if [ -d .whl ] && ! $PY -c "import ignite, albumentations, tyro, efficientnet_pytorch" 2>/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 fi
