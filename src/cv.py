@@ -19,7 +19,7 @@ import torch
 from src import distributed, files, rundir
 from src.config import Config
 from src.metrics import score
-from src.oof import read_predictions
+from src.oof import probability_columns, read_predictions, write_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +95,19 @@ def gather_oof(config: Config, run_dir: Path, folds: list[int] | None = None) ->
     folds = list(range(config.split.folds)) if folds is None else folds
     task = rundir.read_task(rundir.fold_dir(run_dir, folds[0]))
     metric, threshold = config.eval.metric, config.eval.threshold
-    predictions = [read_predictions(rundir.fold_dir(run_dir, k) / rundir.PREDICTIONS, task) for k in folds]
-    fold_scores = [score(metric, probs, targets, task, threshold) for _, probs, targets in predictions]
-    oof = pd.concat([frame for frame, _, _ in predictions], ignore_index=True)
-    probs, targets = (np.concatenate([fold[i] for fold in predictions]) for i in (1, 2))
+    columns = probability_columns(task)
+    tables, fold_probs, fold_targets, fold_scores = [], [], [], []
+    for k in folds:
+        frame, probs, targets = read_predictions(rundir.fold_dir(run_dir, k) / rundir.PREDICTIONS, task)
+        fold_scores.append(score(metric, probs, targets, task, threshold))
+        head = len(frame.columns) - len(columns)
+        if list(frame.columns[head:]) == columns:  # as written: the table's probabilities held once, in `probs`
+            frame = pd.concat([frame.iloc[:, :head], pd.DataFrame(probs, columns=columns, copy=False)], axis=1)
+        tables.append(frame)
+        fold_probs.append(probs)
+        fold_targets.append(targets)
+    oof = pd.concat(tables, ignore_index=True)
+    probs, targets = np.concatenate(fold_probs), np.concatenate(fold_targets)
     summary = {
         "metric": metric,
         "fold_scores": [round(s, 6) for s in fold_scores],
@@ -111,7 +120,7 @@ def gather_oof(config: Config, run_dir: Path, folds: list[int] | None = None) ->
     }
     if not distributed.is_main():
         return summary
-    files.write_csv(oof, run_dir / rundir.OOF)
+    write_predictions(oof, run_dir / rundir.OOF)
     files.write_text(run_dir / rundir.CV_SUMMARY, json.dumps(summary, indent=1))
     per_fold = " ".join(f"{s:.4f}" for s in fold_scores)
     print(

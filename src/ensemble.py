@@ -29,7 +29,7 @@ from src import files, rundir, stacking
 from src.cli import parse_args, run_cli
 from src.config import load_config_file
 from src.metrics import get_metric, score
-from src.oof import predictions_frame, read_predictions
+from src.oof import predictions_frame, read_predictions, write_predictions
 from src.submission import DEFAULT_FORMAT, SubmissionFormat, make_submission, write_submission
 from src.targets import Task
 from src.tta import renormalise
@@ -70,17 +70,35 @@ def blend(probs: list[np.ndarray], weights: np.ndarray, method: str, task: Task)
     Raises:
         ValueError: unknown method.
     """
-    weights = np.asarray(weights, np.float64) / np.sum(weights)
-    stack = np.stack(probs)  # (runs, N, num_outputs)
+    return combine(prepare(probs, method), weights, method, task)
+
+
+def prepare(probs: list[np.ndarray] | np.ndarray, method: str) -> np.ndarray:
+    """What the blend ``method`` averages, for the runs side by side (runs, N, num_outputs): the probabilities
+    (mean), their logs (geometric) or their per-class ranks scaled to [0, 1] (rank: only the order of the rows
+    matters). It does not depend on the weights: `fit_weights` prepares it once.
+
+    Raises:
+        ValueError: unknown method.
+    """
+    stack = np.asarray(probs)  # (runs, N, num_outputs)
     if method == "mean":
-        return np.tensordot(weights, stack, axes=1)
+        return stack
     if method == "geometric":
-        merged = np.exp(np.tensordot(weights, np.log(np.clip(stack, 1e-15, 1.0)), axes=1))
-        return merged if task.kind == "multilabel" else renormalise(merged, task)
-    if method == "rank":  # per class, ranks scaled to [0, 1]: only the order of the rows matters
-        ranks = np.stack([rankdata(p, axis=0) / len(p) for p in stack])
-        return np.tensordot(weights, ranks, axes=1)
+        return np.log(np.clip(stack, 1e-15, 1.0))
+    if method == "rank":
+        return np.stack([rankdata(p, axis=0) / len(p) for p in stack])
     raise ValueError(f"--method {method!r}: unknown; known: {', '.join(METHODS)}")
+
+
+def combine(prepared: np.ndarray, weights: np.ndarray, method: str, task: Task) -> np.ndarray:
+    """The blend (N, num_outputs) of the runs' `prepare`d values with ``weights`` (normalised to sum 1)."""
+    weights = np.asarray(weights, np.float64) / np.sum(weights)
+    merged = np.tensordot(weights, prepared, axes=1)
+    if method != "geometric":
+        return merged
+    merged = np.exp(merged)
+    return merged if task.kind == "multilabel" else renormalise(merged, task)
 
 
 def fit_weights(
@@ -88,9 +106,10 @@ def fit_weights(
 ) -> np.ndarray:
     """Weights (sum 1) maximising the OOF ``metric`` of the blend; never worse than the best single run."""
     sign = 1.0 if get_metric(metric).higher_is_better else -1.0
+    prepared = prepare(probs, method)  # once, not at each of the search's ~30 blends
 
     def value(weights: np.ndarray) -> float:
-        return sign * score(metric, blend(probs, weights, method, task), targets, task, threshold)
+        return sign * score(metric, combine(prepared, weights, method, task), targets, task, threshold)
 
     def loss(logits: np.ndarray) -> float:  # softmax keeps the weights positive and summing to 1
         weights = np.exp(logits - logits.max())
@@ -125,15 +144,23 @@ def aligned(paths: list[Path], task: Task, what: str) -> tuple[pd.DataFrame, lis
     Raises:
         ValueError: a file whose ids differ from the first one's.
     """
-    frames = [read_predictions(path, task, with_targets=False)[:2] for path in paths]
-    order = frames[0][0]["id"].tolist()
-    probs = []
-    for path, (frame, p) in zip(paths, frames):
-        if sorted(frame["id"]) != sorted(order):
+    frame, first = read_predictions(paths[0], task, with_targets=False)[:2]
+    order = frame["id"].tolist()
+    unique = len(set(order)) == len(order)  # then a file in this order is used as it is, without a copy
+    probs = [first if unique else _reordered(first, order, order)]
+    for path in paths[1:]:  # the other files' tables are dropped as soon as read
+        other, p = read_predictions(path, task, with_targets=False)[:2]
+        ids = other["id"].tolist()
+        if ids != order and sorted(ids) != sorted(order):
             raise ValueError(f"{path}: its {what} ids differ from {paths[0]}'s; blend runs of the same rows")
-        position = {image_id: row for row, image_id in enumerate(frame["id"])}
-        probs.append(p[[position[i] for i in order]])
-    return frames[0][0], order, probs
+        probs.append(p if unique and ids == order else _reordered(p, ids, order))
+    return frame, order, probs
+
+
+def _reordered(probs: np.ndarray, ids: list[str], order: list[str]) -> np.ndarray:
+    """The rows of ``probs`` (one per id of ``ids``) in the order of the ids ``order``."""
+    position = {image_id: row for row, image_id in enumerate(ids)}
+    return probs[[position[i] for i in order]]
 
 
 def blend_weights(
@@ -186,7 +213,7 @@ def ensemble(args: EnsembleConfig) -> dict:
     }
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files.write_csv(
+    write_predictions(
         predictions_frame(order, blended, task, folds=frame["fold"].to_numpy(), labels=frame), out / rundir.OOF
     )
     tests = [run / rundir.TEST_PREDICTIONS for run in runs]
@@ -198,7 +225,7 @@ def ensemble(args: EnsembleConfig) -> dict:
             )
         else:
             test_blend = blend(test_probs, weights, args.method, task)
-        files.write_csv(predictions_frame(ids, test_blend, task), out / rundir.TEST_PREDICTIONS)
+        write_predictions(predictions_frame(ids, test_blend, task), out / rundir.TEST_PREDICTIONS)
         name = args.submission_format or DEFAULT_FORMAT[task.kind]
         form = SubmissionFormat(name, config.data.id_col, args.top_k, threshold)
         submission = make_submission(ids, test_blend, task, form)

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from src import files, rundir
+from src import rundir
 from src.augmentations import build_pixel_transforms
 from src.batch_augment import DeviceStage
 from src.cli import parse_args, run_cli
@@ -29,13 +29,13 @@ from src.config import Config
 from src.engine import predict_logits
 from src.loaddata import ImageDataset, SequenceToTensor, default_num_workers, one_opencv_thread_per_worker
 from src.metrics import score, to_probs, tune_thresholds
-from src.oof import predictions_frame, read_predictions, rows_of
+from src.oof import predictions_frame, read_predictions, rows_of, write_predictions
 from src.prefetch import DeviceLoader
 from src.rundir import FoldRun
 from src.setup import reading, resolve_device, setup_model
 from src.sources import Source, read_source
 from src.submission import DEFAULT_FORMAT, SubmissionFormat, make_submission, write_submission
-from src.tta import MERGES, Variant, merge, tta_variants
+from src.tta import MERGES, Merge, Variant, tta_variants
 
 logger = logging.getLogger("src.predict")  # not __name__: "__main__" under python -m
 
@@ -124,7 +124,7 @@ def predict_images(fold: FoldRun, source: Source, args: PredictConfig, device: t
     workers = default_num_workers(device) if args.num_workers is None else args.num_workers
     if workers:
         one_opencv_thread_per_worker()
-    probs = []
+    merged = Merge(args.tta_merge, fold.task, (len(images), fold.task.num_outputs), len(variants))
     for variant in variants:
         loader = DeviceLoader(
             DataLoader(
@@ -137,9 +137,15 @@ def predict_images(fold: FoldRun, source: Source, args: PredictConfig, device: t
             DeviceStage(config.loader.mean or [], config.loader.std or [], config.step.channels_last),
         )
         logits = predict_logits(model, loader, device, config.step)
-        probs.append(to_probs(logits, fold.task))
+        for rows in row_blocks(len(logits)):  # float64 probabilities a block at a time, not a whole variant's
+            merged.add(to_probs(logits[rows], fold.task), rows)
         logger.info("%s: %s, variant %s: %d images", fold.run_dir.name, fold.checkpoint.name, variant.name, len(images))
-    return merge(probs, args.tta_merge, fold.task)
+    return merged.result()
+
+
+def row_blocks(rows: int, size: int = 4096) -> list[slice]:
+    """``slice``s of ``size`` rows covering ``rows`` rows in order."""
+    return [slice(start, min(start + size, rows)) for start in range(0, rows, size)]
 
 
 def _pixels(variant: Variant, config: Config, sequences: bool):
@@ -153,8 +159,11 @@ def _pixels(variant: Variant, config: Config, sequences: bool):
 def predict_test(folds: list[FoldRun], args: PredictConfig, device: torch.device) -> tuple[list[str], np.ndarray]:
     """The test ids and the fold-averaged probabilities (N, num_outputs)."""
     source = read_test(folds[0], args)
-    probs = np.mean([predict_images(fold, source, args, device) for fold in folds], axis=0)
-    return source.ids(), probs
+    total = predict_images(folds[0], source, args, device)
+    for fold in folds[1:]:  # summed in fold order, as the mean over the stacked folds: one array held, not one a fold
+        total += predict_images(fold, source, args, device)
+    total /= len(folds)
+    return source.ids(), total
 
 
 def predict_oof(folds: list[FoldRun], args: PredictConfig, device: torch.device) -> dict:
@@ -185,7 +194,7 @@ def predict_oof(folds: list[FoldRun], args: PredictConfig, device: torch.device)
     ]
     out = Path(args.output_dir or args.run)
     out.mkdir(parents=True, exist_ok=True)
-    files.write_csv(pd.concat(frames, ignore_index=True), out / f"oof_tta-{Path(args.tta).stem}.csv")
+    write_predictions(pd.concat(frames, ignore_index=True), out / f"oof_tta-{Path(args.tta).stem}.csv")
     return result
 
 
@@ -210,7 +219,7 @@ def predict(args: PredictConfig) -> dict:
     ids, probs = predict_test(folds, args, device)
     out = Path(args.output_dir or args.run)
     out.mkdir(parents=True, exist_ok=True)
-    files.write_csv(predictions_frame(ids, probs, folds[0].task), out / rundir.TEST_PREDICTIONS)
+    write_predictions(predictions_frame(ids, probs, folds[0].task), out / rundir.TEST_PREDICTIONS)
     form = submission_format(folds[0], args, result)
     submission = make_submission(ids, probs, folds[0].task, form)
     path = write_submission(submission, out / rundir.SUBMISSION, args.sample_submission)

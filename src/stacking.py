@@ -134,11 +134,12 @@ def honest_oof(features: np.ndarray, targets: np.ndarray, folds: np.ndarray, tas
     if len(np.unique(folds)) < 2:
         raise ValueError("--method stack: the runs' oof.csv holds one fold; stacking needs the folds of --fold all")
     out = np.zeros((len(features), task.num_outputs))
-    for labels, classes, columns in problems(task, targets):
-        for fold in np.unique(folds):
-            held = folds == fold
-            model = _fit(name, features[~held], labels[~held])
-            out[held, columns] = _columns(model, features[held], classes, columns)
+    for fold in np.unique(folds):  # the fold's rows are copied out once, not once per tag
+        held = folds == fold
+        train, test = features[~held], features[held]
+        for labels, classes, columns in problems(task, targets):
+            model = _fit(name, train, labels[~held])
+            out[held, columns] = _columns(model, test, classes, columns)
     return out
 
 

@@ -20,7 +20,7 @@ from ignite.handlers import Checkpoint, EarlyStopping, EMAHandler, ParamSchedule
 from ignite.metrics import Metric
 from torch.optim.swa_utils import AveragedModel
 
-from src import distributed, files, rundir
+from src import distributed, rundir
 from src.averaging import attach_ema, attach_swa, build_ema, build_swa, from_epoch
 from src.checkpoints import (
     attach_best_checkpoint,
@@ -51,7 +51,7 @@ from src.losses import CenterLoss, center_optimizer, task_criterion
 from src.manifold import StageMixer
 from src.metrics import to_probs
 from src.mixup import MixChoice, Mixup
-from src.oof import predictions_frame
+from src.oof import predictions_frame, write_predictions
 from src.optim import build_lr_scheduler, build_optimizer
 from src.pictures import Pictures, log_hparams
 from src.runstate import AccumulatedGradients, MetricState, RandomStates
@@ -400,5 +400,5 @@ def save_valid_predictions(
         folds=fold_of[rows],
         labels=data.source.table.iloc[rows],
     )
-    files.write_csv(frame, run_dir / rundir.PREDICTIONS)
+    write_predictions(frame, run_dir / rundir.PREDICTIONS)
     return best

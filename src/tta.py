@@ -60,21 +60,50 @@ def tta_variants(tta: str, img_size: int) -> list[Variant]:
 
 
 def merge(probs: list[np.ndarray], how: str, task: Task) -> np.ndarray:
-    """Combines the probabilities (N, num_outputs) of the variants.
+    """Combines the probabilities (N, num_outputs) of the variants (`Merge`, one after the other).
 
     Raises:
         ValueError: an unknown merge name.
     """
-    stack = np.stack(probs)  # (variants, N, num_outputs)
-    if how == "mean":
-        return stack.mean(axis=0)
-    if how == "geometric":
-        merged = np.exp(np.log(np.clip(stack, 1e-15, 1.0)).mean(axis=0))
-    elif how == "max":
-        merged = stack.max(axis=0)
-    else:
-        raise ValueError(f"--tta-merge {how!r}: unknown; known: {', '.join(MERGES)}")
-    return merged if task.kind == "multilabel" else renormalise(merged, task)
+    merged = Merge(how, task, probs[0].shape, len(probs))
+    for p in probs:
+        merged.add(p)
+    return merged.result()
+
+
+class Merge:
+    """The merge of ``variants`` variants' probabilities (``shape`` (N, num_outputs)), added one variant at a time,
+    each whole or in blocks of rows: it holds one (N, num_outputs) float64 array however many variants there are,
+    and never a whole variant besides. The variants are summed in their order onto zeros (onto -inf for the max),
+    as numpy's mean over the stacked variants sums them, so the result is the same to the bit.
+
+    Raises:
+        ValueError: an unknown merge name.
+    """
+
+    def __init__(self, how: str, task: Task, shape: tuple[int, int], variants: int):
+        if how not in MERGES:
+            raise ValueError(f"--tta-merge {how!r}: unknown; known: {', '.join(MERGES)}")
+        self.how, self.task, self.variants = how, task, variants
+        # the sum (of the logs for geometric) or the maximum so far
+        self.total = np.full(shape, -np.inf if how == "max" else 0.0)  # (N, num_outputs)
+
+    def add(self, probs: np.ndarray, rows: slice = slice(None)) -> None:
+        """Adds one variant's probabilities of ``rows`` (all rows by default): (rows, num_outputs)."""
+        if self.how == "max":
+            np.maximum(self.total[rows], probs, out=self.total[rows])
+        else:
+            self.total[rows] += np.log(np.clip(probs, 1e-15, 1.0)) if self.how == "geometric" else probs
+
+    def result(self) -> np.ndarray:
+        """The merged probabilities (N, num_outputs), computed in place of the sum (call it once); softmax outputs
+        renormalised after a geometric mean or max."""
+        merged = self.total
+        if self.how != "max":
+            merged /= self.variants
+        if self.how == "geometric":
+            np.exp(merged, out=merged)
+        return merged if self.how == "mean" or self.task.kind == "multilabel" else renormalise(merged, self.task)
 
 
 def renormalise(probs: np.ndarray, task: Task) -> np.ndarray:

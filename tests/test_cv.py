@@ -1,10 +1,18 @@
-"""``--fold all`` (`src.cv`): what a fold leaves behind is freed before the next fold starts."""
+"""``--fold all`` (`src.cv`): what a fold leaves behind is freed before the next fold starts; the folds' valid
+predictions gathered into oof.csv."""
 
 import gc
+import json
 import weakref
+
+import numpy as np
+import pandas as pd
+import pytest
 
 import src.cv
 from src.config import Config
+from src.oof import predictions_frame, write_predictions
+from src.targets import Head, Task
 
 
 class Engine:
@@ -29,3 +37,27 @@ def test_a_fold_is_freed_before_the_next_one_starts(tmp_path, monkeypatch):
     finally:
         gc.enable()
     assert alive == [[], [False], [False, False]]
+
+
+@pytest.mark.parametrize("note", [False, True], ids=["as-written", "a-column-after-the-probabilities"])
+def test_oof_is_the_folds_valid_predictions_one_under_the_other(tmp_path, note):
+    """oof.csv holds the folds' files as read, in fold order, byte for byte what pandas writes of them; a fold file
+    with other columns after its probabilities is kept as it is."""
+    rng = np.random.default_rng(0)
+    task = Task("multilabel", (Head("tags", ("a", "b", "c")),))
+    for fold in range(3):
+        folder = tmp_path / f"fold{fold}"
+        folder.mkdir()
+        (folder / "classes.json").write_text(json.dumps(task.to_dict()))
+        ids = [f"{fold}-{i}" for i in range(20)]
+        labels = pd.DataFrame({"tags": rng.choice(["a", "b c", "a b c"], 20)})
+        frame = predictions_frame(ids, rng.random((20, 3)) ** 4, task, np.full(20, fold), labels)
+        if note and fold == 2:
+            frame["note"] = "x"  # not as src.training writes it
+        write_predictions(frame, folder / "valid_predictions.csv")
+    summary = src.cv.gather_oof(Config.of(folds=3, metric="f2"), tmp_path)
+    text = {"id": str, "tags": str}
+    read = [pd.read_csv(tmp_path / f"fold{k}" / "valid_predictions.csv", dtype=text) for k in range(3)]
+    pd.concat(read, ignore_index=True).to_csv(tmp_path / "expected.csv", index=False)
+    assert (tmp_path / "oof.csv").read_bytes() == (tmp_path / "expected.csv").read_bytes()
+    assert summary["oof_rows"] == 60 and len(summary["fold_scores"]) == 3

@@ -1,9 +1,11 @@
-"""Blending: methods by hand, auto weights never below the best run."""
+"""Blending: methods by hand, auto weights never below the best run, runs' rows aligned by id."""
 
 import numpy as np
 import pytest
+from scipy.stats import rankdata
 
-from src.ensemble import blend, fit_weights
+from src.ensemble import aligned, blend, combine, fit_weights, prepare
+from src.oof import predictions_frame, write_predictions
 from src.targets import Head, Task
 from tests.helpers import blend_runs
 
@@ -34,3 +36,43 @@ def test_auto_weights_never_score_below_the_best_run(metric):
         assert blended >= max(sign * score(metric, p, targets, TASK) for p in probs) - 1e-9
     weights = fit_weights([left, right], targets, TASK, "log_loss", "mean")
     assert weights == pytest.approx([0.5, 0.5], abs=0.05)  # complementary runs: both count equally
+
+
+@pytest.mark.parametrize("kind", ["single", "multilabel"])
+def test_a_prepared_blend_is_the_blend_of_the_stacked_runs_to_the_bit(kind):
+    """`fit_weights` prepares the runs once and combines them per weights: the same numbers as blending the stacked
+    runs from scratch (the formulas written out below) at every weight."""
+    rng = np.random.default_rng(0)
+    task = Task(kind, (Head("label", tuple("abcdefg")),))
+    probs = [rng.dirichlet(np.ones(7), 50) for _ in range(3)]
+    stack = np.stack(probs)
+    for weights in (np.array([1.0, 2.0, 3.0]), np.array([0.2, 0.0, 0.8])):
+        w = weights / weights.sum()
+        geometric = np.exp(np.tensordot(w, np.log(np.clip(stack, 1e-15, 1.0)), axes=1))
+        expected = {
+            "mean": np.tensordot(w, stack, axes=1),
+            "geometric": geometric if kind == "multilabel" else geometric / geometric.sum(1, keepdims=True),
+            "rank": np.tensordot(w, np.stack([rankdata(p, axis=0) / len(p) for p in stack]), axes=1),
+        }
+        for method, value in expected.items():
+            assert np.array_equal(blend(probs, weights, method, task), value)
+            assert np.array_equal(combine(prepare(probs, method), weights, method, task), value)
+    with pytest.raises(ValueError, match="--method 'median'"):
+        blend(probs, np.ones(3), "median", task)
+
+
+def test_aligned_puts_every_run_in_the_first_runs_row_order(tmp_path):
+    rng = np.random.default_rng(1)
+    ids = [f"r{i}" for i in range(30)]
+    first, second = rng.dirichlet(np.ones(3), 30), rng.dirichlet(np.ones(3), 30)
+    shuffled = rng.permutation(30)
+    paths = [tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.csv", tmp_path / "d.csv"]
+    write_predictions(predictions_frame(ids, first, TASK), paths[0])
+    write_predictions(predictions_frame(ids, second, TASK), paths[1])  # the same order
+    write_predictions(predictions_frame([ids[i] for i in shuffled], second[shuffled], TASK), paths[2])
+    write_predictions(predictions_frame(ids[:29] + ["x"], second, TASK), paths[3])
+    frame, order, probs = aligned(paths[:3], TASK, "OOF")
+    assert order == ids and frame["id"].tolist() == ids
+    assert np.array_equal(probs[0], first) and np.array_equal(probs[1], second) and np.array_equal(probs[2], second)
+    with pytest.raises(ValueError, match="d.csv: its OOF ids differ"):
+        aligned([paths[0], paths[3]], TASK, "OOF")

@@ -3,8 +3,10 @@
 import numpy as np
 import pandas as pd
 import pytest
+from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
-from src.folds import assign_folds, make_folds
+from src.folds import MultilabelFolds, assign_folds, make_folds
+from src.targets import Head, Task
 from tests import helpers
 from tests.helpers import fake_data, load, split
 
@@ -65,3 +67,52 @@ def test_multilabel_folds_keep_tag_frequencies(tmp_path):
     whole = data.targets.mean(0)
     for fold in range(3):
         assert np.abs(data.targets[fold_of == fold].mean(0) - whole).max() <= 0.15
+
+
+def _test_folds(splitter, targets: np.ndarray) -> np.ndarray:
+    fold_of = np.full(len(targets), -1)
+    for fold, (_, valid) in enumerate(splitter.split(np.zeros(len(targets)), targets)):
+        fold_of[valid] = fold
+    return fold_of
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_multilabel_folds_are_the_packages(case):
+    """`MultilabelFolds` gives iterative-stratification's own folds: same algorithm, same random draws (rare and
+    common tags, rows without tags, 2-5 folds)."""
+    rng = np.random.default_rng(case)
+    rows, tags, folds = int(rng.integers(20, 300)), int(rng.integers(2, 25)), int(rng.integers(2, 6))
+    targets = (rng.random((rows, tags)) < rng.random(tags) ** 3 * 0.6).astype(np.float32)
+    targets[rng.random(rows) < 0.2] = 0  # rows without tags are spread last
+    for seed in (0, case + 1):
+        ours = _test_folds(MultilabelFolds(n_splits=folds, shuffle=True, random_state=seed), targets)
+        theirs = _test_folds(MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed), targets)
+        assert np.array_equal(ours, theirs)
+
+
+def test_multilabel_folds_of_a_thousand_tags_are_balanced_and_the_packages():
+    """iMet-like: 1-5 of 1,000 long-tailed tags per row; make_folds gives the package's folds, whose tags are spread
+    over the folds far more evenly than a random assignment's."""
+    rng = np.random.default_rng(0)
+    rows, tags = 3000, 1000
+    weights = 1.0 / np.arange(1, tags + 1) ** 0.8
+    targets = np.zeros((rows, tags), np.float32)
+    for row, count in enumerate(rng.integers(1, 6, rows)):
+        targets[row, rng.choice(tags, count, replace=False, p=weights / weights.sum())] = 1.0
+    task = Task("multilabel", (Head("tags", tuple(f"t{i}" for i in range(tags))),))
+    fold_of = make_folds(task, targets, 5, seed=3)
+    theirs = _test_folds(MultilabelStratifiedKFold(n_splits=5, shuffle=True, random_state=3), targets)
+    assert np.array_equal(fold_of, theirs)
+
+    def spread(fold_of: np.ndarray) -> np.ndarray:  # (tags,) most minus fewest rows of each tag in a fold
+        per_fold = np.stack([targets[fold_of == k].sum(0) for k in range(5)])  # (folds, tags)
+        return per_fold.max(0) - per_fold.min(0)
+
+    assert np.mean(spread(fold_of) <= 1) >= 0.8
+    assert spread(fold_of).mean() < 0.6 * spread(rng.integers(0, 5, rows)).mean()
+    assert np.bincount(fold_of).max() - np.bincount(fold_of).min() <= 0.02 * rows
+
+
+def test_multilabel_folds_refuse_a_single_tag_column_as_the_package_does():
+    with pytest.raises(ValueError, match="multilabel-indicator"):
+        _test_folds(MultilabelFolds(n_splits=2, shuffle=True, random_state=0), np.ones((10, 1)))

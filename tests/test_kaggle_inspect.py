@@ -114,3 +114,16 @@ def test_a_folder_without_a_table_is_one_line(tmp_path, capsys):
     np.save(tmp_path / "x.npy", np.zeros(3))
     assert main(["inspect", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip().startswith(f"error: {tmp_path}: no training table")
+
+
+def test_a_rows_files_are_those_that_name_its_id_as_a_whole_word(tmp_path):
+    """An id inside another id ('1' in '11', '121', 'x1y') names only its own file."""
+    from src.kaggle import templates
+
+    names = ["1", "11", "121", "x1y"]
+    (tmp_path / "img").mkdir()
+    for name in names:
+        (tmp_path / "img" / f"{name}.png").write_bytes(b"")
+    files = templates.image_files(tmp_path)
+    found = templates.infer(pd.DataFrame({"id": names, "label": "a"}), "id", files, tmp_path)
+    assert (found.template, found.channels, found.found, found.sampled) == ("img/{id}.png", None, 4, 4)

@@ -99,3 +99,20 @@ def test_several_heads_stack_one_head_at_a_time():
 def test_an_unknown_stacker_is_named():
     with pytest.raises(ValueError, match="--stacker 'svm': unknown; known: logistic, ridge, gbm"):
         stacking.make_stacker("svm")
+
+
+@pytest.mark.parametrize("name", stacking.STACKERS)
+def test_each_fold_copied_once_stacks_as_one_fit_per_problem_and_fold(name):
+    """honest_oof copies a fold's rows once for all tags: the numbers of fitting each tag's stacker on its own copy."""
+    rng = np.random.default_rng(3)
+    task = Task("multilabel", (Head("tags", tuple("abcd")),))
+    targets = (rng.random((80, 4)) < [0.5, 0.3, 0.1, 0.0]).astype(np.float32)  # a tag never present: _Constant
+    features = np.concatenate([np.clip(targets + rng.normal(0, 0.4, targets.shape), 0, 1) for _ in range(2)], 1)
+    folds = np.arange(80) % 4
+    expected = np.zeros((80, 4))
+    for labels, classes, columns in stacking.problems(task, targets):
+        for fold in range(4):
+            held = folds == fold
+            model = stacking._fit(name, features[~held], labels[~held])
+            expected[held, columns] = stacking._columns(model, features[held], classes, columns)
+    assert np.array_equal(stacking.honest_oof(features, targets, folds, task, name), expected)

@@ -107,8 +107,9 @@ def _escape(text: str) -> str:
 
 
 def _row_template(fields: dict[str, str], files: Sequence[str]) -> tuple[str, tuple[str, ...] | None] | None:
-    pattern = _word(fields["id"])
-    matched = [f for f in files if pattern.search(f.rsplit("/", 1)[-1])]
+    image_id, pattern = fields["id"], _word(fields["id"])
+    # `in` first: a plain substring test is ~20x cheaper than the regex, and a whole word is a substring
+    matched = [f for f in files if image_id in f and pattern.search(f.rsplit("/", 1)[-1])]
     if not matched:
         return None
     shapes = [_generalise(path, fields) for path in matched]
