@@ -50,6 +50,9 @@ class EnsembleConfig:
     stacker: Literal["logistic", "ridge", "gbm"] = "logistic"
     """The level-2 model of --method stack: scikit-learn's logistic regression, ridge regression on one-hot targets,
     or HistGradientBoostingClassifier."""
+    stack_features: Literal["auto", "all", "own"] = "auto"
+    """What each tag's or head's stacker reads: 'all' the runs' columns, 'own' the runs' columns of its own tag or
+    head; 'auto': all up to 256 columns (runs x outputs), own beyond (1,000 tags: linear, not quadratic, in the tags)."""
     weights: str = "auto"
     """'auto' (maximise the OOF metric), 'equal', or comma-separated weights, one per run."""
     metric: str | None = None
@@ -197,9 +200,11 @@ def ensemble(args: EnsembleConfig) -> dict:
         raise FileNotFoundError(f"{runs[0]}: no {rundir.CONFIG}; ensembles take finished --fold all runs")
     config = load_config_file(config_file)
     metric, threshold = args.metric or config.eval.metric, config.eval.threshold
+    features = stacking.resolve_features(args.stack_features, len(runs), task)
     if args.method == "stack":
         weights = None
-        blended = stacking.honest_oof(np.concatenate(probs, 1), targets, frame["fold"].to_numpy(), task, args.stacker)
+        folds = frame["fold"].to_numpy()
+        blended = stacking.honest_oof(np.concatenate(probs, 1), targets, folds, task, args.stacker, features)
     else:
         weights = blend_weights(args, probs, targets, task, metric, threshold)
         blended = blend(probs, weights, args.method, task)
@@ -208,7 +213,7 @@ def ensemble(args: EnsembleConfig) -> dict:
         "method": args.method,
         "runs": {str(run): round(score(metric, p, targets, task, threshold), 6) for run, p in zip(runs, probs)},
         "weights": None if weights is None else [round(float(w), 4) for w in weights],
-        **({"stacker": args.stacker} if weights is None else {}),
+        **({"stacker": args.stacker, "stack_features": features} if weights is None else {}),
         "oof_blend": round(score(metric, blended, targets, task, threshold), 6),
     }
     out = Path(args.output_dir)
@@ -221,7 +226,7 @@ def ensemble(args: EnsembleConfig) -> dict:
         _, ids, test_probs = aligned(tests, task, "test")
         if weights is None:
             test_blend = stacking.fit_predict(
-                np.concatenate(probs, 1), targets, np.concatenate(test_probs, 1), task, args.stacker
+                np.concatenate(probs, 1), targets, np.concatenate(test_probs, 1), task, args.stacker, features
             )
         else:
             test_blend = blend(test_probs, weights, args.method, task)
@@ -232,7 +237,7 @@ def ensemble(args: EnsembleConfig) -> dict:
         result["submission"] = str(write_submission(submission, out / rundir.SUBMISSION, args.sample_submission))
     files.write_text(out / rundir.ENSEMBLE, json.dumps(result, indent=1))
     singles = ", ".join(f"{Path(r).name} {s:.4f}" for r, s in result["runs"].items())
-    how = f"weights {result['weights']}" if weights is not None else f"a {args.stacker} stacker (honest OOF)"
+    how = f"weights {result['weights']}" if weights is not None else f"a {args.stacker} stacker on {features} columns (honest OOF)"
     print(f"OOF {metric}: {singles}; blend {result['oof_blend']:.4f} with {how}; wrote {out}")
     return result
 

@@ -19,6 +19,8 @@ from threadpoolctl import threadpool_limits
 from src.targets import Task
 
 STACKERS = ("logistic", "ridge", "gbm")
+FEATURES = ("auto", "all", "own")
+ALL_FEATURES_MAX = 256  # `resolve_features`: up to this many columns (runs x outputs), each problem reads them all
 
 
 class RidgeProbabilities:
@@ -105,6 +107,33 @@ def problems(task: Task, targets: np.ndarray) -> list[tuple[np.ndarray, int, sli
     return [(targets[:, h], size, slice(offsets[h], offsets[h + 1])) for h, size in enumerate(task.sizes)]
 
 
+def resolve_features(stack_features: str, runs: int, task: Task) -> str:
+    """What each problem's stacker reads: ``all`` the runs' columns, or ``own``: the runs' columns of its own tag or
+    head (``runs`` x its classes). ``auto`` is ``all`` up to `ALL_FEATURES_MAX` columns (runs x outputs: Planet's 17
+    tags from a few runs, where one tag's probability informs another's) and ``own`` beyond: with 1,000 tags (iMet)
+    every one of 1,000 problems would read 1,000 x runs columns, quadratic in the tags, and its rare tags' stackers
+    would overfit them. A single-label task is one problem, which reads every column either way.
+
+    Raises:
+        ValueError: an unknown choice.
+    """
+    if stack_features not in FEATURES:
+        raise ValueError(f"--stack-features {stack_features!r}: unknown; known: {', '.join(FEATURES)}")
+    if stack_features != "auto":
+        return stack_features
+    return "all" if task.kind == "single" or runs * task.num_outputs <= ALL_FEATURES_MAX else "own"
+
+
+def problem_features(features: np.ndarray, task: Task, columns: slice, stack_features: str) -> np.ndarray:
+    """The columns of ``features`` (N, runs * num_outputs) a problem's stacker reads: all (``all``, no copy), or the
+    runs' columns ``columns`` of the problem's own outputs (``own``: (N, runs * its outputs))."""
+    if stack_features == "all":
+        return features
+    runs = features.shape[1] // task.num_outputs
+    own = [run * task.num_outputs + c for run in range(runs) for c in range(columns.start, columns.stop)]
+    return features[:, own]
+
+
 def _fit(name: str, features: np.ndarray, targets: np.ndarray):
     return (make_stacker(name) if len(np.unique(targets)) > 1 else _Constant()).fit(features, targets)
 
@@ -114,7 +143,9 @@ def _columns(model, features: np.ndarray, classes: int, columns: slice) -> np.nd
     return probs[:, 1:] if columns.stop - columns.start == 1 and classes == 2 else probs
 
 
-def honest_oof(features: np.ndarray, targets: np.ndarray, folds: np.ndarray, task: Task, name: str) -> np.ndarray:
+def honest_oof(
+    features: np.ndarray, targets: np.ndarray, folds: np.ndarray, task: Task, name: str, stack_features: str = "all"
+) -> np.ndarray:
     """Each row's level-2 probabilities from stackers fitted on the other folds' rows only.
 
     Args:
@@ -124,6 +155,7 @@ def honest_oof(features: np.ndarray, targets: np.ndarray, folds: np.ndarray, tas
         folds: (N,) the fold each row was validated in.
         task: the task (`problems`).
         name: the stacker (`make_stacker`).
+        stack_features: ``all`` or ``own`` (`resolve_features`): what each problem's stacker reads.
 
     Returns:
         (N, num_outputs) float64 probabilities, as the runs' (per head, per tag).
@@ -134,19 +166,29 @@ def honest_oof(features: np.ndarray, targets: np.ndarray, folds: np.ndarray, tas
     if len(np.unique(folds)) < 2:
         raise ValueError("--method stack: the runs' oof.csv holds one fold; stacking needs the folds of --fold all")
     out = np.zeros((len(features), task.num_outputs))
-    for fold in np.unique(folds):  # the fold's rows are copied out once, not once per tag
-        held = folds == fold
-        train, test = features[~held], features[held]
-        for labels, classes, columns in problems(task, targets):
-            model = _fit(name, train, labels[~held])
-            out[held, columns] = _columns(model, test, classes, columns)
+    if stack_features == "all":
+        for fold in np.unique(folds):  # the fold's rows are copied out once, not once per tag
+            held = folds == fold
+            train, test = features[~held], features[held]
+            for labels, classes, columns in problems(task, targets):
+                model = _fit(name, train, labels[~held])
+                out[held, columns] = _columns(model, test, classes, columns)
+        return out
+    for labels, classes, columns in problems(task, targets):
+        own = problem_features(features, task, columns, stack_features)
+        for fold in np.unique(folds):
+            held = folds == fold
+            out[held, columns] = _columns(_fit(name, own[~held], labels[~held]), own[held], classes, columns)
     return out
 
 
-def fit_predict(features: np.ndarray, targets: np.ndarray, test: np.ndarray, task: Task, name: str) -> np.ndarray:
+def fit_predict(
+    features: np.ndarray, targets: np.ndarray, test: np.ndarray, task: Task, name: str, stack_features: str = "all"
+) -> np.ndarray:
     """Test probabilities (M, num_outputs) from stackers fitted on all OOF rows (``features`` (N, F), ``targets``
-    as in `honest_oof`), applied to ``test`` (M, F)."""
+    and ``stack_features`` as in `honest_oof`), applied to ``test`` (M, F)."""
     out = np.zeros((len(test), task.num_outputs))
     for labels, classes, columns in problems(task, targets):
-        out[:, columns] = _columns(_fit(name, features, labels), test, classes, columns)
+        model = _fit(name, problem_features(features, task, columns, stack_features), labels)
+        out[:, columns] = _columns(model, problem_features(test, task, columns, stack_features), classes, columns)
     return out

@@ -55,14 +55,16 @@ def test_cli_stacks_complementary_runs(tmp_path, capsys):
     assert ensemble_main([*runs, "--method", "stack", "--output-dir", str(out)]) == 0
     result = json.loads((out / "ensemble.json").read_text())
     assert result["method"] == "stack" and result["stacker"] == "logistic" and result["weights"] is None
+    assert result["stack_features"] == "all"  # one label: one problem, which reads every column
     assert result["oof_blend"] > max(result["runs"].values())
-    assert "logistic stacker (honest OOF)" in capsys.readouterr().out
+    assert "logistic stacker on all columns (honest OOF)" in capsys.readouterr().out
     oof = pd.read_csv(out / "oof.csv")
     assert len(oof) == 120 and set(oof["fold"]) == {0, 1}
     assert pd.read_csv(out / "submission.csv")["id"].tolist() == [f"t{i}" for i in range(5)]
 
 
-def test_cli_stacks_multilabel_runs_one_tag_at_a_time(tmp_path):
+@pytest.mark.parametrize("features", ["auto", "own"])
+def test_cli_stacks_multilabel_runs_one_tag_at_a_time(tmp_path, features):
     rng = np.random.default_rng(3)
     n = 160
     tags = Task("multilabel", (Head("label", ("a", "b", "c")),))
@@ -75,8 +77,10 @@ def test_cli_stacks_multilabel_runs_one_tag_at_a_time(tmp_path):
     write_run(tmp_path / "A", ids, labels, knows_a, knows_a[:5], task=tags)
     write_run(tmp_path / "B", ids, labels, knows_b, knows_b[:5], task=tags)
     out = tmp_path / "stack"
-    assert ensemble_main([str(tmp_path / "A"), str(tmp_path / "B"), "--method", "stack", "--output-dir", str(out)]) == 0
+    runs = [str(tmp_path / "A"), str(tmp_path / "B")]
+    assert ensemble_main([*runs, "--method", "stack", "--stack-features", features, "--output-dir", str(out)]) == 0
     result = json.loads((out / "ensemble.json").read_text())
+    assert result["stack_features"] == {"auto": "all", "own": "own"}[features]  # 2 runs x 3 tags: few columns
     assert max(result["runs"].values()) < 0.65 and result["oof_blend"] > 0.95  # exact match of all three tags
     oof = pd.read_csv(out / "oof.csv")
     assert (oof["p_c"] > 0.99).all()
@@ -116,3 +120,49 @@ def test_each_fold_copied_once_stacks_as_one_fit_per_problem_and_fold(name):
             model = stacking._fit(name, features[~held], labels[~held])
             expected[held, columns] = stacking._columns(model, features[held], classes, columns)
     assert np.array_equal(stacking.honest_oof(features, targets, folds, task, name), expected)
+
+
+def test_auto_features_are_all_columns_for_few_and_each_problems_own_for_many():
+    tags = [Task("multilabel", (Head("tags", tuple(f"t{i}" for i in range(n))),)) for n in (17, 1000)]
+    single = Task("single", (Head("label", tuple(f"c{i}" for i in range(1000))),))
+    assert stacking.resolve_features("auto", 3, tags[0]) == "all"  # Planet: 51 columns
+    assert stacking.resolve_features("auto", 3, tags[1]) == "own"  # iMet: 3,000 columns for each of 1,000 tags
+    assert stacking.resolve_features("auto", 3, single) == "all"  # one problem
+    assert stacking.resolve_features("all", 3, tags[1]) == "all"
+    with pytest.raises(ValueError, match="--stack-features 'some': unknown; known: auto, all, own"):
+        stacking.resolve_features("some", 3, tags[0])
+
+
+@pytest.mark.parametrize("task", [
+    Task("multilabel", (Head("tags", tuple("abcd")),)),
+    Task("multihead", (Head("root", ("r0", "r1", "r2")), Head("vowel", ("v0", "v1")))),
+], ids=["tags", "heads"])
+def test_own_features_stack_each_problem_on_the_runs_columns_of_its_own_outputs(task):
+    """``own``: the stacker of tag (or head) j reads run 0's and run 1's columns of j only: the numbers of fitting it
+    by hand on those columns; a run's columns of the other tags do not reach it."""
+    rng = np.random.default_rng(5)
+    n, width = 120, task.num_outputs
+    if task.kind == "multilabel":
+        targets = (rng.random((n, width)) < [0.5, 0.3, 0.2, 0.6]).astype(np.float32)
+    else:
+        targets = np.stack([rng.integers(0, 3, n), rng.integers(0, 2, n)], 1)
+    features = rng.random((n, 2 * width))  # two runs side by side
+    folds, test = np.arange(n) % 4, rng.random((9, 2 * width))
+    expected_oof, expected_test = np.zeros((n, width)), np.zeros((9, width))
+    for labels, classes, columns in stacking.problems(task, targets):
+        own = [c for run in (0, 1) for c in range(run * width + columns.start, run * width + columns.stop)]
+        chosen = features[:, own]
+        for fold in range(4):
+            held = folds == fold
+            model = stacking._fit("logistic", chosen[~held], labels[~held])
+            expected_oof[held, columns] = stacking._columns(model, chosen[held], classes, columns)
+        model = stacking._fit("logistic", features[:, own], labels)
+        expected_test[:, columns] = stacking._columns(model, test[:, own], classes, columns)
+    honest = stacking.honest_oof(features, targets, folds, task, "logistic", "own")
+    assert np.array_equal(honest, expected_oof)
+    assert np.array_equal(stacking.fit_predict(features, targets, test, task, "logistic", "own"), expected_test)
+    other = features.copy()
+    other[:, 1::width] = rng.random((n, 2))  # every run's column 1 redrawn: only problems reading it change
+    changed = stacking.honest_oof(other, targets, folds, task, "logistic", "own")
+    unchanged = slice(0, 1) if task.kind == "multilabel" else slice(3, 5)  # tag a; the vowel head
+    assert np.array_equal(changed[:, unchanged], honest[:, unchanged]) and not np.array_equal(changed, honest)
