@@ -52,7 +52,8 @@ class EnsembleConfig:
     or HistGradientBoostingClassifier."""
     stack_features: Literal["auto", "all", "own"] = "auto"
     """What each tag's or head's stacker reads: 'all' the runs' columns, 'own' the runs' columns of its own tag or
-    head; 'auto': all up to 256 columns (runs x outputs), own beyond (1,000 tags: linear, not quadratic, in the tags)."""
+    head; 'auto': all up to 256 columns (runs x outputs), own beyond (1,000 tags: linear, not quadratic, in the
+    tags)."""
     weights: str = "auto"
     """'auto' (maximise the OOF metric), 'equal', or comma-separated weights, one per run."""
     metric: str | None = None
@@ -237,7 +238,8 @@ def ensemble(args: EnsembleConfig) -> dict:
         result["submission"] = str(write_submission(submission, out / rundir.SUBMISSION, args.sample_submission))
     files.write_text(out / rundir.ENSEMBLE, json.dumps(result, indent=1))
     singles = ", ".join(f"{Path(r).name} {s:.4f}" for r, s in result["runs"].items())
-    how = f"weights {result['weights']}" if weights is not None else f"a {args.stacker} stacker on {features} columns (honest OOF)"
+    stacker = f"a {args.stacker} stacker on {features} columns (honest OOF)"
+    how = f"weights {result['weights']}" if weights is not None else stacker
     print(f"OOF {metric}: {singles}; blend {result['oof_blend']:.4f} with {how}; wrote {out}")
     return result
 
