@@ -33,7 +33,7 @@ from src.oof import predictions_frame, read_predictions, rows_of, write_predicti
 from src.prefetch import DeviceLoader
 from src.rundir import FoldRun
 from src.setup import reading, resolve_device, setup_model
-from src.sources import Source, read_source
+from src.sources import Reading, Source, read_source
 from src.submission import DEFAULT_FORMAT, SubmissionFormat, make_submission, write_submission
 from src.tta import MERGES, Merge, Variant, tta_variants
 
@@ -102,7 +102,19 @@ def read_test(fold: FoldRun, args: PredictConfig) -> Source:
         parquet=args.parquet or data.parquet,
         max_per_class=None,
     )
-    return read_source(test, reading(fold.config))
+    return read_source(test, tta_reading(fold.config, args.tta))
+
+
+def tta_reading(config: Config, tta: str) -> Reading:
+    """`src.setup.reading` with image files decoded no smaller than the largest TTA variant: multiscale's 1.125x
+    view is resized from the file, not enlarged from a reduced-scale decode made for the training size.
+
+    Raises:
+        ValueError: an unknown ``tta`` (`tta_variants`).
+    """
+    given = reading(config)
+    largest = max(variant.img_size for variant in tta_variants(tta, config.loader.size_schedule[-1][1]))
+    return dataclasses.replace(given, decode_size=max(given.decode_size or 0, largest))
 
 
 def predict_images(fold: FoldRun, source: Source, args: PredictConfig, device: torch.device) -> np.ndarray:
@@ -170,7 +182,7 @@ def predict_oof(folds: list[FoldRun], args: PredictConfig, device: torch.device)
     """Each fold's validation rows predicted again with ``args.tta``; returns the OOF scores without and with it
     and writes ``oof_tta-<tta>.csv``."""
     task, config = folds[0].task, folds[0].config
-    train = read_source(config.data, reading(config))
+    train = read_source(config.data, tta_reading(config, args.tta))
     train_ids = train.ids()
     plain, tta = [], []
     for fold in folds:

@@ -62,3 +62,15 @@ def test_probabilities_of_blocks_of_rows_are_those_of_the_whole_variant(task):
     logits = torch.randn(1000, task.num_outputs, generator=torch.Generator().manual_seed(0)) * 5
     blocks = np.concatenate([to_probs(logits[rows], task) for rows in row_blocks(len(logits), size=64)])
     assert np.array_equal(blocks, to_probs(logits, task))
+
+
+def test_multiscale_tta_decodes_files_for_its_largest_view():
+    """Files are decoded for the largest view (multiscale: 1.125 x the last schedule size), never smaller than
+    training reads them."""
+    from src.config import Config
+    from src.predict import tta_reading
+
+    config = Config.of(img_size=224, img_size_schedule="160:0,224:2")
+    assert tta_reading(config, "none").decode_size == 224
+    assert tta_reading(config, "flip").decode_size == 224
+    assert tta_reading(config, "multiscale").decode_size == 252  # round(224 * 1.125)
