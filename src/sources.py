@@ -605,7 +605,8 @@ def decode_all(
 
     rows = len(source.images)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        reading = tqdm(pool.map(read, range(rows)), total=rows, desc="checking images", disable=not progress)
+        bar_off = None if progress else True  # None: tqdm draws no bar where stderr is not a terminal
+        reading = tqdm(pool.map(read, range(rows)), total=rows, desc="checking images", disable=bar_off)
         results = list(reading)
     bad = [problem for _, problem in results if problem is not None]
     return ([image for image, _ in results] if keep else None), bad

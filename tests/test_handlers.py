@@ -1,6 +1,8 @@
 """Handlers: freezing, the lr schedule per optimizer step, early stopping (valid score, start epoch, validations
 inside epochs), progressive resizing."""
 
+import logging
+
 import pytest
 import torch
 from ignite.engine import Engine, Events
@@ -147,7 +149,27 @@ def test_batch_shape_changes_at_the_scheduled_epochs(num_workers):
 
 def test_the_progress_bar_shows_the_fold_the_epoch_and_the_whole_run_s_eta(capsys):
     trainer = Engine(lambda engine, batch: {"loss": torch.tensor(0.5)})
-    attach_progress_bar(trainer, desc="fold 1 [2/5] epoch")
+    attach_progress_bar(trainer, desc="fold 1 [2/5] epoch", interactive=True)
     trainer.run([0, 1, 2], max_epochs=2)
     shown = capsys.readouterr().err
     assert "fold 1 [2/5] epoch [2/2]" in shown and "loss=0.5" in shown and "run_eta=0.0 s" in shown
+
+
+def test_progress_written_to_a_file_is_a_line_every_30_seconds_and_one_per_epoch(capsys, caplog):
+    """Not a terminal: no bar (no carriage returns), a logged line when 30 s have passed and at each epoch's end."""
+    now = [0.0]
+    trainer = Engine(lambda engine, batch: now.__setitem__(0, now[0] + 7.0) or {"loss": torch.tensor(0.25)})
+    attach_progress_bar(trainer, desc="fold 0 [1/5] epoch", interactive=False, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="src.handlers"):
+        trainer.run(range(10), max_epochs=2)  # 20 iterations of 7 s
+    lines = [r.getMessage() for r in caplog.records if r.name == "src.handlers"]
+    assert "\r" not in capsys.readouterr().err
+    # iteration 1 at 7 s (the first line), then the first iteration 30 s after the last line, and each epoch's end
+    assert [line.split(":")[0] for line in lines] == [
+        "fold 0 [1/5] epoch [1/2] iteration 1/10",  # 7 s
+        "fold 0 [1/5] epoch [1/2] iteration 6/10",  # 42 s
+        "fold 0 [1/5] epoch [1/2] iteration 10/10",  # 70 s, the epoch's end (28 s after the last line)
+        "fold 0 [1/5] epoch [2/2] iteration 5/10",  # 105 s
+        "fold 0 [1/5] epoch [2/2] iteration 10/10",  # 140 s, the epoch's end, once
+    ]
+    assert lines[-1].endswith("loss 0.25, run_eta 0.0 s")
