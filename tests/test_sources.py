@@ -1,6 +1,7 @@
 """Data layouts: each read into rows and uint8 images; bad files, labels, pixels and drawings named."""
 
 import json
+import sys
 
 import cv2
 import numpy as np
@@ -177,9 +178,12 @@ def test_class_list_from_a_file_keeps_unseen_classes(tmp_path):
     assert data.classes == ["c0", "c1", "c2"] and data.task.num_outputs == 3  # c2 has no training rows
 
 
-def test_checking_every_image_shows_a_bar_when_asked(tmp_path, capsys):
+def test_checking_every_image_shows_a_bar_when_asked_on_a_terminal(tmp_path, capsys, monkeypatch):
     csv, folder = helpers.image_folder(tmp_path, n=12)
     source = load(train_csv=str(csv), image_dir=str(folder)).source
+    decode_all(source, keep=True, progress=True)
+    assert capsys.readouterr().err == ""  # stderr is a file here: no bar redrawn into it
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     decoded, bad = decode_all(source, keep=True, progress=True)
     assert len(decoded) == 12 and bad == []
     assert "checking images: 100%" in capsys.readouterr().err
