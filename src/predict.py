@@ -5,6 +5,11 @@ itself, predicts each test image under every test-time augmentation variant (`sr
 averages the folds, and writes ``test_predictions.csv`` (id + per-class probabilities) and ``submission.csv``
 (`src.submission`). ``--oof`` predicts each fold's validation rows again with the same TTA and prints the
 out-of-fold score with and without it, so one can see on OOF whether a TTA helps before submitting.
+
+Check, then write: the run folder, every fold's weights, the test ids (each once), the sample submission and the
+format are read and checked before the first model runs, the probabilities (finite) and the submission after, and
+the outputs are written together at the end (`src.outputs.replacing`): a refused or failed command leaves the
+earlier ``test_predictions.csv``, ``submission.csv`` and ``oof_tta-*.csv`` as they were and makes no folder.
 """
 
 from __future__ import annotations
@@ -24,17 +29,30 @@ from torch.utils.data import DataLoader
 from src import rundir
 from src.augmentations import build_pixel_transforms
 from src.batch_augment import DeviceStage
+from src.checkpoints import check_shapes
 from src.cli import parse_args, run_cli
 from src.config import Config
 from src.engine import predict_logits
 from src.loaddata import ImageDataset, SequenceToTensor, default_num_workers, one_opencv_thread_per_worker
 from src.metrics import score, to_probs, tune_thresholds
 from src.oof import predictions_frame, read_predictions, rows_of, write_predictions
+from src.outputs import check_folder, read_weights, replacing
 from src.prefetch import DeviceLoader
 from src.rundir import FoldRun
 from src.setup import reading, resolve_device, setup_model
 from src.sources import Reading, Source, read_source
-from src.submission import DEFAULT_FORMAT, SubmissionFormat, make_submission, write_submission
+from src.submission import (
+    DEFAULT_FORMAT,
+    SubmissionFormat,
+    check_finite,
+    check_format,
+    check_sample,
+    check_unique,
+    make_submission,
+    submission_columns,
+    submission_ids,
+    write_submission,
+)
 from src.tta import MERGES, Merge, Variant, tta_variants
 
 logger = logging.getLogger("src.predict")  # not __name__: "__main__" under python -m
@@ -127,7 +145,9 @@ def predict_images(fold: FoldRun, source: Source, args: PredictConfig, device: t
     """
     config, images = fold.config, source.images
     model = setup_model(config, fold.task, device)
-    model.load_state_dict(torch.load(fold.checkpoint, map_location=device, weights_only=True))
+    state = read_weights(fold.checkpoint, device)
+    check_shapes(state, model.state_dict(), str(fold.checkpoint))
+    model.load_state_dict(state)
     meta = None if model.meta is None else model.meta.encoder.transform(source.table, str(source.where))
     sequences = getattr(images, "sequence", False)
     img_size = config.loader.size_schedule[-1][1]  # the last size of a progressive schedule
@@ -168,19 +188,18 @@ def _pixels(variant: Variant, config: Config, sequences: bool):
     return build_pixel_transforms(variant.img_size, resize_mode=config.loader.resize_mode, extra=variant.transforms)
 
 
-def predict_test(folds: list[FoldRun], args: PredictConfig, device: torch.device) -> tuple[list[str], np.ndarray]:
-    """The test ids and the fold-averaged probabilities (N, num_outputs)."""
-    source = read_test(folds[0], args)
+def predict_test(folds: list[FoldRun], source: Source, args: PredictConfig, device: torch.device) -> np.ndarray:
+    """The fold-averaged probabilities (N, num_outputs) of the test rows ``source`` (`read_test`)."""
     total = predict_images(folds[0], source, args, device)
     for fold in folds[1:]:  # summed in fold order, as the mean over the stacked folds: one array held, not one a fold
         total += predict_images(fold, source, args, device)
     total /= len(folds)
-    return source.ids(), total
+    return total
 
 
-def predict_oof(folds: list[FoldRun], args: PredictConfig, device: torch.device) -> dict:
+def predict_oof(folds: list[FoldRun], args: PredictConfig, device: torch.device) -> tuple[dict, pd.DataFrame]:
     """Each fold's validation rows predicted again with ``args.tta``; returns the OOF scores without and with it
-    and writes ``oof_tta-<tta>.csv``."""
+    and the table of ``oof_tta-<tta>.csv`` (written by `predict` with the other outputs)."""
     task, config = folds[0].task, folds[0].config
     train = read_source(config.data, tta_reading(config, args.tta))
     train_ids = train.ids()
@@ -204,39 +223,64 @@ def predict_oof(folds: list[FoldRun], args: PredictConfig, device: torch.device)
         predictions_frame(list(frame["id"]), p, task, folds=frame["fold"].to_numpy(), labels=frame)
         for frame, p, _ in tta
     ]
-    out = Path(args.output_dir or args.run)
-    out.mkdir(parents=True, exist_ok=True)
-    write_predictions(pd.concat(frames, ignore_index=True), out / f"oof_tta-{Path(args.tta).stem}.csv")
-    return result
+    return result, pd.concat(frames, ignore_index=True)
 
 
 def predict(args: PredictConfig) -> dict:
-    """Runs the prediction as configured; returns what it wrote and scored."""
+    """Runs the prediction as configured (see the module doc: check, then write); returns what it wrote and scored.
+
+    Raises:
+        ValueError, FileNotFoundError: a damaged run folder or weights file, bad test data, ids listed twice or not
+            those of the sample submission, a format the task has no use for, NaN probabilities; nothing is
+            written then.
+    """
     if args.tta_merge not in MERGES:
         raise ValueError(f"--tta-merge {args.tta_merge!r}: unknown; known: {', '.join(MERGES)}")
     folds = rundir.read_fold_runs(args.run)
     args = with_run_defaults(args, folds[0].config)
-    device = resolve_device(args.device)
+    task = folds[0].task
+    tta_variants(args.tta, folds[0].config.loader.size_schedule[-1][1])  # an unknown --tta, before any work
+    for fold in folds:
+        read_weights(fold.checkpoint, mmap=True)  # each opens: a damaged file is named before any model runs
+    if args.test_csv is None and not args.oof:
+        raise ValueError("--test-csv: needed to predict a test set (or pass --oof to score the OOF predictions)")
+    out = Path(args.output_dir or args.run)
+    check_folder(out, "--output-dir")
     result: dict = {"folds": len(folds), "tta": args.tta}
+    source = form = None
+    if args.test_csv is not None:
+        source = read_test(folds[0], args)
+        ids = source.ids()
+        check_unique(ids, args.test_csv)
+        form = submission_format(folds[0], args, result)
+        check_format(task, form)
+        if args.sample_submission:
+            check_sample(submission_columns(task, form), submission_ids(ids, task, form), args.sample_submission)
+    device = resolve_device(args.device)
+    outputs: dict[Path, pd.DataFrame] = {}
     if args.oof:
-        result.update(predict_oof(folds, args, device))
+        scores, oof_frame = predict_oof(folds, args, device)
+        result.update(scores)
+        outputs[out / f"oof_tta-{Path(args.tta).stem}.csv"] = oof_frame
         print(
             f"OOF {result['metric']}: {result['oof_no_tta']:.4f} without TTA, "
             f"{result[f'oof_tta_{Path(args.tta).stem}']:.4f} with --tta {args.tta}"
         )
-    if args.test_csv is None:
-        if not args.oof:
-            raise ValueError("--test-csv: needed to predict a test set (or pass --oof to score the OOF predictions)")
-        return result
-    ids, probs = predict_test(folds, args, device)
-    out = Path(args.output_dir or args.run)
-    out.mkdir(parents=True, exist_ok=True)
-    write_predictions(predictions_frame(ids, probs, folds[0].task), out / rundir.TEST_PREDICTIONS)
-    form = submission_format(folds[0], args, result)
-    submission = make_submission(ids, probs, folds[0].task, form)
-    path = write_submission(submission, out / rundir.SUBMISSION, args.sample_submission)
-    result.update(rows=len(submission), submission=str(path))
-    print(f"{len(ids)} test images, {len(folds)} fold(s), --tta {args.tta}: wrote {path}")
+    submission = None
+    if source is not None:
+        probs = predict_test(folds, source, args, device)
+        check_finite(ids, probs, f"--run {args.run}")
+        outputs[out / rundir.TEST_PREDICTIONS] = predictions_frame(ids, probs, task)
+        submission = make_submission(ids, probs, task, form)
+    paths = list(outputs) + ([out / rundir.SUBMISSION] if submission is not None else [])
+    with replacing(paths) as temps:
+        for frame, temp in zip(outputs.values(), temps):
+            write_predictions(frame, temp)
+        if submission is not None:
+            write_submission(submission, temps[-1], args.sample_submission)
+    if submission is not None:
+        result.update(rows=len(submission), submission=str(out / rundir.SUBMISSION))
+        print(f"{len(ids)} test images, {len(folds)} fold(s), --tta {args.tta}: wrote {out / rundir.SUBMISSION}")
     return result
 
 

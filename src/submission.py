@@ -63,14 +63,14 @@ def make_submission(ids: Sequence[str], probs: np.ndarray, task: Task, form: Sub
         form: the format and its options.
 
     Raises:
-        ValueError: an unknown format, or one the task kind has no use for.
+        ValueError: an unknown format, or one the task kind has no use for; an id listed twice (`check_unique`);
+            NaN or infinite probabilities (`check_finite`).
     """
     fmt, id_col = form.name, form.id_col
-    if fmt not in FORMATS:
-        raise ValueError(f"--submission-format {fmt!r}: unknown; known: {', '.join(FORMATS)}")
-    if task.kind not in FORMAT_KINDS[fmt]:
-        raise ValueError(f"--submission-format {fmt}: not for a {task.kind} task; use {DEFAULT_FORMAT[task.kind]}")
+    check_format(task, form)
     ids = [str(i) for i in ids]
+    check_unique(ids, "the submission")
+    check_finite(ids, probs, "the submission")
     label = task.heads[0].column
     if fmt == "long":
         rows, targets = [], []
@@ -95,39 +95,121 @@ def make_submission(ids: Sequence[str], probs: np.ndarray, task: Task, form: Sub
     return pd.concat([pd.DataFrame({id_col: ids}), pd.DataFrame(values, columns=list(classes))], axis=1)
 
 
+def check_format(task: Task, form: SubmissionFormat) -> None:
+    """Checks that ``form`` names a format for ``task``'s kind.
+
+    Raises:
+        ValueError: an unknown format, or one the task kind has no use for.
+    """
+    if form.name not in FORMATS:
+        raise ValueError(f"--submission-format {form.name!r}: unknown; known: {', '.join(FORMATS)}")
+    if task.kind not in FORMAT_KINDS[form.name]:
+        raise ValueError(
+            f"--submission-format {form.name}: not for a {task.kind} task; use {DEFAULT_FORMAT[task.kind]}"
+        )
+
+
+def submission_columns(task: Task, form: SubmissionFormat) -> list[str]:
+    """The columns `make_submission` writes for ``task`` in ``form``, known before any prediction.
+
+    Raises:
+        ValueError: as `check_format`.
+    """
+    check_format(task, form)
+    if form.name == "long":
+        return ["row_id", "target"]
+    if form.name == "probs":
+        return [form.id_col, *task.classes]
+    return [form.id_col, task.heads[0].column]
+
+
+def submission_ids(ids: Sequence[str], task: Task, form: SubmissionFormat) -> list[str]:
+    """The first column `make_submission` writes for the test ids ``ids``: the ids, or ``<id>_<head column>`` per
+    image and head in the long format."""
+    if form.name == "long":
+        return [f"{i}_{head.column}" for i in ids for head in task.heads]
+    return [str(i) for i in ids]
+
+
+def check_unique(ids: Sequence[str], where: str) -> None:
+    """Checks that no id is listed twice: a submission holds each id once.
+
+    Raises:
+        ValueError: names the first three ids listed more than once, prefixed with ``where``.
+    """
+    counts = pd.Series(ids, dtype=object).value_counts(sort=False)
+    twice = counts[counts > 1].index.tolist()
+    if twice:
+        raise ValueError(
+            f"{where}: ids listed more than once: {twice[:3]} ({len(twice)} in all); a submission holds each id once"
+        )
+
+
+def check_finite(ids: Sequence[str], probs: np.ndarray, where: str) -> None:
+    """Checks that every probability (N, num_outputs) is a finite number.
+
+    Raises:
+        ValueError: names the first three ids whose row holds NaN or an infinity, prefixed with ``where``.
+    """
+    bad = np.flatnonzero(~np.isfinite(probs).all(axis=1))
+    if len(bad):
+        shown = [str(ids[i]) for i in bad[:3]]
+        raise ValueError(
+            f"{where}: probabilities are NaN or infinite for ids {shown} ({len(bad)} of {len(ids)} rows); "
+            "nothing was written"
+        )
+
+
+def check_sample(columns: Sequence[str], ids: Sequence[str], sample_path: str | Path) -> tuple[pd.DataFrame, list]:
+    """Checks a submission's columns and first-column ids (`submission_columns`, `submission_ids`) against the
+    sample submission, before or after the prediction.
+
+    Returns:
+        The sample, and the submission's columns as the sample names them (the two columns of the one-label
+        formats take the sample's names; otherwise the id column does).
+
+    Raises:
+        FileNotFoundError: no sample file.
+        ValueError: different columns; ids of the sample not predicted or predicted ids not in it (counts and
+            examples named); an id listed twice.
+    """
+    path = Path(sample_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--sample-submission {path}: no such file")
+    sample = pd.read_csv(path, dtype=str)
+    their_id = sample.columns[0]
+    named = list(sample.columns) if len(columns) == 2 and len(sample.columns) == 2 else [their_id, *columns[1:]]
+    if set(named) != set(sample.columns):
+        raise ValueError(f"{path}: columns {list(sample.columns)} but the submission has {named}")
+    check_unique(ids, f"submission for {path}")
+    ours, theirs = set(map(str, ids)), set(sample[their_id])
+    if ours != theirs:
+        missing, extra = sorted(theirs - ours), sorted(ours - theirs)
+        parts = [f"{len(missing)} ids of the sample are not predicted (e.g. {missing[:3]})"] if missing else []
+        parts += [f"{len(extra)} predicted ids are not in the sample (e.g. {extra[:3]})"] if extra else []
+        raise ValueError(f"{path}: {' and '.join(parts)}")
+    return sample, named
+
+
 def match_sample(submission: pd.DataFrame, sample_path: str | Path) -> pd.DataFrame:
-    """Puts the submission in the sample submission's id order and column names, and checks it.
+    """Puts the submission in the sample submission's id order and column names, and checks it (`check_sample`).
 
     The first column is the id (``row_id`` in the long format). For the one-label formats the second column
     takes the sample's name; for ``probs`` the class columns must be the sample's (any order).
 
     Raises:
         FileNotFoundError: no sample file.
-        ValueError: different ids (counts and examples named), different columns, or an empty (NaN) value.
+        ValueError: as `check_sample`, or an empty (NaN) value.
     """
-    path = Path(sample_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--sample-submission {path}: no such file")
-    sample = pd.read_csv(path, dtype=str)
-    ours_id, their_id = submission.columns[0], sample.columns[0]
-    if len(submission.columns) == 2 and len(sample.columns) == 2:
-        submission = submission.set_axis(list(sample.columns), axis=1)
-    else:
-        submission = submission.rename(columns={ours_id: their_id})
-    if set(submission.columns) != set(sample.columns):
-        raise ValueError(f"{path}: columns {list(sample.columns)} but the submission has {list(submission.columns)}")
-    ours, theirs = set(submission[their_id].astype(str)), set(sample[their_id])
-    if ours != theirs:
-        missing, extra = sorted(theirs - ours), sorted(ours - theirs)
-        raise ValueError(
-            f"{path}: {len(missing)} ids of the sample are not predicted (e.g. {missing[:3]}) and "
-            f"{len(extra)} predicted ids are not in the sample (e.g. {extra[:3]})"
-        )
-    submission = submission.set_index(submission[their_id].astype(str)).loc[sample[their_id]].reset_index(drop=True)
+    ids = submission.iloc[:, 0].astype(str)
+    sample, named = check_sample(list(submission.columns), ids.tolist(), sample_path)
+    their_id = sample.columns[0]
+    submission = submission.set_axis(named, axis=1).set_index(ids).loc[sample[their_id]].reset_index(drop=True)
     submission = submission[list(sample.columns)]
     if submission.isna().any().any():
         raise ValueError(
-            f"submission for {path}: empty values in columns {list(submission.columns[submission.isna().any()])}"
+            f"submission for {sample_path}: empty values in columns "
+            f"{list(submission.columns[submission.isna().any()])}"
         )
     return submission
 

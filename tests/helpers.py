@@ -342,3 +342,37 @@ def write_run(folder, ids, labels, probs, test_probs, task=ABC_TASK):
     predictions_frame([f"t{i}" for i in range(len(test_probs))], test_probs, task).to_csv(
         folder / "test_predictions.csv", index=False
     )
+
+
+def fingerprint(root: Path) -> dict[str, tuple[int, str] | None]:
+    """Every file under ``root`` by relative path: (size in bytes, sha256); every folder: None. Two equal
+    fingerprints mean the tree is byte-identical: no file changed, added or removed, no folder made."""
+    import hashlib
+
+    root = Path(root)
+    prints: dict[str, tuple[int, str] | None] = {}
+    for path in sorted(root.rglob("*")):
+        key = str(path.relative_to(root))
+        prints[key] = (path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest()) if path.is_file() else None
+    return prints
+
+
+def fingerprint_changes(before: dict, after: dict) -> list[str]:
+    """What differs between two `fingerprint`s: ``added x``, ``removed x``, ``changed x``."""
+    changes = [f"added {k}" for k in after if k not in before] + [f"removed {k}" for k in before if k not in after]
+    return changes + [f"changed {k}" for k in before if k in after and before[k] != after[k]]
+
+
+def assert_refused(capsys, main, argv: list[str], folder: Path, expected: str) -> str:
+    """Runs an entry point's ``main(argv)`` and checks the refusal contract: exit code 2, exactly one ``error:``
+    line holding ``expected``, no traceback, and ``folder`` byte-identical (`fingerprint`). Returns the line."""
+    before = fingerprint(folder)
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert expected in lines[0], lines[0]
+    changes = fingerprint_changes(before, fingerprint(folder))
+    assert not changes, f"a refused command changed {folder}: {changes[:5]}"
+    return lines[0]

@@ -17,7 +17,7 @@ from src.ensemble import main as ensemble_main
 from src.predict import main as predict_main
 from src.tools.export_digits import write_competition
 from src.train import main as train_main
-from tests.helpers import TINY, class_images
+from tests.helpers import TINY, assert_refused, class_images
 
 MAINS = {"train": train_main, "predict": predict_main, "ensemble": ensemble_main}
 DATA = ["--train-csv", "{tmp}/train.csv", "--image-dir", "{tmp}/train"]
@@ -148,16 +148,11 @@ def _snapshot(root):
 
 
 @pytest.mark.parametrize("name, entry, args, expected", CASES, ids=[c[0] for c in CASES])
-def test_a_mistake_gets_one_line_and_exit_code_2(tmp, capsys, name, entry, args, expected):
-    before = _snapshot(tmp)
-    code = MAINS[entry]([a.replace("{tmp}", str(tmp)) for a in args])
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert code == 2, err
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert expected.replace("{tmp}", str(tmp)) in lines[0]
-    after = _snapshot(tmp)
-    assert all(after.get(path) == data for path, data in before.items()), "a file written before changed"
+def test_a_mistake_gets_one_line_and_exit_code_2_and_changes_no_file(tmp, capsys, name, entry, args, expected):
+    """The refusal contract (`tests.helpers.assert_refused`): the whole folder of the cases' files and runs is
+    byte-identical afterwards: no file changed, added or removed, no folder made."""
+    argv = [a.replace("{tmp}", str(tmp)) for a in args]
+    assert_refused(capsys, MAINS[entry], argv, tmp, expected.replace("{tmp}", str(tmp)))
 
 
 def test_the_catalogue_holds_at_least_30_mistakes():
