@@ -5,6 +5,10 @@ predictions (``test_predictions.csv`` of `src.predict`), checks that the runs sh
 ids, blends them, reports the OOF score of each run and of the blend, and writes ``oof.csv``,
 ``test_predictions.csv`` and ``submission.csv`` of the blend.
 
+Check, then write: the runs' files (finite probabilities; test ids each once), the weights and the sample
+submission are checked before the blend is fitted, and the blend's files are written together at the end
+(`src.outputs.replacing`): a refused or failed command leaves the earlier ones as they were and makes no folder.
+
 ``--weights auto`` maximises the blend's OOF metric over the weights (non-negative, summing to 1) with scipy's
 Nelder-Mead from equal weights, and keeps the best single run's weights if the search ends below it, so the
 blend never scores below the best run on OOF.
@@ -25,12 +29,23 @@ import tyro
 from scipy.optimize import minimize
 from scipy.stats import rankdata
 
-from src import files, rundir, stacking
+from src import rundir, stacking
 from src.cli import parse_args, run_cli
 from src.config import load_config_file
 from src.metrics import get_metric, score
 from src.oof import predictions_frame, read_predictions, write_predictions
-from src.submission import DEFAULT_FORMAT, SubmissionFormat, make_submission, write_submission
+from src.outputs import check_folder, replacing
+from src.submission import (
+    DEFAULT_FORMAT,
+    SubmissionFormat,
+    check_finite,
+    check_sample,
+    check_unique,
+    make_submission,
+    submission_columns,
+    submission_ids,
+    write_submission,
+)
 from src.targets import Task
 from src.tta import renormalise
 
@@ -146,19 +161,30 @@ def aligned(paths: list[Path], task: Task, what: str) -> tuple[pd.DataFrame, lis
         The first file's table, its ids, and each file's probabilities (N, num_outputs) in that order.
 
     Raises:
-        ValueError: a file whose ids differ from the first one's.
+        ValueError: a file whose ids differ from the first one's; NaN or infinite probabilities (`check_finite`);
+            with ``what`` "test", an id listed twice (a submission holds each once).
     """
-    frame, first = read_predictions(paths[0], task, with_targets=False)[:2]
+    frame, first = _read(paths[0], task, what)
     order = frame["id"].tolist()
     unique = len(set(order)) == len(order)  # then a file in this order is used as it is, without a copy
     probs = [first if unique else _reordered(first, order, order)]
     for path in paths[1:]:  # the other files' tables are dropped as soon as read
-        other, p = read_predictions(path, task, with_targets=False)[:2]
+        other, p = _read(path, task, what)
         ids = other["id"].tolist()
         if ids != order and sorted(ids) != sorted(order):
             raise ValueError(f"{path}: its {what} ids differ from {paths[0]}'s; blend runs of the same rows")
         probs.append(p if unique and ids == order else _reordered(p, ids, order))
     return frame, order, probs
+
+
+def _read(path: Path, task: Task, what: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """A prediction file's table and probabilities, checked (see `aligned`)."""
+    frame, probs = read_predictions(path, task, with_targets=False)[:2]
+    ids = frame["id"].tolist()
+    if what == "test":
+        check_unique(ids, str(path))
+    check_finite(ids, probs, str(path))
+    return frame, probs
 
 
 def _reordered(probs: np.ndarray, ids: list[str], order: list[str]) -> np.ndarray:
@@ -179,29 +205,58 @@ def blend_weights(
         return fit_weights(probs, targets, task, metric, args.method, threshold)
     if args.weights == "equal":
         return np.full(len(probs), 1.0 / len(probs))
-    weights = np.array([float(w) for w in args.weights.split(",")])
-    if len(weights) != len(probs) or (weights < 0).any() or weights.sum() == 0:
-        raise ValueError(f"--weights {args.weights!r}: expected {len(probs)} non-negative numbers, not all 0")
+    return given_weights(args.weights, len(probs))
+
+
+def given_weights(text: str, runs: int) -> np.ndarray:
+    """``--weights 1,2``: one non-negative number per run, not all 0, normalised to sum 1.
+
+    Raises:
+        ValueError: anything else (the message names the flag and what it expects).
+    """
+    expected = f"--weights {text!r}: expected 'auto', 'equal' or {runs} non-negative numbers, not all 0"
+    try:
+        weights = np.array([float(w) for w in text.split(",")])
+    except ValueError:
+        raise ValueError(expected) from None
+    if len(weights) != runs or not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() == 0:
+        raise ValueError(expected)
     return weights / weights.sum()
 
 
 def ensemble(args: EnsembleConfig) -> dict:
-    """Blends the runs as configured; returns the scores and weights (see the module doc)."""
+    """Blends the runs as configured; returns the scores and weights (see the module doc: check, then write)."""
     if len(args.runs) < 2:
         raise ValueError("give at least two run folders to blend")
     runs = [Path(r) for r in args.runs]
+    if args.weights not in ("auto", "equal"):
+        given_weights(args.weights, len(runs))
+    out = Path(args.output_dir)
+    check_folder(out, "--output-dir")
     task = run_task(runs[0])
     for run in runs[1:]:
         if run_task(run) != task:
             raise ValueError(f"{run}: its class list differs from {runs[0]}'s; blend runs of the same task")
-    frame, order, probs = aligned([run / rundir.OOF for run in runs], task, "OOF")
-    targets = task.encode(frame, where=str(runs[0] / rundir.OOF))
     config_file = rundir.first_file(runs[0], rundir.CONFIG)
     if config_file is None:
         raise FileNotFoundError(f"{runs[0]}: no {rundir.CONFIG}; ensembles take finished --fold all runs")
     config = load_config_file(config_file)
     metric, threshold = args.metric or config.eval.metric, config.eval.threshold
     features = stacking.resolve_features(args.stack_features, len(runs), task)
+    frame, order, probs = aligned([run / rundir.OOF for run in runs], task, "OOF")
+    targets = task.encode(frame, where=str(runs[0] / rundir.OOF))
+    tests = [run / rundir.TEST_PREDICTIONS for run in runs]
+    has_test = all(path.is_file() for path in tests)
+    if not has_test and any(path.is_file() for path in tests):
+        lacking = [str(run) for run, path in zip(runs, tests) if not path.is_file()]
+        print(f"warning: no {rundir.TEST_PREDICTIONS} in {', '.join(lacking)}: the blend has no submission "
+              "(predict those runs with src.predict first)", file=sys.stderr)
+    if has_test:
+        _, ids, test_probs = aligned(tests, task, "test")
+        form = SubmissionFormat(args.submission_format or DEFAULT_FORMAT[task.kind], config.data.id_col, args.top_k,
+                                threshold)
+        if args.sample_submission:
+            check_sample(submission_columns(task, form), submission_ids(ids, task, form), args.sample_submission)
     if args.method == "stack":
         weights = None
         folds = frame["fold"].to_numpy()
@@ -217,26 +272,25 @@ def ensemble(args: EnsembleConfig) -> dict:
         **({"stacker": args.stacker, "stack_features": features} if weights is None else {}),
         "oof_blend": round(score(metric, blended, targets, task, threshold), 6),
     }
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_predictions(
-        predictions_frame(order, blended, task, folds=frame["fold"].to_numpy(), labels=frame), out / rundir.OOF
-    )
-    tests = [run / rundir.TEST_PREDICTIONS for run in runs]
-    if all(path.is_file() for path in tests):
-        _, ids, test_probs = aligned(tests, task, "test")
+    tables = {out / rundir.OOF: predictions_frame(order, blended, task, folds=frame["fold"].to_numpy(), labels=frame)}
+    submission = None
+    if has_test:
         if weights is None:
             test_blend = stacking.fit_predict(
                 np.concatenate(probs, 1), targets, np.concatenate(test_probs, 1), task, args.stacker, features
             )
         else:
             test_blend = blend(test_probs, weights, args.method, task)
-        write_predictions(predictions_frame(ids, test_blend, task), out / rundir.TEST_PREDICTIONS)
-        name = args.submission_format or DEFAULT_FORMAT[task.kind]
-        form = SubmissionFormat(name, config.data.id_col, args.top_k, threshold)
+        tables[out / rundir.TEST_PREDICTIONS] = predictions_frame(ids, test_blend, task)
         submission = make_submission(ids, test_blend, task, form)
-        result["submission"] = str(write_submission(submission, out / rundir.SUBMISSION, args.sample_submission))
-    files.write_text(out / rundir.ENSEMBLE, json.dumps(result, indent=1))
+        result["submission"] = str(out / rundir.SUBMISSION)
+    paths = [*tables, out / rundir.ENSEMBLE] + ([out / rundir.SUBMISSION] if submission is not None else [])
+    with replacing(paths) as temps:
+        for table, temp in zip(tables.values(), temps):
+            write_predictions(table, temp)
+        temps[len(tables)].write_text(json.dumps(result, indent=1))
+        if submission is not None:
+            write_submission(submission, temps[-1], args.sample_submission)
     singles = ", ".join(f"{Path(r).name} {s:.4f}" for r, s in result["runs"].items())
     stacker = f"a {args.stacker} stacker on {features} columns (honest OOF)"
     how = f"weights {result['weights']}" if weights is not None else stacker
