@@ -17,11 +17,18 @@ per fold (``oof.csv`` and ``cv_summary.json`` for ``--fold all``) and ``soup.jso
 
 The averaging is torch's ``state_dict`` arithmetic; the greedy selection is our own (no library offers it for
 plain PyTorch checkpoints).
+
+Check, then write: the runs, their checkpoints (each must open) and the output folder are checked before any
+model is built; the soup is built in a temporary folder that becomes the output folder only when every fold is
+done (`src.outputs.replacing_folder`): a refused or failed command leaves an earlier soup as it was and makes no
+folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import logging
 import re
@@ -44,6 +51,7 @@ from src.engine import predict_logits, to_device
 from src.evaluation import Selection
 from src.metrics import score, to_probs
 from src.oof import predictions_frame
+from src.outputs import check_folder, read_weights, replacing_folder
 from src.setup import resolve_device, setup_data, setup_loaders, setup_model
 
 logger = logging.getLogger("src.soup")  # not __name__: "__main__" under python -m
@@ -65,6 +73,8 @@ class SoupConfig:
     """'auto', 'cpu', 'cuda' or 'cuda:N'."""
 
     def __post_init__(self) -> None:
+        if not self.runs:
+            raise ValueError("give one or more run folders to soup: python -m src.soup <run> [<run> ...]")
         if self.k < 1:
             raise ValueError(f"--k {self.k}: expected an integer >= 1")
 
@@ -140,7 +150,7 @@ class FoldSoup:
 def cook(soup: FoldSoup, paths: Sequence[Path], method: str) -> tuple[list[Path], float, np.ndarray]:
     """The soup of ``paths`` (best first): all of them (uniform) or the greedy selection. Returns the ingredients
     used, the soup's signed valid score and its valid probabilities."""
-    states = [torch.load(p, map_location=soup.device, weights_only=True) for p in paths]
+    states = [read_weights(p, soup.device) for p in paths]
     if method == "uniform":
         soup.load(states)
         return list(paths), *soup.evaluate()
@@ -179,32 +189,57 @@ def write_fold(out: Path, source: Path, soup: FoldSoup, used: Sequence[Path], si
 
 
 def make_soup(args: SoupConfig) -> Path:
-    """Soups every fold of ``args.runs`` into ``args.output``; returns the soup's run folder.
+    """Soups every fold of ``args.runs`` into ``args.output``; returns the soup's run folder (see the module doc:
+    check, then write).
 
     Raises:
         FileNotFoundError: a run folder or its checkpoints are missing.
-        ValueError: runs of other archs or folds.
+        ValueError: runs of other archs or folds; a checkpoint that cannot be read; an output that is a file, one
+            of the runs, or a folder that holds no soup.
     """
     runs = [rundir.read_fold_runs(run) for run in args.runs]
     if len({len(folds) for folds in runs}) > 1 or len({f.config.model.arch for folds in runs for f in folds}) > 1:
         raise ValueError(f"{' '.join(args.runs)}: soups need runs of one arch with the same folds")
     out = Path(args.output or f"{Path(args.runs[0]).resolve()}-soup")
-    device = resolve_device(args.device)
+    check_output(out, [Path(run) for run in args.runs])
     folds = len(runs[0])
-    for k in range(folds):
-        fold_runs = [folds_of_run[k].run_dir for folds_of_run in runs]
-        soup = FoldSoup(runs[0][k].config, device)
-        ingredients = candidates(fold_runs, args.k)  # best first
-        used, signed, probs = cook(soup, ingredients, args.method)
-        fold_out = rundir.fold_dir(out, k) if folds > 1 else out
-        record = write_fold(fold_out, fold_runs[0], soup, used, signed, probs)
-        best_alone = checkpoint_score(ingredients[0])
-        print(f"fold {soup.config.split.fold}: {len(used)} checkpoints, {record}; the best one alone {best_alone:.4f}")
-        soup.loaders.close()
-    if folds > 1:
-        shutil.copyfile(Path(args.runs[0]) / rundir.CONFIG, out / rundir.CONFIG)
-        gather_oof(rundir.read_config(out), out)
+    ingredients = [candidates([folds_of_run[k].run_dir for folds_of_run in runs], args.k) for k in range(folds)]
+    for path in (p for fold in ingredients for p in fold):
+        read_weights(path, mmap=True)  # each opens: a damaged file is named before any model is built
+    device = resolve_device(args.device)
+    with replacing_folder(out, stale=[rundir.BEST_MODELS]) as build:
+        for k in range(folds):
+            soup = FoldSoup(runs[0][k].config, device)
+            used, signed, probs = cook(soup, ingredients[k], args.method)  # best first
+            fold_out = rundir.fold_dir(build, k) if folds > 1 else build
+            record = write_fold(fold_out, runs[0][k].run_dir, soup, used, signed, probs)
+            best_alone = checkpoint_score(ingredients[k][0])
+            print(f"fold {soup.config.split.fold}: {len(used)} checkpoints, {record}; the best one alone "
+                  f"{best_alone:.4f}")
+            soup.loaders.close()
+        if folds > 1:
+            shutil.copyfile(Path(args.runs[0]) / rundir.CONFIG, build / rundir.CONFIG)
+            # gather_oof names the folder it gathers in, in its summary and its line: the temporary one, which
+            # becomes `out`
+            with contextlib.redirect_stdout(io.StringIO()) as printed:
+                summary = gather_oof(rundir.read_config(build), build)
+            files.write_text(build / rundir.CV_SUMMARY, json.dumps(summary | {"run_dir": str(out)}, indent=1))
+            print(printed.getvalue().replace(str(build), str(out)), end="")
     return out
+
+
+def check_output(out: Path, runs: Sequence[Path]) -> None:
+    """Checks the soup's folder before any work: a new folder, or an earlier soup's (holding ``soup.json``), never
+    a file nor one of the runs souped (whose files it would replace).
+
+    Raises:
+        ValueError: as said, naming ``--output``.
+    """
+    check_folder(out, "--output")
+    if any(out.resolve() == run.resolve() or run.resolve() in out.resolve().parents for run in runs):
+        raise ValueError(f"--output {out}: one of the runs souped (or inside one); give a new folder")
+    if out.is_dir() and any(out.iterdir()) and not any(out.glob("**/soup.json")):
+        raise ValueError(f"--output {out}: a folder that holds no soup (no soup.json); give a new folder")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
