@@ -11,6 +11,10 @@ fold's best checkpoint, or every ensemble member's, optionally as fp16, with the
 
 The wheels come from ``pip wheel`` (pip's own resolver and builder, sdists included); the walk over the
 requirements is our own, because pip has no "everything this needs that that environment lacks" mode.
+
+Check, then write: the folder, its members' checkpoints (each must open), the test files and the packages are
+checked first; the bundle is built in a temporary folder that replaces the earlier bundle only when it is
+complete (`src.outputs.replacing_folder`): a refused or failed command (pip failing, say) leaves it as it was.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from src.config import Config
 from src.kaggle import notebook
 from src.kaggle.offline import BUNDLE_JSON, MODELS
 from src.kaggle.submit import ENSEMBLE, folder_config
+from src.outputs import check_folder, read_weights, replacing_folder
+from src.tta import tta_variants
 
 DEFAULT_IMAGE = Path(__file__).with_name("kaggle_image.txt")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -138,7 +144,7 @@ def copy_model(run: Path, out: Path, half: bool) -> None:
         for name in (rundir.CONFIG, rundir.CLASSES):
             shutil.copyfile(fold.run_dir / name, _made(target / name))
         if half:
-            state = torch.load(fold.checkpoint, map_location="cpu", weights_only=True)
+            state = read_weights(fold.checkpoint)
             torch.save({k: v.half() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in state.items()},
                        _made(target / fold.checkpoint.name))
         else:
@@ -179,32 +185,35 @@ def bundle(folder: Path, out: Path, options) -> dict:
     ``options``: the ``bundle`` command's flags (`src.kaggle.cli.Bundle`).
 
     Raises:
-        ValueError: see `test_files`, `missing_packages`, `build_wheels`; or ``out`` is a non-empty folder that
-            is not a bundle.
+        ValueError: see `test_files`, `missing_packages`, `build_wheels`; a checkpoint that cannot be read; or
+            ``out`` is a file, or a non-empty folder that is not a bundle. ``out`` is left as it was then.
     """
     config = folder_config(folder)
     competition = config.competition.competition or "COMPETITION"
+    check_folder(out, "--out")
     if out.exists() and any(out.iterdir()) and not (out / BUNDLE_JSON).is_file():
         raise ValueError(f"--out {out}: a non-empty folder that is not a bundle; give a new or a bundle folder")
     runs, weights, method = members(folder)
     test = test_files(config)
+    tta_variants(options.tta, config.loader.size_schedule[-1][1])  # an unknown --tta, not found only on Kaggle
+    for fold in (fold for run in runs for fold in rundir.read_fold_runs(run)):
+        read_weights(fold.checkpoint, mmap=True)  # each opens: a damaged file is named before anything is written
     image = image_packages(Path(options.image_has) if options.image_has else DEFAULT_IMAGE)
     packages = missing_packages(project_requirements(), image)
-    shutil.rmtree(out / MODELS, ignore_errors=True)
-    shutil.rmtree(out / WHEELS, ignore_errors=True)
     names = [run.name for run in runs]
-    for run, name in zip(runs, names):
-        copy_model(run, out / MODELS / name, options.half)
-    wheels = build_wheels(packages, out / WHEELS, Path(options.wheels_from) if options.wheels_from else None)
     dataset = options.upload or f"YOUR-KAGGLE-NAME/{competition}-bundle"
-    manifest = {
-        "competition": competition, "created": f"{datetime.now():%Y-%m-%d %H:%M}", "code": notes.git_state(),
-        "source": str(folder), "models": names, "weights": weights, "method": method, "tta": options.tta,
-        "tta_merge": options.tta_merge, "submission_format": config.competition.submission_format,
-        "half": options.half, "test": test, "wheels": wheels, "packages": packages, "dataset": dataset,
-    }
-    files.write_text(out / BUNDLE_JSON, json.dumps(manifest, indent=1))
-    notebook.write(out, manifest)
+    with replacing_folder(out) as build:
+        for run, name in zip(runs, names):
+            copy_model(run, build / MODELS / name, options.half)
+        wheels = build_wheels(packages, build / WHEELS, Path(options.wheels_from) if options.wheels_from else None)
+        manifest = {
+            "competition": competition, "created": f"{datetime.now():%Y-%m-%d %H:%M}", "code": notes.git_state(),
+            "source": str(folder), "models": names, "weights": weights, "method": method, "tta": options.tta,
+            "tta_merge": options.tta_merge, "submission_format": config.competition.submission_format,
+            "half": options.half, "test": test, "wheels": wheels, "packages": packages, "dataset": dataset,
+        }
+        files.write_text(build / BUNDLE_JSON, json.dumps(manifest, indent=1))
+        notebook.write(build, manifest)
     checkpoints = sum(1 for _ in (out / MODELS).rglob("*.pt"))
     bundled = ", ".join(sorted(packages)) or "the project only"
     print(f"bundle {out}: {len(names)} model(s) ({checkpoints} checkpoints{', fp16' if options.half else ''}), "

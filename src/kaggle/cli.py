@@ -5,6 +5,8 @@ error policy (`src.cli.run_cli`: one line, exit 2)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,13 +86,9 @@ class Bundle:
     """Also push inference.ipynb as a Kaggle notebook (needs --upload)."""
 
 
-Command = (
-    Annotated[Download, tyro.conf.subcommand("download")]
-    | Annotated[Inspect, tyro.conf.subcommand("inspect")]
-    | Annotated[Submit, tyro.conf.subcommand("submit")]
-    | Annotated[Submissions, tyro.conf.subcommand("submissions")]
-    | Annotated[Bundle, tyro.conf.subcommand("bundle")]
-)
+# The subcommands by name: the command line's choices and the suggestions for a misspelt one come from here.
+COMMANDS = {"download": Download, "inspect": Inspect, "submit": Submit, "submissions": Submissions, "bundle": Bundle}
+Command = functools.reduce(operator.or_, [Annotated[cls, tyro.conf.subcommand(name)] for name, cls in COMMANDS.items()])
 
 
 def run(command, connect=client.connect) -> object:
@@ -139,8 +137,34 @@ def inspect(folder: Path, competition: str | None, source: str) -> layout.Findin
     return finding
 
 
+def parse_command(argv: Sequence[str] | None = None):
+    """The parsed subcommand (a dataclass above).
+
+    Raises:
+        ValueError: an unknown subcommand (the nearest one suggested), or tyro's error as one line.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        nearest = min(COMMANDS, key=lambda name: edit_distance(argv[0], name))
+        near = edit_distance(argv[0], nearest) <= max(2, len(nearest) // 3)
+        guess = f"; did you mean {nearest}?" if near else ""
+        raise ValueError(f"unknown command {argv[0]!r} (the commands: {', '.join(COMMANDS)}){guess}")
+    return parse_args(Command, argv)
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: the fewest one-character insertions, deletions and substitutions from ``a`` to ``b``."""
+    previous = list(range(len(b) + 1))
+    for i, char in enumerate(a, 1):
+        current = [i]
+        for j, other in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char != other)))
+        previous = current
+    return previous[-1]
+
+
 def main(argv: Sequence[str] | None = None, connect=client.connect) -> int:
-    return run_cli(lambda: run(parse_args(Command, argv), connect))
+    return run_cli(lambda: run(parse_command(argv), connect))
 
 
 if __name__ == "__main__":

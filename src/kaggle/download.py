@@ -43,8 +43,8 @@ def download(api, competition: str, out: Path) -> list[str]:
     Raises:
         ValueError: an API error (`calling`), or an archive member that would land outside ``out``.
     """
+    sizes = listed_files(api, competition)  # first: a refused or unknown competition makes no folder
     out.mkdir(parents=True, exist_ok=True)
-    sizes = listed_files(api, competition)
     missing = missing_files(sizes, out)
     if not missing:
         print(f"{competition}: all {len(sizes)} files already in {out}")

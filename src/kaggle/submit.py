@@ -16,11 +16,13 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from src import files, notes, rundir
 from src.config import Config
 from src.kaggle.client import calling
+from src.submission import check_unique
 
 RECORDS = "kaggle_submissions.csv"
 COLUMNS = ["competition", "date", "message", "file", "sha256", "ref", "status", "public_score", "private_score"]
@@ -46,8 +48,9 @@ def check_submission(path: Path, sample: Path) -> int:
 
     Raises:
         FileNotFoundError: either file is missing.
-        ValueError: other columns or column order, other ids, ids in another order, an empty value, or text
-            where the sample holds numbers (naming the column and the first offending row).
+        ValueError: other columns or column order, an id listed twice, other ids, ids in another order, an empty
+            value, or text (or NaN, an infinity) where the sample holds numbers (naming the column and the first
+            offending row).
     """
     for name, file in (("submission", path), ("sample submission", sample)):
         if not file.is_file():
@@ -57,6 +60,7 @@ def check_submission(path: Path, sample: Path) -> int:
     if list(ours.columns) != list(theirs.columns):
         raise ValueError(f"{path}: columns {list(ours.columns)}, but {sample.name} has {list(theirs.columns)}")
     id_col = theirs.columns[0]
+    check_unique(ours[id_col].tolist(), str(path))
     if set(ours[id_col]) != set(theirs[id_col]) or len(ours) != len(theirs):
         missing = sorted(set(theirs[id_col]) - set(ours[id_col]))
         raise ValueError(
@@ -72,7 +76,8 @@ def check_submission(path: Path, sample: Path) -> int:
         if len(empty):
             raise ValueError(f"{path}: empty value in column {column!r} at row {empty[0] + 2}")
         if pd.to_numeric(theirs[column], errors="coerce").notna().all():
-            bad = pd.to_numeric(ours[column], errors="coerce").isna().to_numpy().nonzero()[0]
+            values = pd.to_numeric(ours[column], errors="coerce").to_numpy(np.float64)
+            bad = (~np.isfinite(values)).nonzero()[0]
             if len(bad):
                 raise ValueError(f"{path}: column {column!r} row {bad[0] + 2} is {ours[column].iloc[bad[0]]!r}; "
                                  f"{sample.name} holds numbers there")
