@@ -17,6 +17,7 @@ import difflib
 import json
 import math
 import re
+import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,7 +25,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from tyro.constructors import PrimitiveConstructorSpec
 
-from src import files
+from src import files, typecheck
 from src.metrics import get_metric
 
 
@@ -595,7 +596,7 @@ class TrackConfig(_Group):
     notes: bool = True
     """Append an entry to the notes log when the run finishes, stops or crashes (--no-notes: do not)."""
     notes_file: str | None = None
-    """The notes log (Markdown); None: <output-dir>/NOTES.md."""
+    """The notes log (Markdown); None: NOTES.md beside the run folder (<output-dir>/NOTES.md of a new run)."""
     note: str | None = None
     """Your own words for the run's notes entry: the hypothesis it tests."""
     notify: Names | None = None
@@ -630,6 +631,11 @@ class RunConfig(_Group):
     """Continue a run from a `checkpoint_*.pt` file or from a run folder (its newest readable checkpoint); 'auto':
     the newest unfinished run in --output-dir with the same settings, or a new run. Running the same command with
     the same --run-name continues that run too."""
+    restart: bool = False
+    """Train the run folder named by --run-name (or --resume) over from scratch with this command's settings: its
+    earlier files are first moved aside, whole, to '<run>.before-restart-<timestamp>' beside it (nothing is
+    deleted), and its config.yaml is not read. Without --restart an existing run folder is only ever continued,
+    and a damaged one stops the command."""
     checkpoint_every: str = "10m"
     """Save the training state inside epochs too: every this many optimizer steps ('500') or this much wall time
     ('20m', '1h', '90s'); 'epoch' saves at epoch ends only. A kill loses at most this much training."""
@@ -660,6 +666,8 @@ class RunConfig(_Group):
 
     def check(self) -> None:
         _require("n_saved", self.n_saved, self.n_saved >= 1, "an integer >= 1")
+        if self.restart and self.resume == "auto":
+            raise ValueError("--restart with --resume auto: name the run to train over (--run-name or --resume RUN)")
         if isinstance(self.log_every, str) and self.log_every.isdigit():  # from a config file
             self.log_every = int(self.log_every)
         ok = self.log_every == "auto" or (isinstance(self.log_every, int) and self.log_every >= 1)
@@ -792,6 +800,9 @@ class Config:
 
 GROUPS: dict[str, type[_Group]] = {field.name: field.default_factory for field in dataclasses.fields(Config)}
 FIELD_GROUPS: dict[str, str] = {field.name: group for group, cls in GROUPS.items() for field in dataclasses.fields(cls)}
+FIELD_TYPES: dict[str, Any] = {
+    name: hint for cls in GROUPS.values() for name, hint in typing.get_type_hints(cls, include_extras=True).items()
+}
 
 
 def _group_of(name: str, where: str) -> str:
@@ -806,11 +817,17 @@ def _group_of(name: str, where: str) -> str:
     return FIELD_GROUPS[name]
 
 
-def config_from_dict(values: dict[str, Any], where: str = "config") -> Config:
+def config_from_dict(values: dict[str, Any], where: str = "config", typed: bool = False) -> Config:
     """A config from a mapping of flat keys (``lr: 0.01``), of groups (``optim: {lr: 0.01}``), or both.
 
+    Args:
+        values: the mapping.
+        where: what the errors name (a file).
+        typed: check each value against its field's type first (`src.typecheck.conform`), as for a file's values.
+
     Raises:
-        ValueError: an unknown key or group field (the message lists the known keys), or a bad value.
+        ValueError: an unknown key or group field (the message lists the known keys), a value of the wrong type
+            (naming the key, the value and the type expected), or a bad value.
     """
     groups: dict[str, dict[str, Any]] = {name: {} for name in GROUPS}
     for key, value in values.items():
@@ -821,6 +838,13 @@ def config_from_dict(values: dict[str, Any], where: str = "config") -> Config:
                 groups[key][name] = field_value
         else:
             groups[_group_of(key, where)][key] = value
+    if typed:
+        for fields in groups.values():
+            for name, value in fields.items():
+                try:
+                    fields[name] = typecheck.conform(value, FIELD_TYPES[name])
+                except typecheck.WrongType as expected:
+                    raise ValueError(f"{where}: key {name!r} = {value!r}: expected {expected}") from None
     return Config(**{name: GROUPS[name](**fields) for name, fields in groups.items()})
 
 
@@ -829,18 +853,20 @@ OLD_RUN_DEFAULTS: dict[str, Any] = {"batch_aug": False}
 ``config.yaml`` without the key resumes as it started (`--batch-aug` became the default on 2026-12-01)."""
 
 
-def load_config_file(path: str | Path, missing: Mapping[str, Any] | None = None) -> Config:
+def load_config_file(path: str | Path, missing: Mapping[str, Any] | None = None, saved: bool = False) -> Config:
     """Reads a YAML or JSON config file: flat keys (every file written before the groups), groups, or both.
 
     Args:
         path: the file.
         missing: values (flat names) for the keys the file does not hold, instead of the defaults; a run
             folder's saved config is read with `OLD_RUN_DEFAULTS`.
+        saved: the file is a run's own, written whole by `save_config`: one cut short is refused (`check_whole`).
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not valid YAML/JSON or not a mapping, has keys that are not config fields (the
-            nearest known key is suggested), or holds a bad value.
+        ValueError: the file is not valid YAML/JSON or not a mapping, is cut short (``saved``), has keys that are
+            not config fields (the nearest known key is suggested), or holds a value of the wrong type (naming the
+            key, the value and the type expected) or a bad value.
     """
     path = Path(path)
     if not path.is_file():
@@ -859,11 +885,34 @@ def load_config_file(path: str | Path, missing: Mapping[str, Any] | None = None)
         values = {}
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of config fields, got {type(values).__name__}")
+    if saved:
+        check_whole(values, path, len(text.splitlines()))
     for name, value in (missing or {}).items():
         group = values.get(FIELD_GROUPS[name])
         if name not in values and not (isinstance(group, dict) and name in group):
             values[name] = value
-    return config_from_dict(values, str(path))
+    return config_from_dict(values, str(path), typed=True)
+
+
+def check_whole(values: Mapping[str, Any], path: Path, lines: int) -> None:
+    """Checks that a run's saved config (grouped, as `save_config` writes it) is not cut short: `save_config`
+    writes the groups in `Config`'s order, ``run`` last with ``list_archs`` its last key, so a file cut anywhere
+    lacks that key. (Keep ``list_archs`` last in `RunConfig`: every grouped config saved so far ends with it.) A
+    file of flat keys, written before the groups, cannot be checked.
+
+    Raises:
+        ValueError: the file lacks the last group or its last key, naming what is missing.
+    """
+    if not any(isinstance(values.get(name), dict) for name in GROUPS):  # "loss", "competition": fields too
+        return
+    last_group = list(GROUPS)[-1]
+    last_key = dataclasses.fields(GROUPS[last_group])[-1].name
+    group = values.get(last_group)
+    if isinstance(group, dict) and last_key in group:
+        return
+    absent = [name for name in GROUPS if not isinstance(values.get(name), dict)]
+    lacks = f"the groups {', '.join(absent)}" if len(absent) > 1 else f"the key {last_group}.{last_key}"
+    raise ValueError(f"{path}: cut short: it ends at line {lines} without {lacks} (a damaged run folder)")
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from src.cli import parse_config, run_cli
-from src.config import FIELD_GROUPS
+from src.config import FIELD_GROUPS, Config
 
 
 def test_defaults_and_flags():
@@ -158,10 +158,12 @@ def test_resume_takes_the_run_folder_config_as_defaults(tmp_path):
 def test_a_run_saved_before_a_default_changed_resumes_as_it_trained_and_a_config_file_takes_the_default(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.yaml").write_text(yaml.safe_dump({"loader": {"img_size": 28}}))  # saved before --batch-aug
+    saved = Config.of(img_size=28).to_dict()
+    del saved["loader"]["batch_aug"]
+    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))  # saved before --batch-aug
     assert parse_config(["--resume", str(run)], environ={}).loader.batch_aug is False
     assert parse_config(["--resume", str(run), "--batch-aug"], environ={}).loader.batch_aug is True
-    (run / "config.yaml").write_text(yaml.safe_dump({"loader": {"batch_aug": True}}))
+    (run / "config.yaml").write_text(yaml.safe_dump(Config.of(batch_aug=True).to_dict(), sort_keys=False))
     assert parse_config(["--resume", str(run)], environ={}).loader.batch_aug is True
     (tmp_path / "my.yaml").write_text(yaml.safe_dump({"img_size": 28}))
     assert parse_config(["--config", str(tmp_path / "my.yaml")], environ={}).loader.batch_aug is True
