@@ -1,13 +1,18 @@
 """Checkpoints: the best models by the selecting metric, the two newest full training states, resuming from them.
 
 Files are written to a temporary name and renamed, and a replaced file is removed only after its successor is
-complete (`SafeDiskSaver`), so a crash or Ctrl-C never leaves a broken checkpoint. File names: `src.rundir`.
+complete (`SafeDiskSaver`), so a crash or Ctrl-C never leaves a broken checkpoint; a full disk is one line
+(`write`). File names: `src.rundir`.
 With several processes every one keeps the same handlers (and lists of files); rank 0 writes the files.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import shutil
+import stat
 from pathlib import Path
 
 import ignite.distributed as idist
@@ -16,6 +21,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver, global_step_from_engine
 from ignite.handlers.ema_handler import EMAWarmUp
 
+from src import files
 from src.evaluation import Selection
 from src.model import shape_mismatch
 from src.rundir import BEST_PREFIX, step_of
@@ -29,7 +35,8 @@ class SafeDiskSaver(DiskSaver):
 
     ignite's `Checkpoint` asks its saver to remove the file being replaced *before* writing the new one,
     so with ``n_saved=1`` a crash or Ctrl-C during the write would leave no checkpoint at all. Here the
-    removal waits until the new file has been written to a temporary name and renamed into place.
+    removal waits until the new file has been written to a temporary name and renamed into place (`write`, whose
+    temporary names a continuing run recognises and removes, unlike ignite's ``tmpXXXXXXXX``).
     """
 
     def __init__(self, dirname: Path | str):
@@ -40,11 +47,46 @@ class SafeDiskSaver(DiskSaver):
         self._pending.append(filename)
 
     def __call__(self, checkpoint, filename: str, metadata=None) -> None:
-        super().__call__(checkpoint, filename, metadata)  # writes in the process of rank save_on_rank only
+        if idist.get_rank() == self.save_on_rank:
+            write(checkpoint, self.dirname / filename)
         while self._pending:
             name = self._pending.pop()
             if name != filename and idist.get_rank() == self.save_on_rank:  # same name: already replaced
                 (self.dirname / name).unlink(missing_ok=True)
+
+
+def write(obj, path: Path) -> None:
+    """``torch.save(obj, path)`` under a temporary name renamed into place (`src.files.atomic_path`: a kill leaves
+    a recognisable temporary file, which the continuing run removes), readable by the group and others as ignite's
+    `DiskSaver` leaves it.
+
+    Raises:
+        OSError: a full disk or a file-size limit (torch reports either as a ``RuntimeError`` of its zip writer):
+            the file, its folder and the space free there; the files written before are intact.
+    """
+    try:
+        with files.atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except (OSError, RuntimeError) as error:
+        if not is_write_failure(error):
+            raise
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else "the write failed"
+        free = files.format_size(shutil.disk_usage(path.parent).free)
+        raise OSError(
+            getattr(error, "errno", None) or errno.EIO,
+            f"cannot write {path.name} in {path.parent} ({reason}); {free} free there: a full disk, or a file-size "
+            "limit (ulimit -f); the files written before are intact",
+        ) from None
+    os.chmod(path, os.stat(path).st_mode | stat.S_IRGRP | stat.S_IROTH)
+
+
+def is_write_failure(error: BaseException) -> bool:
+    """A full disk or a file-size limit: ``ENOSPC``, ``EFBIG``, ``EDQUOT``, or torch's zip writer failing to write
+    (``[enforce fail at inline_container.cc...]``, ``file write failed``)."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("inline_container" in text or "file write failed" in text)
 
 
 def attach_best_checkpoint(
@@ -144,6 +186,28 @@ def read_checkpoint(candidates: list[Path]) -> tuple[Path, dict]:
             )
     names = ", ".join(p.name for p in candidates)
     raise ValueError(f"no readable checkpoint among {names}: each is truncated or corrupt")
+
+
+def read_resumable(candidates: list[Path], model: torch.nn.Module, epoch_length: int) -> tuple[Path, dict]:
+    """The newest readable of ``candidates`` (`read_checkpoint`), checked before the run writes anything: its model
+    fits ``model`` (`check_shapes`) and its epochs have ``epoch_length`` iterations.
+
+    Returns:
+        (the checkpoint's path, its contents) for `src.training.resume`.
+
+    Raises:
+        ValueError: no candidate loads, another model, or epochs of another length (another batch size, data
+            fraction, iteration cap or number of processes).
+    """
+    path, state = read_checkpoint(candidates)
+    check_shapes(state.get("model", {}), model.state_dict(), "the checkpoint")
+    saved = state.get("trainer", {}).get("epoch_length")
+    if saved is not None and saved != epoch_length:
+        raise ValueError(
+            f"{path}: its epochs have {saved} iterations, this command's {epoch_length}: the run cannot go on with "
+            "another --batch-size, --data-fraction, --max-iters-per-epoch or number of processes"
+        )
+    return path, state
 
 
 def resume_from(state: dict, to_save: dict, last_checkpoint: Checkpoint | None = None) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import io
 import logging
 import os
@@ -31,7 +32,7 @@ from src import distributed
 from src.batch_size import is_out_of_memory
 from src.config import Config, deferred_checks, load_config_file
 from src.distributed import launched_rank
-from src.rundir import config_path, read_config, resolve_run_dir
+from src.rundir import config_path, read_saved_config, resolve_run_dir
 
 T = TypeVar("T")
 INTERRUPTED = (
@@ -60,7 +61,8 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     """Builds the training config from the defaults, an optional config file and the flags.
 
     ``--config FILE`` sets the defaults; ``--resume RUN`` without ``--config`` takes the run folder's saved
-    ``config.yaml`` as the defaults. ``DRY_RUN=1`` in the environment turns on ``dry_run``.
+    ``config.yaml`` as the defaults (not with ``--restart``, which trains the run over with this command's
+    settings). ``DRY_RUN=1`` in the environment turns on ``dry_run``.
 
     Args:
         argv: CLI arguments without the program name; None reads ``sys.argv``.
@@ -70,18 +72,21 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         The checked config.
 
     Raises:
-        ValueError: a value is out of range (naming its flag), or a bad config file.
+        ValueError: a value is out of range (naming its flag), a bad config file, or a damaged run folder's.
         FileNotFoundError: the config file does not exist.
     """
     environ = os.environ if environ is None else environ
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
     pre.add_argument("--resume")
+    pre.add_argument("--restart", action="store_true")
     known, rest = pre.parse_known_args(argv)
+    if known.restart:
+        rest = [*rest, "--restart"]
     if known.config:
         default = load_config_file(known.config)
-    elif known.resume and config_path(resolve_run_dir(known.resume)).is_file():
-        default = read_config(resolve_run_dir(known.resume))
+    elif known.resume and not known.restart and config_path(resolve_run_dir(known.resume)).is_file():
+        default = read_saved_config(resolve_run_dir(known.resume))
     else:
         default = Config()
     if known.resume:
@@ -95,24 +100,41 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
 
 def _tyro_cli(config_class, args: Sequence[str], default=None):
     """``tyro.cli`` with its errors (unknown flag, wrong type, invalid choice, missing value) as one ValueError
-    line, keeping tyro's suggestion of the nearest flag; ``--help`` prints as usual."""
+    line, with the nearest flag to a mistyped one (`_one_line`); ``--help`` prints as usual."""
     captured = io.StringIO()
+    kwargs = {} if default is None else {"default": default}
     try:
         with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-            return tyro.cli(config_class, args=args, **({} if default is None else {"default": default}))
+            return tyro.cli(config_class, args=args, **kwargs)
     except SystemExit as exit:
         if not exit.code:
             print(captured.getvalue(), end="")
             raise
-        raise ValueError(_one_line(captured.getvalue())) from None
+        box = captured.getvalue()
+    raise ValueError(_one_line(box, lambda: _known_flags(config_class, kwargs))) from None
 
 
-def _one_line(box: str) -> str:
-    """tyro's error box (title, message, suggestions or help, separated by rules) as one line."""
+def _known_flags(config_class, kwargs: dict) -> list[str]:
+    """Every flag of ``config_class``'s command line, as its ``--help`` lists them."""
+    captured = io.StringIO()
+    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+        tyro.cli(config_class, args=["--help"], **kwargs)
+    return list(dict.fromkeys(re.findall(r"(?<![\w-])--[a-z][\w-]*", captured.getvalue())))
+
+
+def _one_line(box: str, known_flags: Callable[[], list[str]] | None = None) -> str:
+    """tyro's error box (title, message, suggestions or help, separated by rules) as one line. A mistyped flag gets
+    the known flag nearest to it by edit distance (``--epoch`` -> ``--epochs``; tyro lists its candidates
+    alphabetically), else tyro's first suggestion."""
     parts = [" ".join(part.split()) for part in re.split(r"\n\s*-{5,}\s*", box)]
     message = parts[1] if len(parts) > 1 else parts[0]
     suggestion = next((p for p in parts[2:] if p.startswith("Perhaps you meant")), "")
     flags = re.findall(r"--[\w-]+", suggestion)
+    unknown = re.findall(r"--[\w-]+", message.split("Unrecognized options:", 1)[1]) if "Unrecognized" in message else []
+    if unknown:
+        candidates = list(dict.fromkeys(flags + (known_flags() if known_flags else [])))
+        nearest = difflib.get_close_matches(unknown[0], candidates, n=1, cutoff=0.6)
+        flags = nearest or flags
     return message + (f"; did you mean {flags[0]}?" if flags else "")
 
 

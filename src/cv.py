@@ -1,7 +1,8 @@
 """``--fold all``: train every fold in turn, each in its own sub-folder, then gather the out-of-fold predictions.
 
 A finished fold (its ``summary.json`` exists) is skipped and an interrupted one resumed from its newest
-checkpoint, so re-running the command (or ``--resume <run folder>``) continues fold by fold.
+checkpoint, so re-running the command (or ``--resume <run folder>``) continues fold by fold; the folder's own
+``config.yaml`` is checked against the command's, never rewritten (`src.rundir.check_continuation`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def fold_config(config: Config, run_dir: Path, fold: int) -> Config:
     """The single-fold config of ``fold``: its sub-folder ``fold<k>``, resumed when it holds checkpoints."""
     fold_dir = rundir.fold_dir(run_dir, fold)
     resume = str(fold_dir) if rundir.has_checkpoint(fold_dir) else None
-    return config.replace(fold=fold, output_dir=str(run_dir), run_name=fold_dir.name, resume=resume)
+    return config.replace(fold=fold, output_dir=str(run_dir), run_name=fold_dir.name, resume=resume, restart=False)
 
 
 def run_all_folds(
@@ -50,11 +51,10 @@ def run_all_folds(
         The cross-validation summary: metric, per-fold scores, mean, std, OOF score, run folder.
     """
     run_dir = rundir.cv_run_dir(config)
-    if rundir.config_path(run_dir).is_file():  # the same command again: the same settings
-        rundir.check_same_run(run_dir, config)
-    if distributed.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        rundir.write_config(run_dir, config)
+    if rundir.is_run(run_dir) and not config.run.restart:  # the same command again: the same settings
+        rundir.go_on(run_dir, rundir.check_continuation(run_dir, config))
+    else:
+        rundir.start(run_dir, config)
     folds = config.split.folds
     for fold in range(folds):
         if rundir.is_finished(rundir.fold_dir(run_dir, fold)):

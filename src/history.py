@@ -29,10 +29,7 @@ class History:
 
     def __init__(self, path: Path | None = None):
         self.path = path
-        self.rows: list[dict] = []
-        if path is not None and path.is_file():
-            with path.open(newline="") as f:
-                self.rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        self.rows: list[dict] = read_rows(path) if path is not None and path.is_file() else []
 
     def record(self, row: dict) -> None:
         self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]  # a resumed epoch replaces its row
@@ -52,6 +49,49 @@ class History:
         """The mean of ``key`` over the rows that have it (0 without any)."""
         values = [r[key] for r in self.rows if r.get(key) is not None]
         return sum(values) / max(len(values), 1)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a ``history.csv``, numbers typed.
+
+    Raises:
+        ValueError: a damaged file (cut short by a copy or a full disk: `History.record` only ever renames a
+            whole file into place): the line cut or the value that is not a number.
+    """
+    text = Path(path).read_text()
+    lines = text.splitlines()
+    if text and not text.endswith("\n"):
+        raise ValueError(
+            f"{path}: line {len(lines)} is cut short (it ends {_shorten(lines[-1])!r}); delete that line to continue "
+            "the run (its epoch's row is lost), or pass --restart to train the run over"
+        )
+    rows = []
+    reader = csv.DictReader(lines)
+    for line, row in enumerate(reader, start=2):
+        if None in row or None in row.values():  # more or fewer values than the header has columns
+            raise ValueError(
+                f"{path}: line {line} holds {len(lines[line - 1].split(','))} values for {len(reader.fieldnames)} "
+                "columns; delete that line to continue the run (its epoch's row is lost), or pass --restart to "
+                "train the run over"
+            )
+        try:
+            rows.append({k: _number(v) for k, v in row.items()})
+        except ValueError:
+            name, value = next((k, v) for k, v in row.items() if not _is_number(v))
+            raise ValueError(f"{path}: line {line}, column {name}: {value!r} is not a number") from None
+    return rows
+
+
+def _shorten(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else "..." + text[-width:]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        _number(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _number(text: str) -> float | int | None:

@@ -1,13 +1,15 @@
 """What a training command tells when it ends: the run folder's ``status.json``, the notes log entry
 (`src.notes`) and the notifications (`src.notify`).
 
-`RunReport` wraps one command (`src.train.command`): the run marks itself ``running`` when its folder exists
-(`RunReport.started`), and when the command ends, however it ends, the report writes the final status
-(``finished``, ``stopped`` by a signal or the time limit, or ``crashed`` with the error's last line), appends
-the notes entry and sends the messages, on rank 0 only. A run killed outright (SIGKILL, the OOM killer, a lost
-machine) cannot write anything: its status stays ``running`` with the process and host that ran it, and
-`src.runs` shows it as crashed once that process is gone. Nothing here can break the run: a failure to write
-or to send is logged.
+`RunReport` wraps one command (`src.train.command`): the run marks itself ``running`` when its folder is written
+(`RunReport.started`, after every check: a refused command reports nothing), and when the command ends, however it
+ends, the report writes the final status (``finished``, ``stopped`` by a signal or the time limit, or ``crashed``
+with the error's last line), appends the notes entry and sends the messages, on rank 0 only. The status of a run
+that had finished is replaced only by another ``finished``: a continuation that fails leaves it as it was. The notes
+log lies beside the run folder (``--notes-file`` elsewhere), wherever the command runs from. A run killed outright
+(SIGKILL, the OOM killer, a lost machine) cannot write anything: its status stays ``running`` with the process and
+host that ran it, and `src.runs` shows it as crashed once that process is gone. Nothing here can break the run: a
+failure to write or to send is logged.
 """
 
 from __future__ import annotations
@@ -92,13 +94,15 @@ class RunReport:
         self.summary: Mapping[str, Any] = {}
         self._started_at = time.monotonic()
         self._status: dict[str, Any] = {}
+        self._had_finished = False
 
     def started(self, run_dir: Path) -> None:
-        """The run's folder exists: marks it ``running``. The first folder named is the one reported (``--fold
-        all`` names its own folder before the folds')."""
+        """The run's folder is written: marks it ``running``, unless it had finished (its status then changes only
+        when it finishes again). The first folder named is the one reported."""
         if self.run_dir is not None:
             return
         self.run_dir = Path(run_dir)
+        self._had_finished = bool(rundir.read_summary(self.run_dir))
         self._status = {
             "status": "running",
             "pid": os.getpid(),
@@ -108,7 +112,8 @@ class RunReport:
             "commit": notes.git_state(),
             "note": self.config.track.note,
         }
-        self._write_status()
+        if not self._had_finished:
+            self._write_status()
 
     def __enter__(self) -> RunReport:
         return self
@@ -128,7 +133,8 @@ class RunReport:
         self._status.update(
             status=outcome.status, ended_at=datetime.now().isoformat(timespec="seconds"), detail=outcome.detail
         )
-        self._write_status()
+        if outcome.status == "finished" or not self._had_finished:
+            self._write_status()
         track = self.config.track
         if track.notes:
             self._append_notes(outcome)
@@ -143,7 +149,7 @@ class RunReport:
             logger.warning("could not write %s in %s: %s", rundir.STATUS, self.run_dir, error)
 
     def _append_notes(self, outcome: Outcome) -> None:
-        path = Path(self.config.track.notes_file or Path(self.config.run.output_dir) / "NOTES.md")
+        path = Path(self.config.track.notes_file or self.run_dir.parent / "NOTES.md")  # beside the run folder
         try:
             notes.append(path, self.entry(outcome))
         except OSError as error:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import re
 from collections.abc import Sequence
 from datetime import datetime
@@ -36,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from src import distributed, files
+from src import distributed, files, history
 from src.config import OLD_RUN_DEFAULTS, Config, load_config_file, save_config
 from src.targets import Task
 
@@ -59,6 +60,7 @@ BEST_PREFIX = "best"  # ignite's Checkpoint names its files <prefix>_model_<step
 SWA_PREFIX = "swa"
 CHECKPOINTS = "checkpoint_*.pt"
 BEST_MODELS = "best_model_*.pt"
+logger = logging.getLogger(__name__)
 
 
 def config_path(run_dir: Path) -> Path:
@@ -75,24 +77,31 @@ def resolve_run_dir(resume: str | Path) -> Path:
 RUN_CONTROL = frozenset(
     {"device", "num_workers", "progress", "log_every", "checkpoint_every", "time_limit", "time_budget", "epochs"}
     | {"n_saved", "eval_batch_size"}
-    | {"output_dir", "run_name", "resume", "dry_run", "list_archs"}
+    | {"output_dir", "run_name", "resume", "restart", "dry_run", "list_archs"}
     | {"pictures", "top_losses", "notes", "notes_file", "note", "notify", "mlflow", "mlflow_experiment"}
     | {"mlflow_artifacts"}
     | {"competition", "data_root", "test_csv", "test_image_dir", "test_parquet", "sample_submission"}
     | {"submission_format"}
 )
+FOLDER_FIELDS = frozenset({"run_name", "resume", "restart"})  # name the folder or how to open it: never saved
 
 
 INFERRED = frozenset({"num_classes", "in_chans", "mean", "std", "meta_features"})  # None until resolved from the data
+RESTART = "or pass --restart to train the run over (its files are moved aside, nothing is deleted)"
+
+
+def _changed(saved: Config, config: Config) -> list[tuple[str, Any, Any]]:
+    """The fields whose values differ, as (name, saved value, this value), but for `FOLDER_FIELDS` and an inferred
+    field left unresolved on one side (as in ``--fold all``'s own config)."""
+    old, new = saved.flat(), config.flat()
+    unresolved = {k for k in INFERRED if old[k] is None or new.get(k) is None}
+    return [(k, old[k], new.get(k)) for k in old if k not in FOLDER_FIELDS | unresolved and old[k] != new.get(k)]
 
 
 def differences(saved: Config, config: Config) -> list[str]:
     """The fields, other than `RUN_CONTROL`, whose values differ: ``"lr: 0.001 there, 0.01 here"`` (an inferred
     field left unresolved on one side, as in ``--fold all``'s own config, is not a difference)."""
-    old, new = saved.flat(), config.flat()
-    unresolved = {k for k in INFERRED if old[k] is None or new.get(k) is None}
-    changed = [k for k in old if k not in RUN_CONTROL | unresolved and old[k] != new.get(k)]
-    return [f"{k}: {old[k]!r} there, {new.get(k)!r} here" for k in changed]
+    return [f"{k}: {old!r} there, {new!r} here" for k, old, new in _changed(saved, config) if k not in RUN_CONTROL]
 
 
 def changed_settings(config: Config) -> dict[str, Any]:
@@ -102,58 +111,189 @@ def changed_settings(config: Config) -> dict[str, Any]:
     return {k: v for k, v in config.flat().items() if k not in ignored and v != default[k]}
 
 
-def create(config: Config) -> Path | None:
-    """The run folder of a single-fold run, created if new, with the resolved config saved in it; None for a dry run.
+def locate(config: Config) -> Path | None:
+    """The folder a single-fold run writes to, found without writing anything; None for a dry run.
 
     Which folder: ``--resume``'s; with ``--resume auto`` the newest unfinished run in ``--output-dir`` with the same
     settings (`continuable`), else a new one; otherwise ``--output-dir/--run-name`` (by default
-    ``<arch>-fold<fold>-<timestamp>``). A folder of that name holding checkpoints is the same command run again:
-    it continues, provided its settings are the same but for `RUN_CONTROL`.
-
-    Raises:
-        ValueError: the named folder holds a run with other settings (the message names them).
+    ``<arch>-fold<fold>-<timestamp>``). A folder of that name that holds a run (`is_run`) is continued: see
+    `check_continuation`.
     """
     if config.run.dry_run:
         return None
-    run_dir = None
     if config.run.resume and config.run.resume != "auto":
-        run_dir = resolve_run_dir(config.run.resume)
-    elif config.run.resume == "auto":
-        run_dir = continuable(config)
-    if run_dir is None:
-        name = config.run.run_name or f"{config.model.arch}-fold{config.split.fold}-{datetime.now():%Y%m%d-%H%M%S}"
-        run_dir = Path(config.run.output_dir) / distributed.broadcast_str(name)  # one name for all processes
-        if has_checkpoint(run_dir) or config_path(run_dir).is_file():
-            check_same_run(run_dir, config)
-    distributed.barrier()  # every process has looked before rank 0 writes
-    if distributed.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_config(run_dir, config)
-    return run_dir
+        return resolve_run_dir(config.run.resume)
+    found = continuable(config) if config.run.resume == "auto" and not config.run.restart else None
+    if found is not None:
+        return found
+    name = config.run.run_name or f"{config.model.arch}-fold{config.split.fold}-{datetime.now():%Y%m%d-%H%M%S}"
+    return Path(config.run.output_dir) / distributed.broadcast_str(name)  # one name for all processes
 
 
-def check_same_run(run_dir: Path, config: Config) -> None:
-    """Checks that ``run_dir`` holds a run of ``config``'s settings (but for `RUN_CONTROL`) before it is continued.
+RUN_FILES = (CONFIG, CLASSES, FOLDS, HISTORY, SUMMARY, STATUS, CHECKPOINTS, BEST_MODELS, OOF, CV_SUMMARY, "fold[0-9]*")
+
+
+def is_run(folder: Path) -> bool:
+    """Whether ``folder`` holds any file a training run (one fold or ``--fold all``) writes, a damaged run folder
+    included: such a folder is only ever continued, or moved aside by ``--restart``."""
+    return Path(folder).is_dir() and any(next(Path(folder).glob(name), None) for name in RUN_FILES)
+
+
+def check_continuation(run_dir: Path, config: Config) -> list[str]:
+    """Checks, before anything is written, that ``config`` may continue the run in ``run_dir``: its config.yaml
+    is whole and holds the same settings but for `RUN_CONTROL`.
+
+    Returns:
+        The `RUN_CONTROL` settings this command changes, ``epochs 18 -> 30`` (nothing of the run is rewritten).
 
     Raises:
-        ValueError: other settings (the message names up to three).
-        FileNotFoundError: the folder holds checkpoints but no ``config.yaml``: not a run folder.
+        FileNotFoundError: the folder holds a run's files but no ``config.yaml``.
+        ValueError: a damaged ``config.yaml`` (cut short, not YAML, a value of the wrong type), or other settings
+            (each named with its value there and here).
     """
-    changed = differences(read_config(run_dir), config)
-    if changed:
+    if not config_path(run_dir).is_file():
+        raise FileNotFoundError(f"{run_dir}: no {CONFIG}; is it a run folder of src.train? Pass another --run-name, "
+                                + RESTART)
+    saved = read_saved_config(run_dir)
+    changed = _changed(saved, config)
+    refused = [(k, old, new) for k, old, new in changed if k not in RUN_CONTROL]
+    if refused and config.run.resume:
+        shown = "; ".join(f"{k} {old!r} -> {new!r}" for k, old, new in refused)
         raise ValueError(
-            f"run folder {run_dir} holds a run with other settings ({'; '.join(changed[:3])}); pass another "
-            f"--run-name, or --resume {run_dir} to continue it with its own settings"
+            f"--resume {run_dir}: the run cannot go on with other settings ({shown}); drop those flags to continue "
+            f"it as it started, or train a new run (another --run-name)"
         )
+    if refused:
+        shown = "; ".join(f"{k}: {old!r} there, {new!r} here" for k, old, new in refused)
+        raise ValueError(
+            f"run folder {run_dir} holds a run with other settings ({shown}); pass another --run-name, or --resume "
+            f"{run_dir} to continue it with its own settings"
+        )
+    return [f"{k} {old!r} -> {new!r}" for k, old, new in changed]
+
+
+def check_data(run_dir: Path, task: Task, ids: Sequence[str], fold_of: np.ndarray) -> None:
+    """Checks, before anything is written, that the run in ``run_dir`` can go on with this data: its
+    ``classes.json`` and ``folds.csv`` hold the same task and split (a run that has saved weights must have them),
+    and its ``history.csv`` reads (`src.history.read_rows`).
+
+    Raises:
+        ValueError: a file missing, damaged, or describing other data (naming the file and what differs).
+    """
+    trained = has_checkpoint(run_dir) or has_best_checkpoint(run_dir)
+    classes, folds = Path(run_dir) / CLASSES, Path(run_dir) / FOLDS
+    for path in (classes, folds):
+        if trained and not path.is_file():
+            raise ValueError(f"{path}: missing from a run that has saved weights (a damaged run folder); restore it, "
+                             + RESTART)
+    if classes.is_file():
+        try:
+            saved = Task.from_dict(json.loads(classes.read_text()))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{classes}: not a class list of src.train ({error}); restore it, {RESTART}") from None
+        if saved != task:
+            raise ValueError(
+                f"{classes}: the run learns other classes than this data has ({_task_difference(saved, task)}); "
+                "continue it on its own data, or train a new run (another --run-name)"
+            )
+    if folds.is_file():
+        _check_folds(folds, ids, fold_of)
+    if (Path(run_dir) / HISTORY).is_file():
+        history.read_rows(Path(run_dir) / HISTORY)
+
+
+def _task_difference(saved: Task, task: Task) -> str:
+    there, here = saved.to_dict(), task.to_dict()
+    key = next((k for k in there if there[k] != here.get(k)), "kind")
+    return f"{key}: {_shorten(there.get(key))} there, {_shorten(here.get(key))} here"
+
+
+def _shorten(value: Any, width: int = 60) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _check_folds(path: Path, ids: Sequence[str], fold_of: np.ndarray) -> None:
+    """``folds.csv`` against this command's rows and folds.
+
+    Raises:
+        ValueError: unreadable, or another split (the first row that differs).
+    """
+    try:
+        saved = pd.read_csv(path, dtype={"id": str}, keep_default_na=False)
+        saved_ids, saved_folds = saved["id"].tolist(), saved["fold"].astype(int).to_numpy()
+    except (ValueError, KeyError, pd.errors.ParserError) as error:
+        raise ValueError(f"{path}: not a fold list of src.train ({error}); restore it, {RESTART}") from None
+    if len(saved_ids) != len(ids):
+        raise ValueError(
+            f"{path}: the run was split over {len(saved_ids)} rows, this data has {len(ids)}; continue it on its own "
+            "data, or train a new run (another --run-name)"
+        )
+    row = next((i for i in range(len(ids)) if saved_ids[i] != ids[i] or saved_folds[i] != fold_of[i]), None)
+    if row is not None:
+        raise ValueError(
+            f"{path}: the run's split differs from this command's at row {row + 1} (id {saved_ids[row]} in fold "
+            f"{saved_folds[row]} there, id {ids[row]} in fold {fold_of[row]} here); continue it on its own data "
+            "and split, or train a new run (another --run-name)"
+        )
+
+
+def start(run_dir: Path, config: Config) -> None:
+    """Makes a new run's folder and saves its ``config.yaml``; rank 0. With ``--restart`` the files of the run there
+    are first moved aside (`move_aside`)."""
+    distributed.barrier()  # every process has looked before rank 0 writes
+    if not distributed.is_main():
+        return
+    if config.run.restart:
+        move_aside(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(run_dir, config)
+
+
+def write_data(run_dir: Path, task: Task, ids: Sequence[str], fold_of: np.ndarray) -> None:
+    """Writes a new run's ``classes.json`` (the task; used by prediction) and ``folds.csv`` (id and fold of every
+    row); rank 0."""
+    if distributed.is_main():
+        files.write_text(run_dir / CLASSES, json.dumps(task.to_dict(), indent=1))
+        files.write_csv(pd.DataFrame({"id": ids, "fold": fold_of}), run_dir / FOLDS)
+
+
+def go_on(run_dir: Path, changes: Sequence[str]) -> None:
+    """A run continued: names the settings this command changes (`check_continuation`) in one line, and removes
+    the temporary files its interrupted writes left (`src.files.remove_leftovers`), saying how much; rank 0.
+    Nothing else of the folder is rewritten: its config, class list, folds and checkpoints stay as they are."""
+    if not distributed.is_main():
+        return
+    if changes:
+        logger.info("continuing %s with changed settings: %s", run_dir, ", ".join(changes))
+    count, size = files.remove_leftovers(run_dir)
+    if count:
+        what = f"{count} temporary file{'s' * (count != 1)}"
+        logger.info("removed %s of interrupted writes from %s (%s)", what, run_dir, files.format_size(size))
+
+
+def move_aside(run_dir: Path) -> Path | None:
+    """``--restart``: renames a non-empty ``run_dir`` to ``<run>.before-restart-<timestamp>`` beside it (nothing is
+    deleted) and returns the new name; None when there was nothing to move."""
+    if not Path(run_dir).is_dir() or not any(Path(run_dir).iterdir()):
+        return None
+    aside = Path(run_dir).with_name(f"{Path(run_dir).name}.before-restart-{datetime.now():%Y%m%d-%H%M%S}")
+    Path(run_dir).rename(aside)
+    logger.info("--restart: moved the earlier files of %s to %s", run_dir, aside)
+    return aside
 
 
 def continuable(config: Config) -> Path | None:
     """``--resume auto``: the unfinished run folder in ``--output-dir`` with checkpoints and the same settings (but
-    for `RUN_CONTROL`) whose newest checkpoint is the newest, or None (the same in every process)."""
+    for `RUN_CONTROL`) whose newest checkpoint is the newest, or None (the same in every process).
+
+    Raises:
+        ValueError: a damaged run folder there (its config.yaml cut short or unreadable).
+    """
     found = ""
     if distributed.is_main():
         runs = [p for p in Path(config.run.output_dir).glob("*/") if has_checkpoint(p) and not is_finished(p)]
-        runs = [p for p in runs if config_path(p).is_file() and not differences(read_config(p), config)]
+        runs = [p for p in runs if config_path(p).is_file() and not differences(read_saved_config(p), config)]
         newest = max(runs, key=lambda p: checkpoints(p)[0].stat().st_mtime, default=None)
         found = str(newest or "")
     found = distributed.broadcast_str(found)
@@ -163,7 +303,7 @@ def continuable(config: Config) -> Path | None:
 def write_config(run_dir: Path, config: Config) -> None:
     """Saves ``config.yaml`` without the folder-specific fields, so ``--config <run>/config.yaml`` repeats the run
     in a new folder."""
-    save_config(config.replace(run_name=None, resume=None), config_path(run_dir))
+    save_config(config.replace(run_name=None, resume=None, restart=False), config_path(run_dir))
 
 
 def read_config(run_dir: Path) -> Config:
@@ -172,18 +312,23 @@ def read_config(run_dir: Path) -> Config:
 
     Raises:
         FileNotFoundError: no ``config.yaml``.
+        ValueError: a damaged ``config.yaml``: not YAML, cut short, a value of the wrong type.
     """
     if not config_path(run_dir).is_file():
         raise FileNotFoundError(f"{run_dir}: no {CONFIG}; is it a run folder of src.train?")
-    return load_config_file(config_path(run_dir), missing=OLD_RUN_DEFAULTS)
+    return load_config_file(config_path(run_dir), missing=OLD_RUN_DEFAULTS, saved=True)
 
 
-def write_data_description(run_dir: Path, task: Task, ids: Sequence[str], fold_of: np.ndarray) -> None:
-    """Writes ``classes.json`` (the task; used by prediction) and ``folds.csv`` (id, fold of every row); rank 0."""
-    if not distributed.is_main():
-        return
-    files.write_text(run_dir / CLASSES, json.dumps(task.to_dict(), indent=1))
-    files.write_csv(pd.DataFrame({"id": ids, "fold": fold_of}), run_dir / FOLDS)
+def read_saved_config(run_dir: Path) -> Config:
+    """`read_config` for a command that would continue the run: a damaged file's message says how to go on.
+
+    Raises:
+        FileNotFoundError, ValueError: as `read_config`.
+    """
+    try:
+        return read_config(run_dir)
+    except ValueError as error:
+        raise ValueError(f"{error}; restore the file, {RESTART}") from None
 
 
 def read_task(run_dir: Path) -> Task:

@@ -1,7 +1,8 @@
 """Train a classifier: ``python -m src.train --arch effnet-b0 [flags]`` (``--help`` lists the flags by group).
 
-`run` trains one fold and reads top to bottom: data and folds, loaders, the resolved config, model, run folder,
-training objects, evaluators, handlers, resume, training, valid predictions, summary. ``--fold all`` hands `run`
+`run` trains one fold and reads top to bottom: data and folds, loaders, the resolved config, model, the checks of
+a run folder that goes on (settings, files, checkpoint: a refused command writes nothing), run folder, training
+objects, evaluators, handlers, resume, training, valid predictions, summary. ``--fold all`` hands `run`
 to `src.cv`, which trains every fold with it.
 """
 
@@ -15,7 +16,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ignite.utils import manual_seed
@@ -23,6 +24,7 @@ from ignite.utils import manual_seed
 from src import distributed, notes, rundir, tracking
 from src.batch_size import is_out_of_memory, out_of_memory_message, resolve_batch
 from src.budget import Budget
+from src.checkpoints import read_resumable
 from src.cli import INTERRUPTED, parse_config, run_cli
 from src.config import Config, parse_duration
 from src.cv import run_all_folds
@@ -38,17 +40,24 @@ from src.training import Steps, Training, attach_handlers, resume, save_valid_pr
 logger = logging.getLogger("src.train")  # not __name__: "__main__" under python -m
 
 
-def run(config: Config, requests: StopRequests | None = None, report: RunReport | None = None) -> dict:
+def run(
+    config: Config, requests: StopRequests | None = None, started: Callable[[Path], None] | None = None
+) -> dict:
     """Trains one fold as configured; returns the summary (best score and its epoch, wall time, run folder).
-    ``report`` (`src.report.RunReport`) learns the run folder as soon as it exists.
+
+    Everything is read and checked before the first file is written: the config, the data, and a run folder that
+    goes on (its settings, class list, folds, history and checkpoint; `src.rundir.check_continuation`,
+    `src.rundir.check_data`, `src.checkpoints.read_resumable`), so a refused command leaves the folder as it was.
+    ``started(run folder)`` (`src.report.RunReport`) is called once the folder is written.
 
     Raises:
         Stopped: a signal or the time limit stopped it after saving the training state (``requests``).
     """
-    started = time.perf_counter()
+    started_at = time.perf_counter()
     requests = requests or StopRequests()
     config = prepare(config)
-    resume_file = rundir.find_checkpoint(config.run.resume) if config.run.resume not in (None, "auto") else None
+    resume_run = config.run.resume not in (None, "auto") and not config.run.restart
+    resume_files = rundir.checkpoints(config.run.resume) if resume_run else None
     manual_seed(config.run.seed + distributed.rank())  # rank 0: --seed; DDP copies rank 0's initial weights
     device = resolve_device(config.run.device)
     data, fold_of = setup_data(config)
@@ -56,18 +65,29 @@ def run(config: Config, requests: StopRequests | None = None, report: RunReport 
     loaders = setup_loaders(config, data, fold_of, device)
     config = resolve(config, data, loaders, device)
     model = setup_model(config, data.task, device, loaders.meta_encoder)
-    run_dir = rundir.create(config)  # continues the run of the same name (same settings)
-    if run_dir is not None:
-        if report is not None:
-            report.started(run_dir)
-        rundir.write_data_description(run_dir, data.task, data.source.ids(), fold_of)
-    training = setup_training(config, model, data.task, Steps.of(config, len(loaders.train)), device)
+    steps = Steps.of(config, len(loaders.train))
+    run_dir = rundir.locate(config)
+    going_on = run_dir is not None and rundir.is_run(run_dir) and not config.run.restart
+    changes = rundir.check_continuation(run_dir, config) if going_on else []
+    if going_on:
+        rundir.check_data(run_dir, data.task, data.source.ids(), fold_of)
+        resume_files = resume_files or (rundir.checkpoints(run_dir) if rundir.has_checkpoint(run_dir) else None)
+    checkpoint = read_resumable(resume_files, model, steps.epoch_length) if resume_files else None
+    if run_dir is not None:  # the first write
+        if going_on:
+            rundir.go_on(run_dir, changes)
+        else:
+            rundir.start(run_dir, config)
+            rundir.write_data(run_dir, data.task, data.source.ids(), fold_of)
+        if started is not None:
+            started(run_dir)
+    training = setup_training(config, model, data.task, steps, device)
     evaluators = setup_evaluators(config, training.models(), data.task, device)
     with contextlib.ExitStack() as cleanup:  # closes TensorBoard's writer and the loaders' workers
         cleanup.callback(loaders.close)
         history = attach_handlers(config, training, evaluators, loaders, run_dir, cleanup, requests)
-        if resume_file is not None or (run_dir is not None and rundir.has_checkpoint(run_dir)):
-            resume(training, [resume_file] if resume_file else rundir.checkpoints(run_dir), loaders.train.sampler)
+        if checkpoint is not None:
+            resume(training, *checkpoint, loaders.train.sampler)
         where = "dry run (no files written)" if run_dir is None else f"run folder {run_dir}"
         sizes = len(loaders.train.dataset), len(loaders.valid_rows)  # all processes' rows
         logger.info("%s on %s: %d train / %d valid images, %s", config.model.arch, device, *sizes, where)
@@ -80,7 +100,7 @@ def run(config: Config, requests: StopRequests | None = None, report: RunReport 
         if getattr(training.trainer.state, "stopped", None):
             raise training.trainer.state.stopped
         predicted_by = save_valid_predictions(run_dir, training, loaders, data, fold_of, config) if run_dir else None
-    summary = summarise(history, training, time.perf_counter() - started, run_dir, predicted_by)
+    summary = summarise(history, training, time.perf_counter() - started_at, run_dir, predicted_by)
     if run_dir is not None:  # marks the run as finished (`--fold all` skips finished folds)
         rundir.write_summary(run_dir, summary)
     return summary
@@ -132,18 +152,15 @@ def command(config: Config, argv: Sequence[str]) -> None:
     with StopRequests(config.run.time_limit_s, config.run.time_limit) as requests, report:
         try:
             if config.split.fold == "all" and not config.run.dry_run:
-
-                def before_fold(run_dir: Path) -> None:
-                    report.started(run_dir)
-                    requests.check_between(run_dir)
-
-                train_fold = functools.partial(run, requests=requests, report=report)
-                report.summary = run_all_folds(config, train_fold, before_fold, epochs_for)
+                # the report is of the folder of every fold, from the first fold this command trains
+                train_fold = functools.partial(run, requests=requests, started=lambda fold: report.started(fold.parent))
+                report.summary = run_all_folds(config, train_fold, requests.check_between, epochs_for)
                 if config.track.mlflow and distributed.is_main():
                     run_dir = Path(report.summary["run_dir"])
                     tracking.log_cv_run(config, run_dir, report.summary, {"commit": notes.git_state()})
             else:
-                report.summary = run(config.replace(fold=0) if config.split.fold == "all" else config, requests, report)
+                one = config.replace(fold=0) if config.split.fold == "all" else config
+                report.summary = run(one, requests, report.started)
         except Stopped as stopped:
             every_fold = config.split.fold == "all" and stopped.run_dir is not None and stopped.position is not None
             run_dir = stopped.run_dir.parent if every_fold else stopped.run_dir
@@ -166,8 +183,9 @@ def planner(config: Config):
 
 
 def continue_command(argv: Sequence[str], run_dir: Path | None) -> str:
-    """The command line that continues a stopped run: the same one, naming the run folder if it did not."""
-    args = list(argv)
+    """The command line that continues a stopped run: the same one without ``--restart`` (which would train it
+    over), naming the run folder if it did not."""
+    args = [a for a in argv if a != "--restart"]
     if run_dir is not None and not any(a.split("=")[0] in ("--run-name", "--resume") for a in args):
         args += ["--run-name", run_dir.name]
     return command_line(args)

@@ -26,7 +26,6 @@ from src.checkpoints import (
     attach_best_checkpoint,
     attach_last_checkpoint,
     attach_model_file,
-    read_checkpoint,
     resume_from,
 )
 from src.config import Config
@@ -339,15 +338,15 @@ def best_so_far(history: History, selection: Selection) -> dict[str, float]:
     return {f"best_{selection.key}": best[selection.key], "best_epoch": best["epoch"]} if best else {}
 
 
-def resume(training: Training, candidates: list[Path], sampler) -> None:
-    """Loads the newest readable of ``candidates`` (`read_checkpoint`) into the run's objects (`Training.to_save`)
-    and its last-checkpoint handler. A state saved inside an epoch goes on from there: the sampler skips the
-    samples the epoch has already trained on, and the epoch's running loss is put back after the epoch restarts.
+def resume(training: Training, checkpoint: Path, state: dict, sampler) -> None:
+    """Loads a checkpoint's ``state`` (`src.checkpoints.read_resumable`) into the run's objects
+    (`Training.to_save`) and its last-checkpoint handler. A state saved inside an epoch goes on from there: the
+    sampler skips the samples the epoch has already trained on, and the epoch's running loss is put back after the
+    epoch restarts.
 
     Raises:
-        ValueError: no candidate loads, or the checkpoint does not fit the model (`resume_from`).
+        ValueError: the checkpoint does not fit the model (`resume_from`).
     """
-    checkpoint, state = read_checkpoint(candidates)
     missing = resume_from(state, training.to_save(), training.last_checkpoint)
     trainer_state = training.trainer.state
     done = trainer_state.iteration % training.steps.epoch_length

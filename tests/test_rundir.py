@@ -39,28 +39,46 @@ def test_fold_folders_in_fold_order_or_the_run_itself(tmp_path):
     assert fold_dirs(tmp_path / "fold0") == [tmp_path / "fold0"]
 
 
-def test_create_saves_the_config_without_its_folder_and_never_reuses_a_trained_folder(tmp_path):
+def test_start_saves_the_config_without_its_folder_and_a_trained_folder_goes_on_only_with_its_settings(tmp_path):
     config = Config.of(output_dir=str(tmp_path), run_name="r", arch="resnet18", in_chans=1)
-    run_dir = rundir.create(config)
-    assert run_dir == tmp_path / "r"
+    run_dir = rundir.locate(config)
+    assert run_dir == tmp_path / "r" and not rundir.is_run(run_dir)
+    rundir.start(run_dir, config)
     saved = rundir.read_config(run_dir)
     assert saved.model.arch == "resnet18" and saved.run.run_name is None and saved.run.resume is None
     torch.save({}, run_dir / "checkpoint_1.pt")
-    assert rundir.create(config.replace(epochs=30, device="cpu")) == run_dir  # the same run, continued
+    assert rundir.is_run(run_dir) and rundir.locate(config.replace(epochs=30)) == run_dir
+    changes = rundir.check_continuation(run_dir, config.replace(epochs=30, device="cpu"))
+    assert changes == ["epochs 18 -> 30", "device 'auto' -> 'cpu'"]  # run control: named, allowed
     with pytest.raises(
         ValueError, match=r"holds a run with other settings \(arch: 'resnet18' there, 'resnet34' here\)"
     ):
-        rundir.create(config.replace(arch="resnet34"))
-    assert rundir.create(config.replace(dry_run=True)) is None
+        rundir.check_continuation(run_dir, config.replace(arch="resnet34"))
+    with pytest.raises(ValueError, match=r"--resume .*: the run cannot go on with other settings \(lr 0.004 -> 0.1\)"):
+        rundir.check_continuation(run_dir, config.replace(lr=0.1, resume=str(run_dir)))
+    assert rundir.locate(config.replace(dry_run=True)) is None
+
+
+def test_restart_moves_the_earlier_run_aside_and_deletes_nothing(tmp_path):
+    config = Config.of(output_dir=str(tmp_path), run_name="r", in_chans=1)
+    run_dir = rundir.locate(config)
+    rundir.start(run_dir, config)
+    (run_dir / "checkpoint_5.pt").write_bytes(b"weights")
+    rundir.start(run_dir, config.replace(restart=True, lr=0.1))
+    (aside,) = tmp_path.glob("r.before-restart-*")
+    assert (aside / "checkpoint_5.pt").read_bytes() == b"weights" and rundir.read_config(aside).optim.lr == 0.004
+    assert rundir.read_config(run_dir).optim.lr == 0.1 and rundir.read_config(run_dir).run.restart is False
+    assert not rundir.has_checkpoint(run_dir)
 
 
 def test_resume_auto_finds_the_newest_unfinished_run_with_the_same_settings(tmp_path):
     config = Config.of(output_dir=str(tmp_path), arch="resnet18", in_chans=1, resume="auto")
     for name, arch, finished in (("old", "resnet18", False), ("done", "resnet18", True), ("other", "resnet34", False)):
-        run_dir = rundir.create(config.replace(run_name=name, arch=arch, resume=None))
+        run_dir = tmp_path / name
+        rundir.start(run_dir, config.replace(run_name=name, arch=arch, resume=None))
         torch.save({}, run_dir / "checkpoint_5.pt")
         if finished:
             rundir.write_summary(run_dir, {})
     assert rundir.continuable(config) == tmp_path / "old"
-    assert rundir.create(config) == tmp_path / "old"
+    assert rundir.locate(config) == tmp_path / "old"
     assert rundir.continuable(config.replace(lr=0.1)) is None  # nothing to continue: a new run
