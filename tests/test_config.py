@@ -1,6 +1,7 @@
 """The typed config: groups check their own fields, comma text becomes tuples, files with flat or grouped keys."""
 
 import dataclasses
+import re
 
 import pytest
 import yaml
@@ -82,6 +83,48 @@ def test_unknown_key_is_named(tmp_path):
     path.write_text("optim:\n  arch: effnet-b0\n")  # a field under another group's heading
     with pytest.raises(ValueError, match="'arch' is a key of group 'model', not of 'optim'"):
         load_config_file(path)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("lr: fast\n", "key 'lr' = 'fast': expected a number (float)"),
+        ("epochs: 2.5\n", "key 'epochs' = 2.5: expected an integer"),
+        ("optim:\n  scheduler: cosin\n", "key 'scheduler' = 'cosin': expected one of 'onecycle', 'cosine'"),
+        ("channels_last: maybe\n", "key 'channels_last' = 'maybe': expected true or false"),
+        ("batch_size: lots\n", "key 'batch_size' = 'lots': expected an integer or one of 'auto'"),
+        ("fold: [1]\n", "key 'fold' = [1]: expected an integer or one of 'all'"),
+    ],
+)
+def test_a_value_of_the_wrong_type_names_the_key_the_value_and_the_type(tmp_path, text, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(f"{path}: {expected}")):
+        load_config_file(path)
+
+
+def test_scalars_a_file_format_reads_as_another_type_are_taken_as_meant(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text("lr: 1e-3\ncheckpoint_every: 500\nbatch_size: '64'\nweight_decay: 0\nlabel_col: 5\n")
+    config = load_config_file(path)  # YAML 1.1 reads 1e-3 as text, 500 as an integer
+    assert config.optim.lr == 0.001 and config.run.checkpoint_every == "500" and config.loader.batch_size == 64
+    assert config.optim.weight_decay == 0.0 and config.data.label_col == ("5",)
+
+
+def test_a_saved_config_cut_short_is_refused_and_names_what_it_lacks(tmp_path):
+    path = tmp_path / "config.yaml"
+    save_config(Config(), path)
+    lines = path.read_text().splitlines(keepends=True)
+    assert lines[-1] == "  list_archs: false\n"  # RunConfig's last field: keep it last (check_whole)
+    path.write_text("".join(lines[: len(lines) // 3]))
+    assert load_config_file(path).model.arch == "effnet-b0"  # as a --config file: the defaults fill the rest
+    with pytest.raises(ValueError, match=r"cut short: it ends at line \d+ without the groups .*competition, run"):
+        load_config_file(path, saved=True)
+    path.write_text("".join(lines[:-1]))
+    with pytest.raises(ValueError, match="without the key run.list_archs"):
+        load_config_file(path, saved=True)
+    path.write_text(yaml.safe_dump(OLD_FLAT))  # flat keys, written before the groups: nothing to check
+    assert load_config_file(path, saved=True).model.arch == "effnet-b0"
 
 
 def test_replace_changes_fields_by_their_flat_names_and_checks_them():
