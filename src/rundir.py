@@ -1,7 +1,10 @@
 """The run folder: every file name in it, and the functions that create, find and read those files.
 
 ``experiments/<run>/`` of one fold (``--fold all`` puts one such folder per fold in ``fold<k>/`` and its own files
-beside them):
+beside them). A new run writes ``config.yaml``, ``classes.json`` and ``folds.csv`` once (`start`, `write_data`); a
+command that goes on with a run checks them, its history and its checkpoint before writing anything
+(`check_continuation`, `check_data`) and never rewrites them (`go_on`), and ``--restart`` moves a run aside
+(`move_aside`). A damaged run folder is refused, naming the file and what is wrong, never taken for no run.
 
 | file | written by | what |
 | --- | --- | --- |
