@@ -57,7 +57,12 @@ class CleanExit(Exception):
         return str(self)
 
 
-def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+def parse_config(
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    prog: str = "python -m src.train",
+    description: str | None = None,
+) -> Config:
     """Builds the training config from the defaults, an optional config file and the flags.
 
     ``--config FILE`` sets the defaults; ``--resume RUN`` without ``--config`` takes the run folder's saved
@@ -67,6 +72,8 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     Args:
         argv: CLI arguments without the program name; None reads ``sys.argv``.
         environ: environment mapping; None reads ``os.environ``.
+        prog: the command ``--help`` and the errors name.
+        description: ``--help``'s text above the flags; None: `Config`'s docstring.
 
     Returns:
         The checked config.
@@ -92,17 +99,20 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     if known.resume:
         rest = [*rest, "--resume", known.resume]
     with deferred_checks():
-        config = _tyro_cli(tyro.conf.OmitArgPrefixes[Config], rest, default)
+        config = _tyro_cli(tyro.conf.OmitArgPrefixes[Config], rest, default, prog, description)
     if environ.get("DRY_RUN", "").strip().lower() in ("1", "true", "yes"):
         config.run.dry_run = True
     return config.checked()
 
 
-def _tyro_cli(config_class, args: Sequence[str], default=None):
+def _tyro_cli(config_class, args: Sequence[str], default=None, prog: str | None = None, description: str | None = None):
     """``tyro.cli`` with its errors (unknown flag, wrong type, invalid choice, missing value) as one ValueError
-    line, with the nearest flag to a mistyped one (`_one_line`); ``--help`` prints as usual."""
+    line, with the nearest flag to a mistyped one (`_one_line`); ``--help`` prints as usual, under ``prog`` (the
+    command as typed, ``python -m src.train``: tyro would name the file)."""
     captured = io.StringIO()
-    kwargs = {} if default is None else {"default": default}
+    kwargs = {"prog": prog} if prog else {}
+    kwargs |= {} if default is None else {"default": default}
+    kwargs |= {} if description is None else {"description": description}
     try:
         with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
             return tyro.cli(config_class, args=args, **kwargs)
@@ -179,6 +189,7 @@ def run_cli(command: Callable[[], object], interrupted: str = "interrupted") -> 
     return 0
 
 
-def parse_args(config_class: type[T], argv: Sequence[str] | None = None) -> T:
-    """A tool's own flags (``PredictConfig``, ``EnsembleConfig``) parsed by tyro (its errors as one line)."""
-    return _tyro_cli(config_class, sys.argv[1:] if argv is None else argv)
+def parse_args(config_class: type[T], argv: Sequence[str] | None = None, prog: str | None = None) -> T:
+    """A tool's own flags (``PredictConfig``, ``EnsembleConfig``) parsed by tyro (its errors as one line); ``prog``:
+    the command ``--help`` names (``python -m src.predict``)."""
+    return _tyro_cli(config_class, sys.argv[1:] if argv is None else argv, prog=prog)

@@ -299,7 +299,7 @@ def ensemble(args: EnsembleConfig) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(lambda: ensemble(parse_args(EnsembleConfig, argv)))
+    return run_cli(lambda: ensemble(parse_args(EnsembleConfig, argv, prog="python -m src.ensemble")))
 
 
 if __name__ == "__main__":

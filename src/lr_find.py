@@ -105,6 +105,16 @@ def save_curve(finder: FastaiLRFinder, curve: pd.DataFrame, out_dir: Path, show_
     plt.close(fig)
 
 
+HELP = """LR range test (Smith 2017): trains from --lr-find-start to --lr-find-end over --lr-find-iters iterations,
+the lr growing exponentially, and writes lr_find.csv and lr_find.png to <output-dir>/lr_find-<arch>/ with the
+suggested lr. Its own flags:
+  --lr-find-iters INT      iterations of the test (default: 100)
+  --lr-find-start FLOAT    the first lr (default: 1e-07)
+  --lr-find-end FLOAT      the last lr (default: 1.0)
+
+Every training flag below sets up the model, the data and the optimizer as `python -m src.train` would."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     own = argparse.ArgumentParser(add_help=False)
     own.add_argument("--lr-find-iters", type=int, default=100)
@@ -113,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, rest = own.parse_known_args(argv)
 
     def command() -> None:
-        config = parse_config(rest)
+        config = parse_config(rest, prog="python -m src.lr_find", description=HELP)
         out_dir = None if config.run.dry_run else rundir.lr_find_dir(config)
         suggestion, curve = find_lr(config, args.lr_find_iters, args.lr_find_start, args.lr_find_end, out_dir)
         shown = f"{suggestion:.2e}" if suggestion else "none (widen the range)"

@@ -316,7 +316,7 @@ def submission_format(fold: FoldRun, args: PredictConfig, result: dict) -> Submi
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(lambda: predict(parse_args(PredictConfig, argv)))
+    return run_cli(lambda: predict(parse_args(PredictConfig, argv, prog="python -m src.predict")))
 
 
 if __name__ == "__main__":

@@ -188,7 +188,7 @@ def resolve_run(name: str, folders: Sequence[str]) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     def command() -> None:
-        config = parse_args(RunsConfig, argv)
+        config = parse_args(RunsConfig, argv, prog="python -m src.runs")
         if config.diff:
             print(diff(*(resolve_run(name, config.folders) for name in config.diff)))
             return

@@ -243,7 +243,7 @@ def check_output(out: Path, runs: Sequence[Path]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(lambda: print(f"soup: {make_soup(parse_args(SoupConfig, argv))}"))
+    return run_cli(lambda: print(f"soup: {make_soup(parse_args(SoupConfig, argv, prog='python -m src.soup'))}"))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ error policy (`src.cli.run_cli`: one line, exit 2)."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import operator
 import sys
@@ -145,22 +146,10 @@ def parse_command(argv: Sequence[str] | None = None):
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
-        nearest = min(COMMANDS, key=lambda name: edit_distance(argv[0], name))
-        near = edit_distance(argv[0], nearest) <= max(2, len(nearest) // 3)
-        guess = f"; did you mean {nearest}?" if near else ""
+        nearest = difflib.get_close_matches(argv[0], COMMANDS, n=1)  # as for flags and config keys
+        guess = f"; did you mean {nearest[0]}?" if nearest else ""
         raise ValueError(f"unknown command {argv[0]!r} (the commands: {', '.join(COMMANDS)}){guess}")
-    return parse_args(Command, argv)
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance: the fewest one-character insertions, deletions and substitutions from ``a`` to ``b``."""
-    previous = list(range(len(b) + 1))
-    for i, char in enumerate(a, 1):
-        current = [i]
-        for j, other in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char != other)))
-        previous = current
-    return previous[-1]
+    return parse_args(Command, argv, prog="python -m src.kaggle")
 
 
 def main(argv: Sequence[str] | None = None, connect=client.connect) -> int:
