@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import difflib
+import inspect
 import io
 import logging
 import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import tyro
+import tyro.constructors
 from ignite.utils import setup_logger
 
 from src import distributed
@@ -55,6 +58,18 @@ class CleanExit(Exception):
 
     def message(self) -> str:
         return str(self)
+
+
+@dataclasses.dataclass
+class _TrainCommandLine:
+    """The training command line: ``--config`` beside the config's own flags, so that ``--help`` lists it (its value
+    is read before tyro parses, by `parse_config`, to set the defaults)."""
+
+    config_file: Annotated[str | None, tyro.conf.arg(name="config", metavar="FILE")] = None
+    """A YAML or JSON file of settings: flat keys ('lr: 0.01') or one mapping per group, as in a run's config.yaml
+    (`python -m src.kaggle inspect` writes one, train.yaml). The flags override it; it overrides the defaults.
+    Without it, --resume RUN starts from that run's config.yaml."""
+    config: Annotated[Config, tyro.conf.arg(name="")] = dataclasses.field(default_factory=Config)
 
 
 def parse_config(
@@ -98,19 +113,78 @@ def parse_config(
         default = Config()
     if known.resume:
         rest = [*rest, "--resume", known.resume]
+    command_line = _TrainCommandLine(known.config, default)
+    description = inspect.getdoc(Config) if description is None else description
     with deferred_checks():
-        config = _tyro_cli(tyro.conf.OmitArgPrefixes[Config], rest, default, prog, description)
+        config = _tyro_cli(tyro.conf.OmitArgPrefixes[_TrainCommandLine], rest, command_line, prog, description).config
     if environ.get("DRY_RUN", "").strip().lower() in ("1", "true", "yes"):
         config.run.dry_run = True
     return config.checked()
 
 
+def reflow(text: str | None) -> str | None:
+    """A docstring as ``--help`` shows it: dedented, each paragraph (blank-line separated) on one line, for the help
+    formatter to wrap at the terminal's width."""
+    if text is None:
+        return None
+    paragraphs = re.split(r"\n[ \t]*\n", inspect.cleandoc(text))
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs if paragraph.strip())
+
+
+def _reflowed_help() -> tyro.constructors.ConstructorRegistry:
+    """A registry for one ``tyro.cli`` call whose struct rule hands on tyro's own spec of each dataclass with every
+    field's help text reflowed (`reflow`).
+
+    tyro 1.0.17 joins a docstring's lines before it dedents them and keeps a line break before every line that does
+    not start with a letter (``remove_single_line_breaks``, meant for lists; brentyi/tyro#429, #469), so each
+    continuation line of an indented field docstring would start a new line in ``--help``. The rule asks the other
+    rules for the spec (tyro's public `ConstructorRegistry.get_struct_spec`; ``inside`` keeps it from answering
+    itself) and wraps each field's help, lazy as tyro's is; where the help comes from (the docstring, a comment,
+    ``metadata["help"]``) is still tyro's choice.
+    """
+    registry = tyro.constructors.ConstructorRegistry()
+    inside = False
+
+    @registry.struct_rule
+    def reflowed(info: tyro.constructors.StructTypeInfo):
+        nonlocal inside
+        if inside:
+            return None
+        inside = True
+        try:
+            spec = tyro.constructors.ConstructorRegistry.get_struct_spec(info)
+        finally:
+            inside = False
+        if not isinstance(spec, tyro.constructors.StructConstructorSpec):
+            return spec
+        fields = tuple(dataclasses.replace(field, helptext=_lazy_reflow(field)) for field in spec.fields)
+        return dataclasses.replace(spec, fields=fields)
+
+    return registry
+
+
+def _lazy_reflow(field: tyro.constructors.StructFieldSpec) -> Callable[[], str | None]:
+    """``field``'s help, reflowed when tyro asks for it; a group without its own help (``Config.competition``) gets
+    its class's docstring, which tyro would otherwise show with the same line breaks (not the signature that
+    `dataclasses` writes into a class without one)."""
+
+    def helptext() -> str | None:
+        text = field.helptext() if callable(field.helptext) else field.helptext
+        if text is None and dataclasses.is_dataclass(field.type):
+            text = inspect.getdoc(field.type)
+            text = None if text and text.startswith(f"{field.type.__name__}(") else text
+        return reflow(text)
+
+    return helptext
+
+
 def _tyro_cli(config_class, args: Sequence[str], default=None, prog: str | None = None, description: str | None = None):
     """``tyro.cli`` with its errors (unknown flag, wrong type, invalid choice, missing value) as one ValueError
     line, with the nearest flag to a mistyped one (`_one_line`); ``--help`` prints as usual, under ``prog`` (the
-    command as typed, ``python -m src.train``: tyro would name the file)."""
+    command as typed, ``python -m src.train``: tyro would name the file), each field's help one paragraph
+    (`_reflowed_help`)."""
     captured = io.StringIO()
-    kwargs = {"prog": prog} if prog else {}
+    kwargs = {"registry": _reflowed_help()} | ({"prog": prog} if prog else {})
     kwargs |= {} if default is None else {"default": default}
     kwargs |= {} if description is None else {"description": description}
     try:

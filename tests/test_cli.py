@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from src.cli import parse_config, run_cli
+from src.cli import parse_config, reflow, run_cli
 from src.config import FIELD_GROUPS, Config
+from src.tools.cli_reference import COMMANDS, help_text
 
 
 def test_defaults_and_flags():
@@ -121,6 +122,55 @@ def test_help_lists_every_config_field_as_a_flag_under_its_group():
     assert not {f for f in flags if "." in f or f.startswith(("--model-", "--optim-"))}
     for group in ("model", "data", "split", "loader", "optim", "step", "loss", "regularisation", "eval", "run"):
         assert f"{group} options" in result.stdout  # one heading per group
+
+
+def _hard_breaks(shown: str) -> list[str]:
+    """The lines of a tyro ``--help`` whose entry goes on below although the next line's first word would have fit
+    on them: a line break kept from a docstring's source, not made by the formatter. The width is that of the
+    section's rule (a line of dashes); "(default: ...)" is not broken by the formatter."""
+    found, width = [], 0
+    lines = [line.rstrip() for line in shown.splitlines()]
+    for line, after in zip(lines, lines[1:]):
+        if re.fullmatch(r" *-{20,}", line):
+            width = len(line)
+            continue
+        flag_alone = line.lstrip().startswith("-") and "  " not in line.strip()  # its help starts below
+        if not line.strip() or flag_alone or not re.match(r" {20,}\S", after):
+            continue
+        word = re.match(r"\(default: [^)]*\)|\S+", after.strip()).group()
+        if len(line) + 1 + len(word) <= width - 2:
+            found.append(f"{line.strip()} / {after.strip()}")
+    return found
+
+
+@pytest.mark.parametrize("command, module, args", COMMANDS, ids=[c[0] for c in COMMANDS])
+def test_help_paragraphs_are_reflowed_not_broken_where_the_source_line_ended(command, module, args):
+    shown = help_text(module, args)
+    assert not _hard_breaks(shown), f"{command} --help: a line break kept from the source"
+    if module == "src.train":
+        entry = shown.split("--in-chans", 1)[1].split("\n  --", 1)[0]
+        assert "The pixel-CSV and parquet layouts read this many values per pixel" in " ".join(entry.split())
+
+
+def test_the_breaks_check_finds_a_docstring_line_break():
+    rule, indent = " " + "-" * 75, " " * 24
+    wrapped = [rule, "  --in-chans INT        Input channels; None infers it from the data. The", f"{indent}pixel-CSV"]
+    kept = [rule, "  --in-chans INT        Input channels; None infers it from the data.", f"{indent}The pixel-CSV"]
+    assert _hard_breaks("\n".join(wrapped)) == [] and len(_hard_breaks("\n".join(kept))) == 1
+
+
+def test_reflow_joins_the_lines_of_each_paragraph():
+    assert reflow("Input channels; None infers\n    it from the data.\n\n    (1 for the digits)\n") == (
+        "Input channels; None infers it from the data.\n\n(1 for the digits)"
+    )
+    assert reflow(None) is None
+
+
+@pytest.mark.parametrize("module", ["src.train", "src.lr_find"])
+def test_help_lists_config_resume_and_restart(module):
+    shown = help_text(module)
+    assert re.search(r"^  --config FILE +A YAML or JSON file of settings", shown, re.M)
+    assert "--resume {None}|STR" in shown and "--restart, --no-restart" in shown
 
 
 def test_comma_lists_are_typed_and_old_string_values_still_parse():
