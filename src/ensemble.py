@@ -21,7 +21,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
@@ -56,7 +56,9 @@ METHODS = ("mean", "geometric", "rank")
 class EnsembleConfig:
     """Blend the OOF and test predictions of several runs."""
 
-    runs: tyro.conf.Positional[list[str]]
+    runs: Annotated[
+        list[str], tyro.conf.Positional, tyro.conf.arg(metavar="RUN [RUN ...]", help_behavior_hint="(two or more)")
+    ]
     """Run folders of `--fold all` runs (each with oof.csv; test_predictions.csv for a submission)."""
     method: Literal["mean", "geometric", "rank", "stack"] = "mean"
     """Weighted mean of probabilities, weighted geometric mean, weighted mean of per-class ranks (AUC), or 'stack': a

@@ -21,7 +21,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pandas as pd
 import tyro
@@ -40,7 +40,9 @@ RESULTS = ["metric", "best", "best_epoch", "oof", "epochs_run", "wall_time", "im
 class RunsConfig:
     """List and compare the runs in folders of runs."""
 
-    folders: tyro.conf.Positional[list[str]] = dataclasses.field(default_factory=lambda: ["experiments"])
+    folders: Annotated[list[str], tyro.conf.Positional, tyro.conf.arg(metavar="[FOLDER ...]")] = (
+        dataclasses.field(default_factory=lambda: ["experiments"])
+    )
     """Folders holding run folders (the training --output-dir)."""
     sort: str = "run"
     """The column to sort by (any column of the table)."""

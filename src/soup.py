@@ -36,7 +36,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -61,7 +61,9 @@ logger = logging.getLogger("src.soup")  # not __name__: "__main__" under python 
 class SoupConfig:
     """Average the best checkpoints of one or more runs (per fold) into a new run folder."""
 
-    runs: tyro.conf.Positional[list[str]]
+    runs: Annotated[
+        list[str], tyro.conf.Positional, tyro.conf.arg(metavar="RUN [RUN ...]", help_behavior_hint="(one or more)")
+    ]
     """Run folders of one arch and the same folds (one fold's run, or --fold all runs)."""
     k: int = 3
     """Best checkpoints taken from each run (per fold)."""

@@ -181,6 +181,15 @@ def test_a_submission_that_does_not_match_the_sample_is_not_uploaded(trained, tm
     assert message in err and api.submitted == [] and not (run / "kaggle_submissions.csv").exists()
 
 
+def test_submit_help_shows_the_message_as_required_once(capsys):
+    with pytest.raises(SystemExit, match="0"):
+        main(["submit", "--help"])
+    shown = capsys.readouterr().out
+    assert "-m STR [--timeout" in shown  # the usage line: not in brackets
+    entry = " ".join(shown.split("--message STR", 1)[1].split("--timeout", 1)[0].split())
+    assert entry.endswith("(required)") and "required" not in entry[: -len("(required)")] and "default" not in entry
+
+
 def test_bundle_upload_creates_then_versions_the_dataset_and_pushes(trained, tmp_path):
     run, _ = trained
     image = tmp_path / "freeze.txt"  # an image that has everything: the bundle holds the project's wheel only

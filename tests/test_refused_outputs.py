@@ -107,7 +107,8 @@ CASES = [
         ["submit", "{root}/twice_submission", "-m", "twice"],
         "ids listed more than once: ['{first_test_id}']",
     ),
-    ("kaggle submit without a message", "kaggle", ["submit", RUN], "-m: give the submission a message"),
+    ("kaggle submit without a message", "kaggle", ["submit", RUN], "Missing from python -m src.kaggle submit: -m STR"),
+    ("kaggle submit, a blank message", "kaggle", ["submit", RUN, "-m", " "], "-m: give the submission a message"),
     ("kaggle download, unknown competition", "kaggle", ["download", "nope", "--out", "{root}/dl"], "(404)"),
     ("kaggle inspect, no table", "kaggle", ["inspect", "{root}/data/test"], "no training table"),
 ]

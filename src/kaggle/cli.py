@@ -45,8 +45,8 @@ class Submit:
 
     folder: tyro.conf.Positional[str]
     """A run folder or an ensemble folder holding submission.csv."""
-    message: Annotated[str, tyro.conf.arg(aliases=["-m"])] = ""
-    """The submission's message (required)."""
+    message: Annotated[str, tyro.conf.arg(aliases=["-m"])]
+    """The submission's message, shown beside its score on Kaggle."""
     timeout: float = 600.0
     """Seconds to wait for the score before leaving it pending."""
     poll: float = 10.0
@@ -58,6 +58,7 @@ class Submissions:
     """List a competition's submissions with the run folders that made them (filling in pending scores)."""
 
     competition: tyro.conf.Positional[str]
+    """The competition's name, as in its URL."""
     runs: str = "experiments"
     """The folder of run folders to match submissions to."""
 
