@@ -105,12 +105,12 @@ def save_curve(finder: FastaiLRFinder, curve: pd.DataFrame, out_dir: Path, show_
     plt.close(fig)
 
 
-HELP = """LR range test (Smith 2017): trains from --lr-find-start to --lr-find-end over --lr-find-iters iterations,
-the lr growing exponentially, and writes lr_find.csv and lr_find.png to <output-dir>/lr_find-<arch>/ with the
-suggested lr. Its own flags:
-  --lr-find-iters INT      iterations of the test (default: 100)
-  --lr-find-start FLOAT    the first lr (default: 1e-07)
-  --lr-find-end FLOAT      the last lr (default: 1.0)
+HELP = """LR range test (Smith 2017): training iterations with the lr growing exponentially from start to end.
+
+Writes lr_find.csv and lr_find.png to <output-dir>/lr_find-<arch>/ and prints the suggested lr. Its own flags:
+  --lr-find-iters INT      training iterations (micro-batches) of the test (default: 100)
+  --lr-find-start FLOAT    the lr of the first iteration (default: 1e-07)
+  --lr-find-end FLOAT      the lr of the last iteration (default: 1.0)
 
 Every training flag below sets up the model, the data and the optimizer as `python -m src.train` would."""
 

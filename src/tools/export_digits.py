@@ -74,10 +74,21 @@ def write_pixel_csv(images: np.ndarray, labels, path: Path) -> Path:
 def main() -> None:
     from src.loaddata import load_digits
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--layout", choices=["images", "pixels"], required=True)
-    parser.add_argument("--test-fraction", type=float, default=0.0, help="hold out this fraction as a test set")
+    parser = argparse.ArgumentParser(
+        prog="python -m src.tools.export_digits",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--out", type=Path, required=True, metavar="FOLDER", help="the folder to write (created)")
+    parser.add_argument(
+        "--layout", choices=["images", "pixels"], required=True,
+        help="images: train.csv + one PNG per digit; pixels: one CSV row of 784 pixel values per digit",
+    )
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.0, metavar="FRACTION",
+        help="hold out this fraction of the digits (stratified) as a competition's test set; images layout only "
+        "(default: 0, no test set)",
+    )
     args = parser.parse_args()
     data = load_digits()
     images, labels = data.source.images.images, [data.classes[t] for t in data.targets]

@@ -384,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from src.cli import parse_args, run_cli
 
     def command() -> None:
-        config = parse_args(PhotosConfig, argv)
+        config = parse_args(PhotosConfig, argv, prog="python -m src.tools.make_photos")
         out = make_photos(config)
         width, height = config.width_height
         kind = "multi-label mosaics" if config.multilabel else "photos"

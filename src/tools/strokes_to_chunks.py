@@ -69,12 +69,22 @@ def write_chunks(pattern: str, out: Path, chunks: int, seed: int = 0, read_rows:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", required=True, help="glob of the class CSVs")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--chunks", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--read-rows", type=int, default=100_000)
+    parser = argparse.ArgumentParser(
+        prog="python -m src.tools.strokes_to_chunks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--input", required=True, metavar="GLOB", help="glob of the class CSVs (quoted for the shell)")
+    parser.add_argument("--out", type=Path, required=True, metavar="FOLDER", help="where train_k<i>.csv go")
+    parser.add_argument("--chunks", type=int, default=100, metavar="K", help="chunk files (default: %(default)s)")
+    parser.add_argument(
+        "--seed", type=int, default=0, metavar="INT",
+        help="seed of the classes' offsets and of the shuffle inside each chunk (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--read-rows", type=int, default=100_000, metavar="ROWS",
+        help="rows of a class file read at a time, which bounds the memory (default: %(default)s)",
+    )
     args = parser.parse_args()
     paths = write_chunks(args.input, args.out, args.chunks, args.seed, args.read_rows)
     print(f"wrote {len(paths)} chunks to {args.out}")
