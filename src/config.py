@@ -175,7 +175,7 @@ class ModelConfig(_Group):
     """Number of classes; None infers it from the data."""
     in_chans: int | None = None
     """Input channels; None infers it from the data (1 for the bundled digits). The pixel-CSV and parquet layouts
-    read this many values per pixel (default 1)."""
+    read this many values per pixel (1 when None)."""
     meta_features: int | None = None
     """Width of the encoded metadata (--meta-cols), set from the train fold; None or 0: images only."""
     hidden_size: int = 256
@@ -183,14 +183,14 @@ class ModelConfig(_Group):
     num_layers: int = 2
     """Stacked GRU layers of --arch gru."""
     drop_rate: float = 0.2
-    """Dropout before the classifier layer."""
+    """Dropout probability before the classifier layer."""
     head: Literal["linear", "bn-dropout", "arcface", "cosface", "lsoftmax"] = "linear"
     """Classifier head: 'linear' (dropout -> linear), 'bn-dropout' (BatchNorm -> dropout -> linear), or a margin
     head 'arcface' / 'cosface' (scaled cosine logits; the margin is applied in the training loss), or 'lsoftmax'
     (a bias-free linear layer; set by --loss lsoftmax)."""
     margin: float | None = None
-    """Margin of an ArcFace head (degrees, default 28.6 = 0.5 rad), CosFace head (cosine, default 0.35) or
-    L-softmax (the integer angle multiplier m, 1..4, default 4)."""
+    """Margin of an ArcFace head (degrees), a CosFace head (cosine) or L-softmax (the integer angle multiplier m,
+    1..4); None: 28.6 degrees (0.5 rad), 0.35 and 4."""
     margin_scale: float = 30.0
     """Logit scale s of an ArcFace / CosFace head."""
     drop_path_rate: float = 0.2
@@ -231,9 +231,9 @@ class DataConfig(_Group):
     parquet: str | None = None
     """Parquet file(s) (path or glob) of flattened images: --id-col plus height x width pixel columns."""
     height: int | None = None
-    """Image height of the pixel-CSV and parquet layouts (None: square)."""
+    """Image height in pixels of the pixel-CSV and parquet layouts (None: square)."""
     width: int | None = None
-    """Image width of the pixel-CSV and parquet layouts (None: square)."""
+    """Image width in pixels of the pixel-CSV and parquet layouts (None: square)."""
     max_per_class: int | None = None
     """Read at most this many rows per class (QuickDraw)."""
     max_strokes: int = 20
@@ -348,7 +348,8 @@ class LoaderConfig(_Group):
     """Side of the square model input, pixels. Images are resized to it."""
     img_size_schedule: SizeSchedule | None = None
     """Progressive resizing: 'SIZE:EPOCH,...' (e.g. '24:0,32:4,40:10') switches the train and valid image size
-    at the start of each listed epoch (0-based) without restarting; before the first entry --img-size applies."""
+    (pixels) at the start of each listed epoch (0-based) without restarting; before the first entry --img-size
+    applies."""
     resize_mode: Literal["resize", "pad"] = "resize"
     """'resize' scales every image to img_size; 'pad' zero-pads smaller images (centred) first."""
     aug: str = "light"
@@ -369,7 +370,8 @@ class LoaderConfig(_Group):
     those as an evaluation pass fits in GPU memory). Lowered, with a warning, when worker processes' batches in
     flight would not fit /dev/shm."""
     num_workers: int | None = None
-    """DataLoader worker processes; None: 0 on CPU (the cores are busier training), min(8, cores) on CUDA."""
+    """DataLoader worker processes; None: 0 on CPU (the cores are busier training), on CUDA every core this
+    process may use (shared with the node's other processes) but one."""
     train_eval_size: int = 1000
     """Images of the train fold evaluated each epoch (a fixed, seeded subset); 0 evaluates all."""
     mean: Numbers | None = None
@@ -431,7 +433,8 @@ class OptimConfig(_Group):
     """LR schedule: linear one-cycle, cosine with linear warmup, step (/10 at 50% and 75%, after a warmup),
     reduce-on-plateau of the valid metric, none."""
     warmup_epochs: float = 1.0
-    """Warmup length in epochs for 'onecycle' and 'cosine'."""
+    """Warmup length in epochs (a fraction allowed): the lr rises linearly from lr/25 to lr under 'onecycle',
+    'cosine' and 'step'; 'plateau' and 'none' start at lr."""
 
     def check(self) -> None:
         _require("epochs", self.epochs, self.epochs >= 1, "an integer >= 1")
@@ -483,7 +486,7 @@ class LossConfig(_Group):
     loss: Literal["ce", "focal", "soft_margin", "lsoftmax"] = "ce"
     """Training loss: 'ce' (cross entropy; BCE for multi-label), 'focal' (Lin et al. 2017; sigmoid if multi-label),
     'soft_margin' (torch's MultiLabelSoftMarginLoss; multi-label only) or 'lsoftmax' (L-softmax, Liu et al. 2016:
-    the angle multiplier --margin m of 1..4, default 4, on its own bias-free linear head; single-label only)."""
+    the angle multiplier --margin m of 1..4 (None: 4) on its own bias-free linear head; single-label only)."""
     lsoftmax_gamma: float = 1.0
     """L-softmax: the margin's weight 1 / (1 + lambda) anneals in with lambda = max(lambda_min, 1000 / (1 + gamma
     t)) at optimizer step t (the paper's schedule); 1.0 brings lambda to 1 by step 1,000."""
@@ -626,7 +629,7 @@ class RunConfig(_Group):
     seed: int = 42
     """Seed of the model init, the data order, augmentation and mixup, and of the folds unless --split-seed is set."""
     n_saved: int = 2
-    """Number of best checkpoints (by valid accuracy) to keep."""
+    """Number of best checkpoints (by the valid --metric) to keep."""
     resume: str | None = None
     """Continue a run from a `checkpoint_*.pt` file or from a run folder (its newest readable checkpoint); 'auto':
     the newest unfinished run in --output-dir with the same settings, or a new run. Running the same command with
@@ -660,7 +663,8 @@ class RunConfig(_Group):
     dry_run: bool = False
     """Check a config in seconds: 1% of the data (at least one batch), one epoch, no files written. Also DRY_RUN=1."""
     progress: bool = True
-    """Show a progress bar."""
+    """Show the progress: a bar on a terminal; in a file (SLURM, nohup) a line at most every 30 seconds and one per
+    epoch."""
     list_archs: bool = False
     """Print the known architectures and exit."""
 
