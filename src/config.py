@@ -146,6 +146,39 @@ LOG_EVERY = {"cpu": 1, "cuda": 50}
 """``--log-every auto`` per device type: on a GPU each read of the loss waits for the device."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Role:
+    """What a config field is to a run, declared where the field is defined (`setting`). The rules on run folders
+    are derived from the declarations (`RESUMABLE`, `INFERRED`, `FOLDER_FIELDS`, `EXPERIMENT`), never kept as
+    lists of names.
+
+    Attributes:
+        trains: the field changes what the run learns, its numbers. False: where and how the run runs (device,
+            workers, logging, checkpoints, tracking, the competition's files); a continued run may change it.
+        resumable: a continued run may change the field; None: when it does not train. ``epochs`` trains and may
+            change: a run goes on for more epochs.
+        inferred: None until resolved from the data (``num_classes``, ``mean``): a continued run compares it only
+            where both sides are resolved, and it is no setting of the experiment.
+        folder: names the run folder or how to open it (``--run-name``, ``--resume``, ``--restart``): neither saved
+            with the run nor compared.
+    """
+
+    trains: bool = True
+    resumable: bool | None = None
+    inferred: bool = False
+    folder: bool = False
+
+    def __post_init__(self) -> None:
+        if self.resumable is None:
+            object.__setattr__(self, "resumable", not self.trains)
+
+
+def setting(default: Any, **role: bool) -> Any:
+    """A field's default with its `Role` in the field's metadata: ``device: str = setting("auto", trains=False)``.
+    A field declared without one trains, and a continued run must keep it."""
+    return dataclasses.field(default=default, metadata={"role": Role(**role)})
+
+
 class _Group:
     """A config group: ``__post_init__`` types and checks the fields unless `deferred_checks` is on."""
 
@@ -171,12 +204,12 @@ class ModelConfig(_Group):
     """None (random init), 'imagenet' (the library's own download) or a path to a local state dict."""
     activation: str | None = None
     """Replace the model's ReLU/SiLU/Swish modules with this activation ('mish', 'relu', 'silu')."""
-    num_classes: int | None = None
+    num_classes: int | None = setting(None, inferred=True)
     """Number of classes; None infers it from the data."""
-    in_chans: int | None = None
+    in_chans: int | None = setting(None, inferred=True)
     """Input channels; None infers it from the data (1 for the bundled digits). The pixel-CSV and parquet layouts
     read this many values per pixel (1 when None)."""
-    meta_features: int | None = None
+    meta_features: int | None = setting(None, inferred=True)
     """Width of the encoded metadata (--meta-cols), set from the train fold; None or 0: images only."""
     hidden_size: int = 256
     """GRU state size of --arch gru (QuickDraw strokes)."""
@@ -365,18 +398,18 @@ class LoaderConfig(_Group):
     batch_size / N, so the update and the lr mean the same with any number of processes. 'auto' (CUDA): the largest
     batch that fits, found by doubling and bisecting trial passes of the model, less a 10% margin (src.batch_size);
     the run saves the number found."""
-    eval_batch_size: int | None = None
+    eval_batch_size: int | None = setting(None, trains=False)
     """Images per evaluation batch, over all processes; None: 4 x --batch-size (with --batch-size auto, as many of
     those as an evaluation pass fits in GPU memory). Lowered, with a warning, when worker processes' batches in
     flight would not fit /dev/shm."""
-    num_workers: int | None = None
+    num_workers: int | None = setting(None, trains=False)
     """DataLoader worker processes; None: 0 on CPU (the cores are busier training), on CUDA every core this
     process may use (shared with the node's other processes) but one."""
     train_eval_size: int = 1000
     """Images of the train fold evaluated each epoch (a fixed, seeded subset); 0 evaluates all."""
-    mean: Numbers | None = None
+    mean: Numbers | None = setting(None, inferred=True)
     """Per-channel normalisation mean (pixel / 255), comma-separated; None: computed on the train fold."""
-    std: Numbers | None = None
+    std: Numbers | None = setting(None, inferred=True)
     """Per-channel normalisation std (pixel / 255), comma-separated; None: computed on the train fold."""
 
     def check(self) -> None:
@@ -416,7 +449,7 @@ class LoaderConfig(_Group):
 class OptimConfig(_Group):
     """Optimisation: epochs, optimizer, learning rate and its schedule, fine-tuning."""
 
-    epochs: int = 18
+    epochs: int = setting(18, resumable=True)
     """Maximum number of epochs."""
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     """Optimizer; no weight decay is applied to biases and normalisation weights."""
@@ -591,27 +624,27 @@ class EvalConfig(_Group):
 class TrackConfig(_Group):
     """Tracking: TensorBoard pictures, the notes log, notifications, MLflow. None of them changes the training."""
 
-    pictures: bool = True
+    pictures: bool = setting(True, trains=False)
     """TensorBoard pictures: augmented images at the start; at each validation the confusion matrix, per-class
     precision and recall, the most confidently wrong images (PR curves for multi-label tasks)."""
-    top_losses: int = 16
+    top_losses: int = setting(16, trains=False)
     """How many of the valid images with the highest loss TensorBoard shows at each validation."""
-    notes: bool = True
+    notes: bool = setting(True, trains=False)
     """Append an entry to the notes log when the run finishes, stops or crashes (--no-notes: do not)."""
-    notes_file: str | None = None
+    notes_file: str | None = setting(None, trains=False)
     """The notes log (Markdown); None: NOTES.md beside the run folder (<output-dir>/NOTES.md of a new run)."""
-    note: str | None = None
+    note: str | None = setting(None, trains=False)
     """Your own words for the run's notes entry: the hypothesis it tests."""
-    notify: Names | None = None
+    notify: Names | None = setting(None, trains=False)
     """Where to send a message when the run finishes, stops early or crashes: webhook URLs (Slack, Discord, ntfy:
     a JSON POST) and/or mailto:you@example.org (SMTP settings from SMTP_HOST, SMTP_PORT, SMTP_USER,
     SMTP_PASSWORD, SMTP_FROM, SMTP_STARTTLS)."""
-    mlflow: str | None = None
+    mlflow: str | None = setting(None, trains=False)
     """Log params, metrics per epoch and the summary to MLflow at this tracking URI (http://host:5000, or a local
     folder such as ./mlruns); needs `pip install mlflow`."""
-    mlflow_experiment: str = "kaggle-trainer"
+    mlflow_experiment: str = setting("kaggle-trainer", trains=False)
     """The MLflow experiment the runs are logged under."""
-    mlflow_artifacts: bool = False
+    mlflow_artifacts: bool = setting(False, trains=False)
     """Also upload the best checkpoint and the valid predictions (oof.csv for --fold all) to MLflow."""
 
     def check(self) -> None:
@@ -628,44 +661,44 @@ class RunConfig(_Group):
 
     seed: int = 42
     """Seed of the model init, the data order, augmentation and mixup, and of the folds unless --split-seed is set."""
-    n_saved: int = 2
+    n_saved: int = setting(2, trains=False)
     """Number of best checkpoints (by the valid --metric) to keep."""
-    resume: str | None = None
+    resume: str | None = setting(None, trains=False, folder=True)
     """Continue a run from a `checkpoint_*.pt` file or from a run folder (its newest readable checkpoint); 'auto':
     the newest unfinished run in --output-dir with the same settings, or a new run. Running the same command with
     the same --run-name continues that run too."""
-    restart: bool = False
+    restart: bool = setting(False, trains=False, folder=True)
     """Train the run folder named by --run-name (or --resume) over from scratch with this command's settings: its
     earlier files are first moved aside, whole, to '<run>.before-restart-<timestamp>' beside it (nothing is
     deleted), and its config.yaml is not read. Without --restart an existing run folder is only ever continued,
     and a damaged one stops the command."""
-    checkpoint_every: str = "10m"
+    checkpoint_every: str = setting("10m", trains=False)
     """Save the training state inside epochs too: every this many optimizer steps ('500') or this much wall time
     ('20m', '1h', '90s'); 'epoch' saves at epoch ends only. A kill loses at most this much training."""
-    time_limit: str | None = None
+    time_limit: str | None = setting(None, trains=False)
     """Stop cleanly before this much wall time has passed since the start ('11h30m' for Kaggle's 12-hour
     sessions), keeping a margin for the last validation and the save; the same command continues the run."""
-    time_budget: str | None = None
+    time_budget: str | None = setting(None, trains=False)
     """--fold all: plan the folds to fit this much wall time ('9h'): fold 0 measures the pace, the later folds get
     fewer epochs (down to half) or are left out when they would not fit (`src.budget`); --time-limit stays the
     hard stop."""
-    output_dir: str = "experiments"
+    output_dir: str = setting("experiments", trains=False)
     """Parent folder of the run folders."""
-    run_name: str | None = None
+    run_name: str | None = setting(None, trains=False, folder=True)
     """Run folder name under output_dir; None makes '<arch>-fold<fold>-<timestamp>'."""
-    device: str = "auto"
+    device: str = setting("auto", trains=False)
     """'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'."""
-    log_every: int | Literal["auto"] = "auto"
+    log_every: int | Literal["auto"] = setting("auto", trains=False)
     """Read the training loss every this many iterations: TensorBoard's loss and lr, the progress bar, the stop on a
     NaN loss. Each read waits for the GPU. 'auto': every iteration on the CPU, every 50 on CUDA."""
     max_iters_per_epoch: int | None = None
     """Debug cap on the training iterations per epoch."""
-    dry_run: bool = False
+    dry_run: bool = setting(False, trains=False)
     """Check a config in seconds: 1% of the data (at least one batch), one epoch, no files written. Also DRY_RUN=1."""
-    progress: bool = True
+    progress: bool = setting(True, trains=False)
     """Show the progress: a bar on a terminal; in a file (SLURM, nohup) a line at most every 30 seconds and one per
     epoch."""
-    list_archs: bool = False
+    list_archs: bool = setting(False, trains=False)
     """Print the known architectures and exit."""
 
     def check(self) -> None:
@@ -711,19 +744,19 @@ class CompetitionConfig(_Group):
     ``bundle`` know the competition. They never change how a model trains.
     """
 
-    competition: str | None = None
+    competition: str | None = setting(None, trains=False)
     """The Kaggle competition's name, as in its URL (kaggle.com/competitions/<name>)."""
-    data_root: str | None = None
+    data_root: str | None = setting(None, trains=False)
     """The competition's folder; the offline bundle finds the test files at the same place under its input."""
-    test_csv: str | None = None
+    test_csv: str | None = setting(None, trains=False)
     """The test table (ids); src.predict's default --test-csv."""
-    test_image_dir: str | None = None
+    test_image_dir: str | None = setting(None, trains=False)
     """Folder of the test images (layout 'images'); src.predict's default --image-dir."""
-    test_parquet: str | None = None
+    test_parquet: str | None = setting(None, trains=False)
     """Parquet file(s) of the test images (layout 'parquet'); src.predict's default --parquet."""
-    sample_submission: str | None = None
+    sample_submission: str | None = setting(None, trains=False)
     """The competition's sample submission; src.predict's default --sample-submission."""
-    submission_format: Literal["label", "topk", "tags", "long", "probs"] | None = None
+    submission_format: Literal["label", "topk", "tags", "long", "probs"] | None = setting(None, trains=False)
     """src.predict's default --submission-format (None: by the task)."""
 
 
@@ -807,6 +840,17 @@ FIELD_GROUPS: dict[str, str] = {field.name: group for group, cls in GROUPS.items
 FIELD_TYPES: dict[str, Any] = {
     name: hint for cls in GROUPS.values() for name, hint in typing.get_type_hints(cls, include_extras=True).items()
 }
+ROLES: dict[str, Role] = {
+    field.name: field.metadata.get("role", Role()) for cls in GROUPS.values() for field in dataclasses.fields(cls)
+}
+RESUMABLE = frozenset(name for name, role in ROLES.items() if role.resumable)
+"""The fields a command that continues a run folder may change: where and how it runs, and ``epochs``."""
+INFERRED = frozenset(name for name, role in ROLES.items() if role.inferred)
+"""The fields left None until resolved from the data."""
+FOLDER_FIELDS = frozenset(name for name, role in ROLES.items() if role.folder)
+"""The fields that name the run folder or how to open it: never saved with the run."""
+EXPERIMENT = frozenset(name for name, role in ROLES.items() if role.trains and not role.inferred)
+"""The settings that make a run another experiment: what it learns, but for what the data decides."""
 
 
 def _group_of(name: str, where: str) -> str:

@@ -41,7 +41,16 @@ import numpy as np
 import pandas as pd
 
 from src import distributed, files, history
-from src.config import OLD_RUN_DEFAULTS, Config, load_config_file, save_config
+from src.config import (
+    EXPERIMENT,
+    FOLDER_FIELDS,
+    INFERRED,
+    OLD_RUN_DEFAULTS,
+    RESUMABLE,
+    Config,
+    load_config_file,
+    save_config,
+)
 from src.targets import Task
 
 CONFIG = "config.yaml"
@@ -76,42 +85,28 @@ def resolve_run_dir(resume: str | Path) -> Path:
     return path.parent if path.is_file() else path
 
 
-# Fields that may differ between the commands that continue one run folder: where and how it runs, not what.
-RUN_CONTROL = frozenset(
-    {"device", "num_workers", "progress", "log_every", "checkpoint_every", "time_limit", "time_budget", "epochs"}
-    | {"n_saved", "eval_batch_size"}
-    | {"output_dir", "run_name", "resume", "restart", "dry_run", "list_archs"}
-    | {"pictures", "top_losses", "notes", "notes_file", "note", "notify", "mlflow", "mlflow_experiment"}
-    | {"mlflow_artifacts"}
-    | {"competition", "data_root", "test_csv", "test_image_dir", "test_parquet", "sample_submission"}
-    | {"submission_format"}
-)
-FOLDER_FIELDS = frozenset({"run_name", "resume", "restart"})  # name the folder or how to open it: never saved
-
-
-INFERRED = frozenset({"num_classes", "in_chans", "mean", "std", "meta_features"})  # None until resolved from the data
 RESTART = "or pass --restart to train the run over (its files are moved aside, nothing is deleted)"
 
 
 def _changed(saved: Config, config: Config) -> list[tuple[str, Any, Any]]:
-    """The fields whose values differ, as (name, saved value, this value), but for `FOLDER_FIELDS` and an inferred
-    field left unresolved on one side (as in ``--fold all``'s own config)."""
+    """The fields whose values differ, as (name, saved value, this value), but for `src.config.FOLDER_FIELDS` and an
+    inferred field (`src.config.INFERRED`) left unresolved on one side (as in ``--fold all``'s own config)."""
     old, new = saved.flat(), config.flat()
     unresolved = {k for k in INFERRED if old[k] is None or new.get(k) is None}
     return [(k, old[k], new.get(k)) for k in old if k not in FOLDER_FIELDS | unresolved and old[k] != new.get(k)]
 
 
 def differences(saved: Config, config: Config) -> list[str]:
-    """The fields, other than `RUN_CONTROL`, whose values differ: ``"lr: 0.001 there, 0.01 here"`` (an inferred
-    field left unresolved on one side, as in ``--fold all``'s own config, is not a difference)."""
-    return [f"{k}: {old!r} there, {new!r} here" for k, old, new in _changed(saved, config) if k not in RUN_CONTROL]
+    """The fields, other than `src.config.RESUMABLE`, whose values differ: ``"lr: 0.001 there, 0.01 here"`` (an
+    inferred field left unresolved on one side, as in ``--fold all``'s own config, is not a difference)."""
+    return [f"{k}: {old!r} there, {new!r} here" for k, old, new in _changed(saved, config) if k not in RESUMABLE]
 
 
 def changed_settings(config: Config) -> dict[str, Any]:
-    """The settings that differ from the defaults, by flat name, but for `RUN_CONTROL` (``epochs`` excepted) and the
-    `INFERRED` fields: what makes this run another experiment (the notes log, TensorBoard's hparams, run tables)."""
-    default, ignored = Config().flat(), (RUN_CONTROL - {"epochs"}) | INFERRED
-    return {k: v for k, v in config.flat().items() if k not in ignored and v != default[k]}
+    """The settings of `src.config.EXPERIMENT` that differ from the defaults, by flat name: what makes this run
+    another experiment (the notes log, TensorBoard's hparams, run tables)."""
+    default = Config().flat()
+    return {k: v for k, v in config.flat().items() if k in EXPERIMENT and v != default[k]}
 
 
 def locate(config: Config) -> Path | None:
@@ -144,10 +139,12 @@ def is_run(folder: Path) -> bool:
 
 def check_continuation(run_dir: Path, config: Config) -> list[str]:
     """Checks, before anything is written, that ``config`` may continue the run in ``run_dir``: its config.yaml
-    is whole and holds the same settings but for `RUN_CONTROL`.
+    is whole and holds the same settings but for those a continued run may change (`src.config.RESUMABLE`: fields
+    declared not to train, and ``epochs``).
 
     Returns:
-        The `RUN_CONTROL` settings this command changes, ``epochs 18 -> 30`` (nothing of the run is rewritten).
+        The `src.config.RESUMABLE` settings this command changes, ``epochs 18 -> 30`` (nothing of the run is
+        rewritten).
 
     Raises:
         FileNotFoundError: the folder holds a run's files but no ``config.yaml``.
@@ -159,7 +156,7 @@ def check_continuation(run_dir: Path, config: Config) -> list[str]:
                                 + RESTART)
     saved = read_saved_config(run_dir)
     changed = _changed(saved, config)
-    refused = [(k, old, new) for k, old, new in changed if k not in RUN_CONTROL]
+    refused = [(k, old, new) for k, old, new in changed if k not in RESUMABLE]
     if refused and config.run.resume:
         shown = "; ".join(f"{k} {old!r} -> {new!r}" for k, old, new in refused)
         raise ValueError(
@@ -288,7 +285,7 @@ def move_aside(run_dir: Path) -> Path | None:
 
 def continuable(config: Config) -> Path | None:
     """``--resume auto``: the unfinished run folder in ``--output-dir`` with checkpoints and the same settings (but
-    for `RUN_CONTROL`) whose newest checkpoint is the newest, or None (the same in every process).
+    for `src.config.RESUMABLE`) whose newest checkpoint is the newest, or None (the same in every process).
 
     Raises:
         ValueError: a damaged run folder there (its config.yaml cut short or unreadable).
@@ -304,9 +301,10 @@ def continuable(config: Config) -> Path | None:
 
 
 def write_config(run_dir: Path, config: Config) -> None:
-    """Saves ``config.yaml`` without the folder-specific fields, so ``--config <run>/config.yaml`` repeats the run
-    in a new folder."""
-    save_config(config.replace(run_name=None, resume=None, restart=False), config_path(run_dir))
+    """Saves ``config.yaml`` with the fields that name the folder (`src.config.FOLDER_FIELDS`) at their defaults, so
+    ``--config <run>/config.yaml`` repeats the run in a new folder."""
+    default = Config().flat()
+    save_config(config.replace(**{name: default[name] for name in FOLDER_FIELDS}), config_path(run_dir))
 
 
 def read_config(run_dir: Path) -> Config:

@@ -6,7 +6,21 @@ import re
 import pytest
 import yaml
 
-from src.config import Config, LoaderConfig, ModelConfig, SplitConfig, load_config_file, save_config
+from src.config import (
+    EXPERIMENT,
+    FOLDER_FIELDS,
+    INFERRED,
+    RESUMABLE,
+    ROLES,
+    CompetitionConfig,
+    Config,
+    LoaderConfig,
+    ModelConfig,
+    SplitConfig,
+    TrackConfig,
+    load_config_file,
+    save_config,
+)
 
 # config.yaml as main wrote it before the groups: flat keys, comma strings, the normalisation as text.
 OLD_FLAT = {
@@ -142,3 +156,13 @@ def test_class_list_from_a_file_or_commas(tmp_path):
     assert Config.of(classes=str(tmp_path / "classes.txt")).data.classes == ("cat", "the sun")
     assert Config.of(classes="a, b").data.classes == ("a", "b")
     assert dataclasses.replace(Config().data, label_col=["x"]).label_col == ("x",)
+
+
+def test_what_a_field_is_to_a_run_is_declared_with_the_field_and_the_rules_follow():
+    for group in (TrackConfig, CompetitionConfig):  # their doc strings: none of their fields changes the training
+        assert [f.name for f in dataclasses.fields(group) if ROLES[f.name].trains] == []
+    assert {name for name in RESUMABLE if ROLES[name].trains} == {"epochs"}  # a run goes on for more epochs
+    assert RESUMABLE == {name for name, role in ROLES.items() if not role.trains} | {"epochs"}
+    assert FOLDER_FIELDS <= RESUMABLE - EXPERIMENT  # the folder's name: no setting, never compared
+    assert INFERRED.isdisjoint(RESUMABLE | EXPERIMENT) and all(Config().flat()[name] is None for name in INFERRED)
+    assert EXPERIMENT == set(Config().flat()) - {name for name, role in ROLES.items() if not role.trains} - INFERRED

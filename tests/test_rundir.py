@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from src import rundir
-from src.config import Config
+from src.config import FOLDER_FIELDS, RESUMABLE, Config, deferred_checks
 from src.rundir import best_checkpoint, find_checkpoint, fold_dirs
 
 
@@ -82,3 +82,25 @@ def test_resume_auto_finds_the_newest_unfinished_run_with_the_same_settings(tmp_
     assert rundir.continuable(config) == tmp_path / "old"
     assert rundir.locate(config) == tmp_path / "old"
     assert rundir.continuable(config.replace(lr=0.1)) is None  # nothing to continue: a new run
+
+
+def test_a_continued_run_may_change_exactly_the_fields_declared_to_allow_it(tmp_path):
+    config = Config.of(output_dir=str(tmp_path), run_name="r", num_classes=3, in_chans=1, meta_features=2)
+    config = config.replace(mean="0.5", std="0.25")  # every inferred field resolved: compared
+    run_dir = rundir.locate(config)
+    rundir.start(run_dir, config)
+    for name, value in config.flat().items():
+        with deferred_checks():  # any value: the rule is by field, whatever its type
+            other = config.replace(**{name: "changed"})
+        if name in FOLDER_FIELDS:
+            assert rundir.check_continuation(run_dir, other) == [], name
+        elif name in RESUMABLE:  # e.g. a tracking flag: named, allowed
+            assert rundir.check_continuation(run_dir, other) == [f"{name} {value!r} -> 'changed'"], name
+        else:
+            with pytest.raises(ValueError, match=rf"other settings \({name}: "):
+                rundir.check_continuation(run_dir, other)
+
+
+def test_the_settings_of_an_experiment_leave_out_how_it_runs_and_what_the_data_decides():
+    config = Config.of(epochs=3, lr=0.1, device="cpu", notes=False, mlflow_experiment="x", in_chans=1, mean="0.5")
+    assert rundir.changed_settings(config) == {"epochs": 3, "lr": 0.1}
