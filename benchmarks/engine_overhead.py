@@ -29,7 +29,7 @@ from src.engine import create_trainer
 from src.folds import assign_folds, split_indices
 from src.handlers import attach_lr_scheduler, attach_terminate_on_nan, attach_training_metrics
 from src.loaddata import build_loaders, default_num_workers, load_digits
-from src.losses import build_criterion
+from src.losses import cross_entropy
 from src.model import build_model
 from src.optim import build_lr_scheduler, build_optimizer
 
@@ -53,7 +53,7 @@ def hand_loop(model, batches, lr):
 def ignite_loop(model, data, lr, epoch_length):
     optim = OptimConfig(lr=lr, weight_decay=1e-2, scheduler="onecycle")
     optimizer = build_optimizer(model, optim)
-    trainer = create_trainer(model, optimizer, build_criterion("ce", 0.1), CPU, StepConfig(channels_last=True))
+    trainer = create_trainer(model, optimizer, cross_entropy(0.1), CPU, StepConfig(channels_last=True))
     attach_terminate_on_nan(trainer)
     attach_training_metrics(trainer)
     scheduler = build_lr_scheduler(optimizer, optim, total_steps=epoch_length, warmup_steps=2)

@@ -27,7 +27,7 @@ from ignite.engine import Events
 from src.config import LOG_EVERY, ModelConfig, OptimConfig, StepConfig
 from src.engine import autocast_dtype, create_trainer
 from src.handlers import attach_lr_scheduler, attach_terminate_on_nan, attach_training_metrics
-from src.losses import build_criterion
+from src.losses import cross_entropy
 from src.model import build_model
 from src.optim import build_lr_scheduler, build_optimizer
 
@@ -67,7 +67,7 @@ def trainer_loop(model, batches, amp: str, device: torch.device, iters: int, cha
     optim = OptimConfig(lr=1e-3, weight_decay=1e-2, scheduler="onecycle")
     optimizer = build_optimizer(model, optim)
     step = StepConfig(amp=amp, channels_last=channels_last)
-    trainer = create_trainer(model, optimizer, build_criterion("ce", 0.1), device, step)
+    trainer = create_trainer(model, optimizer, cross_entropy(0.1), device, step)
     attach_terminate_on_nan(trainer, LOG_EVERY.get(device.type, 1))
     attach_training_metrics(trainer, device)
     scheduler = build_lr_scheduler(optimizer, optim, total_steps=len(batches), warmup_steps=2)

@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from tyro.constructors import PrimitiveConstructorSpec
 
-from src import files, typecheck
+from src import choices, files, typecheck
 from src.metrics import get_metric
 
 
@@ -217,7 +217,7 @@ class ModelConfig(_Group):
     """Stacked GRU layers of --arch gru."""
     drop_rate: float = 0.2
     """Dropout probability before the classifier layer."""
-    head: Literal["linear", "bn-dropout", "arcface", "cosface", "lsoftmax"] = "linear"
+    head: Literal[choices.HEADS] = "linear"
     """Classifier head: 'linear' (dropout -> linear), 'bn-dropout' (BatchNorm -> dropout -> linear), or a margin
     head 'arcface' / 'cosface' (scaled cosine logits; the margin is applied in the training loss), or 'lsoftmax'
     (a bias-free linear layer; set by --loss lsoftmax)."""
@@ -228,7 +228,7 @@ class ModelConfig(_Group):
     """Logit scale s of an ArcFace / CosFace head."""
     drop_path_rate: float = 0.2
     """Stochastic depth (drop connect) of EfficientNet blocks (Huang et al. 2016); other archs ignore it."""
-    output_stride: Literal[8, 16, 32] = 32
+    output_stride: Literal[choices.OUTPUT_STRIDES] = 32
     """Total downsampling of the backbone: 32 (the arch's own), or 16 / 8 to run the last one / two
     downsampling stages at stride 1, so small images keep a larger final map (EfficientNets, ResNet / SENet)."""
 
@@ -451,7 +451,7 @@ class OptimConfig(_Group):
 
     epochs: int = setting(18, resumable=True)
     """Maximum number of epochs."""
-    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    optimizer: Literal[choices.OPTIMIZERS] = "adamw"
     """Optimizer; no weight decay is applied to biases and normalisation weights."""
     lr: float = 4e-3
     """Peak learning rate."""
@@ -462,7 +462,7 @@ class OptimConfig(_Group):
     backbone_lr_mult: float = 1.0
     """The backbone's learning rate is lr x this (e.g. 0.1 when fine-tuning pretrained weights); every schedule
     keeps the ratio."""
-    scheduler: Literal["onecycle", "cosine", "step", "plateau", "none"] = "onecycle"
+    scheduler: Literal[choices.SCHEDULERS] = "onecycle"
     """LR schedule: linear one-cycle, cosine with linear warmup, step (/10 at 50% and 75%, after a warmup),
     reduce-on-plateau of the valid metric, none."""
     warmup_epochs: float = 1.0
@@ -516,7 +516,7 @@ class StepConfig(_Group):
 class LossConfig(_Group):
     """Loss: the criterion, label smoothing and the center loss."""
 
-    loss: Literal["ce", "focal", "soft_margin", "lsoftmax"] = "ce"
+    loss: Literal[choices.LOSSES] = "ce"
     """Training loss: 'ce' (cross entropy; BCE for multi-label), 'focal' (Lin et al. 2017; sigmoid if multi-label),
     'soft_margin' (torch's MultiLabelSoftMarginLoss; multi-label only) or 'lsoftmax' (L-softmax, Liu et al. 2016:
     the angle multiplier --margin m of 1..4 (None: 4) on its own bias-free linear head; single-label only)."""
@@ -825,7 +825,7 @@ class Config:
         if self.eval.early_stopping_start_epoch is not None:
             return self.eval.early_stopping_start_epoch
         optim = self.optim
-        if optim.scheduler in ("onecycle", "cosine"):  # the last quarter of the decay from the peak
+        if optim.scheduler in choices.ANNEALING_SCHEDULERS:  # the last quarter of the decay from the peak
             return max(1, math.ceil(optim.warmup_epochs + 0.75 * (optim.epochs - optim.warmup_epochs)))
         return 1
 

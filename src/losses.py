@@ -1,4 +1,4 @@
-"""Training criteria for each task kind, and a name registry.
+"""Training criteria for each task kind, chosen by ``--loss`` (the names: `src.choices.LOSSES`) in `task_criterion`.
 
 - Cross entropy takes class indices (N,) int64 or soft targets (N, num_classes) float (mixup), with
   label smoothing (Szegedy et al. 2016, https://arxiv.org/abs/1512.00567) applied in both cases by
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src import choices
 from src.config import LossConfig
 from src.targets import Task
 
@@ -138,20 +139,6 @@ class MultiHeadLoss(nn.Module):
         return sum(w * loss for w, loss in zip(self.weights, losses)) / sum(self.weights)
 
 
-LOSSES = {"ce": cross_entropy, "bce": SmoothBCEWithLogits, "focal": FocalLoss, "soft_margin": SoftMarginLoss}
-
-
-def build_criterion(name: str = "ce", label_smoothing: float = 0.0) -> nn.Module:
-    """Builds a criterion by name.
-
-    Raises:
-        ValueError: unknown loss name; the message lists the known names.
-    """
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; known: {sorted(LOSSES)}")
-    return LOSSES[name](label_smoothing=label_smoothing)
-
-
 class MarginSoftmaxLoss(nn.Module):
     """Cross entropy after adding a class margin to the target logits of a margin head (ArcFace / CosFace).
 
@@ -252,9 +239,6 @@ def center_optimizer(center_loss: CenterLoss, lr: float = 0.5) -> torch.optim.Op
     return torch.optim.SGD(center_loss.parameters(), lr=lr / center_loss.weight)
 
 
-LOSS_NAMES = ("ce", "focal", "soft_margin", "lsoftmax")
-
-
 def task_criterion(task: Task, config: LossConfig | None = None, margin_head: nn.Module | None = None) -> nn.Module:
     """The criterion a task trains with.
 
@@ -273,8 +257,8 @@ def task_criterion(task: Task, config: LossConfig | None = None, margin_head: nn
     """
     config = config or LossConfig()
     loss, smoothing, gamma = config.loss, config.label_smoothing, config.focal_gamma
-    if loss not in LOSS_NAMES:
-        raise ValueError(f"--loss {loss!r}: expected one of {', '.join(LOSS_NAMES)}")
+    if loss not in choices.LOSSES:
+        raise ValueError(f"--loss {loss!r}: expected one of {', '.join(choices.LOSSES)}")
     if loss == "soft_margin" and (task.kind != "multilabel" or margin_head is not None):
         raise ValueError("--loss soft_margin: a multi-label loss (--multilabel, tags per row, --head linear); "
                          "use ce or focal for one label per row or per head")

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from src import choices
 from src.activations import replace_activations
 from src.config import ModelConfig
 from src.metadata import META_HIDDEN, MetaNet
@@ -128,7 +129,6 @@ class LargeMarginHead(nn.Module):
             return features @ self.margin_loss.W.float()  # (N, num_classes)
 
 
-HEADS = ("linear", "bn-dropout", "arcface", "cosface", "lsoftmax")
 MARGIN_HEADS = ("arcface", "cosface", "lsoftmax")
 
 
@@ -164,8 +164,8 @@ class Classifier(nn.Module):
         super().__init__()
         config = config or ModelConfig(drop_rate=0.0)
         head, margin = config.head, config.margin
-        if head not in HEADS:
-            raise ValueError(f"--head {head!r}: unknown head; known: {', '.join(HEADS)}")
+        if head not in choices.HEADS:
+            raise ValueError(f"--head {head!r}: unknown head; known: {', '.join(choices.HEADS)}")
         if head in MARGIN_HEADS and not isinstance(num_classes, int):
             raise ValueError(f"--head {head}: margin heads train one label column; use --head linear for several")
         self.backbone = backbone
@@ -438,9 +438,6 @@ def adapt_input_conv(net: nn.Module, in_chans: int) -> nn.Conv2d:
     return conv
 
 
-OUTPUT_STRIDES = (8, 16, 32)
-
-
 def _stride_two(module: nn.Module) -> bool:
     return isinstance(module, nn.Conv2d) and tuple(module.stride) == (2, 2)
 
@@ -475,8 +472,9 @@ def set_output_stride(net: nn.Module, output_stride: int, arch: str = "") -> Non
     Raises:
         ValueError: ``output_stride`` not in 8, 16, 32, or a backbone without known downsampling stages.
     """
-    if output_stride not in OUTPUT_STRIDES:
-        raise ValueError(f"--output-stride {output_stride}: expected one of {', '.join(map(str, OUTPUT_STRIDES))}")
+    if output_stride not in choices.OUTPUT_STRIDES:
+        strides = ", ".join(map(str, choices.OUTPUT_STRIDES))
+        raise ValueError(f"--output-stride {output_stride}: expected one of {strides}")
     if output_stride == 32:
         return
     stages = _downsampling_stages(net)

@@ -21,6 +21,7 @@ from ignite.handlers import (
 from torch import nn
 from torch.optim.lr_scheduler import MultiStepLR
 
+from src import choices
 from src.config import OptimConfig
 
 
@@ -70,7 +71,7 @@ def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
     backbone.requires_grad_(trainable)
 
 
-OPTIMIZERS = {  # (param groups, lr, fused) -> optimizer
+OPTIMIZERS = {  # (param groups, lr, fused) -> optimizer; the keys are the names of src.choices.OPTIMIZERS
     "adamw": lambda groups, lr, fused: torch.optim.AdamW(groups, lr=lr, fused=fused or None),
     "adam": lambda groups, lr, fused: torch.optim.Adam(groups, lr=lr, fused=fused or None),
     "sgd": lambda groups, lr, fused: torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True),
@@ -128,7 +129,7 @@ def build_lr_scheduler(
     name, lr = config.scheduler, config.lr
     total_steps = max(total_steps, 2)
     warmup_steps = min(max(warmup_steps, 1), total_steps - 1)
-    if name in ("onecycle", "cosine"):
+    if name in choices.ANNEALING_SCHEDULERS:
         mults = sorted({group.get("lr_mult", 1.0) for group in optimizer.param_groups})
         if len(mults) == 1:  # one schedule sets every group
             return _curve(name, optimizer, lr * mults[0], total_steps, warmup_steps)
@@ -150,7 +151,7 @@ def build_lr_scheduler(
         return ReduceLROnPlateauScheduler(optimizer, metric_name=metric, mode=mode, factor=0.5, patience=2)
     if name == "none":
         return None
-    raise ValueError(f"unknown scheduler {name!r}; known: onecycle, cosine, step, plateau, none")
+    raise ValueError(f"unknown scheduler {name!r}; known: {', '.join(choices.SCHEDULERS)}")
 
 
 def _curve(

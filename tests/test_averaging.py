@@ -12,7 +12,7 @@ from src.averaging import attach_ema, attach_swa, build_ema, build_swa, from_epo
 from src.config import StepConfig
 from src.engine import create_evaluator, create_trainer, make_metrics
 from src.handlers import attach_evaluation
-from src.losses import build_criterion
+from src.losses import cross_entropy
 from tests.helpers import CPU, TinyConvNet, make_blobs
 
 
@@ -24,7 +24,7 @@ def _weights_after_each_optimizer_step(decay, accumulation_steps, micro_batches,
     initial = copy.deepcopy(model.state_dict())
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     trainer = create_trainer(
-        model, optimizer, build_criterion("ce"), CPU, StepConfig(accumulation_steps=accumulation_steps)
+        model, optimizer, cross_entropy(), CPU, StepConfig(accumulation_steps=accumulation_steps)
     )
     ema = build_ema(model, decay, warmup_steps=warmup_steps)
     attach_ema(trainer, ema, accumulation_steps)
@@ -117,7 +117,7 @@ def test_foreach_ema_is_bit_for_bit_ignites_ema(warmup_steps):
         model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(3))
         model(torch.zeros(2, 1, 8, 8))
         optimizer = torch.optim.SGD(model.parameters(), lr=0.3)
-        trainer = create_trainer(model, optimizer, build_criterion("ce"), CPU, StepConfig())
+        trainer = create_trainer(model, optimizer, cross_entropy(), CPU, StepConfig())
         kwargs = {"momentum_warmup": 1.0, "warmup_iters": warmup_steps} if warmup_steps else {}
         ema = handler_class(model, momentum=0.1, handle_buffers="update", **kwargs)
         attach_ema(trainer, ema, 1)

@@ -10,7 +10,7 @@ from src.checkpoints import attach_best_checkpoint, attach_last_checkpoint, read
 from src.config import OptimConfig
 from src.engine import create_evaluator, create_trainer, make_metrics
 from src.evaluation import Selection
-from src.losses import build_criterion
+from src.losses import cross_entropy
 from src.optim import build_lr_scheduler, build_optimizer
 from src.rundir import checkpoints
 from tests.helpers import CPU, TinyConvNet, make_blobs
@@ -22,7 +22,7 @@ def _setup(run_dir, seed=0):
     optim = OptimConfig(optimizer="adamw", lr=0.01, weight_decay=0.01, scheduler="cosine")
     optimizer = build_optimizer(model, optim)
     scheduler = build_lr_scheduler(optimizer, optim, total_steps=12, warmup_steps=2)
-    trainer = create_trainer(model, optimizer, build_criterion("ce"), CPU)
+    trainer = create_trainer(model, optimizer, cross_entropy(), CPU)
     trainer.add_event_handler(Events.ITERATION_STARTED, scheduler)
     valid = create_evaluator(model, make_metrics(), CPU)
     x, y = make_blobs(24, 3, size=8)

@@ -11,7 +11,7 @@ from src import distributed
 from src.averaging import build_swa
 from src.config import OptimConfig, StepConfig
 from src.engine import create_trainer, predict_logits
-from src.losses import build_criterion
+from src.losses import cross_entropy
 from src.model import CosineHead
 from src.optim import build_optimizer
 from src.rundir import read_config
@@ -53,7 +53,7 @@ def test_auto_precision_and_fused_adamw_train_without_a_grad_scaler_on_bf16_gpus
     model = TinyConvNet(num_classes=3).to(CUDA)
     optimizer = build_optimizer(model, OptimConfig())
     assert optimizer.param_groups[0]["fused"]
-    trainer = create_trainer(model, optimizer, build_criterion("ce"), CUDA, StepConfig(amp="auto"))
+    trainer = create_trainer(model, optimizer, cross_entropy(), CUDA, StepConfig(amp="auto"))
     assert trainer.state.scaler.is_enabled() != torch.cuda.is_bf16_supported()
     x, y = make_blobs(32, 3, size=8)
     trainer.run([(x[:16], y[:16]), (x[16:], y[16:])] * 3, max_epochs=1)

@@ -9,7 +9,7 @@ from ignite.engine import Engine, Events
 
 from src.config import ModelConfig, OptimConfig, StepConfig
 from src.engine import create_evaluator, create_trainer, make_metrics, validation_filter
-from src.losses import build_criterion
+from src.losses import cross_entropy
 from src.mixup import Mixup
 from src.model import build_model
 from src.optim import build_optimizer
@@ -19,7 +19,7 @@ from tests.helpers import CPU, HEADS, TinyClassifier, TinyConvNet, make_blobs
 
 def _train(model, optimizer, batches, accumulation_steps, **step):
     trainer = create_trainer(
-        model, optimizer, build_criterion("ce"), CPU, StepConfig(accumulation_steps=accumulation_steps, **step)
+        model, optimizer, cross_entropy(), CPU, StepConfig(accumulation_steps=accumulation_steps, **step)
     )
     trainer.run(batches, max_epochs=1)
     return trainer
@@ -65,7 +65,7 @@ def test_trainer_passes_soft_targets_with_mixup():
 
     def criterion(logits, target):
         seen.append(target)
-        return build_criterion("ce")(logits, target)
+        return cross_entropy()(logits, target)
 
     x, y = make_blobs(8, 3, size=8)
     model = TinyClassifier(num_classes=3)
@@ -87,7 +87,7 @@ def _fit(model, x, y, epochs, lr, batch_size=16, channels_last=False):
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     batches = [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(y), batch_size)]
     step = StepConfig(channels_last=channels_last)
-    trainer = create_trainer(model, optimizer, build_criterion("ce"), CPU, step)
+    trainer = create_trainer(model, optimizer, cross_entropy(), CPU, step)
     trainer.run(batches, max_epochs=epochs)
     evaluator = create_evaluator(model, make_metrics(), CPU, step)
     evaluator.run(batches)
@@ -133,7 +133,7 @@ def test_amp_trains_on_cuda(amp):
     x, y = make_blobs(16, 3, size=8)
     model = TinyConvNet(num_classes=3).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    trainer = create_trainer(model, optimizer, build_criterion("ce"), device, StepConfig(amp=amp))
+    trainer = create_trainer(model, optimizer, cross_entropy(), device, StepConfig(amp=amp))
     assert trainer.state.scaler.is_enabled() == (amp == "fp16")  # a grad scaler for fp16 only
     before = [p.detach().clone() for p in model.parameters()]
     trainer.run([(x, y)] * 3, max_epochs=1)

@@ -20,7 +20,7 @@ from src.handlers import (
     attach_progressive_resizing,
 )
 from src.loaddata import build_loaders
-from src.losses import build_criterion
+from src.losses import cross_entropy
 from src.optim import build_lr_scheduler, build_optimizer
 from tests.helpers import CPU, TinyClassifier, backbone_classifier, fake_data, make_blobs, split
 
@@ -63,7 +63,7 @@ def test_schedule_steps_once_per_optimizer_step():
     optimizer = build_optimizer(model, optim)
     x, y = make_blobs(8, 3, size=4)
     k, iterations = 2, 12
-    trainer = create_trainer(model, optimizer, build_criterion("ce"), CPU, StepConfig(accumulation_steps=k))
+    trainer = create_trainer(model, optimizer, cross_entropy(), CPU, StepConfig(accumulation_steps=k))
     scheduler = build_lr_scheduler(optimizer, optim, total_steps=iterations // k, warmup_steps=2)
     attach_lr_scheduler(trainer, Engine(lambda e, b: None), scheduler, k)
     lrs = []
