@@ -23,7 +23,7 @@ from ignite.handlers.ema_handler import EMAWarmUp
 
 from src import files
 from src.evaluation import Selection
-from src.model import shape_mismatch
+from src.model import check_shapes
 from src.rundir import BEST_PREFIX, step_of
 
 logger = logging.getLogger(__name__)
@@ -232,20 +232,3 @@ def resume_from(state: dict, to_save: dict, last_checkpoint: Checkpoint | None =
         last_checkpoint.load_state_dict(state["checkpointer"])
     return sorted(set(to_save) - set(to_load))
 
-
-def check_shapes(saved: dict, expected: dict, what: str) -> None:
-    """Stops with one line when a saved state dict does not fit the model: a missing tensor, or another shape.
-
-    Raises:
-        ValueError: names the tensor, both shapes, and the usual causes.
-    """
-    missing = next((name for name in expected if name not in saved), None)
-    if missing is not None:
-        raise ValueError(f"{what} has no tensor {missing!r}: saved from another arch or model settings")
-    mismatch = shape_mismatch(saved, expected)
-    if mismatch:
-        name, there, here = mismatch
-        raise ValueError(
-            f"{what} does not fit this model: {name!r} is {there} there and {here} here (another arch, number of "
-            "classes or of input channels?)"
-        )

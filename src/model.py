@@ -507,11 +507,14 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+FILE_SIDES = ("in the file", "in the model")  # how a weights file's shapes are named beside the model's
+
+
 def _load_library_weights(net: nn.Module, state: dict, path: Path) -> None:
     """Loads a state dict saved from the library's own model (what its 'imagenet' download holds)."""
     head_keys = ("_fc.", "last_linear.", "classifier.", "fc.")
     state = {k: v for k, v in state.items() if not k.startswith(head_keys)}
-    _check_shapes(state, net.state_dict(), path)
+    check_shapes(state, net.state_dict(), str(path), complete=False, sides=FILE_SIDES)
     result = net.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(head_keys)]
     if missing or result.unexpected_keys:
@@ -592,13 +595,32 @@ def shape_mismatch(saved: dict, own: dict) -> tuple[str, tuple, tuple] | None:
     return None
 
 
-def _check_shapes(state: dict, own: dict, path: Path) -> None:
-    """Raises ValueError naming the first tensor of ``state`` whose shape differs from the model's, with both."""
-    mismatch = shape_mismatch(state, own)
+def check_shapes(
+    saved: dict, own: dict, what: str, complete: bool = True, sides: tuple[str, str] = ("there", "here")
+) -> None:
+    """Stops with one line when saved tensors do not fit a model: one in another shape, or (``complete``) one that
+    the model has and ``saved`` lacks.
+
+    Args:
+        saved: the state dict read (a checkpoint's model, a weights file's tensors).
+        own: the model's state dict.
+        what: what ``saved`` came from, as the message names it ("the checkpoint", a path).
+        complete: ``saved`` must hold every tensor of ``own`` (a training state or a trained model; a weights file
+            to fine-tune from may lack the model's head).
+        sides: the words after the two shapes: ``saved``'s, then the model's.
+
+    Raises:
+        ValueError: names the tensor, both shapes, and the usual causes.
+    """
+    missing = next((name for name in own if name not in saved), None) if complete else None
+    if missing is not None:
+        raise ValueError(f"{what} has no tensor {missing!r}: saved from another arch or model settings")
+    mismatch = shape_mismatch(saved, own)
     if mismatch:
-        key, there, here = mismatch
+        name, there, here = mismatch
         raise ValueError(
-            f"{path}: {key!r} is {there} in the file and {here} in the model (another arch, or another --in-chans?)"
+            f"{what} does not fit this model: {name!r} is {there} {sides[0]} and {here} {sides[1]} (another arch, "
+            "number of classes or of input channels?)"
         )
 
 
@@ -606,7 +628,8 @@ def _load_own_weights(model: Classifier, state: dict, path: Path) -> None:
     own = model.state_dict()
     mismatched = [k for k, v in state.items() if k in own and torch.is_tensor(v) and own[k].shape != v.shape]
     head_keys = ("fc.", "head_norm.")  # a new head (another num_classes or head kind) may replace the old one
-    _check_shapes({k: v for k, v in state.items() if not k.startswith(head_keys)}, own, path)
+    body = {k: v for k, v in state.items() if not k.startswith(head_keys)}
+    check_shapes(body, own, str(path), complete=False, sides=FILE_SIDES)
     state = {k: v for k, v in state.items() if k not in mismatched}
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(head_keys)]

@@ -10,7 +10,16 @@ from efficientnet_pytorch import EfficientNet
 from torch import nn
 
 from src.config import ModelConfig
-from src.model import ARCHS, MIN_INPUT, SEQUENCE_ARCHS, GRUBackbone, adapt_input_conv, build_model, list_archs
+from src.model import (
+    ARCHS,
+    MIN_INPUT,
+    SEQUENCE_ARCHS,
+    GRUBackbone,
+    adapt_input_conv,
+    build_model,
+    check_shapes,
+    list_archs,
+)
 
 
 def _build(arch: str, num_classes, **fields):
@@ -130,6 +139,18 @@ def test_pretrained_path_of_other_arch_is_rejected(tmp_path):
     torch.save(_build("densenet121", num_classes=3).state_dict(), path)
     with pytest.raises(ValueError, match="densenet.pth"):
         _build("effnet-b0", num_classes=3, pretrained=str(path))
+
+
+def test_one_shape_check_for_checkpoints_and_weights_files():
+    own = nn.Linear(4, 3).state_dict()
+    check_shapes({"weight": torch.zeros(3, 4)}, own, "w.pt", complete=False)  # a weights file may lack a tensor
+    with pytest.raises(ValueError, match="the checkpoint has no tensor 'bias'"):
+        check_shapes({"weight": torch.zeros(3, 4)}, own, "the checkpoint")
+    wider = {"weight": torch.zeros(5, 4), "bias": torch.zeros(5)}
+    with pytest.raises(ValueError, match=r"'weight' is \(5, 4\) there and \(3, 4\) here"):
+        check_shapes(wider, own, "the checkpoint")
+    with pytest.raises(ValueError, match=r"w.pt does not fit this model: 'weight' is \(5, 4\) in the file and"):
+        check_shapes(wider, own, "w.pt", complete=False, sides=("in the file", "in the model"))
 
 
 def test_describe_archs_counts_parameters_and_names_the_smallest_input():
