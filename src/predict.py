@@ -29,12 +29,12 @@ from torch.utils.data import DataLoader
 from src import rundir
 from src.augmentations import build_pixel_transforms
 from src.batch_augment import DeviceStage
-from src.checkpoints import check_shapes
 from src.cli import parse_args, run_cli
 from src.config import Config
 from src.engine import predict_logits
 from src.loaddata import ImageDataset, SequenceToTensor, default_num_workers, one_opencv_thread_per_worker
 from src.metrics import score, to_probs, tune_thresholds
+from src.model import check_shapes
 from src.oof import predictions_frame, read_predictions, rows_of, write_predictions
 from src.outputs import check_folder, read_weights, replacing
 from src.prefetch import DeviceLoader
