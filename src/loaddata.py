@@ -26,7 +26,17 @@ from src.config import DataConfig, LoaderConfig
 from src.metadata import MetaEncoder
 from src.prefetch import DeviceLoader
 from src.sampling import EpochSampler
-from src.sources import ArrayImages, ConcatImages, Reading, Source, decode_all, in_memory, read_digits, read_source
+from src.sources import (
+    ArrayImages,
+    ConcatImages,
+    PointSequences,
+    Reading,
+    Source,
+    decode_all,
+    in_memory,
+    read_digits,
+    read_source,
+)
 from src.targets import Task, infer_task
 
 logger = logging.getLogger(__name__)
@@ -96,7 +106,7 @@ def load_data(config: DataConfig, reading: Reading = Reading(), dry_run: bool = 
     decoded = None
     if config.cache or (config.verify_images and not dry_run):  # a dry run reads only what it uses
         cacheable = config.cache and not isinstance(source.images, ArrayImages)
-        cacheable = cacheable and not getattr(source.images, "sequence", False)  # sequences are built when read
+        cacheable = cacheable and not isinstance(source.images, PointSequences)  # sequences are built when read
         decoded, image_bad = decode_all(source, keep=cacheable, progress=progress)
         if image_bad and not config.skip_bad:
             raise ValueError(
@@ -461,7 +471,7 @@ def _pipelines(data: Data, train_idx: np.ndarray, config: LoaderConfig, seed: in
 
     Point sequences (``--arch gru``) are used as they are: no statistics, `SequenceToTensor` pipelines.
     """
-    if getattr(data.source.images, "sequence", False):
+    if isinstance(data.source.images, PointSequences):
 
         def sequences(size: int, seed: int) -> tuple[SequenceToTensor, SequenceToTensor]:
             return SequenceToTensor(), SequenceToTensor()

@@ -40,7 +40,7 @@ from src.outputs import check_folder, read_weights, replacing
 from src.prefetch import DeviceLoader
 from src.rundir import FoldRun
 from src.setup import reading, resolve_device, setup_model
-from src.sources import Reading, Source, read_source
+from src.sources import PointSequences, Reading, Source, read_source
 from src.submission import (
     DEFAULT_FORMAT,
     SubmissionFormat,
@@ -149,7 +149,7 @@ def predict_images(fold: FoldRun, source: Source, args: PredictConfig, device: t
     check_shapes(state, model.state_dict(), str(fold.checkpoint))
     model.load_state_dict(state)
     meta = None if model.meta is None else model.meta.encoder.transform(source.table, str(source.where))
-    sequences = getattr(images, "sequence", False)
+    sequences = isinstance(images, PointSequences)
     img_size = config.loader.size_schedule[-1][1]  # the last size of a progressive schedule
     variants = [Variant("none", [], img_size)] if sequences else tta_variants(args.tta, img_size)
     targets = np.zeros(len(images), dtype=np.int64)

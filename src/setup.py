@@ -21,7 +21,7 @@ from src.metadata import MetaEncoder, meta_columns
 from src.metrics import get_metric
 from src.model import build_model, check_arch, reads_sequences
 from src.pseudo import pseudo_labelled
-from src.sources import Reading
+from src.sources import PointSequences, Reading
 from src.targets import Task
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def setup_data(config: Config) -> tuple[Data, np.ndarray]:
     data = load_data(config.data, reading(config), dry_run=config.run.dry_run, progress=progress)
     get_metric(config.eval.metric, data.task)  # a metric the task kind cannot use stops here
     arch = config.model.arch
-    if reads_sequences(arch) != bool(getattr(data.source.images, "sequence", False)):
+    if reads_sequences(arch) != isinstance(data.source.images, PointSequences):
         raise ValueError(
             f"--arch {arch} reads QuickDraw strokes as point sequences (--layout strokes)"
             if reads_sequences(arch)

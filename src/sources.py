@@ -16,6 +16,7 @@ Every layout ends in the same place: ``source.images[i]`` is a uint8 array (H, W
 
 from __future__ import annotations
 
+import abc
 import copy
 import dataclasses
 import glob
@@ -81,7 +82,29 @@ class Locator:
         return Locator(self.name, self.files[rows], self.lines[rows])
 
 
-class ArrayImages:
+class ImageReader(abc.ABC):
+    """What a layout reads its rows' images with: ``reader[i]`` is row i's item, read on demand; ``len(reader)``
+    rows; ``reader.subset(rows)`` the reader of those rows (positions), of the same class.
+
+    The kind of item is declared by the class: a uint8 image (H, W, C), unless the reader is a `PointSequences`.
+    """
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def __getitem__(self, index: int) -> np.ndarray: ...
+
+    @abc.abstractmethod
+    def subset(self, rows: np.ndarray) -> ImageReader: ...
+
+
+class PointSequences(ImageReader):
+    """The kind of reader whose items are float32 point sequences (T, C) for a recurrent model (`--arch gru`), not
+    images: no albumentations pipeline, no TTA, no normalisation statistics, nothing decoded ahead (`--cache`)."""
+
+
+class ArrayImages(ImageReader):
     """In-memory uint8 images (N, H, W) or (N, H, W, C); item i is (H, W, C)."""
 
     def __init__(self, images: np.ndarray):
@@ -105,10 +128,10 @@ class ListImages(ArrayImages):
         return ListImages([self.images[i] for i in rows])
 
 
-class ConcatImages:
+class ConcatImages(ImageReader):
     """Several image readers read as one: item i is the image of ``index[i] = (reader, row)``."""
 
-    def __init__(self, readers: Sequence, index: np.ndarray | None = None):
+    def __init__(self, readers: Sequence[ImageReader], index: np.ndarray | None = None):
         self.readers = list(readers)
         if index is None:
             index = np.concatenate(
@@ -127,7 +150,7 @@ class ConcatImages:
         return ConcatImages(self.readers, self.index[np.asarray(rows)])
 
 
-class FileImages:
+class FileImages(ImageReader):
     """Images decoded from files when read: one path per row, or one single-channel file per channel.
 
     Decoding uses OpenCV (PNG, JPEG, TIFF, BMP, WebP, ...), keeps the file's channels (colour is returned
@@ -252,7 +275,7 @@ def _jpeg_bytes(path: str) -> np.ndarray | None:
         return np.frombuffer(head + file.read(), np.uint8)
 
 
-class Drawings:
+class Drawings(ImageReader):
     """QuickDraw drawings (JSON strokes ``[[[x...], [y...]], ...]``, one string per row) read on demand;
     a subclass turns each drawing's strokes into an array (`convert`).
 
@@ -298,11 +321,9 @@ class StrokeImages(Drawings):
         return rasterize(strokes, self.size, self.line_width)
 
 
-class StrokeSequences(Drawings):
+class StrokeSequences(Drawings, PointSequences):
     """QuickDraw drawings as point sequences for recurrent models (`--arch gru`), see `strokes_to_sequence`:
     float32 (max_strokes * max_stroke_length, 4)."""
-
-    sequence = True  # not images: no albumentations pipeline, no normalisation statistics
 
     def __init__(
         self, drawings: Sequence[str], max_strokes: int, max_stroke_length: int, where: Locator | str = "table"
@@ -378,13 +399,13 @@ class Source:
 
     Attributes:
         table: one row per sample (ids, labels, groups, folds), index 0..N-1.
-        images: ``images[i]`` is row i's uint8 image (H, W, C); supports ``len`` and ``subset(rows)``.
+        images: ``images[i]`` is row i's uint8 image (H, W, C), or point sequence for a `PointSequences` reader.
         where: the file and line of each row (a `Locator`), for messages.
         id_col: the column of sample ids, or None (row numbers are the ids).
     """
 
     table: pd.DataFrame
-    images: ArrayImages | FileImages | StrokeImages | StrokeSequences
+    images: ImageReader
     where: Locator | str
     id_col: str | None = None
 
