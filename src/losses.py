@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 
 import torch
@@ -28,6 +29,7 @@ from torch import nn
 
 from src import choices
 from src.config import LossConfig
+from src.model import LargeMarginHead, MarginHead
 from src.targets import Task
 
 
@@ -167,7 +169,15 @@ class MarginSoftmaxLoss(nn.Module):
 LSOFTMAX_BASE, LSOFTMAX_POWER = 1000.0, 1.0  # lambda's start and decay power, as in the authors' release
 
 
-class LargeMarginSoftmaxLoss(nn.Module):
+class StepAwareLoss(nn.Module, abc.ABC):
+    """A criterion that changes with the optimizer step: the trainer calls `set_step` before each of its steps."""
+
+    @abc.abstractmethod
+    def set_step(self, step: int) -> None:
+        """Follows optimizer step ``step`` (0-based; from the trainer's iteration, so a resume continues)."""
+
+
+class LargeMarginSoftmaxLoss(StepAwareLoss):
     """L-softmax: cross entropy after the target logit ``|W||x| cos(theta)`` becomes
     ``|W||x| (lambda cos(theta) + psi(theta)) / (1 + lambda)``, with ``psi(theta) = (-1)^k cos(m theta) - 2k`` for
     ``theta`` in ``[k pi / m, (k + 1) pi / m]`` (pytorch-metric-learning's ``modify_cosine_of_target_classes``).
@@ -184,7 +194,9 @@ class LargeMarginSoftmaxLoss(nn.Module):
         lambda_min: the floor of lambda (0: the margin's full weight at the end).
     """
 
-    def __init__(self, head: nn.Module, label_smoothing: float = 0.0, gamma: float = 1.0, lambda_min: float = 0.0):
+    def __init__(
+        self, head: LargeMarginHead, label_smoothing: float = 0.0, gamma: float = 1.0, lambda_min: float = 0.0
+    ):
         super().__init__()
         self.head, self.label_smoothing = head, label_smoothing
         self.gamma, self.lambda_min = gamma, lambda_min
@@ -239,7 +251,9 @@ def center_optimizer(center_loss: CenterLoss, lr: float = 0.5) -> torch.optim.Op
     return torch.optim.SGD(center_loss.parameters(), lr=lr / center_loss.weight)
 
 
-def task_criterion(task: Task, config: LossConfig | None = None, margin_head: nn.Module | None = None) -> nn.Module:
+def task_criterion(
+    task: Task, config: LossConfig | None = None, margin_head: MarginHead | None = None
+) -> nn.Module:
     """The criterion a task trains with.
 
     Args:
@@ -262,7 +276,7 @@ def task_criterion(task: Task, config: LossConfig | None = None, margin_head: nn
     if loss == "soft_margin" and (task.kind != "multilabel" or margin_head is not None):
         raise ValueError("--loss soft_margin: a multi-label loss (--multilabel, tags per row, --head linear); "
                          "use ce or focal for one label per row or per head")
-    lsoftmax_head = margin_head is not None and hasattr(margin_head, "input_norm")
+    lsoftmax_head = isinstance(margin_head, LargeMarginHead)
     if (loss == "lsoftmax") != lsoftmax_head or (loss == "lsoftmax" and task.kind != "single"):
         raise ValueError("--loss lsoftmax trains single-label tasks with its own head (--head linear or lsoftmax)")
     if lsoftmax_head:

@@ -50,7 +50,14 @@ class MultiHead(nn.Module):
         return torch.cat([head(features) for head in self.heads], dim=1)
 
 
-class CosineHead(nn.Module):
+class MarginHead(nn.Module):
+    """A head whose class weights and margin belong to a pytorch-metric-learning loss (``margin_loss``): its forward
+    gives the logits without the margin, which the training criterion adds (`src.losses.task_criterion`)."""
+
+    margin_loss: nn.Module
+
+
+class CosineHead(MarginHead):
     """Scaled cosine logits of a margin-based softmax head (ArcFace, Deng et al. 2019,
     https://arxiv.org/abs/1801.07698; CosFace / AM-Softmax, Wang et al. 2018, https://arxiv.org/abs/1801.09414):
     (N, num_features) -> ``scale * cos(angle between the embedding and each class weight)`` (N, num_classes).
@@ -86,7 +93,7 @@ class CosineHead(nn.Module):
             return self.margin_loss.get_logits(features.float())
 
 
-class LargeMarginHead(nn.Module):
+class LargeMarginHead(MarginHead):
     """The linear head of L-softmax (Liu, Wen, Yu, Yang, "Large-Margin Softmax Loss for Convolutional Neural
     Networks", ICML 2016, https://arxiv.org/abs/1612.02295): (N, num_features) -> ``W^T x`` = ``|W_j| |x| cos(theta_j)``
     (N, num_classes), a linear layer without bias.

@@ -46,10 +46,11 @@ from src.handlers import (
 )
 from src.history import History, attach_history
 from src.loaddata import Data, Loaders
-from src.losses import CenterLoss, center_optimizer, task_criterion
+from src.losses import CenterLoss, StepAwareLoss, center_optimizer, task_criterion
 from src.manifold import StageMixer
 from src.metrics import to_probs
 from src.mixup import MixChoice, Mixup
+from src.model import MarginHead
 from src.oof import predictions_frame, write_predictions
 from src.optim import build_lr_scheduler, build_optimizer
 from src.pictures import Pictures, log_hparams
@@ -185,9 +186,9 @@ def setup_training(config: Config, model: torch.nn.Module, task: Task, steps: St
             raise ValueError("--center-loss needs a single-label task (one center per class)")
         center = CenterLoss(config.model.num_classes, model.num_features, config.loss.center_loss).to(device)
         feature_loss = FeatureLoss(distributed.wrap(center), center_optimizer(center, config.loss.center_lr))
-    criterion = task_criterion(task, config.loss, model.fc if hasattr(model.fc, "margin_loss") else None)
+    criterion = task_criterion(task, config.loss, model.fc if isinstance(model.fc, MarginHead) else None)
     trainer = create_trainer(compiled(parallel, config), optimizer, criterion, device, config.step, mixup, feature_loss)
-    if hasattr(criterion, "set_step"):  # L-softmax's annealed margin weight follows the optimizer steps
+    if isinstance(criterion, StepAwareLoss):  # L-softmax's annealed margin weight follows the optimizer steps
         accumulation_steps = config.step.accumulation_steps
         trainer.add_event_handler(
             Events.ITERATION_STARTED, lambda: criterion.set_step((trainer.state.iteration - 1) // accumulation_steps)
