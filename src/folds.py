@@ -155,12 +155,7 @@ def iterative_stratification(
     folds = range(len(r))
     while unassigned:
         if not left.any():  # only rows without labels are left
-            for row in (row for row in range(n_rows) if not assigned[row]):
-                best = max(wanted_rows)
-                ties = [k for k in folds if wanted_rows[k] == best]
-                fold = ties[rng.choice(len(ties))] if len(ties) > 1 else ties[0]
-                test_folds[row] = fold
-                wanted_rows[fold] -= 1
+            _spread_unlabelled(test_folds, [row for row in range(n_rows) if not assigned[row]], wanted_rows, rng)
             break
         fewest = np.flatnonzero(left == left[left > 0].min())
         label = fewest[rng.choice(len(fewest))] if len(fewest) > 1 else fewest[0]
@@ -182,6 +177,18 @@ def iterative_stratification(
                 left[other] -= 1
             wanted_rows[fold] -= 1
     return test_folds
+
+
+def _spread_unlabelled(test_folds: np.ndarray, rows: list[int], wanted_rows: list, rng) -> None:
+    """`iterative_stratification`'s last step: each row without labels, in order, to the fold that most lacks rows
+    (ties at random, as the package draws them); updates ``test_folds`` and ``wanted_rows`` in place."""
+    folds = range(len(wanted_rows))
+    for row in rows:
+        best = max(wanted_rows)
+        ties = [k for k in folds if wanted_rows[k] == best]
+        fold = ties[rng.choice(len(ties))] if len(ties) > 1 else ties[0]
+        test_folds[row] = fold
+        wanted_rows[fold] -= 1
 
 
 def read_fold_column(table: pd.DataFrame, column: str, folds: int, where: str) -> np.ndarray:

@@ -74,11 +74,7 @@ def run(
         resume_files = resume_files or (rundir.checkpoints(run_dir) if rundir.has_checkpoint(run_dir) else None)
     checkpoint = read_resumable(resume_files, model, steps.epoch_length) if resume_files else None
     if run_dir is not None:  # the first write
-        if going_on:
-            rundir.go_on(run_dir, changes)
-        else:
-            rundir.start(run_dir, config)
-            rundir.write_data(run_dir, data.task, data.source.ids(), fold_of)
+        open_run(run_dir, changes if going_on else None, config, data, fold_of)
         if started is not None:
             started(run_dir)
     training = setup_training(config, model, data.task, steps, device)
@@ -104,6 +100,16 @@ def run(
     if run_dir is not None:  # marks the run as finished (`--fold all` skips finished folds)
         rundir.write_summary(run_dir, summary)
     return summary
+
+
+def open_run(run_dir: Path, changes: list[str] | None, config: Config, data, fold_of) -> None:
+    """The run's first write, once every check has passed: a run that goes on (``changes``: its changed settings,
+    `src.rundir.go_on`) rewrites nothing; a new one writes its config, class list and folds."""
+    if changes is not None:
+        rundir.go_on(run_dir, changes)
+        return
+    rundir.start(run_dir, config)
+    rundir.write_data(run_dir, data.task, data.source.ids(), fold_of)
 
 
 def summarise(
