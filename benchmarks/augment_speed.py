@@ -1,5 +1,5 @@
 """Train-time augmentation cost per image: the light preset per image in albumentations (``--no-batch-aug``)
-against the batch pipeline (`src.batch_augment`), on the bundled digits at 32 px.
+against the batch pipeline (`src.data.batch_augment`), on the bundled digits at 32 px.
 
     python -m benchmarks.augment_speed [--batch-size 64] [--repeats 5]
 
@@ -15,7 +15,7 @@ import time
 import torch
 
 from src.augmentations import build_transforms, reseed
-from src.batch_augment import build_batch_pipeline
+from src.data.batch_augment import build_batch_pipeline
 from src.loaddata import load_digits
 
 MEAN, STD, ROWS = [0.13], [0.31], 2048

@@ -25,13 +25,13 @@ import torch.nn.functional as F
 from ignite.engine import Events
 
 from src.config import LoaderConfig, ModelConfig, OptimConfig, StepConfig
-from src.engine import create_trainer
-from src.folds import assign_folds, split_indices
-from src.handlers import attach_lr_scheduler, attach_terminate_on_nan, attach_training_metrics
+from src.data.folds import assign_folds, split_indices
 from src.loaddata import build_loaders, default_num_workers, load_digits
 from src.losses import cross_entropy
 from src.model import build_model
-from src.optim import build_lr_scheduler, build_optimizer
+from src.training.engine import create_trainer
+from src.training.handlers import attach_lr_scheduler, attach_terminate_on_nan, attach_training_metrics
+from src.training.optim import build_lr_scheduler, build_optimizer
 
 CPU = torch.device("cpu")
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from src import rundir
+from src.inference.oof import read_predictions
 from src.kaggle.bundle import copy_model
-from src.oof import read_predictions
 from src.predict import PredictConfig, predict
+from src.tracking import rundir
 
 
 def oof_of(run: Path, out: Path, half: bool) -> tuple[float, np.ndarray]:

@@ -7,10 +7,10 @@ per mixed precision and memory format; images/s, their ratio and the peak GPU me
 Both loops train the same model from the same weights with fused AdamW, on batches already on the device (so the
 step alone is timed, not the loader), with the GPU synchronised only at the start and the end of the timed
 iterations. The hand-written loop is the floor an engine adds to: autocast, the grad scaler for fp16, ``zero_grad``,
-``backward``, ``step``. The trainer is `src.engine.create_trainer` with the per-iteration handlers of a real run (the
-epoch's running loss on the device, the lr schedule, the NaN check every ``--log-every auto`` iterations). Variants:
-``bf16``/``fp16`` autocast, ``-cl`` the channels-last memory format. Each repeat runs every variant's two loops back
-to back; the figures are medians over the repeats. On a CPU it runs too (tiny settings make it a smoke test).
+``backward``, ``step``. The trainer is `src.training.engine.create_trainer` with the per-iteration handlers of a real
+run (the epoch's running loss on the device, the lr schedule, the NaN check every ``--log-every auto`` iterations).
+Variants: ``bf16``/``fp16`` autocast, ``-cl`` the channels-last memory format. Each repeat runs every variant's two
+loops back to back; the figures are medians over the repeats. On a CPU it runs too (tiny settings make it a smoke test).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import torch.nn.functional as F
 from ignite.engine import Events
 
 from src.config import LOG_EVERY, ModelConfig, OptimConfig, StepConfig
-from src.engine import autocast_dtype, create_trainer
-from src.handlers import attach_lr_scheduler, attach_terminate_on_nan, attach_training_metrics
 from src.losses import cross_entropy
 from src.model import build_model
-from src.optim import build_lr_scheduler, build_optimizer
+from src.training.engine import autocast_dtype, create_trainer
+from src.training.handlers import attach_lr_scheduler, attach_terminate_on_nan, attach_training_metrics
+from src.training.optim import build_lr_scheduler, build_optimizer
 
 
 def synchronize(device: torch.device) -> None:

@@ -27,8 +27,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from src.history import TIME_COLUMNS
-from src.rundir import checkpoints
+from src.tracking.history import TIME_COLUMNS
+from src.tracking.rundir import checkpoints
 
 RUN = [
     "--arch",

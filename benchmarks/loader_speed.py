@@ -29,11 +29,11 @@ import torch
 
 from benchmarks.engine_overhead import ignite_loop
 from src.config import Config, LoaderConfig, ModelConfig
-from src.folds import assign_folds, split_indices
+from src.data.folds import assign_folds, split_indices
 from src.loaddata import build_loaders, load_data, load_digits
 from src.model import build_model
-from src.setup import reading
 from src.tools.export_digits import write_image_folder, write_pixel_csv
+from src.training.assembly import reading
 
 
 def write_layouts(root: Path, n: int) -> dict[str, Config]:

@@ -12,13 +12,13 @@ rate divided by the workers.
 - ``ours``: `src.loaddata.build_loaders`' train loader as training builds it (``--aug``; the default ``light``
   preset in its batch pipeline): decode (OpenCV, reduced-scale JPEG decode where the file is at least twice the
   size), resize, the draws of the augmentation, collate, uint8 pixels out; the warp and the normalisation run on
-  the model's device after that (`src.batch_augment.DeviceStage`), so they are not on these cores.
+  the model's device after that (`src.data.batch_augment.DeviceStage`), so they are not on these cores.
 - ``timm``: timm's ``create_transform(img_size, is_training=True)`` (RandomResizedCrop, flip, colour jitter,
   ToTensor, Normalize, in PIL and torch on the CPU) on ``PIL.Image.open(path).convert("RGB")``, as timm's
   ImageDataset reads; ``timm-prefetcher``: the same with ``use_prefetcher=True`` (uint8 out, normalised on the GPU
   by timm's PrefetchLoader), the like-for-like comparison with ours.
 - ``decode``: the files decoded by our reader and nothing else.
-- ``ours on <device>``: with ``--device cuda``, ours through `src.prefetch.DeviceLoader`, the batches made images
+- ``ours on <device>``: with ``--device cuda``, ours through `src.data.prefetch.DeviceLoader`, the batches made images
   on the GPU; the rate the model is fed at.
 """
 
@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from src.config import Config, LoaderConfig
 from src.loaddata import build_loaders, load_data
-from src.setup import reading
+from src.training.assembly import reading
 
 
 class Decode(Dataset):

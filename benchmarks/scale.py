@@ -10,7 +10,7 @@ Data (written once into ``--out`` and kept for reruns, else into a temporary fol
   classes), ``train/`` and ``test/`` with N 64-px colour JPEGs each (smooth random colour blobs, ~1.5 KB),
   ``sample_submission.csv`` (the test ids); ``images-<N>/tags.csv``: the same training images with 1-5 of 1,000
   tags each (iMet-like, long-tailed tag frequencies).
-- ``tables-<N>x<C>/run{A,B}/``: fake ``--fold all`` run folders in `src.oof`'s format: ``fold<k>/`` with
+- ``tables-<N>x<C>/run{A,B}/``: fake ``--fold all`` run folders in `src.inference.oof`'s format: ``fold<k>/`` with
   ``valid_predictions.csv``, ``classes.json`` and ``config.yaml``, ``oof.csv`` and ``test_predictions.csv``; C =
   1,000 tags for every N of ``--sizes``, C = 10 classes (one label) for those N and ``--rows``.
 
@@ -20,11 +20,12 @@ of that child) are recorded:
 - ``inspect``: ``python -m src.kaggle inspect images-<N>/comp``.
 - ``setup``: one-label and 1,000-tag training set-up to the first batch, timed per stage in the child (`load_data`:
   table, targets and image checks; `assign_folds`; `setup_loaders`; the first training batch), then the valid fold's
-  predictions written by `src.training.save_valid_predictions` (a linear model on the pooled pixels stands in for the
-  network; ``valid_predict`` is its pass over the valid images, ``valid_write`` the rest: the table and the CSV).
+  predictions written by `src.training.trainer.save_valid_predictions` (a linear model on the pooled pixels stands in
+  for the network; ``valid_predict`` is its pass over the valid images, ``valid_write`` the rest: the table and the
+  CSV).
 - ``predict``: ``python -m src.predict --tta flip`` on N test images with a resnet18 run trained for one iteration on
   the smallest N (one label and 1,000 tags); test images/s.
-- ``oof``: `src.cv.gather_oof` of the five folds' ``valid_predictions.csv`` of runA.
+- ``oof``: `src.training.cv.gather_oof` of the five folds' ``valid_predictions.csv`` of runA.
 - ``ensemble``: ``python -m src.ensemble runA runB`` (``--weights auto``, the default).
 - ``stack``: ``python -m src.ensemble runA runB --method stack`` (a logistic stacker; one problem per tag); on the
   1,000-tag tables only up to ``--stack-wide-max`` rows (1,000: 9-15 minutes there; linear in N beyond).
@@ -115,7 +116,7 @@ def table_data(root: Path, n: int, classes: int) -> Path:
     import pandas as pd
 
     from src.config import Config, save_config
-    from src.oof import predictions_frame, write_predictions
+    from src.inference.oof import predictions_frame, write_predictions
     from src.targets import Head, Task
 
     folder = root / f"tables-{n}x{classes}"
@@ -179,11 +180,11 @@ def child_setup(csv: str, image_dir: str, multilabel: bool, out: str) -> dict:
 
     import torch
 
-    import src.training
+    import src.training.trainer
     from src.config import Config
-    from src.folds import assign_folds
+    from src.data.folds import assign_folds
     from src.loaddata import load_data
-    from src.setup import prepare, reading, setup_loaders
+    from src.training.assembly import prepare, reading, setup_loaders
 
     times: dict[str, float] = {}
     start = time.perf_counter()
@@ -228,7 +229,7 @@ def child_setup(csv: str, image_dir: str, multilabel: bool, out: str) -> dict:
         best_checkpoint=types.SimpleNamespace(last_checkpoint=str(run_dir / "best.pt")), model=model, device=device
     )
     predict_seconds = []
-    predict_logits = src.training.predict_logits
+    predict_logits = src.training.trainer.predict_logits
 
     def timed_predict(*args, **kwargs):
         began = time.perf_counter()
@@ -236,8 +237,8 @@ def child_setup(csv: str, image_dir: str, multilabel: bool, out: str) -> dict:
         predict_seconds.append(time.perf_counter() - began)
         return logits
 
-    src.training.predict_logits = timed_predict  # instrumentation only: the same function, timed
-    src.training.save_valid_predictions(run_dir, training, loaders, data, fold_of, config)
+    src.training.trainer.predict_logits = timed_predict  # instrumentation only: the same function, timed
+    src.training.trainer.save_valid_predictions(run_dir, training, loaders, data, fold_of, config)
     lap("valid_predictions")
     times["valid_predict"] = round(predict_seconds[0], 3)
     times["valid_write"] = round(times["valid_predictions"] - predict_seconds[0], 3)
@@ -245,9 +246,9 @@ def child_setup(csv: str, image_dir: str, multilabel: bool, out: str) -> dict:
 
 
 def child_oof(run_dir: str, multilabel: bool) -> dict:
-    """`src.cv.gather_oof` of a fake run's five folds."""
+    """`src.training.cv.gather_oof` of a fake run's five folds."""
     from src.config import Config
-    from src.cv import gather_oof
+    from src.training.cv import gather_oof
 
     config = Config.of(folds=FOLDS, multilabel=multilabel, progress=False)
     began = time.perf_counter()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from src.history import TIME_COLUMNS
+from src.tracking.history import TIME_COLUMNS
 
 
 def train(out: Path, name: str, epochs: int, pictures: bool) -> tuple[float, pd.DataFrame]:

@@ -19,7 +19,7 @@ from albumentations.pytorch import ToTensorV2
 
 LIGHT = {"scale": (0.9, 1.1), "translate": (-0.08, 0.08), "rotate": (-10.0, 10.0), "p": 0.8}
 """The ``light`` preset's affine: zoom factor, shift as a share of the side, degrees, probability (also the batch
-pipeline's, `src.batch_augment.BatchAffine`)."""
+pipeline's, `src.data.batch_augment.BatchAffine`)."""
 
 
 def _light() -> list[A.BasicTransform]:
@@ -116,7 +116,7 @@ def build_pixel_transforms(
     extra: Sequence[A.BasicTransform] = (),
 ) -> A.Compose:
     """Builds the pipeline that runs where the images are decoded: resize -> augmentation preset -> extra
-    transforms, on uint8 pixels. The normalisation follows on the model's device (`src.batch_augment.DeviceStage`):
+    transforms, on uint8 pixels. The normalisation follows on the model's device (`src.data.batch_augment.DeviceStage`):
     a worker hands 4x fewer bytes to the GPU than as float32, and the GPU does the arithmetic.
 
     Args:
@@ -189,7 +189,7 @@ def _pixel_steps(
 
 
 def reseed(pipeline, key: tuple[int, ...]) -> None:
-    """Seeds the draws of ``pipeline``'s next call from ``key`` (e.g. ``(seed, epoch, index)``, `src.sampling`),
+    """Seeds the draws of ``pipeline``'s next call from ``key`` (e.g. ``(seed, epoch, index)``, `src.data.sampling`),
     through albumentations' ``set_random_state``; a pipeline without random draws (``SequenceToTensor``) is left
     as it is.
 

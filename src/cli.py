@@ -8,7 +8,7 @@ per group.
 Exit codes of every entry point (`run_cli`): 0 success; 2 bad input (a ``ValueError`` or
 ``FileNotFoundError``, an ``OSError`` such as a full disk or an unwritable folder, CUDA out of memory: one line
 ``error: <message>`` on stderr, no traceback); 130 interrupted at once (a second
-Ctrl-C); a clean stop of training (`src.stopping`): 128 + the signal's number (130 Ctrl-C, 143 SIGTERM,
+Ctrl-C); a clean stop of training (`src.training.stopping`): 128 + the signal's number (130 Ctrl-C, 143 SIGTERM,
 138 SIGUSR1) or 75 for ``--time-limit``, after saving the training state.
 """
 
@@ -31,11 +31,11 @@ import tyro
 import tyro.constructors
 from ignite.utils import setup_logger
 
-from src import distributed
-from src.batch_size import is_out_of_memory
 from src.config import Config, deferred_checks, load_config_file
-from src.distributed import launched_rank
-from src.rundir import config_path, read_saved_config, resolve_run_dir
+from src.tracking.rundir import config_path, read_saved_config, resolve_run_dir
+from src.training.batch_size import is_out_of_memory
+from src.utils import distributed
+from src.utils.distributed import launched_rank
 
 T = TypeVar("T")
 INTERRUPTED = (
@@ -51,8 +51,8 @@ OUT_OF_MEMORY = (
 
 
 class CleanExit(Exception):
-    """A planned end before the work is done (`src.stopping.Stopped`): `run_cli` prints `message` and exits with
-    ``exit_code``, no traceback."""
+    """A planned end before the work is done (`src.training.stopping.Stopped`): `run_cli` prints `message` and exits
+    with ``exit_code``, no traceback."""
 
     exit_code = 1
 
@@ -249,7 +249,7 @@ def run_cli(command: Callable[[], object], interrupted: str = "interrupted") -> 
             raise
         print(f"error: {OUT_OF_MEMORY}", file=sys.stderr)
         return 2
-    except OSError as error:  # an unwritable folder, a full disk: what was written before is intact (src.files)
+    except OSError as error:  # an unwritable folder, a full disk: what was written before is intact (src.utils.files)
         where = f"{error.filename}: " if error.filename else ""
         print(f"error: {where}{error.strerror or error}", file=sys.stderr)
         return 2

@@ -7,7 +7,8 @@ ids, blends them, reports the OOF score of each run and of the blend, and writes
 
 Check, then write: the runs' files (finite probabilities; test ids each once), the weights and the sample
 submission are checked before the blend is fitted, and the blend's files are written together at the end
-(`src.outputs.replacing`): a refused or failed command leaves the earlier ones as they were and makes no folder.
+(`src.inference.outputs.replacing`): a refused or failed command leaves the earlier ones as they were and makes no
+folder.
 
 ``--weights auto`` maximises the blend's OOF metric over the weights (non-negative, summing to 1) with scipy's
 Nelder-Mead from equal weights, and keeps the best single run's weights if the search ends below it, so the
@@ -29,13 +30,12 @@ import tyro
 from scipy.optimize import minimize
 from scipy.stats import rankdata
 
-from src import rundir, stacking
 from src.cli import parse_args, run_cli
 from src.config import load_config_file
-from src.metrics import get_metric, score
-from src.oof import predictions_frame, read_predictions, write_predictions
-from src.outputs import check_folder, replacing
-from src.submission import (
+from src.inference import stacking
+from src.inference.oof import predictions_frame, read_predictions, write_predictions
+from src.inference.outputs import check_folder, replacing
+from src.inference.submission import (
     DEFAULT_FORMAT,
     SubmissionFormat,
     check_finite,
@@ -46,8 +46,10 @@ from src.submission import (
     submission_ids,
     write_submission,
 )
+from src.inference.tta import renormalise
+from src.metrics import get_metric, score
 from src.targets import Task
-from src.tta import renormalise
+from src.tracking import rundir
 
 METHODS = ("mean", "geometric", "rank")
 
@@ -63,7 +65,7 @@ class EnsembleConfig:
     method: Literal["mean", "geometric", "rank", "stack"] = "mean"
     """Weighted mean of probabilities, weighted geometric mean, weighted mean of per-class ranks (AUC), or 'stack': a
     level-2 model (--stacker) fitted on the OOF probabilities, its OOF score from stackers fitted on the other folds
-    (src/stacking.py; one problem per tag or head for multi-label and multi-head runs)."""
+    (src/inference/stacking.py; one problem per tag or head for multi-label and multi-head runs)."""
     stacker: Literal["logistic", "ridge", "gbm"] = "logistic"
     """The level-2 model of --method stack: scikit-learn's logistic regression, ridge regression on one-hot targets,
     or HistGradientBoostingClassifier."""

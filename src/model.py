@@ -25,10 +25,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from src import choices
 from src.activations import replace_activations
-from src.config import ModelConfig
-from src.metadata import META_HIDDEN, MetaNet
+from src.config import ModelConfig, choices
+from src.data.metadata import META_HIDDEN, MetaNet
 
 EFFNET_BN_MOMENTUM_TF = 0.9  # efficientnet-pytorch stores 1 - (PyTorch momentum); 0.9 -> 0.1
 
@@ -153,7 +152,7 @@ class Classifier(nn.Module):
             only) or ``"lsoftmax"`` (dropout -> a `LargeMarginHead`; one head only); ``margin`` of an ArcFace
             (degrees), CosFace (cosine) or L-softmax (integer m) head, None: the head's default; ``margin_scale``,
             the logit scale of an ArcFace or CosFace head. None: a plain linear head without dropout.
-        meta: a `src.metadata.MetaNet` for image + metadata inputs: the model then takes ``(images (N, C, H, W),
+        meta: a `src.data.metadata.MetaNet` for image + metadata inputs: the model then takes ``(images (N, C, H, W),
             metadata (N, width))`` and its MLP's output (N, META_HIDDEN) is concatenated to the image embedding.
 
     Raises:
@@ -257,7 +256,7 @@ class PretrainedModelsFeatures(nn.Module):
 def _efficientnet(name: str, in_chans: int, pretrained: str | None, drop_path_rate: float) -> tuple[nn.Module, int]:
     from efficientnet_pytorch import EfficientNet
 
-    from src.sameconv import crop_same_convs
+    from src.layers.sameconv import crop_same_convs
 
     # image_size=None selects dynamic 'same' padding, so any input size works.
     params = dict(image_size=None, batch_norm_momentum=EFFNET_BN_MOMENTUM_TF, drop_connect_rate=drop_path_rate)
@@ -291,7 +290,7 @@ def _pretrainedmodels(name: str, in_chans: int, pretrained: str | None) -> tuple
 
 class GRUBackbone(nn.Module):
     """The Quick, Draw! recurrent baseline's encoder: stacked GRU layers (Cho et al. 2014) over the (dx, dy, pen)
-    points of a drawing (`src.sources.strokes_to_sequence`); its last layer's final hidden state is the embedding.
+    points of a drawing (`src.data.sources.strokes_to_sequence`); its last layer's final hidden state is the embedding.
 
     Input (N, T, C) float32 whose last column marks real points (1) and padding (0); the other C - 1 columns
     are the point features. Padding is skipped by packing the sequences to their lengths. Output
@@ -468,7 +467,7 @@ def set_output_stride(net: nn.Module, output_stride: int, arch: str = "") -> Non
     CIFAR-sized images. Unlike timm's ``output_stride`` (meant for dense prediction), no dilation is added: the
     parameters are unchanged (any weights still load), the later stages' receptive fields shrink by the
     removed factor. Cost: the later stages run on 4x (16) or 16x (8) the positions; effnet-b0 on CPU at 32 px:
-    16 was as fast as 32 before the cropped 'same' convolutions (`src.sameconv`, which speed up 32 most), 8 now
+    16 was as fast as 32 before the cropped 'same' convolutions (`src.layers.sameconv`, which speed up 32 most), 8 now
     trains at about a third of 32's speed (``NOTES.md``).
 
     Args:

@@ -1,14 +1,14 @@
 """Predict a test set with a trained run: ``python -m src.predict --run experiments/<run> --test-csv ... [flags]``.
 
 Loads the run's config, class list and best checkpoint of every fold (a ``--fold all`` run) or of the run
-itself, predicts each test image under every test-time augmentation variant (`src.tta`), merges the variants,
+itself, predicts each test image under every test-time augmentation variant (`src.inference.tta`), merges the variants,
 averages the folds, and writes ``test_predictions.csv`` (id + per-class probabilities) and ``submission.csv``
-(`src.submission`). ``--oof`` predicts each fold's validation rows again with the same TTA and prints the
+(`src.inference.submission`). ``--oof`` predicts each fold's validation rows again with the same TTA and prints the
 out-of-fold score with and without it, so one can see on OOF whether a TTA helps before submitting.
 
 Check, then write: the run folder, every fold's weights, the test ids (each once), the sample submission and the
 format are read and checked before the first model runs, the probabilities (finite) and the submission after, and
-the outputs are written together at the end (`src.outputs.replacing`): a refused or failed command leaves the
+the outputs are written together at the end (`src.inference.outputs.replacing`): a refused or failed command leaves the
 earlier ``test_predictions.csv``, ``submission.csv`` and ``oof_tta-*.csv`` as they were and makes no folder.
 """
 
@@ -26,22 +26,15 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from src import rundir
 from src.augmentations import build_pixel_transforms
-from src.batch_augment import DeviceStage
 from src.cli import parse_args, run_cli
 from src.config import Config
-from src.engine import predict_logits
-from src.loaddata import ImageDataset, SequenceToTensor, default_num_workers, one_opencv_thread_per_worker
-from src.metrics import score, to_probs, tune_thresholds
-from src.model import check_shapes
-from src.oof import predictions_frame, read_predictions, rows_of, write_predictions
-from src.outputs import check_folder, read_weights, replacing
-from src.prefetch import DeviceLoader
-from src.rundir import FoldRun
-from src.setup import reading, resolve_device, setup_model
-from src.sources import PointSequences, Reading, Source, read_source
-from src.submission import (
+from src.data.batch_augment import DeviceStage
+from src.data.prefetch import DeviceLoader
+from src.data.sources import PointSequences, Reading, Source, read_source
+from src.inference.oof import predictions_frame, read_predictions, rows_of, write_predictions
+from src.inference.outputs import check_folder, read_weights, replacing
+from src.inference.submission import (
     DEFAULT_FORMAT,
     SubmissionFormat,
     check_finite,
@@ -53,7 +46,14 @@ from src.submission import (
     submission_ids,
     write_submission,
 )
-from src.tta import MERGES, Merge, Variant, tta_variants
+from src.inference.tta import MERGES, Merge, Variant, tta_variants
+from src.loaddata import ImageDataset, SequenceToTensor, default_num_workers, one_opencv_thread_per_worker
+from src.metrics import score, to_probs, tune_thresholds
+from src.model import check_shapes
+from src.tracking import rundir
+from src.tracking.rundir import FoldRun
+from src.training.assembly import reading, resolve_device, setup_model
+from src.training.engine import predict_logits
 
 logger = logging.getLogger("src.predict")  # not __name__: "__main__" under python -m
 
@@ -78,8 +78,8 @@ class PredictConfig:
     oof: bool = False
     """Also predict each fold's validation rows with --tta and print the OOF score with and without it."""
     submission_format: Literal["label", "topk", "tags", "long", "probs"] | None = None
-    """label, topk, tags, long or probs (src/submission.py); None: the run's --submission-format, else label, tags
-    or long by the task."""
+    """label, topk, tags, long or probs (src/inference/submission.py); None: the run's --submission-format, else label,
+    tags or long by the task."""
     top_k: int = 3
     """Guesses per row of the topk format (QuickDraw: 3)."""
     threshold: float | None = None
@@ -124,8 +124,8 @@ def read_test(fold: FoldRun, args: PredictConfig) -> Source:
 
 
 def tta_reading(config: Config, tta: str) -> Reading:
-    """`src.setup.reading` with image files decoded no smaller than the largest TTA variant: multiscale's 1.125x
-    view is resized from the file, not enlarged from a reduced-scale decode made for the training size.
+    """`src.training.assembly.reading` with image files decoded no smaller than the largest TTA variant: multiscale's
+    1.125x view is resized from the file, not enlarged from a reduced-scale decode made for the training size.
 
     Raises:
         ValueError: an unknown ``tta`` (`tta_variants`).
@@ -136,9 +136,9 @@ def tta_reading(config: Config, tta: str) -> Reading:
 
 
 def predict_images(fold: FoldRun, source: Source, args: PredictConfig, device: torch.device) -> np.ndarray:
-    """Probabilities (N, num_outputs) of ``fold``'s best model on ``source``'s images (`src.sources`), each
+    """Probabilities (N, num_outputs) of ``fold``'s best model on ``source``'s images (`src.data.sources`), each
     merged over the TTA variants; a model trained with metadata reads the table's metadata columns, encoded as its
-    checkpoint says (`src.metadata`).
+    checkpoint says (`src.data.metadata`).
 
     Raises:
         ValueError: the table lacks a metadata column the model was trained with.

@@ -2,9 +2,9 @@
 ``python -m src.runs --diff runA runB``.
 
 One row per run folder (a folder with ``config.yaml``; a ``--fold all`` run is one row): name, status (running,
-finished, stopped, crashed; `src.report`), arch, the settings that differ between the listed runs, the selecting
-metric, its best value and epoch (the mean over the folds for ``--fold all``), the OOF score, epochs, wall time,
-training images/s and the public score of its latest Kaggle submission (`src.kaggle.submit`). The columns come
+finished, stopped, crashed; `src.tracking.report`), arch, the settings that differ between the listed runs, the
+selecting metric, its best value and epoch (the mean over the folds for ``--fold all``), the OOF score, epochs, wall
+time, training images/s and the public score of its latest Kaggle submission (`src.kaggle.submit`). The columns come
 from each run's own files (``status.json``, ``summary.json`` or ``cv_summary.json``, ``history.csv``,
 ``config.yaml``, ``kaggle_submissions.csv``), so a run still training shows its best so far.
 
@@ -26,11 +26,11 @@ from typing import Annotated, Any, Literal
 import pandas as pd
 import tyro
 
-from src import rundir
 from src.cli import parse_args, run_cli
-from src.evaluation import Selection
-from src.history import History
 from src.kaggle.submit import latest_public_score
+from src.tracking import rundir
+from src.tracking.history import History
+from src.training.evaluation import Selection
 
 FIXED = ["run", "status", "arch"]
 RESULTS = ["metric", "best", "best_epoch", "oof", "epochs_run", "wall_time", "images_per_s", "public_score"]

@@ -20,8 +20,8 @@ plain PyTorch checkpoints).
 
 Check, then write: the runs, their checkpoints (each must open) and the output folder are checked before any
 model is built; the soup is built in a temporary folder that becomes the output folder only when every fold is
-done (`src.outputs.replacing_folder`): a refused or failed command leaves an earlier soup as it was and makes no
-folder.
+done (`src.inference.outputs.replacing_folder`): a refused or failed command leaves an earlier soup as it was and makes
+no folder.
 """
 
 from __future__ import annotations
@@ -43,16 +43,17 @@ import torch
 import tyro
 from torch.optim.swa_utils import update_bn
 
-from src import files, rundir
 from src.cli import parse_args, run_cli
 from src.config import Config
-from src.cv import gather_oof
-from src.engine import predict_logits, to_device
-from src.evaluation import Selection
+from src.inference.oof import predictions_frame
+from src.inference.outputs import check_folder, read_weights, replacing_folder
 from src.metrics import score, to_probs
-from src.oof import predictions_frame
-from src.outputs import check_folder, read_weights, replacing_folder
-from src.setup import resolve_device, setup_data, setup_loaders, setup_model
+from src.tracking import rundir
+from src.training.assembly import resolve_device, setup_data, setup_loaders, setup_model
+from src.training.cv import gather_oof
+from src.training.engine import predict_logits, to_device
+from src.training.evaluation import Selection
+from src.utils import files
 
 logger = logging.getLogger("src.soup")  # not __name__: "__main__" under python -m
 

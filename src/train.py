@@ -3,7 +3,7 @@
 `run` trains one fold and reads top to bottom: data and folds, loaders, the resolved config, model, the checks of
 a run folder that goes on (settings, files, checkpoint: a refused command writes nothing), run folder, training
 objects, evaluators, handlers, resume, training, valid predictions, summary. ``--fold all`` hands `run`
-to `src.cv`, which trains every fold with it.
+to `src.training.cv`, which trains every fold with it.
 """
 
 from __future__ import annotations
@@ -21,21 +21,22 @@ from pathlib import Path
 
 from ignite.utils import manual_seed
 
-from src import distributed, notes, rundir, tracking
-from src.batch_size import is_out_of_memory, out_of_memory_message, resolve_batch
-from src.budget import Budget
-from src.checkpoints import read_resumable
 from src.cli import INTERRUPTED, parse_config, run_cli
 from src.config import Config, parse_duration
-from src.cv import run_all_folds
-from src.distributed import launch
-from src.evaluation import setup_evaluators
-from src.history import History
 from src.model import describe_archs
-from src.report import RunReport
-from src.setup import prepare, resolve, resolve_device, setup_data, setup_loaders, setup_model
-from src.stopping import Stopped, StopRequests
-from src.training import Steps, Training, attach_handlers, resume, save_valid_predictions, setup_training, train
+from src.tracking import mlflow_log, notes, rundir
+from src.tracking.history import History
+from src.tracking.report import RunReport
+from src.training.assembly import prepare, resolve, resolve_device, setup_data, setup_loaders, setup_model
+from src.training.batch_size import is_out_of_memory, out_of_memory_message, resolve_batch
+from src.training.budget import Budget
+from src.training.checkpoints import read_resumable
+from src.training.cv import run_all_folds
+from src.training.evaluation import setup_evaluators
+from src.training.stopping import Stopped, StopRequests
+from src.training.trainer import Steps, Training, attach_handlers, resume, save_valid_predictions, setup_training, train
+from src.utils import distributed
+from src.utils.distributed import launch
 
 logger = logging.getLogger("src.train")  # not __name__: "__main__" under python -m
 
@@ -46,9 +47,9 @@ def run(
     """Trains one fold as configured; returns the summary (best score and its epoch, wall time, run folder).
 
     Everything is read and checked before the first file is written: the config, the data, and a run folder that
-    goes on (its settings, class list, folds, history and checkpoint; `src.rundir.check_continuation`,
-    `src.rundir.check_data`, `src.checkpoints.read_resumable`), so a refused command leaves the folder as it was.
-    ``started(run folder)`` (`src.report.RunReport`) is called once the folder is written.
+    goes on (its settings, class list, folds, history and checkpoint; `src.tracking.rundir.check_continuation`,
+    `src.tracking.rundir.check_data`, `src.training.checkpoints.read_resumable`), so a refused command leaves the
+    folder as it was. ``started(run folder)`` (`src.tracking.report.RunReport`) is called once the folder is written.
 
     Raises:
         Stopped: a signal or the time limit stopped it after saving the training state (``requests``).
@@ -104,7 +105,7 @@ def run(
 
 def open_run(run_dir: Path, changes: list[str] | None, config: Config, data, fold_of) -> None:
     """The run's first write, once every check has passed: a run that goes on (``changes``: its changed settings,
-    `src.rundir.go_on`) rewrites nothing; a new one writes its config, class list and folds."""
+    `src.tracking.rundir.go_on`) rewrites nothing; a new one writes its config, class list and folds."""
     if changes is not None:
         rundir.go_on(run_dir, changes)
         return
@@ -144,8 +145,8 @@ def summarise(
 
 def command(config: Config, argv: Sequence[str]) -> None:
     """``--list-archs``, every fold (``--fold all``), or one fold (a dry run of ``--fold all`` checks fold 0), with
-    signals and ``--time-limit`` turned into clean stops (`src.stopping`) and the end reported (`src.report`: the
-    run's status, the notes log, notifications).
+    signals and ``--time-limit`` turned into clean stops (`src.training.stopping`) and the end reported
+    (`src.tracking.report`: the run's status, the notes log, notifications).
 
     Raises:
         Stopped: with the command line that continues the run.
@@ -163,7 +164,7 @@ def command(config: Config, argv: Sequence[str]) -> None:
                 report.summary = run_all_folds(config, train_fold, requests.check_between, epochs_for)
                 if config.track.mlflow and distributed.is_main():
                     run_dir = Path(report.summary["run_dir"])
-                    tracking.log_cv_run(config, run_dir, report.summary, {"commit": notes.git_state()})
+                    mlflow_log.log_cv_run(config, run_dir, report.summary, {"commit": notes.git_state()})
             else:
                 one = config.replace(fold=0) if config.split.fold == "all" else config
                 report.summary = run(one, requests, report.started)
@@ -175,7 +176,7 @@ def command(config: Config, argv: Sequence[str]) -> None:
 
 
 def planner(config: Config):
-    """``--time-budget``'s epochs per fold (`src.budget.Budget.epochs_for`), or None without a budget.
+    """``--time-budget``'s epochs per fold (`src.training.budget.Budget.epochs_for`), or None without a budget.
 
     Raises:
         ValueError: a budget without ``--fold all``.
@@ -205,7 +206,7 @@ def command_line(argv: Sequence[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Under ``torchrun`` every process runs `command`, in one process group (`src.distributed.launch`)."""
+    """Under ``torchrun`` every process runs `command`, in one process group (`src.utils.distributed.launch`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
 
     def parse_and_launch() -> None:

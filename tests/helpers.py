@@ -22,15 +22,15 @@ import yaml
 from ignite.engine import Events
 from torch import nn
 
-from src.checkpoints import read_checkpoint
 from src.config import Config
-from src.folds import assign_folds, split_indices
+from src.data.folds import assign_folds, split_indices
+from src.data.sources import ArrayImages, Source
+from src.inference.oof import predictions_frame
 from src.loaddata import Data, load_data
-from src.oof import predictions_frame
-from src.setup import reading
-from src.sources import ArrayImages, Source
 from src.targets import Head, Task
 from src.tools.export_digits import write_image_folder, write_pixel_csv
+from src.training.assembly import reading
+from src.training.checkpoints import read_checkpoint
 
 CPU = torch.device("cpu")
 # A training run in seconds: 4% of the bundled digits (160 train images, 5 batches of 32), 32 train-eval images.
@@ -314,15 +314,15 @@ def tensorboard_image(log_dir: Path, tag: str) -> np.ndarray:
 
 def signal_at(monkeypatch, iteration, signum):
     """Sends ``signum`` to this process after ``iteration`` (before the stop check of that iteration)."""
-    import src.training
+    import src.training.trainer
 
-    attach = src.training.attach_stopping
+    attach = src.training.trainer.attach_stopping
 
     def attach_with_signal(trainer, *args, **kwargs):
         trainer.add_event_handler(Events.ITERATION_COMPLETED(once=iteration), lambda: os.kill(os.getpid(), signum))
         attach(trainer, *args, **kwargs)
 
-    monkeypatch.setattr(src.training, "attach_stopping", attach_with_signal)
+    monkeypatch.setattr(src.training.trainer, "attach_stopping", attach_with_signal)
 
 
 ABC_TASK = Task("single", (Head("label", ("a", "b", "c")),))

@@ -8,11 +8,11 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
-from src.averaging import attach_ema, attach_swa, build_ema, build_swa, from_epoch
 from src.config import StepConfig
-from src.engine import create_evaluator, create_trainer, make_metrics
-from src.handlers import attach_evaluation
 from src.losses import cross_entropy
+from src.training.averaging import attach_ema, attach_swa, build_ema, build_swa, from_epoch
+from src.training.engine import create_evaluator, create_trainer, make_metrics
+from src.training.handlers import attach_evaluation
 from tests.helpers import CPU, TinyConvNet, make_blobs
 
 
@@ -101,7 +101,7 @@ def test_swa_averages_epoch_end_weights_and_recomputes_batchnorm():
 
 def test_swa_keeps_every_buffer_on_the_models_device():
     # torch's AveragedModel makes its n_averaged counter on the CPU unless told a device; under nccl that one CPU
-    # buffer fails the broadcast of src.distributed.sync_buffers. The meta device stands in for a GPU here.
+    # buffer fails the broadcast of src.utils.distributed.sync_buffers. The meta device stands in for a GPU here.
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).to("meta")
     devices = {t.device.type for t in [*build_swa(model).parameters(), *build_swa(model).buffers()]}
     assert devices == {"meta"}

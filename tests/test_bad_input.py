@@ -163,7 +163,7 @@ def test_out_of_gpu_memory_suggests_a_smaller_batch(tmp, capsys, monkeypatch):
     def no_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr("src.training.create_trainer", no_memory)
+    monkeypatch.setattr("src.training.trainer.create_trainer", no_memory)
     assert train_main([a.replace("{tmp}", str(tmp)) for a in DATA] + [*TINY, "--dry-run"]) == 2
     assert "error: out of GPU memory: lower --batch-size (--accumulation-steps N" in capsys.readouterr().err
 

@@ -1,4 +1,5 @@
-"""The batch pipeline of the light preset (`src.batch_augment`): albumentations' warp, per-key draws, the loader."""
+"""The batch pipeline of the light preset (`src.data.batch_augment`): albumentations' warp, per-key draws, the
+loader."""
 
 import albumentations as A
 import cv2
@@ -8,7 +9,8 @@ import torch
 from torch.utils.data import default_collate
 
 from src.augmentations import build_transforms
-from src.batch_augment import (
+from src.config import LoaderConfig
+from src.data.batch_augment import (
     LIGHT,
     BatchAffine,
     BatchPipeline,
@@ -19,7 +21,6 @@ from src.batch_augment import (
     key_uniforms,
     warp,
 )
-from src.config import LoaderConfig
 from src.loaddata import build_loaders
 from tests.helpers import CPU, fake_data, split
 

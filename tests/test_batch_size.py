@@ -1,5 +1,5 @@
-"""--batch-size auto (`src.batch_size`): the search, the trials against an allocator that runs out of memory at a
-boundary, the effective batch size, the refusal on CPU, and the one-line answer to running out of memory during
+"""--batch-size auto (`src.training.batch_size`): the search, the trials against an allocator that runs out of memory
+at a boundary, the effective batch size, the refusal on CPU, and the one-line answer to running out of memory during
 training with the last checkpoint intact."""
 
 import pytest
@@ -8,8 +8,11 @@ import yaml
 from ignite.engine import Events
 from torch import nn
 
-import src.training
-from src.batch_size import (
+import src.training.trainer
+from src.config import Config
+from src.targets import Head, Task
+from src.train import main
+from src.training.batch_size import (
     accumulation_for,
     is_out_of_memory,
     largest_batch,
@@ -18,9 +21,6 @@ from src.batch_size import (
     trial_fits,
     with_margin,
 )
-from src.config import Config
-from src.targets import Head, Task
-from src.train import main
 from tests.helpers import TINY, TinyClassifier, epoch_checkpoint
 
 
@@ -124,7 +124,7 @@ def test_out_of_memory_during_training_names_the_batch_and_keeps_the_checkpoint(
     assert main([*flags, "--epochs", "1"]) == 0
     first = epoch_checkpoint(tmp_path / "oom", 1)
     saved = first.read_bytes()
-    attach = src.training.attach_stopping
+    attach = src.training.trainer.attach_stopping
 
     def attach_with_oom(trainer, *args, **kwargs):
         def no_memory():
@@ -134,7 +134,7 @@ def test_out_of_memory_during_training_names_the_batch_and_keeps_the_checkpoint(
         attach(trainer, *args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(src.training, "attach_stopping", attach_with_oom)
+        patch.setattr(src.training.trainer, "attach_stopping", attach_with_oom)
         assert main([*flags, "--epochs", "2"]) == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error: ")]

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from src import rundir
-from src.budget import Budget, plan
+from src.tracking import rundir
+from src.training.budget import Budget, plan
 
 
 @pytest.mark.parametrize(
@@ -36,7 +36,7 @@ def test_fold_0_measures_and_the_later_folds_follow_the_time_left(tmp_path, capl
     assert budget.epochs_for(0, tmp_path) == 10  # nothing measured yet
     _finished(tmp_path, 0, 10, 200.0)  # 20 s per epoch
     now[0] = 200.0
-    with caplog.at_level("INFO", logger="src.budget"):
+    with caplog.at_level("INFO", logger="src.training.budget"):
         assert budget.epochs_for(1, tmp_path) == 10  # 4 x 10 x 20 = 800 s of 800 left
     assert "time budget: 13m 20s left at 20.0 s per epoch: 4 of the 4 remaining folds at 10 epochs" in caplog.text
     _finished(tmp_path, 1, 10, 400.0)  # slower: 30 s per epoch over both folds

@@ -6,13 +6,13 @@ import pytest
 import torch
 from ignite.engine import Events
 
-from src.checkpoints import attach_best_checkpoint, attach_last_checkpoint, read_checkpoint, resume_from
 from src.config import OptimConfig
-from src.engine import create_evaluator, create_trainer, make_metrics
-from src.evaluation import Selection
 from src.losses import cross_entropy
-from src.optim import build_lr_scheduler, build_optimizer
-from src.rundir import checkpoints
+from src.tracking.rundir import checkpoints
+from src.training.checkpoints import attach_best_checkpoint, attach_last_checkpoint, read_checkpoint, resume_from
+from src.training.engine import create_evaluator, create_trainer, make_metrics
+from src.training.evaluation import Selection
+from src.training.optim import build_lr_scheduler, build_optimizer
 from tests.helpers import CPU, TinyConvNet, make_blobs
 
 

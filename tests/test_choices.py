@@ -1,6 +1,6 @@
-"""The names of the config's choice flags (`src.choices`): ``--help`` offers exactly them, and the module that builds
-each choice takes every one of them; the metrics' names, which the config checks but does not list as choices, are
-all in ``--metric``'s help."""
+"""The names of the config's choice flags (`src.config.choices`): ``--help`` offers exactly them, and the module that
+builds each choice takes every one of them; the metrics' names, which the config checks but does not list as choices,
+are all in ``--metric``'s help."""
 
 import re
 
@@ -9,13 +9,13 @@ import torch
 import torchvision
 from torch import nn
 
-from src import choices, optim
-from src.config import LossConfig, ModelConfig, OptimConfig
+from src.config import LossConfig, ModelConfig, OptimConfig, choices
 from src.losses import task_criterion
 from src.metrics import METRIC_NAMES
 from src.model import Classifier, CosineHead, LargeMarginHead, set_output_stride
 from src.targets import Head, Task
 from src.tools.cli_reference import help_text
+from src.training import optim
 
 CHOICES = {
     "--loss": choices.LOSSES,

@@ -220,6 +220,6 @@ def test_a_run_saved_before_a_default_changed_resumes_as_it_trained_and_a_config
 
 
 def test_run_cli_prints_the_info_lines_of_every_src_module(capsys):
-    logging.getLogger("src.history")  # the modules' loggers exist before logging is set up, as in a real run
-    assert run_cli(lambda: logging.getLogger("src.history").info("epoch 1: valid_accuracy=0.9")) == 0
-    assert "src.history INFO: epoch 1: valid_accuracy=0.9" in capsys.readouterr().err
+    logging.getLogger("src.tracking.history")  # the modules' loggers exist before logging is set up, as in a real run
+    assert run_cli(lambda: logging.getLogger("src.tracking.history").info("epoch 1: valid_accuracy=0.9")) == 0
+    assert "src.tracking.history INFO: epoch 1: valid_accuracy=0.9" in capsys.readouterr().err

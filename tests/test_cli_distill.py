@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 
 from src.cli import parse_config
-from src.history import TIME_COLUMNS
+from src.inference.oof import predictions_frame
 from src.loaddata import load_digits
-from src.oof import predictions_frame
-from src.setup import setup_data
+from src.tracking.history import TIME_COLUMNS
 from src.train import main
+from src.training.assembly import setup_data
 from tests import helpers
 from tests.helpers import TINY
 

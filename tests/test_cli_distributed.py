@@ -29,11 +29,11 @@ def _torchrun(*args: str, program: tuple[str, ...] = ("-m", "src.train")) -> sub
 # src.train in which rank 1 fails at its third iteration, after both processes have started to step together.
 FAILING_RANK = """
 import os, sys
-import src.training
+import src.training.trainer
 from ignite.engine import Events
 from src.train import main
 
-attach = src.training.attach_stopping
+attach = src.training.trainer.attach_stopping
 
 def attach_and_fail(trainer, *args, **kwargs):
     def fail():
@@ -42,7 +42,7 @@ def attach_and_fail(trainer, *args, **kwargs):
         trainer.add_event_handler(Events.ITERATION_COMPLETED(once=3), fail)
     attach(trainer, *args, **kwargs)
 
-src.training.attach_stopping = attach_and_fail
+src.training.trainer.attach_stopping = attach_and_fail
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -6,8 +6,8 @@ import json
 import pandas as pd
 import pytest
 
-from src.checkpoints import read_checkpoint
 from src.train import main
+from src.training.checkpoints import read_checkpoint
 from tests import helpers
 
 FAST = ["--epochs", "1", "--batch-size", "8", "--train-eval-size", "8", "--folds", "2", "--img-size", "32"]

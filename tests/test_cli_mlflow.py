@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from src import tracking
+from src.tracking import mlflow_log
 from src.train import main
 from tests.helpers import TINY, free_port
 
@@ -69,9 +69,9 @@ def test_a_run_and_its_continuation_are_one_mlflow_run_on_the_server(mlflow_serv
 
 
 def test_a_local_folder_needs_no_server():
-    assert tracking.tracking_uri("http://10.0.0.2:5000") == "http://10.0.0.2:5000"
-    assert tracking.tracking_uri("sqlite:///x.db") == "sqlite:///x.db"
-    assert tracking.is_folder("./mlruns") and not tracking.is_folder("file:///tmp/mlruns")
+    assert mlflow_log.tracking_uri("http://10.0.0.2:5000") == "http://10.0.0.2:5000"
+    assert mlflow_log.tracking_uri("sqlite:///x.db") == "sqlite:///x.db"
+    assert mlflow_log.is_folder("./mlruns") and not mlflow_log.is_folder("file:///tmp/mlruns")
 
 
 def test_without_mlflow_or_with_a_bad_store_the_run_stops_with_one_line(tmp_path, monkeypatch, capsys):

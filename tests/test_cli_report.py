@@ -1,9 +1,10 @@
 """The end of a run, end to end: its status, its notes entry, the notifications and the run table."""
 
 import src.train
-from src import notes, rundir, runs
-from src.stopping import TIME_LIMIT_EXIT
+from src import runs
+from src.tracking import notes, rundir
 from src.train import main
+from src.training.stopping import TIME_LIMIT_EXIT
 from tests.helpers import TINY, webhook_server
 
 

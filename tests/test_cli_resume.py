@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from src.history import TIME_COLUMNS
-from src.stopping import TIME_LIMIT_EXIT, StopRequests
+from src.tracking.history import TIME_COLUMNS
 from src.train import main
+from src.training.stopping import TIME_LIMIT_EXIT, StopRequests
 from tests.helpers import TINY, signal_at
 
 # 5 iterations per epoch and windows of 2: the epoch's end falls inside a window (its gradients are saved too);

@@ -9,8 +9,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from src.checkpoints import read_checkpoint
 from src.train import main
+from src.training.checkpoints import read_checkpoint
 from tests import helpers
 from tests.helpers import TINY, epoch_checkpoint
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from src.checkpoints import read_checkpoint
-from src.rundir import checkpoints
+from src.tracking.rundir import checkpoints
 from src.train import main
+from src.training.checkpoints import read_checkpoint
 from tests.helpers import TINY, epoch_checkpoint
 
 

@@ -7,16 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from src import distributed
-from src.averaging import build_swa
 from src.config import OptimConfig, StepConfig
-from src.engine import create_trainer, predict_logits
 from src.losses import cross_entropy
 from src.model import CosineHead
-from src.optim import build_optimizer
-from src.rundir import read_config
-from src.runstate import RandomStates
+from src.tracking.rundir import read_config
 from src.train import main
+from src.training.averaging import build_swa
+from src.training.engine import create_trainer, predict_logits
+from src.training.optim import build_optimizer
+from src.training.runstate import RandomStates
+from src.utils import distributed
 from tests.helpers import TINY, TinyConvNet, make_blobs
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

@@ -1,4 +1,4 @@
-"""``--fold all`` (`src.cv`): what a fold leaves behind is freed before the next fold starts; the folds' valid
+"""``--fold all`` (`src.training.cv`): what a fold leaves behind is freed before the next fold starts; the folds' valid
 predictions gathered into oof.csv."""
 
 import gc
@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import src.cv
+import src.training.cv
 from src.config import Config
-from src.oof import predictions_frame, write_predictions
+from src.inference.oof import predictions_frame, write_predictions
 from src.targets import Head, Task
 
 
@@ -23,7 +23,7 @@ class Engine:
 
 
 def test_a_fold_is_freed_before_the_next_one_starts(tmp_path, monkeypatch):
-    monkeypatch.setattr(src.cv, "gather_oof", lambda config, run_dir, folds: {"folds": folds})
+    monkeypatch.setattr(src.training.cv, "gather_oof", lambda config, run_dir, folds: {"folds": folds})
     gc.disable()  # as between two collections in a long run: only the fold loop may collect the cycle
     try:
         previous, alive = [], []
@@ -33,7 +33,7 @@ def test_a_fold_is_freed_before_the_next_one_starts(tmp_path, monkeypatch):
             previous.append(weakref.ref(Engine()))
 
         config = Config.of(folds=3, fold="all", output_dir=str(tmp_path), run_name="cv")
-        src.cv.run_all_folds(config, train_fold)
+        src.training.cv.run_all_folds(config, train_fold)
     finally:
         gc.enable()
     assert alive == [[], [False], [False, False]]
@@ -53,9 +53,9 @@ def test_oof_is_the_folds_valid_predictions_one_under_the_other(tmp_path, note):
         labels = pd.DataFrame({"tags": rng.choice(["a", "b c", "a b c"], 20)})
         frame = predictions_frame(ids, rng.random((20, 3)) ** 4, task, np.full(20, fold), labels)
         if note and fold == 2:
-            frame["note"] = "x"  # not as src.training writes it
+            frame["note"] = "x"  # not as src.training.trainer writes it
         write_predictions(frame, folder / "valid_predictions.csv")
-    summary = src.cv.gather_oof(Config.of(folds=3, metric="f2"), tmp_path)
+    summary = src.training.cv.gather_oof(Config.of(folds=3, metric="f2"), tmp_path)
     text = {"id": str, "tags": str}
     read = [pd.read_csv(tmp_path / f"fold{k}" / "valid_predictions.csv", dtype=text) for k in range(3)]
     pd.concat(read, ignore_index=True).to_csv(tmp_path / "expected.csv", index=False)

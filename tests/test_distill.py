@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 
-from src import distill
 from src.config import Config
-from src.oof import predictions_frame
-from src.setup import setup_data, setup_loaders
+from src.data import distill
+from src.inference.oof import predictions_frame
 from src.targets import Head, Task
 from src.tools.export_digits import write_image_folder
+from src.training.assembly import setup_data, setup_loaders
 from tests import helpers
 from tests.helpers import CPU
 

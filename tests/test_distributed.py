@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from src import distributed
 from src.config import StepConfig
-from src.engine import create_evaluator, create_trainer, make_metrics
 from src.metrics import ignite_metric
 from src.targets import Head, Task
+from src.training.engine import create_evaluator, create_trainer, make_metrics
+from src.utils import distributed
 from tests.helpers import CPU, TinyConvNet, free_port, make_blobs
 
 TASK = Task("single", (Head("label", ("a", "b", "c")),))

@@ -8,12 +8,12 @@ import torch
 from ignite.engine import Engine, Events
 
 from src.config import ModelConfig, OptimConfig, StepConfig
-from src.engine import create_evaluator, create_trainer, make_metrics, validation_filter
 from src.losses import cross_entropy
 from src.mixup import Mixup
 from src.model import build_model
-from src.optim import build_optimizer
 from src.targets import Head, Task
+from src.training.engine import create_evaluator, create_trainer, make_metrics, validation_filter
+from src.training.optim import build_optimizer
 from tests.helpers import CPU, HEADS, TinyClassifier, TinyConvNet, make_blobs
 
 

@@ -5,7 +5,7 @@ import pytest
 from scipy.stats import rankdata
 
 from src.ensemble import aligned, blend, combine, fit_weights, prepare
-from src.oof import predictions_frame, write_predictions
+from src.inference.oof import predictions_frame, write_predictions
 from src.targets import Head, Task
 from tests.helpers import blend_runs
 

@@ -3,7 +3,7 @@
 from ignite.engine import Engine, Events
 
 from src.config import Config
-from src.evaluation import Selection, validation_event
+from src.training.evaluation import Selection, validation_event
 
 
 def test_the_ema_model_selects_with_ema_and_a_loss_selects_downwards():

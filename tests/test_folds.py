@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
-from src.folds import MultilabelFolds, assign_folds, make_folds
+from src.data.folds import MultilabelFolds, assign_folds, make_folds
 from src.targets import Head, Task
 from tests import helpers
 from tests.helpers import fake_data, load, split

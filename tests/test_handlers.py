@@ -9,9 +9,11 @@ from ignite.engine import Engine, Events
 from torch import nn
 
 from src.config import LoaderConfig, OptimConfig, StepConfig
-from src.engine import create_trainer, validation_filter
-from src.evaluation import Selection
-from src.handlers import (
+from src.loaddata import build_loaders
+from src.losses import cross_entropy
+from src.training.engine import create_trainer, validation_filter
+from src.training.evaluation import Selection
+from src.training.handlers import (
     attach_early_stopping,
     attach_evaluation,
     attach_freezing,
@@ -19,9 +21,7 @@ from src.handlers import (
     attach_progress_bar,
     attach_progressive_resizing,
 )
-from src.loaddata import build_loaders
-from src.losses import cross_entropy
-from src.optim import build_lr_scheduler, build_optimizer
+from src.training.optim import build_lr_scheduler, build_optimizer
 from tests.helpers import CPU, TinyClassifier, backbone_classifier, fake_data, make_blobs, split
 
 ACCURACY = Selection("valid", "accuracy", higher_is_better=True).score_function()
@@ -160,9 +160,9 @@ def test_progress_written_to_a_file_is_a_line_every_30_seconds_and_one_per_epoch
     now = [0.0]
     trainer = Engine(lambda engine, batch: now.__setitem__(0, now[0] + 7.0) or {"loss": torch.tensor(0.25)})
     attach_progress_bar(trainer, desc="fold 0 [1/5] epoch", interactive=False, clock=lambda: now[0])
-    with caplog.at_level(logging.INFO, logger="src.handlers"):
+    with caplog.at_level(logging.INFO, logger="src.training.handlers"):
         trainer.run(range(10), max_epochs=2)  # 20 iterations of 7 s
-    lines = [r.getMessage() for r in caplog.records if r.name == "src.handlers"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "src.training.handlers"]
     assert "\r" not in capsys.readouterr().err
     # iteration 1 at 7 s (the first line), then the first iteration 30 s after the last line, and each epoch's end
     assert [line.split(":")[0] for line in lines] == [

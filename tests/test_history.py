@@ -1,6 +1,6 @@
 """The per-epoch history: round trip through history.csv, the best row in either direction."""
 
-from src.history import History
+from src.tracking.history import History
 
 
 def test_history_round_trips_and_finds_the_best(tmp_path):
@@ -24,7 +24,7 @@ def test_history_best_follows_the_metric_direction():
 def test_the_steady_pace_leaves_out_the_first_iterations_and_the_evaluations():
     from ignite.engine import Engine, Events
 
-    from src.history import SteadyPace
+    from src.tracking.history import SteadyPace
 
     clock = {"now": 0.0}
 

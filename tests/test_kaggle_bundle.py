@@ -16,12 +16,12 @@ import pytest
 import yaml
 from nbclient import NotebookClient
 
-from src import rundir
 from src.kaggle.cli import main as kaggle_main
 from src.kaggle.offline import predict_bundle
 from src.loaddata import load_digits
 from src.predict import main as predict_main
 from src.tools import export_digits
+from src.tracking import rundir
 from src.train import main as train_main
 from tests.helpers import TINY
 

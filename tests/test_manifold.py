@@ -1,12 +1,12 @@
-"""Manifold mixup (`src.manifold`): the stages every CNN family of the registry offers, the mix at the drawn stage
-and nowhere before it, the one-shot hook, and the sequence model's refusal."""
+"""Manifold mixup (`src.layers.manifold`): the stages every CNN family of the registry offers, the mix at the drawn
+stage and nowhere before it, the one-shot hook, and the sequence model's refusal."""
 
 import numpy as np
 import pytest
 import torch
 
 from src.config import ModelConfig
-from src.manifold import StageMixer, find_stages
+from src.layers.manifold import StageMixer, find_stages
 from src.mixup import Mixup
 from src.model import MIN_INPUT, build_model
 

@@ -1,6 +1,6 @@
-"""Image + metadata inputs (`src.metadata`, ``--meta-cols``): the encoding from the train fold only, unseen categories
-and missing values on their documented path, the fused model, and a run that trains, resumes and predicts with TTA
-and out-of-fold."""
+"""Image + metadata inputs (`src.data.metadata`, ``--meta-cols``): the encoding from the train fold only, unseen
+categories and missing values on their documented path, the fused model, and a run that trains, resumes and predicts
+with TTA and out-of-fold."""
 
 import logging
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from src.config import ModelConfig
-from src.metadata import META_HIDDEN, MetaEncoder
+from src.data.metadata import META_HIDDEN, MetaEncoder
 from src.model import build_model
 from src.predict import main as predict_main
 from src.tools.export_digits import write_competition
@@ -38,7 +38,7 @@ def test_statistics_and_categories_come_from_the_train_fold_only():
 
 def test_an_unseen_category_encodes_as_zeros_with_a_warning_and_a_missing_value_is_imputed_and_flagged(caplog):
     encoder = MetaEncoder.fit(TABLE, ["age", "sex"], TRAIN)
-    with caplog.at_level(logging.WARNING, logger="src.metadata"):
+    with caplog.at_level(logging.WARNING, logger="src.data.metadata"):
         features = encoder.transform(TABLE, where="test.csv")
     assert "test.csv: 1 rows of metadata column 'sex' hold categories the train fold never saw ('x')" in caplog.text
     unseen, missing = features[3], features[4]
@@ -93,7 +93,7 @@ def test_a_run_with_metadata_trains_resumes_and_predicts_with_tta_and_oof(compet
     saved = (root / "meta" / "fold0" / "config.yaml").read_text()
     assert "meta_features: 8" in saved  # age and its flag; female, male, flag; head, torso, flag
     test = ["--test-csv", str(root / "test.csv"), "--image-dir", str(root / "test"), "--tta", "flip"]
-    with caplog.at_level(logging.WARNING, logger="src.metadata"):
+    with caplog.at_level(logging.WARNING, logger="src.data.metadata"):
         assert predict_main(["--run", str(root / "meta"), *test, "--output-dir", str(root / "sub")]) == 0
     assert "1 rows of metadata column 'site' hold categories the train fold never saw ('palms')" in caplog.text
     probs = pd.read_csv(root / "sub" / "test_predictions.csv")[["p_c0", "p_c1", "p_c2"]].to_numpy()

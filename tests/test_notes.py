@@ -1,7 +1,7 @@
 import multiprocessing
 import subprocess
 
-from src import notes
+from src.tracking import notes
 
 
 def _append_many(path, writer, count):

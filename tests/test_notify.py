@@ -1,6 +1,6 @@
 import logging
 
-from src import notify
+from src.tracking import notify
 from tests.helpers import free_port, smtp_server, webhook_server
 
 
@@ -29,7 +29,7 @@ def test_mail_goes_through_the_smtp_server_of_the_environment(monkeypatch):
 
 def test_a_failing_target_is_logged_without_its_token_and_does_not_stop_the_others(caplog):
     dead = f"http://127.0.0.1:{free_port()}/hooks/secret-token"  # nothing listens there
-    with webhook_server() as (url, received), caplog.at_level(logging.WARNING, logger="src.notify"):
+    with webhook_server() as (url, received), caplog.at_level(logging.WARNING, logger="src.tracking.notify"):
         failed = notify.send([dead, url], "finished: run-c", "text")
     assert failed == [dead]
     assert len(received) == 1

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import src.oof
-from src.oof import float_text, predictions_frame, read_predictions, write_predictions
+import src.inference.oof
+from src.inference.oof import float_text, predictions_frame, read_predictions, write_predictions
 from src.targets import Head, Task
 
 TAGS = Task("multilabel", (Head("tags", ("a", "b", "c", "d")),))
@@ -41,7 +41,7 @@ def test_write_predictions_writes_pandas_bytes(tmp_path, monkeypatch, task):
         predictions_frame(ids, probs, task, folds=np.arange(60) % 5, labels=pd.DataFrame(labels)),
         predictions_frame(ids, probs, task),  # test predictions: the id alone before the numbers
     ]
-    monkeypatch.setattr(src.oof, "CHUNK_VALUES", 7 * task.num_outputs)  # several chunks and thread windows
+    monkeypatch.setattr(src.inference.oof, "CHUNK_VALUES", 7 * task.num_outputs)  # several chunks and thread windows
     for k, frame in enumerate(frames):
         frame.to_csv(tmp_path / f"pandas{k}.csv", index=False)
         write_predictions(frame, tmp_path / f"ours{k}.csv")

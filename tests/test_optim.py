@@ -4,7 +4,7 @@ import pytest
 from ignite.engine import Engine, Events
 
 from src.config import OptimConfig
-from src.optim import build_lr_scheduler, build_optimizer, param_groups
+from src.training.optim import build_lr_scheduler, build_optimizer, param_groups
 from tests.helpers import TinyClassifier, backbone_classifier
 
 

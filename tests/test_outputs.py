@@ -1,9 +1,10 @@
-"""src.outputs: weights read with a one-line error; outputs replaced together, and only when the block succeeds."""
+"""src.inference.outputs: weights read with a one-line error; outputs replaced together, and only when the block
+succeeds."""
 
 import pytest
 import torch
 
-from src.outputs import check_folder, read_weights, replacing, replacing_folder
+from src.inference.outputs import check_folder, read_weights, replacing, replacing_folder
 from tests.helpers import fingerprint
 
 

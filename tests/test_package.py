@@ -1,5 +1,5 @@
 """The package's shape: arrows point down. No import cycle among src modules, and no module imports the train
-entry point (src.train is the top of the graph; src.cv is handed the function that trains a fold)."""
+entry point (src.train is the top of the graph; src.training.cv is handed the function that trains a fold)."""
 
 import ast
 from pathlib import Path

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src import pictures
 from src.targets import Head, Task
+from src.tracking import pictures
 
 
 class RecordingWriter:

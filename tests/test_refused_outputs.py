@@ -16,13 +16,13 @@ import pandas as pd
 import pytest
 import torch
 
-from src import rundir
 from src.ensemble import main as ensemble_main
 from src.kaggle.cli import main as kaggle_main
 from src.predict import main as predict_main
 from src.runs import main as runs_main
 from src.soup import main as soup_main
 from src.tools.export_digits import write_competition
+from src.tracking import rundir
 from src.train import main as train_main
 from tests.helpers import TINY, assert_refused, class_images, fingerprint, fingerprint_changes
 from tests.kaggle_stand_in import StandInKaggleApi

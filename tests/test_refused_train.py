@@ -23,10 +23,10 @@ import pytest
 import torch
 import yaml
 
-from src import files
 from src.lr_find import main as lr_find_main
 from src.train import continue_command
 from src.train import main as train_main
+from src.utils import files
 from tests.helpers import TINY, assert_refused, fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from src import rundir
 from src.config import Config, format_duration
-from src.report import Outcome, RunReport, detail_of
-from src.stopping import Stopped
+from src.tracking import rundir
+from src.tracking.report import Outcome, RunReport, detail_of
+from src.training.stopping import Stopped
 from tests.helpers import webhook_server
 
 SUMMARY = {

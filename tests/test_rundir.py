@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from src import rundir
 from src.config import FOLDER_FIELDS, RESUMABLE, Config, deferred_checks
-from src.rundir import best_checkpoint, find_checkpoint, fold_dirs
+from src.tracking import rundir
+from src.tracking.rundir import best_checkpoint, find_checkpoint, fold_dirs
 
 
 def test_find_checkpoint_picks_the_newest_epoch(tmp_path):

@@ -7,8 +7,9 @@ import sys
 import pandas as pd
 import pytest
 
-from src import rundir, runs
+from src import runs
 from src.config import Config
+from src.tracking import rundir
 
 
 def _run(folder, name, history, status=None, summary=None, **settings):

@@ -1,5 +1,5 @@
-"""What a checkpoint saves beyond the state dicts (`src.runstate`): the random generators of the process's own GPU
-(restored where fewer GPUs are visible), tensors gathered on the CPU, and ignite's metric format."""
+"""What a checkpoint saves beyond the state dicts (`src.training.runstate`): the random generators of the process's own
+GPU (restored where fewer GPUs are visible), tensors gathered on the CPU, and ignite's metric format."""
 
 import random
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from ignite.metrics import Average
 
-from src import distributed
-from src.runstate import AccumulatedGradients, MetricState, RandomStates
+from src.training.runstate import AccumulatedGradients, MetricState, RandomStates
+from src.utils import distributed
 
 
 class FakeCuda:

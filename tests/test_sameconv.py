@@ -8,8 +8,8 @@ from efficientnet_pytorch import EfficientNet
 from efficientnet_pytorch.utils import Conv2dDynamicSamePadding
 
 from src.config import ModelConfig
+from src.layers.sameconv import CroppedSameConv2d, crop_same_convs, useful_taps
 from src.model import build_model
-from src.sameconv import CroppedSameConv2d, crop_same_convs, useful_taps
 
 SIZES = [1, 2, 3, 4, 5, 7]
 CONVS = [  # (kernel, stride, dilation, groups)

@@ -5,9 +5,9 @@ import numpy as np
 import torch
 
 from src.config import LoaderConfig
-from src.folds import assign_folds, split_indices
+from src.data.folds import assign_folds, split_indices
+from src.data.sampling import EpochSampler
 from src.loaddata import build_loaders
-from src.sampling import EpochSampler
 from tests.helpers import fake_data
 
 

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from src import rundir
 from src.predict import main as predict_main
 from src.soup import average, checkpoint_score, main
+from src.tracking import rundir
 from src.train import main as train_main
 from tests.helpers import TINY
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src.sources import (
+from src.data.sources import (
     ArrayImages,
     FileImages,
     decode_all,

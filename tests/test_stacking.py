@@ -1,4 +1,4 @@
-"""Stacking on OOF (src/stacking.py, ``src.ensemble --method stack``): the reported OOF score is honest."""
+"""Stacking on OOF (src/inference/stacking.py, ``src.ensemble --method stack``): the reported OOF score is honest."""
 
 import json
 
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score
 
-from src import stacking
 from src.ensemble import main as ensemble_main
+from src.inference import stacking
 from src.targets import Head, Task
 from tests.helpers import ABC_TASK, write_run
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src.submission import SubmissionFormat, make_submission, match_sample
+from src.inference.submission import SubmissionFormat, make_submission, match_sample
 from src.targets import Head, Task
 
 SINGLE = Task("single", (Head("word", ("the sun", "cat", "house")),))

@@ -2,10 +2,10 @@
 
 import pytest
 
-from src.averaging import attach_ema
 from src.config import Config
 from src.targets import Head, Task
-from src.training import Steps, Training, setup_training
+from src.training.averaging import attach_ema
+from src.training.trainer import Steps, Training, setup_training
 from tests.helpers import CPU, backbone_classifier
 
 TASK = Task("single", (Head("label", ("a", "b", "c", "d")),))

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from src.inference.tta import Merge, merge, renormalise, tta_variants
 from src.metrics import to_probs
 from src.predict import row_blocks
 from src.targets import Head, Task
-from src.tta import Merge, merge, renormalise, tta_variants
 
 SINGLE = Task("single", (Head("word", ("the sun", "cat", "house")),))
 

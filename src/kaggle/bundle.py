@@ -14,7 +14,7 @@ requirements is our own, because pip has no "everything this needs that that env
 
 Check, then write: the folder, its members' checkpoints (each must open), the test files and the packages are
 checked first; the bundle is built in a temporary folder that replaces the earlier bundle only when it is
-complete (`src.outputs.replacing_folder`): a refused or failed command (pip failing, say) leaves it as it was.
+complete (`src.inference.outputs.replacing_folder`): a refused or failed command (pip failing, say) leaves it as it was.
 """
 
 from __future__ import annotations
@@ -35,13 +35,14 @@ import torch
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from src import files, notes, rundir
 from src.config import Config
+from src.inference.outputs import check_folder, read_weights, replacing_folder
+from src.inference.tta import tta_variants
 from src.kaggle import notebook
 from src.kaggle.offline import BUNDLE_JSON, MODELS
 from src.kaggle.submit import ENSEMBLE, folder_config
-from src.outputs import check_folder, read_weights, replacing_folder
-from src.tta import tta_variants
+from src.tracking import notes, rundir
+from src.utils import files
 
 DEFAULT_IMAGE = Path(__file__).with_name("kaggle_image.txt")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -122,7 +123,7 @@ def members(folder: Path) -> tuple[list[Path], list[float], str]:
     """The runs a folder predicts with: itself, or an ensemble's members; with the weights and blend method.
 
     Raises:
-        ValueError: a stacked ensemble (`src.stacking`).
+        ValueError: a stacked ensemble (`src.inference.stacking`).
     """
     if (folder / ENSEMBLE).is_file():
         blend = json.loads((folder / ENSEMBLE).read_text())

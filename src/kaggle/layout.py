@@ -20,8 +20,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from src import files
 from src.kaggle import templates
+from src.utils import files
 
 TRAIN_YAML = "train.yaml"
 LABEL_NAMES = ("label", "labels", "target", "class", "category", "diagnosis", "tags", "word", "sirna", "landmark_id")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import nbformat
 
-from src import files
+from src.utils import files
 
 NOTEBOOK = "inference.ipynb"
 KERNEL_METADATA = "kernel-metadata.json"

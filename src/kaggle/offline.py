@@ -9,9 +9,9 @@ import json
 import shutil
 from pathlib import Path
 
-from src import rundir
 from src.ensemble import EnsembleConfig, ensemble
 from src.predict import PredictConfig, predict
+from src.tracking import rundir
 
 BUNDLE_JSON = "bundle.json"
 MODELS = "models"

@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from src import files, notes, rundir
 from src.config import Config
+from src.inference.submission import check_unique
 from src.kaggle.client import calling
-from src.submission import check_unique
+from src.tracking import notes, rundir
+from src.utils import files
 
 RECORDS = "kaggle_submissions.csv"
 COLUMNS = ["competition", "date", "message", "file", "sha256", "ref", "status", "public_score", "private_score"]

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=OUT, help=f"the Markdown file to write (default: {OUT})")
     args = parser.parse_args(argv)
-    from src import files
+    from src.utils import files
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     files.write_text(args.out, reference())

@@ -1,0 +1,2 @@
+"""Data in: layout readers, images and strokes, folds, sampling, batch augmentation, metadata, pseudo-labels,
+distillation targets."""

@@ -1,0 +1,1 @@
+"""Predictions out: test-time augmentation, prediction files, submissions, stacking, output-command safety."""

@@ -1,0 +1,1 @@
+"""Network pieces the model registry (`src.model`) assembles: same-padded convolutions, manifold mixup."""

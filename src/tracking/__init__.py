@@ -1,0 +1,1 @@
+"""What a run records: the run folder, its history, report, notes, notifications, TensorBoard pictures, MLflow."""

@@ -1,0 +1,208 @@
+"""What a run builds from its config before training: the device, the data and its folds, the loaders, the
+resolved config and the model. Each function documents the config fields it reads."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import ignite.distributed as idist
+import numpy as np
+import torch
+
+from src.config import LOG_EVERY, Config
+from src.data.distill import hard_targets
+from src.data.distill import test_set as teacher_test_set
+from src.data.distill import train_targets as distilled_targets
+from src.data.folds import assign_folds, split_indices
+from src.data.metadata import MetaEncoder, meta_columns
+from src.data.pseudo import pseudo_labelled
+from src.data.sources import PointSequences, Reading
+from src.loaddata import Data, Loaders, TrainSet, build_loaders, default_num_workers, load_data
+from src.metrics import get_metric
+from src.model import build_model, check_arch, reads_sequences
+from src.targets import Task
+from src.utils import distributed
+
+logger = logging.getLogger(__name__)
+DRY_RUN_FRACTION = 0.01
+
+
+def prepare(config: Config) -> Config:
+    """Checks ``arch`` before anything is read; a dry run trains one epoch.
+
+    Raises:
+        ValueError: an unknown arch (the message lists the known ones).
+    """
+    check_arch(config.model.arch)
+    return config.replace(epochs=1) if config.run.dry_run else config
+
+
+def resolve_device(name: str) -> torch.device:
+    """``--device``: 'auto' is CUDA when available, else the CPU. With several processes, each process's own
+    device (`idist.device()`: the GPU of its local rank under nccl, the CPU under gloo). On CUDA, cuDNN picks
+    the fastest convolution algorithms for the shapes it sees (``cudnn.benchmark``), and float32 matrix products
+    and convolutions use TensorFloat-32 (Ampere and later: 10 bits of mantissa, the default of JAX and of most
+    trainers; bf16 autocast covers most of the step anyway).
+
+    Raises:
+        ValueError: CUDA asked for on a machine without it.
+    """
+    if distributed.world_size() > 1:
+        device = idist.device()
+    elif name == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")
+    return device
+
+
+def reading(config: Config) -> Reading:
+    """What the layout readers are told (`src.data.sources.Reading`): ``in_chans`` values per pixel, strokes rasterized
+    at ``img_size``, point sequences for an arch that reads them, and image files decoded no smaller than needed for
+    the largest size of the ``--img-size-schedule``."""
+    largest = max(size for _, size in config.loader.size_schedule)
+    return Reading(config.model.in_chans, config.loader.img_size, reads_sequences(config.model.arch), largest)
+
+
+def setup_data(config: Config) -> tuple[Data, np.ndarray]:
+    """Reads and checks the data (``data`` group) and assigns the folds (``split`` group, ``group_col``,
+    ``fold_col``).
+
+    Returns:
+        The data, and the fold of every row (int64 (N,)).
+
+    Raises:
+        ValueError: bad input, a metric the task cannot use, or an arch that does not read this data.
+    """
+    progress = config.run.progress and distributed.is_main()
+    data = load_data(config.data, reading(config), dry_run=config.run.dry_run, progress=progress)
+    get_metric(config.eval.metric, data.task)  # a metric the task kind cannot use stops here
+    arch = config.model.arch
+    if reads_sequences(arch) != isinstance(data.source.images, PointSequences):
+        raise ValueError(
+            f"--arch {arch} reads QuickDraw strokes as point sequences (--layout strokes)"
+            if reads_sequences(arch)
+            else f"--arch {arch} takes images, not point sequences"
+        )
+    if config.data.meta_cols:
+        check_meta(config, data)
+    split = config.split
+    fold_of = assign_folds(data, split.folds, config.split_seed, config.data.group_col, config.data.fold_col)
+    return data, fold_of
+
+
+def check_meta(config: Config, data: Data) -> None:
+    """``--meta-cols``: the train table has the columns, and nothing else the run reads lacks them.
+
+    Raises:
+        ValueError: a missing column (named with the table), point sequences, or test images added to training
+            (pseudo-labels, --teacher-test), whose metadata is not read.
+    """
+    if reads_sequences(config.model.arch):
+        raise ValueError(f"--meta-cols: image models only, not --arch {config.model.arch}")
+    if config.pseudo.pseudo_labels or config.distill.teacher_test:
+        raise ValueError("--meta-cols with --pseudo-labels or --teacher-test: test images join training without their "
+                         "metadata; not supported")
+    meta_columns(data.source.table, config.data.meta_cols, str(data.source.where))
+
+
+def setup_loaders(config: Config, data: Data, fold_of: np.ndarray, device: torch.device) -> Loaders:
+    """The train, train-eval and valid loaders of fold ``split.fold`` (``loader`` group; a dry run uses 1% of
+    the rows, ``data_fraction`` otherwise); pseudo-labelled test images join the train fold (``pseudo`` group);
+    with ``--meta-cols`` the metadata is encoded with the train fold's statistics (`src.data.metadata`).
+
+    Raises:
+        ValueError: an empty validation fold, or bad pseudo-labels.
+    """
+    fraction = DRY_RUN_FRACTION if config.run.dry_run else config.split.data_fraction
+    train_idx, valid_idx = split_indices(
+        fold_of, config.split.fold, config.split_seed, fraction=fraction, min_train=config.loader.batch_size
+    )
+    if len(valid_idx) == 0:
+        raise ValueError(f"--fold {config.split.fold}: no rows in this fold of {config.split.folds}")
+    workers = config.loader.num_workers
+    loader = dataclasses.replace(config.loader, num_workers=default_num_workers(device) if workers is None else workers)
+    train_set = training_set(config, data, train_idx)
+    encoder = None
+    if config.data.meta_cols:
+        encoder = MetaEncoder.fit(data.source.table, config.data.meta_cols, train_idx)
+        data = dataclasses.replace(data, meta=encoder.transform(data.source.table, str(data.source.where)))
+    loaders = build_loaders(
+        data, train_idx, valid_idx, loader, config.run.seed, device, train_set, config.step.channels_last
+    )
+    loaders.meta_encoder = encoder
+    loaders.train.sampler.limit(config.run.max_iters_per_epoch)  # each capped epoch is a fresh pass
+    return loaders
+
+
+def training_set(config: Config, data: Data, train_idx: np.ndarray) -> TrainSet | None:
+    """What the train fold learns besides its labels: pseudo-labelled test images (``pseudo`` group), or a
+    teacher's soft targets and teacher-labelled test images (``distill`` group, `src.data.distill`).
+
+    Raises:
+        ValueError: --pseudo-labels with --teacher, --teacher-test without --teacher, or a bad teacher.
+        FileNotFoundError: a missing teacher or prediction file.
+    """
+    distill = config.distill
+    if distill.teacher_test and not distill.teacher:
+        raise ValueError("--teacher-test needs --teacher (the folder whose test_predictions.csv it learns)")
+    if config.pseudo.pseudo_labels and distill.teacher:
+        raise ValueError("--pseudo-labels with --teacher: use --teacher-test to learn the teacher's test predictions")
+    if config.pseudo.pseudo_labels:
+        return TrainSet(extra=pseudo_labelled(config.pseudo, config.data, reading(config), data.task))
+    if not distill.teacher:
+        return None
+    targets = distilled_targets(config, data.source.ids(), data.targets, train_idx, data.task)
+    if not distill.teacher_test:
+        return TrainSet(targets=targets)
+    if targets is None:  # the labels alone, as soft vectors beside the test images' soft targets
+        targets = hard_targets(data.targets[train_idx], data.task)
+    return TrainSet(targets=targets, extra=teacher_test_set(config, reading(config), data.task))
+
+
+def resolve(config: Config, data: Data, loaders: Loaders, device: torch.device) -> Config:
+    """The config with its inferred fields resolved: ``num_classes`` and ``in_chans`` from the data, the L-softmax
+    head for ``--loss lsoftmax``, ``num_workers`` as the loaders use them, ``--log-every auto`` for ``device``, and
+    the train fold's normalisation (floats), saved with the run so that prediction normalises the same way. (The
+    batch size and accumulation, which the loaders need, are resolved before them:
+    `src.training.batch_size.resolve_batch`.)
+
+    Raises:
+        ValueError: ``--num-classes`` below the data's classes, or ``--in-chans`` other than the images'.
+    """
+    task, model = data.task, config.model
+    if task.kind != "multihead" and model.num_classes is not None and model.num_classes < task.num_outputs:
+        raise ValueError(f"--num-classes {model.num_classes}: the data has {task.num_outputs} classes")
+    if model.in_chans is not None and model.in_chans != data.in_chans:
+        raise ValueError(f"--in-chans {model.in_chans}: the images have {data.in_chans} channels")
+    head = "lsoftmax" if config.loss.loss == "lsoftmax" and model.head == "linear" else model.head
+    return config.replace(
+        head=head,
+        meta_features=loaders.meta_encoder.width if loaders.meta_encoder is not None else None,
+        num_classes=task.num_outputs if task.kind == "multihead" else (model.num_classes or task.num_outputs),
+        in_chans=data.in_chans,
+        num_workers=loaders.train.num_workers,
+        log_every=LOG_EVERY.get(device.type, 1) if config.run.log_every == "auto" else config.run.log_every,
+        mean=tuple(loaders.mean) if loaders.mean else config.loader.mean,
+        std=tuple(loaders.std) if loaders.std else config.loader.std,
+    )
+
+
+def setup_model(
+    config: Config, task: Task, device: torch.device, meta_encoder: MetaEncoder | None = None
+) -> torch.nn.Module:
+    """The ``model`` group's model with one output per class (one head per label column for several heads), on
+    ``device`` in the ``channels_last`` memory format when set; with metadata, its MLP keeps ``meta_encoder`` (saved
+    with every checkpoint)."""
+    num_classes = task.sizes if task.kind == "multihead" else config.model.num_classes
+    model = build_model(config.model, num_classes)
+    if model.meta is not None:
+        model.meta.encoder = meta_encoder
+    return model.to(device, memory_format=torch.channels_last if config.step.channels_last else torch.preserve_format)

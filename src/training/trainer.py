@@ -1,0 +1,405 @@
+"""The training objects of a run, the handlers the config asks for, resuming, and the run itself.
+
+`Training` holds everything a run updates; what a checkpoint saves and a resume loads is derived from it
+(`Training.to_save`), never patched in by the functions that build it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, EarlyStopping, EMAHandler, ParamScheduler, TensorboardLogger
+from ignite.metrics import Metric
+from torch.optim.swa_utils import AveragedModel
+
+from src.config import Config
+from src.inference.oof import predictions_frame, write_predictions
+from src.layers.manifold import StageMixer
+from src.loaddata import Data, Loaders
+from src.losses import CenterLoss, StepAwareLoss, center_optimizer, task_criterion
+from src.metrics import to_probs
+from src.mixup import MixChoice, Mixup
+from src.model import MarginHead
+from src.targets import Task
+from src.tracking import rundir
+from src.tracking.history import History, attach_history
+from src.tracking.mlflow_log import attach_mlflow
+from src.tracking.pictures import Pictures, log_hparams
+from src.training.averaging import attach_ema, attach_swa, build_ema, build_swa, from_epoch
+from src.training.checkpoints import (
+    attach_best_checkpoint,
+    attach_last_checkpoint,
+    attach_model_file,
+    resume_from,
+)
+from src.training.engine import FeatureLoss, autocast_dtype, create_trainer, predict_logits
+from src.training.evaluation import Selection, compiled, validation_event
+from src.training.handlers import (
+    attach_early_stopping,
+    attach_evaluation,
+    attach_freezing,
+    attach_lr_scheduler,
+    attach_progress_bar,
+    attach_progressive_resizing,
+    attach_set_epoch,
+    attach_tensorboard,
+    attach_terminate_on_nan,
+    attach_training_metrics,
+    attach_validation_log,
+)
+from src.training.optim import build_lr_scheduler, build_optimizer
+from src.training.runstate import AccumulatedGradients, MetricState, RandomStates
+from src.training.stopping import StopRequests, attach_stopping
+from src.utils import distributed
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """A run's step counts, computed once (`Steps.of`).
+
+    Attributes:
+        epoch_length: iterations (micro-batches) per epoch.
+        per_epoch: optimizer steps per epoch (``epoch_length / accumulation_steps``).
+        total: optimizer steps of the whole run (what the lr schedule spans).
+        warmup: optimizer steps of the lr warmup (and of the EMA decay warmup).
+    """
+
+    epoch_length: int
+    per_epoch: float
+    total: int
+    warmup: int
+
+    @classmethod
+    def of(cls, config: Config, train_batches: int) -> Steps:
+        """From the train loader's batches, ``max_iters_per_epoch``, ``accumulation_steps``, ``epochs`` and
+        ``warmup_epochs``."""
+        cap = config.run.max_iters_per_epoch
+        epoch_length = min(train_batches, cap) if cap else train_batches
+        per_epoch = epoch_length / config.step.accumulation_steps
+        total, warmup = int(config.optim.epochs * per_epoch), int(config.optim.warmup_epochs * per_epoch)
+        return cls(epoch_length, per_epoch, total, warmup)
+
+
+@dataclasses.dataclass
+class Training:
+    """Everything a training run updates: the trainer and the objects its step and handlers change.
+
+    The handler fields (``loss_metric`` ... ``last_checkpoint``) are set once, by `attach_handlers`.
+    """
+
+    trainer: Engine
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    steps: Steps
+    selection: Selection
+    device: torch.device
+    task: Task
+    lr_scheduler: ParamScheduler | None = None
+    mixup: Mixup | None = None
+    scaler: torch.amp.GradScaler | None = None
+    ema: EMAHandler | None = None
+    swa_model: AveragedModel | None = None
+    center_loss: CenterLoss | None = None
+    center_optimizer: torch.optim.Optimizer | None = None
+    loss_metric: Metric | None = None
+    early_stopping: EarlyStopping | None = None
+    best_checkpoint: Checkpoint | None = None
+    swa_checkpoint: Checkpoint | None = None
+    last_checkpoint: Checkpoint | None = None
+    tb_logger: TensorboardLogger | None = None
+
+    def to_save(self) -> dict[str, Any]:
+        """What a checkpoint holds and a resume loads (ignite's ``to_save``): every object of the run that exists.
+        The names are the checkpoint file's keys."""
+        objects = {
+            "trainer": self.trainer,
+            "rng": RandomStates(self.device),  # each process's global generators (dropout, drop-path)
+            "accumulated_gradients": AccumulatedGradients(self.model),  # a window that spans an epoch's end
+            "train_loss": None if self.loss_metric is None else MetricState(self.loss_metric, self.device),
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "lr_scheduler": self.lr_scheduler,
+            "mixup": self.mixup,
+            "ema_model": self.ema and self.ema.ema_model,
+            "swa_model": self.swa_model,
+            "center_loss": self.center_loss,
+            "center_optimizer": self.center_optimizer,
+            "scaler": self.scaler,
+            "ema_momentum_scheduler": getattr(self.ema, "momentum_scheduler", None),  # only with a warmup
+            "early_stopping": self.early_stopping,
+            "swa_checkpoint": self.swa_checkpoint,
+            "best_checkpoint": self.best_checkpoint,  # its list of kept files survives a resume
+        }
+        return {name: obj for name, obj in objects.items() if obj is not None}
+
+    def models(self) -> dict[str, torch.nn.Module]:
+        """The models to validate, by evaluator name (`src.training.evaluation`): the trained model on the train subset
+        and the valid fold, then the EMA and SWA weights on the valid fold when they exist."""
+        models = {"train_eval": self.model, "valid": self.model}
+        if self.ema is not None:
+            models["valid_ema"] = self.ema.ema_model
+        if self.swa_model is not None:
+            models["valid_swa"] = self.swa_model
+        return models
+
+
+def setup_training(config: Config, model: torch.nn.Module, task: Task, steps: Steps, device: torch.device) -> Training:
+    """Builds the optimizer, lr schedule, mixup, center loss, criterion, weight averages and the trainer
+    (``optim``, ``regularisation``, ``loss`` and ``step`` groups). With several processes the trainer steps the
+    model in DistributedDataParallel (``--sync-bn``: SyncBatchNorm); everything else holds the plain model."""
+    selection = Selection.of(config)
+    frozen_for_a_while = config.optim.freeze_epochs > 0  # DDP must expect parameters without gradients then
+    parallel = distributed.wrap(model, config.step.sync_bn, find_unused_parameters=frozen_for_a_while)
+    optimizer = build_optimizer(model, config.optim)
+    lr_scheduler = build_lr_scheduler(
+        optimizer, config.optim, steps.total, steps.warmup, selection.metric, selection.higher_is_better
+    )
+    regularisation = config.regularisation
+    mixup = None
+    if regularisation.mixup_alpha > 0 or regularisation.cutmix_alpha > 0:
+        mixup = Mixup(
+            regularisation.mixup_alpha,
+            config.model.num_classes,
+            regularisation.mixup_k,
+            seed=config.run.seed,
+            to_soft=task.to_soft,
+            cutmix_alpha=regularisation.cutmix_alpha,
+            choice=MixChoice(regularisation.mix_prob, regularisation.switch_prob),
+            stages=_stage_mixer(config, model),
+        )
+    if config.step.amp == "fp16" and device.type != "cuda":
+        logger.warning("--amp fp16 needs CUDA; training in fp32 on %s", device)
+    elif device.type == "cuda":
+        logger.info("--amp %s: autocast to %s", config.step.amp, autocast_dtype(config.step.amp, device) or "none")
+    center = feature_loss = None
+    if config.loss.center_loss > 0:
+        if task.kind != "single":
+            raise ValueError("--center-loss needs a single-label task (one center per class)")
+        center = CenterLoss(config.model.num_classes, model.num_features, config.loss.center_loss).to(device)
+        feature_loss = FeatureLoss(distributed.wrap(center), center_optimizer(center, config.loss.center_lr))
+    criterion = task_criterion(task, config.loss, model.fc if isinstance(model.fc, MarginHead) else None)
+    trainer = create_trainer(compiled(parallel, config), optimizer, criterion, device, config.step, mixup, feature_loss)
+    if isinstance(criterion, StepAwareLoss):  # L-softmax's annealed margin weight follows the optimizer steps
+        accumulation_steps = config.step.accumulation_steps
+        trainer.add_event_handler(
+            Events.ITERATION_STARTED, lambda: criterion.set_step((trainer.state.iteration - 1) // accumulation_steps)
+        )
+    return Training(
+        trainer,
+        model,
+        optimizer,
+        steps,
+        selection,
+        device,
+        task,
+        lr_scheduler=lr_scheduler,
+        mixup=mixup,
+        scaler=trainer.state.scaler if trainer.state.scaler.is_enabled() else None,
+        ema=build_ema(model, regularisation.ema, warmup_steps=steps.warmup) if regularisation.ema else None,
+        swa_model=build_swa(model) if regularisation.swa_start_epoch else None,
+        center_loss=center,
+        center_optimizer=feature_loss.optimizer if feature_loss else None,
+    )
+
+
+def _stage_mixer(config: Config, model: torch.nn.Module) -> StageMixer | None:
+    """Manifold mixup's stage mixer for ``--mixup-at features``, else None.
+
+    Raises:
+        ValueError: with ``--compile`` (its hooks change per step), or a model without stages (``--arch gru``).
+    """
+    if config.regularisation.mixup_at != "features":
+        return None
+    if config.step.compile:
+        raise ValueError("--mixup-at features arms a hook per step, which --compile would recompile; drop one")
+    return StageMixer(model)
+
+
+def attach_handlers(
+    config: Config,
+    training: Training,
+    evaluators: dict[str, Engine],
+    loaders: Loaders,
+    run_dir: Path | None,
+    cleanup: contextlib.ExitStack,
+    requests: StopRequests,
+) -> History:
+    """Attaches every handler the config asks for, by event, in the order they must fire; files only with a run
+    folder; last, the saves inside epochs and the clean stop on ``requests``. The TensorBoard logger is closed by
+    ``cleanup``. Returns the run's history."""
+    trainer, selection = training.trainer, training.selection
+    selector = evaluators[selection.name]
+    attach_terminate_on_nan(trainer, config.run.log_every)
+    training.loss_metric = attach_training_metrics(trainer, training.device)
+    attach_set_epoch(trainer, loaders.train)
+    if training.ema is not None:
+        attach_ema(trainer, training.ema, config.step.accumulation_steps)
+    attach_lr_scheduler(trainer, selector, training.lr_scheduler, config.step.accumulation_steps)
+    loader_of = {"train_eval": loaders.train_eval, "valid": loaders.valid, "valid_ema": loaders.valid}
+    each_validation = {name: (evaluators[name], loader_of[name]) for name in evaluators if name in loader_of}
+    every = validation_event(config, training.steps.epoch_length)
+    evaluated = list(dict.fromkeys(training.models().values()))
+    trainer.add_event_handler(every, lambda: distributed.sync_buffers(evaluated))  # rank 0's running statistics
+    attach_evaluation(trainer, each_validation, every)
+    if training.swa_model is not None:  # after each epoch: average, BatchNorm statistics, validation
+        start = config.regularisation.swa_start_epoch
+        # the bn loader has its own RNG: recomputing BatchNorm statistics must not change the training run
+        attach_swa(trainer, training.swa_model, training.model, start, loaders.bn, training.device)
+        attach_evaluation(trainer, {"valid_swa": (evaluators["valid_swa"], loaders.valid)}, from_epoch(start))
+    if config.eval.val_every is not None:
+        attach_validation_log(trainer, selector, selection.name)
+    training.early_stopping = attach_early_stopping(
+        trainer, selector, config.eval.patience, selection.score_function(), start_epoch=config.early_stopping_start
+    )
+    history = History(run_dir / rundir.HISTORY if run_dir and distributed.is_main() else None)
+    if config.optim.freeze_epochs:
+        attach_freezing(trainer, training.model, config.optim.freeze_epochs)
+    if len(config.loader.size_schedule) > 1:
+        attach_progressive_resizing(trainer, loaders, config.loader.img_size_at, config.run.seed)
+    attach_history(
+        trainer, evaluators, training.optimizer, history, img_size=lambda: loaders.img_size, device=training.device
+    )
+    if run_dir is not None:
+        attach_files(config, training, evaluators, run_dir, cleanup)
+        attach_pictures(config, training, evaluators, loaders, history)
+        if config.track.mlflow and distributed.is_main():
+            best = functools.partial(best_so_far, history, training.selection)
+            cleanup.push(attach_mlflow(config, trainer, evaluators, training.optimizer, run_dir, best))
+    if config.run.progress and distributed.is_main():
+        split = config.split  # a --fold all run shows its folds too: "fold 2 [3/5] epoch [4/18]"
+        attach_progress_bar(trainer, config.run.log_every, f"fold {split.fold} [{split.fold + 1}/{split.folds}] epoch")
+    accumulation = config.step.accumulation_steps
+    attach_stopping(trainer, requests, training.last_checkpoint, run_dir, accumulation, config.run)
+    return history
+
+
+def attach_files(
+    config: Config, training: Training, evaluators: dict[str, Engine], run_dir: Path, cleanup: contextlib.ExitStack
+) -> None:
+    """The run folder's handlers: the SWA model file, the best and last checkpoints, TensorBoard."""
+    trainer, by_iteration = training.trainer, config.eval.val_every is not None
+    if training.swa_model is not None:
+        swa_evaluator = evaluators["valid_swa"]
+        training.swa_checkpoint = attach_model_file(
+            swa_evaluator, training.swa_model.module, run_dir, rundir.SWA_PREFIX, trainer
+        )
+    best_model = training.ema.ema_model if training.ema is not None else training.model
+    training.best_checkpoint = attach_best_checkpoint(
+        trainer,
+        evaluators[training.selection.name],
+        best_model,
+        run_dir,
+        config.run.n_saved,
+        training.selection,
+        by_iteration,
+    )
+    training.last_checkpoint = attach_last_checkpoint(trainer, training.to_save(), run_dir)
+    if distributed.is_main():
+        training.tb_logger = attach_tensorboard(
+            trainer, evaluators, training.optimizer, run_dir, config.run.log_every, by_iteration=by_iteration
+        )
+        cleanup.enter_context(training.tb_logger)
+
+
+def attach_pictures(
+    config: Config, training: Training, evaluators: dict[str, Engine], loaders: Loaders, history: History
+) -> None:
+    """TensorBoard's pictures (`src.tracking.pictures`, ``--pictures``) of the selecting evaluator, and at the end of
+    training the hparams: the settings that differ from the defaults with the best score (from ``history``)."""
+    trainer, selection = training.trainer, training.selection
+    writer = training.tb_logger.writer if training.tb_logger is not None else None
+    if config.track.pictures:
+        by_iteration = config.eval.val_every is not None
+        step = (lambda: trainer.state.iteration) if by_iteration else (lambda: trainer.state.epoch)
+        pictures = Pictures(writer, training.task, loaders, config.track.top_losses)
+        pictures.attach(trainer, evaluators[selection.name], selection.name, step)
+    if writer is None:
+        return
+
+    def hparams() -> None:
+        best = best_so_far(history, selection)
+        if best:
+            log_hparams(writer, rundir.changed_settings(config), {f"hparam/{k}": v for k, v in best.items()})
+
+    trainer.add_event_handler(Events.COMPLETED, hparams)
+
+
+def best_so_far(history: History, selection: Selection) -> dict[str, float]:
+    """``{"best_<key>": score, "best_epoch": epoch}`` from the history, or ``{}`` before the first validation."""
+    best = history.best(selection.key, selection.higher_is_better)
+    return {f"best_{selection.key}": best[selection.key], "best_epoch": best["epoch"]} if best else {}
+
+
+def resume(training: Training, checkpoint: Path, state: dict, sampler) -> None:
+    """Loads a checkpoint's ``state`` (`src.training.checkpoints.read_resumable`) into the run's objects
+    (`Training.to_save`) and its last-checkpoint handler. A state saved inside an epoch goes on from there: the
+    sampler skips the samples the epoch has already trained on, and the epoch's running loss is put back after the
+    epoch restarts.
+
+    Raises:
+        ValueError: the checkpoint does not fit the model (`resume_from`).
+    """
+    missing = resume_from(state, training.to_save(), training.last_checkpoint)
+    trainer_state = training.trainer.state
+    done = trainer_state.iteration % training.steps.epoch_length
+    if done:  # inside an epoch
+        sampler.start_at(done)
+        if "train_loss" in state:  # put back after the epoch's start resets it
+            loss_state = MetricState(training.loss_metric, training.device)
+            resumed_epoch = trainer_state.iteration // training.steps.epoch_length + 1
+            training.trainer.add_event_handler(
+                Events.EPOCH_STARTED(once=resumed_epoch), lambda: loss_state.load_state_dict(state["train_loss"])
+            )
+    left = f" (not in the checkpoint, left fresh: {missing})" if missing else ""
+    logger.info(
+        "resumed from %s at epoch %d, iteration %d%s", checkpoint, trainer_state.epoch, trainer_state.iteration, left
+    )
+
+
+def train(training: Training, loader, epochs: int) -> None:
+    """Runs the trainer to ``epochs`` epochs; a resumed run that has trained them all trains nothing (ignite
+    would restart it from epoch 0)."""
+    done = training.trainer.state.epoch
+    if done >= epochs:
+        logger.info(
+            "the run has already trained %d epochs of --epochs %d: nothing to train (pass a larger --epochs to "
+            "go on); writing its predictions and summary",
+            done,
+            epochs,
+        )
+        return
+    training.trainer.run(loader, max_epochs=epochs, epoch_length=training.steps.epoch_length)
+
+
+def save_valid_predictions(
+    run_dir: Path, training: Training, loaders: Loaders, data: Data, fold_of: np.ndarray, config: Config
+) -> Path:
+    """Loads the best checkpoint into the model and writes its valid-fold probabilities to
+    ``valid_predictions.csv`` (id, fold, labels, one column per class; `src.inference.oof`). Returns the checkpoint's
+    path. With several processes each predicts its block of the valid rows, and rank 0 writes them all in order."""
+    best = Path(training.best_checkpoint.last_checkpoint)  # ignite's path already holds the folder
+    distributed.barrier()  # rank 0 has written it
+    training.model.load_state_dict(torch.load(best, map_location=training.device, weights_only=True))
+    logits = distributed.gather_rows(predict_logits(training.model, loaders.valid, training.device, config.step))
+    if not distributed.is_main():
+        return best
+    rows, ids = loaders.valid_rows, data.source.ids()
+    frame = predictions_frame(
+        [ids[i] for i in rows],
+        to_probs(logits, data.task),
+        data.task,
+        folds=fold_of[rows],
+        labels=data.source.table.iloc[rows],
+    )
+    write_predictions(frame, run_dir / rundir.PREDICTIONS)
+    return best
