@@ -33,9 +33,9 @@ from ignite.utils import setup_logger
 
 from src.config import Config, deferred_checks, load_config_file
 from src.tracking.rundir import config_path, read_saved_config, resolve_run_dir
-from src.training.batch_size import is_out_of_memory
 from src.utils import distributed
 from src.utils.distributed import launched_rank
+from src.utils.errors import CleanExit, is_out_of_memory
 
 T = TypeVar("T")
 INTERRUPTED = (
@@ -48,16 +48,6 @@ OUT_OF_MEMORY = (
     "out of GPU memory: lower --batch-size (--accumulation-steps N keeps the batch of one optimizer step), or "
     "save memory with --amp bf16 (fp16) or a smaller --img-size"
 )
-
-
-class CleanExit(Exception):
-    """A planned end before the work is done (`src.training.stopping.Stopped`): `run_cli` prints `message` and exits
-    with ``exit_code``, no traceback."""
-
-    exit_code = 1
-
-    def message(self) -> str:
-        return str(self)
 
 
 @dataclasses.dataclass

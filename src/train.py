@@ -28,7 +28,7 @@ from src.tracking import mlflow_log, notes, rundir
 from src.tracking.history import History
 from src.tracking.report import RunReport
 from src.training.assembly import prepare, resolve, resolve_device, setup_data, setup_loaders, setup_model
-from src.training.batch_size import is_out_of_memory, out_of_memory_message, resolve_batch
+from src.training.batch_size import out_of_memory_message, resolve_batch
 from src.training.budget import Budget
 from src.training.checkpoints import read_resumable
 from src.training.cv import run_all_folds
@@ -37,6 +37,7 @@ from src.training.stopping import Stopped, StopRequests
 from src.training.trainer import Steps, Training, attach_handlers, resume, save_valid_predictions, setup_training, train
 from src.utils import distributed
 from src.utils.distributed import launch
+from src.utils.errors import is_out_of_memory
 
 logger = logging.getLogger("src.train")  # not __name__: "__main__" under python -m
 

@@ -14,13 +14,13 @@ from src.targets import Head, Task
 from src.train import main
 from src.training.batch_size import (
     accumulation_for,
-    is_out_of_memory,
     largest_batch,
     resolve_batch,
     search,
     trial_fits,
     with_margin,
 )
+from src.utils.errors import is_out_of_memory
 from tests.helpers import TINY, TinyClassifier, epoch_checkpoint
 
 

@@ -35,3 +35,59 @@ def test_no_import_cycle():
         return any(t == goal or (t not in seen and reaches(t, goal, seen | {t})) for t in graph[start])
 
     assert [name for name in graph if reaches(name, name, {name})] == []
+
+
+ENTRY_POINTS = {"src.train", "src.predict", "src.ensemble", "src.lr_find", "src.soup", "src.runs"}
+CARD = {"src.model", "src.activations", "src.augmentations", "src.mixup", "src.loaddata", "src.losses"}
+SPINE = {"src.config", "src.cli", "src.targets", "src.metrics"}
+PACKAGES = {"src.utils", "src.data", "src.layers", "src.training", "src.inference", "src.tracking", "src.kaggle",
+            "src.tools"}
+
+
+def _package(module: str) -> str:
+    """The subpackage a module belongs to, or the module itself for a top-level one."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def _imports_into(sources: set[str], targets: set[str]) -> list[tuple[str, str]]:
+    """(importer, imported) pairs from a module of the packages ``sources`` into one of ``targets``."""
+    return sorted(
+        (name, target)
+        for name, imported in _imports().items()
+        if _package(name) in sources
+        for target in imported
+        if _package(target) in targets
+    )
+
+
+def test_src_holds_only_entry_points_card_modules_the_spine_and_subpackages():
+    top = {f"src.{p.stem}" for p in SRC.glob("*.py") if p.stem != "__init__"}
+    folders = {f"src.{p.name}" for p in SRC.iterdir() if (p / "__init__.py").exists()}
+    assert top <= ENTRY_POINTS | CARD | SPINE, top - (ENTRY_POINTS | CARD | SPINE)
+    assert folders <= PACKAGES | SPINE, folders - (PACKAGES | SPINE)
+
+
+def test_utils_import_nothing_of_the_package():
+    assert _imports_into({"src.utils"}, {_package(m) for m in _imports()} - {"src.utils"}) == []
+
+
+def test_config_targets_and_metrics_import_only_each_other_and_utils():
+    allowed = {"src.utils", "src.config", "src.targets", "src.metrics"}
+    others = {_package(m) for m in _imports()} - allowed
+    assert _imports_into({"src.config", "src.targets", "src.metrics"}, others) == []
+
+
+def test_records_and_predictions_never_import_data_layers_or_training():
+    """The run folder, reports and prediction files sit below the data, the model and the training that use them."""
+    lower = {"src.tracking", "src.inference"}
+    assert _imports_into(lower, {"src.data", "src.layers", "src.training", "src.model", "src.loaddata"}) == []
+
+
+def test_data_and_layers_never_import_training():
+    assert _imports_into({"src.data", "src.layers"}, {"src.training"}) == []
+
+
+def test_no_library_module_imports_an_entry_point_or_the_command_line():
+    library = PACKAGES - {"src.kaggle", "src.tools"} | CARD | {"src.config", "src.targets", "src.metrics"}
+    assert _imports_into(library, ENTRY_POINTS | {"src.cli", "src.kaggle", "src.tools"}) == []

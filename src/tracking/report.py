@@ -26,10 +26,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from src.cli import CleanExit
 from src.config import Config, format_duration
 from src.tracking import notes, notify, rundir
 from src.utils import distributed
+from src.utils.errors import CleanExit
 
 logger = logging.getLogger(__name__)
 

@@ -24,29 +24,11 @@ from src.config import EVAL_MULTIPLE, Config
 from src.model import build_model, reads_sequences
 from src.training.engine import autocast_dtype
 from src.utils import distributed
+from src.utils.errors import is_out_of_memory
 
 logger = logging.getLogger(__name__)
 
 SAFETY = 0.9  # share of the largest batch that fitted which is used
-OUT_OF_MEMORY_MESSAGES = (
-    "CUDA out of memory",  # the caching allocator (torch.OutOfMemoryError)
-    "CUDA error: out of memory",  # a kernel's own allocation
-    "CUDNN_STATUS_NOT_SUPPORTED",  # cuDNN finds no algorithm whose workspace fits
-    "CUDNN_STATUS_ALLOC_FAILED",
-    "CUBLAS_STATUS_ALLOC_FAILED",  # cuBLAS cannot allocate its handle's workspace
-)
-"""What the out-of-memory condition looks like near the limit: torch raises `torch.OutOfMemoryError` for its
-allocator, but cuDNN and cuBLAS report theirs as a plain RuntimeError (PyTorch Lightning's ``is_oom_error`` treats
-them the same way)."""
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` means "the GPU ran out of memory" (`OUT_OF_MEMORY_MESSAGES`), not another failure."""
-    if isinstance(error, torch.OutOfMemoryError):
-        return True
-    return isinstance(error, RuntimeError) and any(text in str(error) for text in OUT_OF_MEMORY_MESSAGES)
-
-
 def search(fits: Callable[[int], bool], limit: int, start: int = 2) -> int:
     """The largest batch size in [1, limit] for which ``fits`` is true, assuming larger never fits when smaller does
     not: doubling from ``start`` until a size does not fit (or reaches ``limit``), then bisecting to within 1/16.

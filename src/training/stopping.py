@@ -21,10 +21,10 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 
-from src.cli import CleanExit
 from src.config import RunConfig
 from src.training.checkpoints import save_state
 from src.utils import distributed
+from src.utils.errors import CleanExit
 
 logger = logging.getLogger(__name__)
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, name))
