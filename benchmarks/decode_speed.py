@@ -1,6 +1,6 @@
 """JPEG decode speed on one thread: images/s of a full decode to uint8 RGB (H, W, 3) by OpenCV, Pillow,
 simplejpeg and torchvision, reduced-scale decodes (libjpeg's DCT scaling, 1/2, 1/4, 1/8), and the cost of
-reading the file's bytes alone; then decode + training augmentation through `src.data.sources.FileImages`.
+reading the file's bytes alone; then decode + training augmentation through `src.data.images.FileImages`.
 
     python -m benchmarks.decode_speed [--images 300] [--repeats 5] [--target 224]
 
@@ -9,7 +9,7 @@ The test JPEGs (quality 90, `cv2.imencode`) are crops of the two photos scikit-l
 2000x1500 (fewer, about the same number of pixels in all: at least 40). The large ones are upscaled and so
 smoother than real photos of that size: their entropy decoding is cheaper than a camera's.
 
-A reduced decode is measured at the factor `src.data.sources.FileImages` would use for ``--target`` (the largest of
+A reduced decode is measured at the factor `src.data.images.FileImages` would use for ``--target`` (the largest of
 2, 4, 8 that keeps both sides >= target), OpenCV's at every factor that keeps both sides >= target. Within each
 repeat the decoders alternate (in a rotated order); medians over the repeats are printed, with the ratio to the
 trainer's former decoder (``cv2.imread`` + ``cvtColor``) and the largest / mean absolute difference of each
@@ -31,7 +31,7 @@ import torch
 
 from src.augmentations import build_transforms, reseed
 from src.data.batch_augment import build_batch_pipeline
-from src.data.sources import FileImages, reduction
+from src.data.images import FileImages, reduction
 
 SIZES = [(500, 375), (1024, 768), (2000, 1500)]  # (width, height)
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]

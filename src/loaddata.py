@@ -22,20 +22,11 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from src.augmentations import build_pixel_transforms, reseed
 from src.config import DataConfig, LoaderConfig
 from src.data.batch_augment import BatchPipeline, DeviceStage, Pixels, WarpedPixels, batched, build_batch_pipeline
+from src.data.images import ArrayImages, ConcatImages, PointSequences, Reading, in_memory
 from src.data.metadata import MetaEncoder
 from src.data.prefetch import DeviceLoader
 from src.data.sampling import EpochSampler
-from src.data.sources import (
-    ArrayImages,
-    ConcatImages,
-    PointSequences,
-    Reading,
-    Source,
-    decode_all,
-    in_memory,
-    read_digits,
-    read_source,
-)
+from src.data.sources import Source, decode_all, read_digits, read_source
 from src.targets import Task, infer_task
 from src.utils import distributed
 
@@ -82,7 +73,7 @@ def load_data(config: DataConfig, reading: Reading = Reading(), dry_run: bool = 
 
     Args:
         config: the data source.
-        reading: what the model and loader tell the layout reader (`src.data.sources.Reading`).
+        reading: what the model and loader tell the layout reader (`src.data.images.Reading`).
         dry_run: decode only the images used (no up-front check).
         progress: show a progress bar while the images are checked.
 
@@ -201,7 +192,7 @@ def _row(key: int | tuple[int, int, int]) -> int:
 
 
 class SequenceToTensor:
-    """The transform of point sequences (`src.data.sources.StrokeSequences`), called like an albumentations
+    """The transform of point sequences (`src.data.strokes.StrokeSequences`), called like an albumentations
     pipeline: ``t(image=seq)["image"]`` -> float32 tensor (T, C)."""
 
     def __call__(self, image: np.ndarray) -> dict[str, torch.Tensor]:

@@ -13,9 +13,9 @@
   form (multi-label) is torchvision's `sigmoid_focal_loss`; the softmax form is ours (torch has none).
 - Margin-based softmax (ArcFace, Deng et al. 2019, https://arxiv.org/abs/1801.07698; CosFace / AM-Softmax,
   Wang et al. 2018, https://arxiv.org/abs/1801.09414): the margin functions of pytorch-metric-learning's
-  `ArcFaceLoss` / `CosFaceLoss` applied to the scaled cosine logits of a `src.model.CosineHead`.
+  `ArcFaceLoss` / `CosFaceLoss` applied to the scaled cosine logits of a `src.layers.heads.CosineHead`.
 - L-softmax (Liu et al. 2016, https://arxiv.org/abs/1612.02295): the angle multiplier of pytorch-metric-learning's
-  `LargeMarginSoftmaxLoss` on the logits of a `src.model.LargeMarginHead`, with the paper's annealed weight
+  `LargeMarginSoftmaxLoss` on the logits of a `src.layers.heads.LargeMarginHead`, with the paper's annealed weight
   (the library has no annealing).
 """
 
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.config import LossConfig, choices
-from src.model import LargeMarginHead, MarginHead
+from src.layers.heads import LargeMarginHead, MarginHead
 from src.targets import Task
 
 
@@ -144,7 +144,7 @@ class MultiHeadLoss(nn.Module):
 class MarginSoftmaxLoss(nn.Module):
     """Cross entropy after adding a class margin to the target logits of a margin head (ArcFace / CosFace).
 
-    The logits are ``s * cos(theta)`` (N, num_classes) from a `src.model.CosineHead`; for the target class,
+    The logits are ``s * cos(theta)`` (N, num_classes) from a `src.layers.heads.CosineHead`; for the target class,
     ``cos(theta)`` becomes ``cos(theta + m)`` (ArcFace) or ``cos(theta) - m`` (CosFace), computed by the head's
     pytorch-metric-learning loss (``modify_cosine_of_target_classes``), then rescaled and fed to cross entropy.
     With soft targets (mixup) each class gets the margin in proportion to its target weight.
@@ -188,7 +188,7 @@ class LargeMarginSoftmaxLoss(StepAwareLoss):
     With soft targets (mixup) each class gets the margin in proportion to its target weight.
 
     Args:
-        head: the model's `src.model.LargeMarginHead` (its class weights, and the norms of its last input).
+        head: the model's `src.layers.heads.LargeMarginHead` (its class weights, and the norms of its last input).
         label_smoothing: in [0, 1).
         gamma: decay rate of lambda per optimizer step.
         lambda_min: the floor of lambda (0: the margin's full weight at the end).
@@ -262,8 +262,8 @@ def task_criterion(
             loss; ``"soft_margin"``: `SoftMarginLoss`, multi-label only), ``focal_gamma`` and ``label_smoothing``
             (in [0, 1)); None: the CLI defaults (smoothing 0.1).
         margin_head: the model's head (``model.fc``) when it is a margin head: an ArcFace / CosFace
-            `src.model.CosineHead` (the criterion is then `MarginSoftmaxLoss`) or an L-softmax
-            `src.model.LargeMarginHead` (`LargeMarginSoftmaxLoss`, with ``loss`` ``"lsoftmax"``).
+            `src.layers.heads.CosineHead` (the criterion is then `MarginSoftmaxLoss`) or an L-softmax
+            `src.layers.heads.LargeMarginHead` (`LargeMarginSoftmaxLoss`, with ``loss`` ``"lsoftmax"``).
 
     Raises:
         ValueError: unknown loss name, a margin head with focal loss or a multi-label / multi-head task,

@@ -30,8 +30,9 @@ from src.augmentations import build_pixel_transforms
 from src.cli import parse_args, run_cli
 from src.config import Config
 from src.data.batch_augment import DeviceStage
+from src.data.images import PointSequences, Reading
 from src.data.prefetch import DeviceLoader
-from src.data.sources import PointSequences, Reading, Source, read_source
+from src.data.sources import Source, read_source
 from src.inference.oof import predictions_frame, read_predictions, rows_of, write_predictions
 from src.inference.outputs import check_folder, read_weights, replacing
 from src.inference.submission import (

@@ -194,7 +194,7 @@ def infer_task(
 
 
 def at(where, row: int) -> str:
-    """Where row ``row`` (0-based) came from: ``where(row)`` for a `src.data.sources.Locator`, else
+    """Where row ``row`` (0-based) came from: ``where(row)`` for a `src.data.images.Locator`, else
     ``"<where> line <row + 2>"`` (line 1 is the CSV header)."""
     return where(row) if callable(where) else f"{where} line {row + 2}"
 

@@ -24,7 +24,8 @@ from torch import nn
 
 from src.config import Config
 from src.data.folds import assign_folds, split_indices
-from src.data.sources import ArrayImages, Source
+from src.data.images import ArrayImages
+from src.data.sources import Source
 from src.inference.oof import predictions_frame
 from src.loaddata import Data, load_data
 from src.targets import Head, Task

@@ -10,9 +10,11 @@ import torchvision
 from torch import nn
 
 from src.config import LossConfig, ModelConfig, OptimConfig, choices
+from src.layers.backbones import set_output_stride
+from src.layers.heads import CosineHead, LargeMarginHead
 from src.losses import task_criterion
 from src.metrics import METRIC_NAMES
-from src.model import Classifier, CosineHead, LargeMarginHead, set_output_stride
+from src.model import Classifier
 from src.targets import Head, Task
 from src.tools.cli_reference import help_text
 from src.training import optim

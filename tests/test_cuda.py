@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from src.config import OptimConfig, StepConfig
+from src.layers.heads import CosineHead
 from src.losses import cross_entropy
-from src.model import CosineHead
 from src.tracking.rundir import read_config
 from src.train import main
 from src.training.averaging import build_swa

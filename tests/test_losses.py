@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.config import LossConfig, ModelConfig
+from src.layers.heads import CosineHead, LargeMarginHead
 from src.losses import (
     CenterLoss,
     MarginSoftmaxLoss,
@@ -17,7 +18,7 @@ from src.losses import (
     center_optimizer,
     task_criterion,
 )
-from src.model import Classifier, CosineHead, LargeMarginHead
+from src.model import Classifier
 from src.targets import Head, Task
 from tests.helpers import HEADS
 

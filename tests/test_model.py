@@ -10,16 +10,8 @@ from efficientnet_pytorch import EfficientNet
 from torch import nn
 
 from src.config import ModelConfig
-from src.model import (
-    ARCHS,
-    MIN_INPUT,
-    SEQUENCE_ARCHS,
-    GRUBackbone,
-    adapt_input_conv,
-    build_model,
-    check_shapes,
-    list_archs,
-)
+from src.layers.backbones import GRUBackbone, adapt_input_conv
+from src.model import ARCHS, MIN_INPUT, SEQUENCE_ARCHS, build_model, check_shapes, list_archs
 
 
 def _build(arch: str, num_classes, **fields):

@@ -8,16 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src.data.sources import (
-    ArrayImages,
-    FileImages,
-    decode_all,
-    jpeg_frame,
-    parse_strokes,
-    rasterize,
-    reduction,
-    strokes_to_sequence,
-)
+from src.data.images import ArrayImages, FileImages, jpeg_frame, reduction
+from src.data.sources import decode_all
+from src.data.strokes import parse_strokes, rasterize, strokes_to_sequence
 from tests import helpers
 from tests.helpers import load
 

@@ -2,7 +2,7 @@
 
 `src.config` types each flag with its tuple (``Literal[choices.LOSSES]``: tyro's ``{ce,focal,...}`` in ``--help``,
 the check of a config file's value), and the module that builds the choice checks and lists the same tuple:
-`src.losses.task_criterion` (``--loss``), `src.model.Classifier` (``--head``), `src.model.set_output_stride`
+`src.losses.task_criterion` (``--loss``), `src.model.Classifier` (``--head``), `src.layers.backbones.set_output_stride`
 (``--output-stride``), `src.training.optim.OPTIMIZERS` (``--optimizer``, its keys) and
 `src.training.optim.build_lr_scheduler` (``--scheduler``). The names live in this module, which imports nothing,
 because those modules import `src.config` for their groups: `src.config` importing them would close an import cycle.
@@ -19,7 +19,7 @@ LOSSES = ("ce", "focal", "soft_margin", "lsoftmax")
 HEADS = ("linear", "bn-dropout", "arcface", "cosface", "lsoftmax")
 """``--head``: the classifier heads of `src.model.Classifier`."""
 OUTPUT_STRIDES = (8, 16, 32)
-"""``--output-stride``: the backbone's total downsampling (`src.model.set_output_stride`)."""
+"""``--output-stride``: the backbone's total downsampling (`src.layers.backbones.set_output_stride`)."""
 OPTIMIZERS = ("adamw", "adam", "sgd")
 """``--optimizer``: the keys of `src.training.optim.OPTIMIZERS`."""
 SCHEDULERS = ("onecycle", "cosine", "step", "plateau", "none")

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from src.config import Config
+from src.data.images import Reading
 from src.data.pseudo import test_images
-from src.data.sources import Reading
 from src.inference.oof import read_predictions, rows_of
 from src.targets import Task
 from src.tracking import rundir

@@ -13,7 +13,8 @@ import logging
 import numpy as np
 
 from src.config import DataConfig, PseudoConfig
-from src.data.sources import Reading, read_source
+from src.data.images import Reading
+from src.data.sources import read_source
 from src.inference.oof import read_predictions, rows_of
 from src.targets import Task
 
@@ -27,7 +28,7 @@ def pseudo_labelled(config: PseudoConfig, data: DataConfig, reading: Reading, ta
         config: ``pseudo_labels`` (a prediction file of `src.predict`), ``pseudo_threshold``, ``pseudo_test_csv``
             and ``pseudo_image_dir`` (default: the training ``image_dir``).
         data: the training data source; the test table is read in the same layout.
-        reading: as the training data is read (`src.data.sources.Reading`).
+        reading: as the training data is read (`src.data.images.Reading`).
         task: the training task; single-label only.
 
     Returns:

@@ -15,9 +15,9 @@ from src.data.distill import hard_targets
 from src.data.distill import test_set as teacher_test_set
 from src.data.distill import train_targets as distilled_targets
 from src.data.folds import assign_folds, split_indices
+from src.data.images import PointSequences, Reading
 from src.data.metadata import MetaEncoder, meta_columns
 from src.data.pseudo import pseudo_labelled
-from src.data.sources import PointSequences, Reading
 from src.loaddata import Data, Loaders, TrainSet, build_loaders, default_num_workers, load_data
 from src.metrics import get_metric
 from src.model import build_model, check_arch, reads_sequences
@@ -64,7 +64,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def reading(config: Config) -> Reading:
-    """What the layout readers are told (`src.data.sources.Reading`): ``in_chans`` values per pixel, strokes rasterized
+    """What the layout readers are told (`src.data.images.Reading`): ``in_chans`` values per pixel, strokes rasterized
     at ``img_size``, point sequences for an arch that reads them, and image files decoded no smaller than needed for
     the largest size of the ``--img-size-schedule``."""
     largest = max(size for _, size in config.loader.size_schedule)

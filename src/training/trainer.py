@@ -22,12 +22,12 @@ from torch.optim.swa_utils import AveragedModel
 
 from src.config import Config
 from src.inference.oof import predictions_frame, write_predictions
+from src.layers.heads import MarginHead
 from src.layers.manifold import StageMixer
 from src.loaddata import Data, Loaders
 from src.losses import CenterLoss, StepAwareLoss, center_optimizer, task_criterion
 from src.metrics import to_probs
 from src.mixup import MixChoice, Mixup
-from src.model import MarginHead
 from src.targets import Task
 from src.tracking import rundir
 from src.tracking.history import History, attach_history
