@@ -25,11 +25,9 @@ from ignite.utils import manual_seed
 
 from src.cli import parse_config, run_cli
 from src.config import Config
-from src.model import check_arch
 from src.tracking import rundir
-from src.training.assembly import resolve, resolve_device, setup_data, setup_loaders, setup_model
-from src.training.batch_size import resolve_batch
-from src.training.trainer import Steps, setup_training
+from src.training.assembly import assemble, resolve_device
+from src.training.trainer import setup_training
 from src.utils import files
 
 logger = logging.getLogger("src.lr_find")  # not __name__: "__main__" under python -m
@@ -55,15 +53,10 @@ def find_lr(
     """
     if not 0 < start_lr < end_lr:
         raise ValueError(f"--lr-find-start {start_lr} / --lr-find-end {end_lr}: expected 0 < start < end")
-    check_arch(config.model.arch)
     manual_seed(config.run.seed)
-    device = resolve_device(config.run.device)
-    data, fold_of = setup_data(config)
-    config = resolve_batch(config, data.task, data.in_chans, len(fold_of), device)
-    loaders = setup_loaders(config, data, fold_of, device)
-    config = resolve(config, data, loaders, device)
-    model = setup_model(config, data.task, device, loaders.meta_encoder)
-    training = setup_training(config, model, data.task, Steps.of(config, len(loaders.train)), device)
+    parts = assemble(config, resolve_device(config.run.device))
+    training = setup_training(parts.config, parts.model, parts.data.task, parts.steps, parts.device)
+    loaders, model = parts.loaders, parts.model
     finder = FastaiLRFinder()
     to_save = {"model": model, "optimizer": training.optimizer}
     with finder.attach(

@@ -24,7 +24,7 @@ from torch import nn
 
 from src.activations import replace_activations
 from src.config import ModelConfig, choices
-from src.data.metadata import META_HIDDEN, MetaNet
+from src.data.metadata import META_HIDDEN, MetaEncoder, MetaNet
 from src.layers.backbones import (
     EfficientNetFeatures,
     GRUBackbone,
@@ -254,7 +254,9 @@ def reads_sequences(arch: str) -> bool:
     return arch in SEQUENCE_ARCHS
 
 
-def build_model(config: ModelConfig, num_classes: int | Sequence[int]) -> Classifier:
+def build_model(
+    config: ModelConfig, num_classes: int | Sequence[int], meta_encoder: MetaEncoder | None = None
+) -> Classifier:
     """Builds a registered architecture.
 
     Args:
@@ -267,6 +269,8 @@ def build_model(config: ModelConfig, num_classes: int | Sequence[int]) -> Classi
             ``drop_path_rate`` (EfficientNet blocks); ``head``, ``margin``, ``margin_scale`` (see `Classifier`);
             ``output_stride`` (see `set_output_stride`); ``hidden_size``, ``num_layers`` (``gru``).
         num_classes: number of output logits, or classes per head for several heads (`MultiHead`).
+        meta_encoder: with ``meta_features``, the train fold's metadata encoding (`src.data.metadata.MetaEncoder`),
+            which the metadata MLP keeps and every checkpoint saves.
 
     Returns:
         A `Classifier` mapping (N, in_chans, H, W) float to logits (N, num_classes) (N, sum(num_classes) for heads).
@@ -289,12 +293,14 @@ def build_model(config: ModelConfig, num_classes: int | Sequence[int]) -> Classi
             _load_library_weights(net, state, weights_path)
         adapt_input_conv(net, in_chans)
     set_output_stride(net, config.output_stride, config.arch)
-    meta = MetaNet(config.meta_features, config.drop_rate) if config.meta_features else None
+    meta = MetaNet(config.meta_features, config.drop_rate, meta_encoder) if config.meta_features else None
     model = Classifier(wrap(net), num_features, num_classes, config, meta)
     if config.activation:
         replace_activations(model, config.activation)
     if own:
         _load_own_weights(model, state, weights_path)
+        if meta is not None:  # the weights' run saved its own fold's encoding: this run's train fold decides
+            meta.encoder = meta_encoder
     return model
 
 

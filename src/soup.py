@@ -49,7 +49,7 @@ from src.inference.oof import predictions_frame
 from src.inference.outputs import check_folder, read_weights, replacing_folder
 from src.metrics import score, to_probs
 from src.tracking import rundir
-from src.training.assembly import resolve_device, setup_data, setup_loaders, setup_model
+from src.training.assembly import assemble, resolve_device
 from src.training.cv import gather_oof
 from src.training.engine import predict_logits, to_device
 from src.training.evaluation import Selection
@@ -127,10 +127,9 @@ class FoldSoup:
     """One fold's model, data and valid evaluation (``config``: the fold run's saved config)."""
 
     def __init__(self, config: Config, device: torch.device):
-        self.config, self.device = config.replace(progress=False, num_workers=0), device
-        self.data, self.fold_of = setup_data(self.config)
-        self.loaders = setup_loaders(self.config, self.data, self.fold_of, device)
-        self.model = setup_model(self.config, self.data.task, device, self.loaders.meta_encoder)
+        parts = assemble(config.replace(progress=False, num_workers=0), device)
+        self.config, self.device = parts.config, device
+        self.data, self.fold_of, self.loaders, self.model = parts.data, parts.fold_of, parts.loaders, parts.model
         self.selection = Selection.of(config)
 
     def load(self, states: Sequence[dict[str, torch.Tensor]]) -> None:

@@ -1,9 +1,9 @@
 """Train a classifier: ``python -m src.train --arch effnet-b0 [flags]`` (``--help`` lists the flags by group).
 
-`run` trains one fold and reads top to bottom: data and folds, loaders, the resolved config, model, the checks of
-a run folder that goes on (settings, files, checkpoint: a refused command writes nothing), run folder, training
-objects, evaluators, handlers, resume, training, valid predictions, summary. ``--fold all`` hands `run`
-to `src.training.cv`, which trains every fold with it.
+`run` trains one fold and reads top to bottom: the run's parts (`src.training.assembly.assemble`: data and folds,
+loaders, the resolved config, model), the checks of a run folder that goes on (settings, files, checkpoint: a refused
+command writes nothing), run folder, training objects, evaluators, handlers, resume, training, valid predictions,
+summary. ``--fold all`` hands `run` to `src.training.cv`, which trains every fold with it.
 """
 
 from __future__ import annotations
@@ -25,16 +25,23 @@ from src.cli import INTERRUPTED, parse_config, run_cli
 from src.config import Config, parse_duration
 from src.model import describe_archs
 from src.tracking import mlflow_log, notes, rundir
-from src.tracking.history import History
 from src.tracking.report import RunReport
-from src.training.assembly import prepare, resolve, resolve_device, setup_data, setup_loaders, setup_model
-from src.training.batch_size import out_of_memory_message, resolve_batch
+from src.training.assembly import assemble, resolve_device
+from src.training.batch_size import out_of_memory_message
 from src.training.budget import Budget
 from src.training.checkpoints import read_resumable
 from src.training.cv import run_all_folds
 from src.training.evaluation import setup_evaluators
 from src.training.stopping import Stopped, StopRequests
-from src.training.trainer import Steps, Training, attach_handlers, resume, save_valid_predictions, setup_training, train
+from src.training.trainer import (
+    Attached,
+    Training,
+    attach_handlers,
+    resume,
+    save_valid_predictions,
+    setup_training,
+    train,
+)
 from src.utils import distributed
 from src.utils.distributed import launch
 from src.utils.errors import is_out_of_memory
@@ -57,48 +64,42 @@ def run(
     """
     started_at = time.perf_counter()
     requests = requests or StopRequests()
-    config = prepare(config)
     resume_run = config.run.resume not in (None, "auto") and not config.run.restart
     resume_files = rundir.checkpoints(config.run.resume) if resume_run else None
     manual_seed(config.run.seed + distributed.rank())  # rank 0: --seed; DDP copies rank 0's initial weights
-    device = resolve_device(config.run.device)
-    data, fold_of = setup_data(config)
-    config = resolve_batch(config, data.task, data.in_chans, len(fold_of), device)
-    loaders = setup_loaders(config, data, fold_of, device)
-    config = resolve(config, data, loaders, device)
-    model = setup_model(config, data.task, device, loaders.meta_encoder)
-    steps = Steps.of(config, len(loaders.train))
-    run_dir = rundir.locate(config)
+    parts = assemble(config, resolve_device(config.run.device))
+    resolved, data, loaders = parts.config, parts.data, parts.loaders
+    run_dir = rundir.locate(resolved)
     going_on = run_dir is not None and rundir.is_run(run_dir) and not config.run.restart
-    changes = rundir.check_continuation(run_dir, config) if going_on else []
+    changes = rundir.check_continuation(run_dir, resolved) if going_on else []
     if going_on:
-        rundir.check_data(run_dir, data.task, data.source.ids(), fold_of)
+        rundir.check_data(run_dir, data.task, data.source.ids(), parts.fold_of)
         resume_files = resume_files or (rundir.checkpoints(run_dir) if rundir.has_checkpoint(run_dir) else None)
-    checkpoint = read_resumable(resume_files, model, steps.epoch_length) if resume_files else None
+    checkpoint = read_resumable(resume_files, parts.model, parts.steps.epoch_length) if resume_files else None
     if run_dir is not None:  # the first write
-        open_run(run_dir, changes if going_on else None, config, data, fold_of)
+        open_run(run_dir, changes if going_on else None, resolved, data, parts.fold_of)
         if started is not None:
             started(run_dir)
-    training = setup_training(config, model, data.task, steps, device)
-    evaluators = setup_evaluators(config, training.models(), data.task, device)
+    training = setup_training(resolved, parts.model, data.task, parts.steps, parts.device)
+    evaluators = setup_evaluators(resolved, training.models(), data.task, parts.device)
     with contextlib.ExitStack() as cleanup:  # closes TensorBoard's writer and the loaders' workers
         cleanup.callback(loaders.close)
-        history = attach_handlers(config, training, evaluators, loaders, run_dir, cleanup, requests)
+        attached = attach_handlers(resolved, training, evaluators, loaders, run_dir, cleanup, requests)
         if checkpoint is not None:
-            resume(training, *checkpoint, loaders.train.sampler)
+            resume(training, attached, *checkpoint, loaders.train.sampler)
         where = "dry run (no files written)" if run_dir is None else f"run folder {run_dir}"
         sizes = len(loaders.train.dataset), len(loaders.valid_rows)  # all processes' rows
-        logger.info("%s on %s: %d train / %d valid images, %s", config.model.arch, device, *sizes, where)
+        logger.info("%s on %s: %d train / %d valid images, %s", resolved.model.arch, parts.device, *sizes, where)
         try:
-            train(training, loaders.train, config.optim.epochs)
+            train(training, loaders.train, resolved.optim.epochs)
         except RuntimeError as error:
             if not is_out_of_memory(error):
                 raise
-            raise ValueError(out_of_memory_message(config)) from None
+            raise ValueError(out_of_memory_message(resolved)) from None
         if getattr(training.trainer.state, "stopped", None):
             raise training.trainer.state.stopped
-        predicted_by = save_valid_predictions(run_dir, training, loaders, data, fold_of, config) if run_dir else None
-    summary = summarise(history, training, time.perf_counter() - started_at, run_dir, predicted_by)
+        predicted_by = save_valid_predictions(run_dir, parts, training, attached) if run_dir else None
+    summary = summarise(attached, training, time.perf_counter() - started_at, run_dir, predicted_by)
     if run_dir is not None:  # marks the run as finished (`--fold all` skips finished folds)
         rundir.write_summary(run_dir, summary)
     return summary
@@ -115,10 +116,10 @@ def open_run(run_dir: Path, changes: list[str] | None, config: Config, data, fol
 
 
 def summarise(
-    history: History, training: Training, wall_time: float, run_dir: Path | None, predicted_by: Path | None
+    attached: Attached, training: Training, wall_time: float, run_dir: Path | None, predicted_by: Path | None
 ) -> dict:
     """The run's summary (``summary.json``), logged and printed in one line."""
-    key, early_stopping = training.selection.key, training.early_stopping
+    key, early_stopping, history = training.selection.key, attached.early_stopping, attached.history
     best = history.best(key, training.selection.higher_is_better) or {}
     stopped_early = early_stopping is not None and early_stopping.counter >= early_stopping.patience
     summary = {

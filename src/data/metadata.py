@@ -123,7 +123,7 @@ class MetaNet(nn.Module):
         drop_rate: dropout probability between the layers.
     """
 
-    def __init__(self, width: int, drop_rate: float = 0.2):
+    def __init__(self, width: int, drop_rate: float = 0.2, encoder: MetaEncoder | None = None):
         super().__init__()
         self.width = width
         self.mlp = nn.Sequential(
@@ -134,7 +134,7 @@ class MetaNet(nn.Module):
             nn.Linear(META_HIDDEN, META_HIDDEN),
             nn.ReLU(inplace=True),
         )
-        self.encoder: MetaEncoder | None = None
+        self.encoder = encoder
 
     def forward(self, meta: torch.Tensor) -> torch.Tensor:
         return self.mlp(meta.float())

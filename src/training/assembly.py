@@ -22,6 +22,7 @@ from src.loaddata import Data, Loaders, TrainSet, build_loaders, default_num_wor
 from src.metrics import get_metric
 from src.model import build_model, check_arch, reads_sequences
 from src.targets import Task
+from src.training.batch_size import resolve_batch
 from src.utils import distributed
 
 logger = logging.getLogger(__name__)
@@ -137,9 +138,8 @@ def setup_loaders(config: Config, data: Data, fold_of: np.ndarray, device: torch
     loaders = build_loaders(
         data, train_idx, valid_idx, loader, config.run.seed, device, train_set, config.step.channels_last
     )
-    loaders.meta_encoder = encoder
     loaders.train.sampler.limit(config.run.max_iters_per_epoch)  # each capped epoch is a fresh pass
-    return loaders
+    return dataclasses.replace(loaders, meta_encoder=encoder)
 
 
 def training_set(config: Config, data: Data, train_idx: np.ndarray) -> TrainSet | None:
@@ -202,7 +202,79 @@ def setup_model(
     ``device`` in the ``channels_last`` memory format when set; with metadata, its MLP keeps ``meta_encoder`` (saved
     with every checkpoint)."""
     num_classes = task.sizes if task.kind == "multihead" else config.model.num_classes
-    model = build_model(config.model, num_classes)
-    if model.meta is not None:
-        model.meta.encoder = meta_encoder
+    model = build_model(config.model, num_classes, meta_encoder)
     return model.to(device, memory_format=torch.channels_last if config.step.channels_last else torch.preserve_format)
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """A run's step counts, computed once (`Steps.of`). One meaning each: an *iteration* is one micro-batch (what
+    ignite's ``trainer.state.iteration`` counts), an *optimizer step* one update of the weights
+    (``accumulation_steps`` iterations).
+
+    Attributes:
+        epoch_length: iterations (micro-batches) per epoch.
+        per_epoch: optimizer steps per epoch (``epoch_length / accumulation_steps``).
+        total: optimizer steps of the whole run (what the lr schedule spans).
+        warmup: optimizer steps of the lr warmup (and of the EMA decay warmup).
+    """
+
+    epoch_length: int
+    per_epoch: float
+    total: int
+    warmup: int
+
+    @classmethod
+    def of(cls, config: Config, train_batches: int) -> Steps:
+        """From the train loader's batches, ``max_iters_per_epoch``, ``accumulation_steps``, ``epochs`` and
+        ``warmup_epochs``."""
+        cap = config.run.max_iters_per_epoch
+        epoch_length = min(train_batches, cap) if cap else train_batches
+        per_epoch = epoch_length / config.step.accumulation_steps
+        total, warmup = int(config.optim.epochs * per_epoch), int(config.optim.warmup_epochs * per_epoch)
+        return cls(epoch_length, per_epoch, total, warmup)
+
+
+@dataclasses.dataclass(frozen=True)
+class Parts:
+    """A run's parts, complete when built (`assemble`); what training changes later lives in the objects (the
+    model's weights, the loaders' image size), never in new fields.
+
+    Attributes:
+        config: the resolved config: batch size, classes, channels, workers and normalisation filled in
+            (`resolve`); what the run saves as its ``config.yaml``.
+        device: where the model runs.
+        data: the rows, images and targets.
+        fold_of: the fold of every row, int64 (N,).
+        loaders: the train, train-eval and valid loaders of ``config``'s fold.
+        model: the model on ``device``, its metadata MLP (if any) holding the train fold's encoding.
+        steps: the run's iteration and optimizer-step counts.
+    """
+
+    config: Config
+    device: torch.device
+    data: Data
+    fold_of: np.ndarray
+    loaders: Loaders
+    model: torch.nn.Module
+    steps: Steps
+
+
+def assemble(config: Config, device: torch.device) -> Parts:
+    """Builds a run's parts from its config, in the one order their facts allow: the arch checked (`prepare`); the
+    data and folds; the batch
+    size (``--batch-size auto`` tries the model on ``device``: `src.training.batch_size.resolve_batch`); the loaders
+    of the fold; the config resolved from the data and loaders (`resolve`); the model; the step counts. The train,
+    lr-finder and soup commands all build their runs here.
+
+    Raises:
+        ValueError: bad input (the data, the folds, a metric or arch the data cannot use, a batch that never fits).
+        FileNotFoundError: a missing table, image folder, teacher or pseudo-label file.
+    """
+    planned = prepare(config)
+    data, fold_of = setup_data(planned)
+    sized = resolve_batch(planned, data.task, data.in_chans, len(fold_of), device)
+    loaders = setup_loaders(sized, data, fold_of, device)
+    resolved = resolve(sized, data, loaders, device)
+    model = setup_model(resolved, data.task, device, loaders.meta_encoder)
+    return Parts(resolved, device, data, fold_of, loaders, model, Steps.of(resolved, len(loaders.train)))

@@ -10,10 +10,10 @@ import contextlib
 import dataclasses
 import functools
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, EarlyStopping, EMAHandler, ParamScheduler, TensorboardLogger
@@ -21,10 +21,11 @@ from ignite.metrics import Metric
 from torch.optim.swa_utils import AveragedModel
 
 from src.config import Config
+from src.data.sampling import EpochSampler
 from src.inference.oof import predictions_frame, write_predictions
 from src.layers.heads import MarginHead
 from src.layers.manifold import StageMixer
-from src.loaddata import Data, Loaders
+from src.loaddata import Loaders
 from src.losses import CenterLoss, StepAwareLoss, center_optimizer, task_criterion
 from src.metrics import to_probs
 from src.mixup import MixChoice, Mixup
@@ -33,6 +34,7 @@ from src.tracking import rundir
 from src.tracking.history import History, attach_history
 from src.tracking.mlflow_log import attach_mlflow
 from src.tracking.pictures import Pictures, log_hparams
+from src.training.assembly import Parts, Steps
 from src.training.averaging import attach_ema, attach_swa, build_ema, build_swa, from_epoch
 from src.training.checkpoints import (
     attach_best_checkpoint,
@@ -64,38 +66,9 @@ logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
-class Steps:
-    """A run's step counts, computed once (`Steps.of`).
-
-    Attributes:
-        epoch_length: iterations (micro-batches) per epoch.
-        per_epoch: optimizer steps per epoch (``epoch_length / accumulation_steps``).
-        total: optimizer steps of the whole run (what the lr schedule spans).
-        warmup: optimizer steps of the lr warmup (and of the EMA decay warmup).
-    """
-
-    epoch_length: int
-    per_epoch: float
-    total: int
-    warmup: int
-
-    @classmethod
-    def of(cls, config: Config, train_batches: int) -> Steps:
-        """From the train loader's batches, ``max_iters_per_epoch``, ``accumulation_steps``, ``epochs`` and
-        ``warmup_epochs``."""
-        cap = config.run.max_iters_per_epoch
-        epoch_length = min(train_batches, cap) if cap else train_batches
-        per_epoch = epoch_length / config.step.accumulation_steps
-        total, warmup = int(config.optim.epochs * per_epoch), int(config.optim.warmup_epochs * per_epoch)
-        return cls(epoch_length, per_epoch, total, warmup)
-
-
-@dataclasses.dataclass
 class Training:
-    """Everything a training run updates: the trainer and the objects its step and handlers change.
-
-    The handler fields (``loss_metric`` ... ``last_checkpoint``) are set once, by `attach_handlers`.
-    """
+    """Everything a training run updates: the trainer and the objects its step changes, complete when built
+    (`setup_training`). What the handlers attach later is `Attached`, returned by `attach_handlers`."""
 
     trainer: Engine
     model: torch.nn.Module
@@ -111,21 +84,17 @@ class Training:
     swa_model: AveragedModel | None = None
     center_loss: CenterLoss | None = None
     center_optimizer: torch.optim.Optimizer | None = None
-    loss_metric: Metric | None = None
-    early_stopping: EarlyStopping | None = None
-    best_checkpoint: Checkpoint | None = None
-    swa_checkpoint: Checkpoint | None = None
-    last_checkpoint: Checkpoint | None = None
-    tb_logger: TensorboardLogger | None = None
 
-    def to_save(self) -> dict[str, Any]:
-        """What a checkpoint holds and a resume loads (ignite's ``to_save``): every object of the run that exists.
-        The names are the checkpoint file's keys."""
+    def to_save(self, handlers: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """What a checkpoint holds and a resume loads (ignite's ``to_save``): every object of the run that exists,
+        with the state of the handlers that keep one (``handlers``: ``train_loss``, ``early_stopping``,
+        ``swa_checkpoint``, ``best_checkpoint``; see `attach_handlers`). The names are the checkpoint file's keys."""
+        handlers = handlers or {}
         objects = {
             "trainer": self.trainer,
             "rng": RandomStates(self.device),  # each process's global generators (dropout, drop-path)
             "accumulated_gradients": AccumulatedGradients(self.model),  # a window that spans an epoch's end
-            "train_loss": None if self.loss_metric is None else MetricState(self.loss_metric, self.device),
+            "train_loss": handlers.get("train_loss"),
             "model": self.model,
             "optimizer": self.optimizer,
             "lr_scheduler": self.lr_scheduler,
@@ -136,9 +105,9 @@ class Training:
             "center_optimizer": self.center_optimizer,
             "scaler": self.scaler,
             "ema_momentum_scheduler": getattr(self.ema, "momentum_scheduler", None),  # only with a warmup
-            "early_stopping": self.early_stopping,
-            "swa_checkpoint": self.swa_checkpoint,
-            "best_checkpoint": self.best_checkpoint,  # its list of kept files survives a resume
+            "early_stopping": handlers.get("early_stopping"),
+            "swa_checkpoint": handlers.get("swa_checkpoint"),
+            "best_checkpoint": handlers.get("best_checkpoint"),  # its list of kept files survives a resume
         }
         return {name: obj for name, obj in objects.items() if obj is not None}
 
@@ -151,6 +120,31 @@ class Training:
         if self.swa_model is not None:
             models["valid_swa"] = self.swa_model
         return models
+
+
+@dataclasses.dataclass(frozen=True)
+class Attached:
+    """What `attach_handlers` attached that the run reads again: the history, the handlers whose state a
+    checkpoint keeps, and the checkpoint handlers (None without a run folder).
+
+    Attributes:
+        history: one row of metrics per validated epoch (`src.tracking.history.History`).
+        loss_metric: the running mean of the training loss over the epoch.
+        early_stopping: ignite's `EarlyStopping` on the selecting evaluator.
+        to_save: the objects every checkpoint holds (`Training.to_save` with these handlers).
+        best_checkpoint, swa_checkpoint, last_checkpoint: the best models by the selecting metric, the SWA
+            model file, the two newest full training states.
+        tb_logger: TensorBoard's logger (rank 0 with a run folder).
+    """
+
+    history: History
+    loss_metric: Metric
+    early_stopping: EarlyStopping
+    to_save: dict[str, Any]
+    best_checkpoint: Checkpoint | None = None
+    swa_checkpoint: Checkpoint | None = None
+    last_checkpoint: Checkpoint | None = None
+    tb_logger: TensorboardLogger | None = None
 
 
 def setup_training(config: Config, model: torch.nn.Module, task: Task, steps: Steps, device: torch.device) -> Training:
@@ -233,18 +227,53 @@ def attach_handlers(
     run_dir: Path | None,
     cleanup: contextlib.ExitStack,
     requests: StopRequests,
-) -> History:
+) -> Attached:
     """Attaches every handler the config asks for, by event, in the order they must fire; files only with a run
     folder; last, the saves inside epochs and the clean stop on ``requests``. The TensorBoard logger is closed by
-    ``cleanup``. Returns the run's history."""
+    ``cleanup``. Returns what was attached that the run reads again (`Attached`)."""
     trainer, selection = training.trainer, training.selection
-    selector = evaluators[selection.name]
+    selector = evaluators[selection.name]  # the evaluator whose metric selects checkpoints and stops early
     attach_terminate_on_nan(trainer, config.run.log_every)
-    training.loss_metric = attach_training_metrics(trainer, training.device)
+    loss_metric = attach_training_metrics(trainer, training.device)
     attach_set_epoch(trainer, loaders.train)
     if training.ema is not None:
         attach_ema(trainer, training.ema, config.step.accumulation_steps)
     attach_lr_scheduler(trainer, selector, training.lr_scheduler, config.step.accumulation_steps)
+    attach_validations(config, training, evaluators, loaders)
+    if config.eval.val_every is not None:
+        attach_validation_log(trainer, selector, selection.name)
+    early_stopping = attach_early_stopping(
+        trainer, selector, config.eval.patience, selection.score_function(), start_epoch=config.early_stopping_start
+    )
+    history = History(run_dir / rundir.HISTORY if run_dir and distributed.is_main() else None)
+    if config.optim.freeze_epochs:
+        attach_freezing(trainer, training.model, config.optim.freeze_epochs)
+    if len(config.loader.size_schedule) > 1:
+        attach_progressive_resizing(trainer, loaders, config.loader.img_size_at, config.run.seed)
+    attach_history(
+        trainer, evaluators, training.optimizer, history, img_size=lambda: loaders.img_size, device=training.device
+    )
+    kept = {"train_loss": MetricState(loss_metric, training.device), "early_stopping": early_stopping}
+    attached = Attached(history, loss_metric, early_stopping, training.to_save(kept))
+    if run_dir is not None:
+        attached = attach_files(config, training, evaluators, run_dir, cleanup, attached)
+        attach_pictures(config, training, evaluators, loaders, attached)
+        if config.track.mlflow and distributed.is_main():
+            best = functools.partial(best_so_far, history, training.selection)
+            cleanup.push(attach_mlflow(config, trainer, evaluators, training.optimizer, run_dir, best))
+    if config.run.progress and distributed.is_main():
+        split = config.split  # a --fold all run shows its folds too: "fold 2 [3/5] epoch [4/18]"
+        attach_progress_bar(trainer, config.run.log_every, f"fold {split.fold} [{split.fold + 1}/{split.folds}] epoch")
+    accumulation = config.step.accumulation_steps
+    attach_stopping(trainer, requests, attached.last_checkpoint, run_dir, accumulation, config.run)
+    return attached
+
+
+def attach_validations(config: Config, training: Training, evaluators: dict[str, Engine], loaders: Loaders) -> None:
+    """Each evaluator on its loader at the validation event (every epoch, or ``--val-every`` iterations), after
+    rank 0's BatchNorm statistics are shared; the SWA model after each epoch from ``--swa-start-epoch``, once it
+    is averaged and its BatchNorm statistics recomputed."""
+    trainer = training.trainer
     loader_of = {"train_eval": loaders.train_eval, "valid": loaders.valid, "valid_ema": loaders.valid}
     each_validation = {name: (evaluators[name], loader_of[name]) for name in evaluators if name in loader_of}
     every = validation_event(config, training.steps.epoch_length)
@@ -256,45 +285,25 @@ def attach_handlers(
         # the bn loader has its own RNG: recomputing BatchNorm statistics must not change the training run
         attach_swa(trainer, training.swa_model, training.model, start, loaders.bn, training.device)
         attach_evaluation(trainer, {"valid_swa": (evaluators["valid_swa"], loaders.valid)}, from_epoch(start))
-    if config.eval.val_every is not None:
-        attach_validation_log(trainer, selector, selection.name)
-    training.early_stopping = attach_early_stopping(
-        trainer, selector, config.eval.patience, selection.score_function(), start_epoch=config.early_stopping_start
-    )
-    history = History(run_dir / rundir.HISTORY if run_dir and distributed.is_main() else None)
-    if config.optim.freeze_epochs:
-        attach_freezing(trainer, training.model, config.optim.freeze_epochs)
-    if len(config.loader.size_schedule) > 1:
-        attach_progressive_resizing(trainer, loaders, config.loader.img_size_at, config.run.seed)
-    attach_history(
-        trainer, evaluators, training.optimizer, history, img_size=lambda: loaders.img_size, device=training.device
-    )
-    if run_dir is not None:
-        attach_files(config, training, evaluators, run_dir, cleanup)
-        attach_pictures(config, training, evaluators, loaders, history)
-        if config.track.mlflow and distributed.is_main():
-            best = functools.partial(best_so_far, history, training.selection)
-            cleanup.push(attach_mlflow(config, trainer, evaluators, training.optimizer, run_dir, best))
-    if config.run.progress and distributed.is_main():
-        split = config.split  # a --fold all run shows its folds too: "fold 2 [3/5] epoch [4/18]"
-        attach_progress_bar(trainer, config.run.log_every, f"fold {split.fold} [{split.fold + 1}/{split.folds}] epoch")
-    accumulation = config.step.accumulation_steps
-    attach_stopping(trainer, requests, training.last_checkpoint, run_dir, accumulation, config.run)
-    return history
 
 
 def attach_files(
-    config: Config, training: Training, evaluators: dict[str, Engine], run_dir: Path, cleanup: contextlib.ExitStack
-) -> None:
-    """The run folder's handlers: the SWA model file, the best and last checkpoints, TensorBoard."""
+    config: Config,
+    training: Training,
+    evaluators: dict[str, Engine],
+    run_dir: Path,
+    cleanup: contextlib.ExitStack,
+    attached: Attached,
+) -> Attached:
+    """The run folder's handlers: the SWA model file, the best and last checkpoints, TensorBoard. Returns
+    ``attached`` with them (and the checkpoints' own state in what a checkpoint saves)."""
     trainer, by_iteration = training.trainer, config.eval.val_every is not None
+    swa_checkpoint = None
     if training.swa_model is not None:
-        swa_evaluator = evaluators["valid_swa"]
-        training.swa_checkpoint = attach_model_file(
-            swa_evaluator, training.swa_model.module, run_dir, rundir.SWA_PREFIX, trainer
-        )
+        swa_model, swa_evaluator = training.swa_model.module, evaluators["valid_swa"]
+        swa_checkpoint = attach_model_file(swa_evaluator, swa_model, run_dir, rundir.SWA_PREFIX, trainer)
     best_model = training.ema.ema_model if training.ema is not None else training.model
-    training.best_checkpoint = attach_best_checkpoint(
+    best_checkpoint = attach_best_checkpoint(
         trainer,
         evaluators[training.selection.name],
         best_model,
@@ -303,21 +312,32 @@ def attach_files(
         training.selection,
         by_iteration,
     )
-    training.last_checkpoint = attach_last_checkpoint(trainer, training.to_save(), run_dir)
+    kept = {**attached.to_save, "swa_checkpoint": swa_checkpoint, "best_checkpoint": best_checkpoint}
+    to_save = training.to_save(kept)
+    last_checkpoint = attach_last_checkpoint(trainer, to_save, run_dir)
+    tb_logger = None
     if distributed.is_main():
-        training.tb_logger = attach_tensorboard(
+        tb_logger = attach_tensorboard(
             trainer, evaluators, training.optimizer, run_dir, config.run.log_every, by_iteration=by_iteration
         )
-        cleanup.enter_context(training.tb_logger)
+        cleanup.enter_context(tb_logger)
+    return dataclasses.replace(
+        attached,
+        to_save=to_save,
+        best_checkpoint=best_checkpoint,
+        swa_checkpoint=swa_checkpoint,
+        last_checkpoint=last_checkpoint,
+        tb_logger=tb_logger,
+    )
 
 
 def attach_pictures(
-    config: Config, training: Training, evaluators: dict[str, Engine], loaders: Loaders, history: History
+    config: Config, training: Training, evaluators: dict[str, Engine], loaders: Loaders, attached: Attached
 ) -> None:
-    """TensorBoard's pictures (`src.tracking.pictures`, ``--pictures``) of the selecting evaluator, and at the end of
-    training the hparams: the settings that differ from the defaults with the best score (from ``history``)."""
+    """TensorBoard's pictures (`src.tracking.pictures`, ``--pictures``) of the selecting evaluator, and at the end
+    of training the hparams: the settings that differ from the defaults with the best score (from the history)."""
     trainer, selection = training.trainer, training.selection
-    writer = training.tb_logger.writer if training.tb_logger is not None else None
+    writer = attached.tb_logger.writer if attached.tb_logger is not None else None
     if config.track.pictures:
         by_iteration = config.eval.val_every is not None
         step = (lambda: trainer.state.iteration) if by_iteration else (lambda: trainer.state.epoch)
@@ -327,7 +347,7 @@ def attach_pictures(
         return
 
     def hparams() -> None:
-        best = best_so_far(history, selection)
+        best = best_so_far(attached.history, selection)
         if best:
             log_hparams(writer, rundir.changed_settings(config), {f"hparam/{k}": v for k, v in best.items()})
 
@@ -340,22 +360,22 @@ def best_so_far(history: History, selection: Selection) -> dict[str, float]:
     return {f"best_{selection.key}": best[selection.key], "best_epoch": best["epoch"]} if best else {}
 
 
-def resume(training: Training, checkpoint: Path, state: dict, sampler) -> None:
+def resume(training: Training, attached: Attached, checkpoint: Path, state: dict, sampler: EpochSampler) -> None:
     """Loads a checkpoint's ``state`` (`src.training.checkpoints.read_resumable`) into the run's objects
-    (`Training.to_save`) and its last-checkpoint handler. A state saved inside an epoch goes on from there: the
+    (``attached.to_save``) and its last-checkpoint handler. A state saved inside an epoch goes on from there: the
     sampler skips the samples the epoch has already trained on, and the epoch's running loss is put back after the
     epoch restarts.
 
     Raises:
         ValueError: the checkpoint does not fit the model (`resume_from`).
     """
-    missing = resume_from(state, training.to_save(), training.last_checkpoint)
+    missing = resume_from(state, attached.to_save, attached.last_checkpoint)
     trainer_state = training.trainer.state
     done = trainer_state.iteration % training.steps.epoch_length
     if done:  # inside an epoch
         sampler.start_at(done)
         if "train_loss" in state:  # put back after the epoch's start resets it
-            loss_state = MetricState(training.loss_metric, training.device)
+            loss_state = attached.to_save["train_loss"]
             resumed_epoch = trainer_state.iteration // training.steps.epoch_length + 1
             training.trainer.add_event_handler(
                 Events.EPOCH_STARTED(once=resumed_epoch), lambda: loss_state.load_state_dict(state["train_loss"])
@@ -381,16 +401,16 @@ def train(training: Training, loader, epochs: int) -> None:
     training.trainer.run(loader, max_epochs=epochs, epoch_length=training.steps.epoch_length)
 
 
-def save_valid_predictions(
-    run_dir: Path, training: Training, loaders: Loaders, data: Data, fold_of: np.ndarray, config: Config
-) -> Path:
-    """Loads the best checkpoint into the model and writes its valid-fold probabilities to
-    ``valid_predictions.csv`` (id, fold, labels, one column per class; `src.inference.oof`). Returns the checkpoint's
-    path. With several processes each predicts its block of the valid rows, and rank 0 writes them all in order."""
-    best = Path(training.best_checkpoint.last_checkpoint)  # ignite's path already holds the folder
+def save_valid_predictions(run_dir: Path, parts: Parts, training: Training, attached: Attached) -> Path:
+    """Loads the best checkpoint (``attached.best_checkpoint``) into the model and writes its valid-fold
+    probabilities to ``valid_predictions.csv`` (id, fold, labels, one column per class; `src.inference.oof`).
+    Returns the checkpoint's path. With several processes each predicts its block of the valid rows, and rank 0
+    writes them all in order."""
+    loaders, data, fold_of = parts.loaders, parts.data, parts.fold_of
+    best = Path(attached.best_checkpoint.last_checkpoint)  # ignite's path already holds the folder
     distributed.barrier()  # rank 0 has written it
     training.model.load_state_dict(torch.load(best, map_location=training.device, weights_only=True))
-    logits = distributed.gather_rows(predict_logits(training.model, loaders.valid, training.device, config.step))
+    logits = distributed.gather_rows(predict_logits(training.model, loaders.valid, training.device, parts.config.step))
     if not distributed.is_main():
         return best
     rows, ids = loaders.valid_rows, data.source.ids()
