@@ -82,8 +82,8 @@ def main() -> None:
     train_idx, valid_idx = split_indices(assign_folds(data, 5, seed=42), 0, seed=42)
     workers = default_num_workers(CPU) if args.num_workers is None else args.num_workers
     loader = LoaderConfig(img_size=args.img_size, batch_size=args.batch_size, aug="light", num_workers=workers)
-    loaders = build_loaders(data, train_idx, valid_idx, dataclasses.replace(loader, batch_aug=True), seed=42)
-    per_image = build_loaders(data, train_idx, valid_idx, dataclasses.replace(loader, batch_aug=False), seed=42).train
+    loaders = build_loaders(data, (train_idx, valid_idx), dataclasses.replace(loader, batch_aug=True), seed=42)
+    per_image = build_loaders(data, (train_idx, valid_idx), dataclasses.replace(loader, batch_aug=False), seed=42).train
     iters = min(args.iters, len(loaders.train))
     batches = [b for b, _ in zip(loaders.train, range(iters))]  # the same decoded, augmented batches in memory
     images = iters * args.batch_size

@@ -91,7 +91,7 @@ def measure(config: Config, iters: int, img_size: int, batch_size: int, model, r
     load_s = time.perf_counter() - start
     train_idx, valid_idx = split_indices(assign_folds(data, 5, seed=42), 0, seed=42)
     loader = LoaderConfig(img_size=img_size, batch_size=batch_size, aug="light", num_workers=0)
-    loaders = build_loaders(data, train_idx, valid_idx, loader, seed=42)
+    loaders = build_loaders(data, (train_idx, valid_idx), loader, seed=42)
     dataset = loaders.train.dataset
     count = min(len(dataset), iters * batch_size)
     start = time.perf_counter()

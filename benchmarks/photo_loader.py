@@ -101,7 +101,7 @@ def variants(args: argparse.Namespace) -> dict[str, tuple[Callable[[], object], 
     device = torch.device(args.device)
 
     def ours(on: torch.device | str = "cpu"):
-        loaders = build_loaders(data, rows, rows[: args.batch_size], loader_config, seed=0, device=on)
+        loaders = build_loaders(data, (rows, rows[: args.batch_size]), loader_config, seed=0, device=on)
         return loaders.train if on != "cpu" else loaders.train.loader  # uint8 pixels, or images on the device
 
     common = dict(batch_size=args.batch_size, num_workers=args.workers, persistent_workers=False)

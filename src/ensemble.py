@@ -31,7 +31,7 @@ from scipy.optimize import minimize
 from scipy.stats import rankdata
 
 from src.cli import parse_args, run_cli
-from src.config import load_config_file
+from src.config import Config, load_config_file
 from src.inference import stacking
 from src.inference.oof import predictions_frame, read_predictions, write_predictions
 from src.inference.outputs import check_folder, replacing
@@ -228,15 +228,20 @@ def given_weights(text: str, runs: int) -> np.ndarray:
     return weights / weights.sum()
 
 
-def ensemble(args: EnsembleConfig) -> dict:
-    """Blends the runs as configured; returns the scores and weights (see the module doc: check, then write)."""
+def check_runs(args: EnsembleConfig) -> tuple[list[Path], Task, Config]:
+    """The run folders to blend, their common task and the first run's saved config, once the arguments are checked.
+
+    Raises:
+        ValueError: fewer than two runs, bad --weights, an --output-dir that is a file, or runs of different
+            tasks.
+        FileNotFoundError: a run without its saved config.
+    """
     if len(args.runs) < 2:
         raise ValueError("give at least two run folders to blend")
     runs = [Path(r) for r in args.runs]
     if args.weights not in ("auto", "equal"):
         given_weights(args.weights, len(runs))
-    out = Path(args.output_dir)
-    check_folder(out, "--output-dir")
+    check_folder(Path(args.output_dir), "--output-dir")
     task = run_task(runs[0])
     for run in runs[1:]:
         if run_task(run) != task:
@@ -244,7 +249,13 @@ def ensemble(args: EnsembleConfig) -> dict:
     config_file = rundir.first_file(runs[0], rundir.CONFIG)
     if config_file is None:
         raise FileNotFoundError(f"{runs[0]}: no {rundir.CONFIG}; ensembles take finished --fold all runs")
-    config = load_config_file(config_file)
+    return runs, task, load_config_file(config_file)
+
+
+def ensemble(args: EnsembleConfig) -> dict:
+    """Blends the runs as configured; returns the scores and weights (see the module doc: check, then write)."""
+    runs, task, config = check_runs(args)
+    out = Path(args.output_dir)
     metric, threshold = args.metric or config.eval.metric, config.eval.threshold
     features = stacking.resolve_features(args.stack_features, len(runs), task)
     frame, order, probs = aligned([run / rundir.OOF for run in runs], task, "OOF")

@@ -309,8 +309,7 @@ class Loaders:
 
 def build_loaders(
     data: Data,
-    train_idx: np.ndarray,
-    valid_idx: np.ndarray,
+    rows: tuple[np.ndarray, np.ndarray],
     config: LoaderConfig,
     seed: int = 0,
     device: torch.device | str = "cpu",
@@ -318,18 +317,15 @@ def build_loaders(
     channels_last: bool = False,
 ) -> Loaders:
     """Builds the loaders of a run, each delivering its batches on ``device`` (`src.data.prefetch.DeviceLoader`:
-    decoded, resized and drawn in the workers, warped and normalised on the device); normalisation statistics come from
-    the train fold.
+    decoded, resized and drawn in the workers, warped and normalised on the device); normalisation statistics come
+    from the train fold.
 
-    The train loader drops its last incomplete batch, so that every optimizer step sees the same number of
-    images; the evaluation loaders take batches of ``config.eval_batch_size`` (default 4 x ``config.batch_size``),
-    fewer where the batches worker processes keep in flight would not fit ``/dev/shm`` (`shared_memory_batch`).
-    With an image-size schedule (progressive resizing, `Loaders.set_img_size`) worker processes are started afresh
-    each epoch (not persistent) to pick the current pipelines up.
+    The evaluation loaders take batches of ``config.eval_batch_size`` (default 4 x ``config.batch_size``), fewer
+    where the batches in flight would not fit ``/dev/shm`` (`shared_memory_batch`); each owns a generator.
 
     Args:
         data: the images and labels.
-        train_idx, valid_idx: row indices of the two folds.
+        rows: the row indices of the train fold and of the valid fold, int64 (n_train,) and (n_valid,).
         config: image size (and schedule), augmentation, batch sizes, workers (an int: resolved), train-eval
             size, and normalisation (None: computed on the train fold).
         seed: seed of the shuffling, the augmentation and the train-eval subset.
@@ -338,54 +334,58 @@ def build_loaders(
         channels_last: images in the channels-last memory format.
 
     Returns:
-        The train, train-eval and valid loaders, and the normalisation mean/std.
+        The run's `Loaders`: train, train-eval, valid and BatchNorm loaders, the train fold's normalisation mean
+        and std (floats, one per channel), the valid rows and the pipelines (``meta_encoder`` left None).
 
     Raises:
         ValueError: ``--mean``/``--std`` with another number of values than the images have channels.
     """
-    device = torch.device(device)
+    device, (train_idx, valid_idx) = torch.device(device), rows
     eval_rows = min(len(train_idx), config.train_eval_size or len(train_idx))  # the train-eval subset's size
     processes = _check_shares(config.batch_size, eval_rows, len(valid_idx))
     mean, std, transforms = _pipelines(data, train_idx, config, seed)
     stage = DeviceStage(mean, std, channels_last)
     train_tf, eval_tf = transforms(config.img_size_at(0), seed)
-    eval_idx = take_subset(train_idx, config.train_eval_size, seed) if config.train_eval_size else train_idx
-    workers = config.num_workers or 0
-    resizable = len(config.size_schedule) > 1
-    common = dict(
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0 and not resizable,
-    )
-    if workers:
-        one_opencv_thread_per_worker()
-
-    train_set = _dataset(data, train_idx, train_tf, train_set)
-    batch_size = max(min(config.batch_size, len(train_set)) // processes, 1)  # this process's share
-    # the same permutation in every process, each taking its share; augmentation seeded per (seed, epoch, row)
-    sampler = EpochSampler(len(train_set), batch_size, seed, world_size=processes, rank=distributed.rank())
-    generator = torch.Generator().manual_seed(seed)
-    train = DataLoader(train_set, batch_size, sampler=sampler, drop_last=True, generator=generator, **common)
+    common = _worker_options(config, device)
+    train = _train_loader(_dataset(data, train_idx, train_tf, train_set), config, processes, seed, common)
     image_bytes = data.in_chans * max(size for _, size in config.size_schedule) ** 2  # uint8 pixels
-    eval_batch_size = config.eval_batch // processes
-    eval_batch_size = shared_memory_batch(max(eval_batch_size, 1), image_bytes, workers)
+    eval_batch_size = shared_memory_batch(max(config.eval_batch // processes, 1), image_bytes, common["num_workers"])
 
-    # Each evaluation loader owns a generator: creating a loader's iterator draws a worker base seed from
-    # the loader's generator, or from the global RNG without one, and a draw from the global RNG would make
-    # the training run (dropout, drop-path) depend on how many evaluations are attached.
     def evaluation(rows: np.ndarray) -> DeviceLoader:
+        # a loader's iterator draws its workers' base seed from its generator, else from the global RNG: a draw
+        # that would make the training run (dropout, drop-path) depend on how many evaluations are attached
         generator = torch.Generator().manual_seed(seed)
         loader = DataLoader(_dataset(data, rows, eval_tf), eval_batch_size, generator=generator, **common)
         return DeviceLoader(loader, device, stage)
 
+    eval_idx = take_subset(train_idx, config.train_eval_size, seed) if config.train_eval_size else train_idx
     train_eval, valid = evaluation(distributed.shard(eval_idx)), evaluation(distributed.shard(valid_idx))
     bn = train_eval if processes == 1 else evaluation(eval_idx)
-    size = config.img_size_at(0)
     valid_images = _dataset(data, np.asarray(valid_idx), eval_tf)
     return Loaders(
-        DeviceLoader(train, device, stage), train_eval, valid, bn, mean, std, size, np.asarray(valid_idx),
-        valid_images, transforms, stage,
+        DeviceLoader(train, device, stage), train_eval, valid, bn, mean, std, config.img_size_at(0),
+        np.asarray(valid_idx), valid_images, transforms, stage,
     )
+
+
+def _worker_options(config: LoaderConfig, device: torch.device) -> dict:
+    """The DataLoader options every loader of a run shares: its worker processes (persistent unless an image-size
+    schedule changes the pipelines between epochs; OpenCV on one thread in each), pinned memory on CUDA."""
+    workers = config.num_workers or 0
+    if workers:
+        one_opencv_thread_per_worker()
+    persistent = workers > 0 and len(config.size_schedule) == 1
+    return dict(num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=persistent)
+
+
+def _train_loader(dataset: ImageDataset, config: LoaderConfig, processes: int, seed: int, common: dict) -> DataLoader:
+    """The train loader: this process's share of ``config.batch_size``, the same permutation of the rows in every
+    process (`src.data.sampling.EpochSampler`; augmentation seeded per (seed, epoch, row)), the last incomplete
+    batch dropped."""
+    batch_size = max(min(config.batch_size, len(dataset)) // processes, 1)
+    sampler = EpochSampler(len(dataset), batch_size, seed, world_size=processes, rank=distributed.rank())
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size, sampler=sampler, drop_last=True, generator=generator, **common)
 
 
 def shared_memory_batch(batch_size: int, image_bytes: int, workers: int, share: float = 0.5) -> int:

@@ -47,13 +47,16 @@ def cutmix_box(lam: float, height: int, width: int, rng: np.random.Generator) ->
 
 @dataclasses.dataclass(frozen=True)
 class MixChoice:
-    """Which batches are mixed and how, with the semantics of timm's ``Mixup``.
+    """Which batches are mixed and how, with the semantics of timm's ``Mixup``: CutMix beside or instead of mixup,
+    and the shares of batches mixed and cut.
 
     Attributes:
+        cutmix_alpha: CutMix concentration, >= 0 (0: no CutMix).
         mix_prob: share of batches mixed; the others pass unmixed (with soft targets).
         switch_prob: with both alphas > 0, share of the mixed batches that use CutMix rather than mixup.
     """
 
+    cutmix_alpha: float = 0.0
     mix_prob: float = 1.0
     switch_prob: float = 0.5
 
@@ -68,8 +71,7 @@ class Mixup:
         seed: seed of the generator drawing the weights, permutations, boxes and choices.
         to_soft: maps the batch's targets to float (N, num_outputs) before mixing (`Task.to_soft`: multi-hot
             tags, one-hot blocks per head); None one-hot encodes integer labels (N,) to (N, num_classes).
-        cutmix_alpha: CutMix concentration, >= 0 (0: no CutMix).
-        choice: which batches are mixed, and with both alphas on, how (`MixChoice`).
+        choice: CutMix's concentration, which batches are mixed, and with both alphas on, how (`MixChoice`).
         stages: with a `src.layers.manifold.StageMixer`, mixup (not CutMix) mixes the hidden state after a stage drawn
             uniformly from the input (0) and the backbone's stages (manifold mixup); None mixes the input.
 
@@ -85,10 +87,10 @@ class Mixup:
         k: int = 2,
         seed: int = 0,
         to_soft=None,
-        cutmix_alpha: float = 0.0,
         choice: MixChoice = MixChoice(),
         stages=None,
     ):
+        cutmix_alpha = choice.cutmix_alpha
         if alpha < 0 or cutmix_alpha < 0 or alpha == cutmix_alpha == 0:
             raise ValueError(f"mixup alpha and cutmix alpha must be >= 0, one > 0; got {alpha}, {cutmix_alpha}")
         if k < 2:

@@ -136,7 +136,7 @@ def test_the_train_loader_batches_are_each_samples_own_augmentation(batch_aug):
     data = fake_data(n=48, shape=(28, 28))
     train_idx, valid_idx = split(data, 4, 0)
     config = LoaderConfig(img_size=32, batch_size=8, aug="light", batch_aug=batch_aug, num_workers=0)
-    loaders = build_loaders(data, train_idx, valid_idx, config, seed=5)
+    loaders = build_loaders(data, (train_idx, valid_idx), config, seed=5)
     assert isinstance(loaders.train.dataset.transform, BatchPipeline) == batch_aug
     x, _ = next(iter(loaders.train))
     keys = list(loaders.train.sampler)[:8]

@@ -128,7 +128,7 @@ def test_batch_shape_changes_at_the_scheduled_epochs(num_workers):
     loader = LoaderConfig(
         img_size=16, img_size_schedule="24:1,12:3", batch_size=20, num_workers=num_workers, aug="none"
     )
-    loaders = build_loaders(data, train_idx, valid_idx, loader)
+    loaders = build_loaders(data, (train_idx, valid_idx), loader)
     seen: dict[int, set] = {}
 
     def step(engine, batch):

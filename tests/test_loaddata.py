@@ -40,7 +40,7 @@ def test_channel_stats_grey_and_colour():
 def test_loaders_shapes_dtypes_and_speed(shape, in_chans):
     data = fake_data(120, shape=shape)
     train_idx, valid_idx = split(data, 4, 0)
-    loaders = build_loaders(data, train_idx, valid_idx, LoaderConfig(img_size=32, batch_size=16, train_eval_size=40))
+    loaders = build_loaders(data, (train_idx, valid_idx), LoaderConfig(img_size=32, batch_size=16, train_eval_size=40))
     x, y = next(iter(loaders.train))
     assert x.shape == (16, in_chans, 32, 32) and x.dtype == torch.float32
     assert y.shape == (16,) and y.dtype == torch.int64
@@ -55,7 +55,7 @@ def test_loaders_shapes_dtypes_and_speed(shape, in_chans):
 def test_valid_loader_is_deterministic_and_normalised():
     data = fake_data(80)
     train_idx, valid_idx = split(data, 4, 0)
-    loaders = build_loaders(data, train_idx, valid_idx, LoaderConfig(img_size=20, batch_size=8))  # no resize
+    loaders = build_loaders(data, (train_idx, valid_idx), LoaderConfig(img_size=20, batch_size=8))  # no resize
     a = torch.cat([x for x, _ in loaders.valid])
     b = torch.cat([x for x, _ in loaders.valid])
     assert torch.equal(a, b)
@@ -68,9 +68,9 @@ def test_file_images_load_in_worker_processes(tmp_path):
     data = load(train_csv=str(csv), image_dir=str(folder))
     train_idx, valid_idx = split(data, 2, 0)
     loader = LoaderConfig(img_size=16, batch_size=4, num_workers=2, aug="none")
-    loaders = build_loaders(data, train_idx, valid_idx, loader)
+    loaders = build_loaders(data, (train_idx, valid_idx), loader)
     in_workers = torch.cat([x for x, _ in loaders.valid])
-    loaders = build_loaders(data, train_idx, valid_idx, LoaderConfig(img_size=16, batch_size=4, num_workers=0))
+    loaders = build_loaders(data, (train_idx, valid_idx), LoaderConfig(img_size=16, batch_size=4, num_workers=0))
     assert torch.equal(in_workers, torch.cat([x for x, _ in loaders.valid]))
 
 
@@ -78,10 +78,10 @@ def test_given_normalisation_must_match_the_channels(tmp_path):
     csv, folder = helpers.image_folder(tmp_path, n=6, num_classes=2)
     data = load(train_csv=str(csv), image_dir=str(folder))
     train_idx, valid_idx = split(data, 2, 0)
-    loaders = build_loaders(data, train_idx, valid_idx, LoaderConfig(16, batch_size=2, mean=(0.5,), std=(0.25,)))
+    loaders = build_loaders(data, (train_idx, valid_idx), LoaderConfig(16, batch_size=2, mean=(0.5,), std=(0.25,)))
     assert loaders.mean == [0.5] and loaders.std == [0.25]
     with pytest.raises(ValueError, match="3/3 values; the images have 1 channels"):
-        build_loaders(data, train_idx, valid_idx, LoaderConfig(16, batch_size=2, mean=(0.5,) * 3, std=(0.25,) * 3))
+        build_loaders(data, (train_idx, valid_idx), LoaderConfig(16, batch_size=2, mean=(0.5,) * 3, std=(0.25,) * 3))
 
 
 def test_workers_default_to_the_cores_of_this_processs_affinity(monkeypatch):
@@ -125,7 +125,7 @@ def test_worker_processes_run_opencv_on_one_thread():
         data = fake_data(8, num_classes=2, shape=(8, 8))
         data.source.images = ThreadCount()
         config = LoaderConfig(img_size=8, batch_size=2, num_workers=2, mean=(0.0,), std=(1 / 255,))
-        loaders = build_loaders(data, np.arange(4), np.arange(4, 8), config)
+        loaders = build_loaders(data, (np.arange(4), np.arange(4, 8)), config)
         (seen,) = {int(x.max()) for x, _ in loaders.valid}
         loaders.close()
         assert seen == 1
@@ -135,7 +135,7 @@ def test_worker_processes_run_opencv_on_one_thread():
 
 def test_the_device_loader_stands_where_the_dataloader_stood():
     data = fake_data(40, num_classes=2)
-    loaders = build_loaders(data, np.arange(32), np.arange(32, 40), LoaderConfig(img_size=20, batch_size=8))
+    loaders = build_loaders(data, (np.arange(32), np.arange(32, 40)), LoaderConfig(img_size=20, batch_size=8))
     train = loaders.train
     assert len(train) == len(train.loader) == 4 and train.sampler is train.loader.sampler
     assert train.dataset is train.loader.dataset and train.batch_size == 8 and train.num_workers == 0
@@ -149,8 +149,8 @@ def test_the_device_loader_stands_where_the_dataloader_stood():
 def test_batches_prefetched_on_the_gpu_equal_the_cpus():
     data = fake_data(64, num_classes=2, shape=(28, 28))
     config = LoaderConfig(img_size=32, batch_size=8, aug="light", num_workers=2)
-    on_gpu = build_loaders(data, np.arange(48), np.arange(48, 64), config, seed=3, device="cuda", channels_last=True)
-    on_cpu = build_loaders(data, np.arange(48), np.arange(48, 64), config, seed=3, channels_last=True)
+    on_gpu = build_loaders(data, (np.arange(48), np.arange(48, 64)), config, seed=3, device="cuda", channels_last=True)
+    on_cpu = build_loaders(data, (np.arange(48), np.arange(48, 64)), config, seed=3, channels_last=True)
     grey_level = 1 / (255 * on_cpu.std[0])
     for (a, y), (b, z) in zip(on_gpu.train, on_cpu.train, strict=True):
         assert a.is_cuda and a.is_contiguous(memory_format=torch.channels_last)

@@ -122,7 +122,7 @@ def test_cutmix_targets_are_the_pixel_shares_for_every_task_kind(kind):
     else:
         y, to_soft, num_classes = torch.stack([torch.arange(n) % 3, torch.arange(n) % 2], 1), HEADS.to_soft, 5
     soft = to_soft(y) if to_soft else F.one_hot(y, num_classes).float()
-    mixed, targets = Mixup(0.0, num_classes, seed=3, to_soft=to_soft, cutmix_alpha=1.0)(x, y)
+    mixed, targets = Mixup(0.0, num_classes, seed=3, to_soft=to_soft, choice=MixChoice(cutmix_alpha=1.0))(x, y)
     for i in range(n):
         values, counts = mixed[i].unique(return_counts=True)
         share = dict(zip(values.long().tolist(), (counts / counts.sum()).tolist()))
@@ -136,7 +136,7 @@ def test_cutmix_targets_are_the_pixel_shares_for_every_task_kind(kind):
 
 
 def test_mix_prob_and_switch_prob_choose_the_share_of_each_mix():
-    mixer = Mixup(0.4, 2, seed=5, cutmix_alpha=1.0, choice=MixChoice(mix_prob=0.6, switch_prob=0.25))
+    mixer = Mixup(0.4, 2, seed=5, choice=MixChoice(cutmix_alpha=1.0, mix_prob=0.6, switch_prob=0.25))
     x, y = _constant_images(16, size=32), torch.arange(16) % 2
     kinds = []
     for _ in range(2000):
@@ -151,10 +151,10 @@ def test_mix_prob_and_switch_prob_choose_the_share_of_each_mix():
 
 
 def test_a_restored_mixer_mixes_as_the_uninterrupted_one():
-    first = Mixup(0.4, 3, seed=9, cutmix_alpha=1.0)
+    first = Mixup(0.4, 3, seed=9, choice=MixChoice(cutmix_alpha=1.0))
     x, y = torch.randn(8, 1, 8, 8), torch.arange(8) % 3
     first(x, y)
-    second = Mixup(0.4, 3, seed=0, cutmix_alpha=1.0)
+    second = Mixup(0.4, 3, seed=0, choice=MixChoice(cutmix_alpha=1.0))
     second.load_state_dict(first.state_dict())
     for _ in range(5):
         (a, ta), (b, tb) = first(x, y), second(x, y)
@@ -163,4 +163,4 @@ def test_a_restored_mixer_mixes_as_the_uninterrupted_one():
 
 def test_cutmix_refuses_k_way_mixing():
     with pytest.raises(ValueError, match="needs mixup k = 2"):
-        Mixup(0.4, 3, k=3, cutmix_alpha=1.0)
+        Mixup(0.4, 3, k=3, choice=MixChoice(cutmix_alpha=1.0))

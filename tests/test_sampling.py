@@ -44,7 +44,7 @@ def _first_batches(num_workers, epoch=0, start=0):
     data = fake_data(60, num_classes=3)
     train_idx, valid_idx = split_indices(assign_folds(data, 3, seed=0), 0, seed=0)
     config = LoaderConfig(img_size=16, batch_size=8, aug="medium", num_workers=num_workers)
-    loaders = build_loaders(data, train_idx, valid_idx, config, seed=7)
+    loaders = build_loaders(data, (train_idx, valid_idx), config, seed=7)
     loaders.train.sampler.set_epoch(epoch)
     loaders.train.sampler.start_at(start)
     batches = [x for x, _ in loaders.train]

@@ -135,9 +135,8 @@ def setup_loaders(config: Config, data: Data, fold_of: np.ndarray, device: torch
     if config.data.meta_cols:
         encoder = MetaEncoder.fit(data.source.table, config.data.meta_cols, train_idx)
         data = dataclasses.replace(data, meta=encoder.transform(data.source.table, str(data.source.where)))
-    loaders = build_loaders(
-        data, train_idx, valid_idx, loader, config.run.seed, device, train_set, config.step.channels_last
-    )
+    rows, seed, channels_last = (train_idx, valid_idx), config.run.seed, config.step.channels_last
+    loaders = build_loaders(data, rows, loader, seed, device, train_set, channels_last)
     loaders.train.sampler.limit(config.run.max_iters_per_epoch)  # each capped epoch is a fresh pass
     return dataclasses.replace(loaders, meta_encoder=encoder)
 

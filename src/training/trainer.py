@@ -167,8 +167,7 @@ def setup_training(config: Config, model: torch.nn.Module, task: Task, steps: St
             regularisation.mixup_k,
             seed=config.run.seed,
             to_soft=task.to_soft,
-            cutmix_alpha=regularisation.cutmix_alpha,
-            choice=MixChoice(regularisation.mix_prob, regularisation.switch_prob),
+            choice=MixChoice(regularisation.cutmix_alpha, regularisation.mix_prob, regularisation.switch_prob),
             stages=_stage_mixer(config, model),
         )
     if config.step.amp == "fp16" and device.type != "cuda":
