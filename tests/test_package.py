@@ -91,3 +91,43 @@ def test_data_and_layers_never_import_training():
 def test_no_library_module_imports_an_entry_point_or_the_command_line():
     library = PACKAGES - {"src.kaggle", "src.tools"} | CARD | {"src.config", "src.targets", "src.metrics"}
     assert _imports_into(library, ENTRY_POINTS | {"src.cli", "src.kaggle", "src.tools"}) == []
+
+
+ROOT = SRC.parent
+
+
+def _documented_paths() -> set[str]:
+    """The paths the module table of docs/architecture.md names: ``src/x.py`` rows, and file names under a
+    ``**`src/<folder>/`**`` row, which belong to that folder."""
+    folder, paths = "", set()
+    for line in (ROOT / "docs" / "architecture.md").read_text().splitlines():
+        if line.startswith("#"):  # a new section: paths are whole again
+            folder = ""
+        if not line.startswith("| "):
+            continue
+        cell = line.split("|")[1].strip()
+        if cell.startswith("**"):
+            folder = cell.strip("*`") if cell.startswith("**`src/") else ""
+            paths.add(folder)
+            continue
+        for name in cell.replace("`", "").split(", "):
+            if name.endswith((".py", "/")):
+                paths.add(name if "/" in name.rstrip("/") else folder + name)
+    return paths
+
+
+def test_the_architecture_doc_names_every_module_and_only_modules_that_exist():
+    documented = _documented_paths()
+    modules = {str(p.relative_to(ROOT)) for p in SRC.glob("*.py") if p.stem != "__init__"}
+    folders = {f"src/{p.name}/" for p in SRC.iterdir() if (p / "__init__.py").exists()}
+    concerns = {str(p.relative_to(ROOT)) for p in SRC.glob("*/*.py") if p.stem != "__init__"}
+    concerns = {p for p in concerns if not p.startswith(("src/config/", "src/kaggle/", "src/tools/"))}  # one row each
+    assert modules | folders | concerns <= documented, sorted((modules | folders | concerns) - documented)
+    assert [p for p in documented if p.startswith("src/") and not (ROOT / p).exists()] == []
+
+
+def test_the_readme_layout_names_every_folder_of_src():
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):]
+    folders = [f"`src/{p.name}/`" for p in SRC.iterdir() if (p / "__init__.py").exists() and p.name != "config"]
+    assert [f for f in folders if f not in layout] == []
