@@ -140,7 +140,7 @@ class ImageDataset(Dataset):
     the image's `Pixels` (uint8; warped and normalised later on the model's device, `DeviceStage`) and its target.
 
     Args:
-        images: ``images[i]`` -> uint8 (H, W, C) (see `src.data.sources`).
+        images: ``images[i]`` -> uint8 (H, W, C) (a reader of `src.data.images`).
         targets: per-row targets (see `Data.targets`).
         transform: a `BatchPipeline` (keys of a batch -> `Pixels`), an albumentations pipeline mapping ``image=``
             uint8 (H, W, C) to uint8 (H', W', C) (`src.augmentations.build_pixel_transforms`), or `SequenceToTensor`
@@ -227,7 +227,7 @@ def channel_stats(images, rows: np.ndarray | None = None, max_images: int = 5000
     """Per-channel mean and std in units of pixel / 255, over (a seeded sample of) the images.
 
     Args:
-        images: uint8 array (N, H, W[, C]), or a reader whose items are uint8 (H, W, C) (see `src.data.sources`).
+        images: uint8 array (N, H, W[, C]), or a reader whose items are uint8 (H, W, C) (see `src.data.images`).
         rows: the rows to use; None uses all.
         max_images: at most this many images (a seeded random sample) are read.
         seed: sampling seed.

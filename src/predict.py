@@ -286,9 +286,9 @@ def predict(args: PredictConfig) -> dict:
 
 
 def with_run_defaults(args: PredictConfig, config: Config) -> PredictConfig:
-    """``args`` with what the run's config says of its competition (`CompetitionConfig`, from ``src.kaggle
-    inspect``) where the flags leave it unset: the submission format, and, unless ``--test-csv`` or ``--oof`` is
-    given, the test set and the sample submission."""
+    """``args`` with what the run's config says of its competition (`src.config.run.CompetitionConfig`, from
+    ``src.kaggle inspect``) where the flags leave it unset: the submission format, and, unless ``--test-csv`` or
+    ``--oof`` is given, the test set and the sample submission."""
     competition = config.competition
     args = dataclasses.replace(args, submission_format=args.submission_format or competition.submission_format)
     if args.test_csv is not None or competition.test_csv is None or args.oof:

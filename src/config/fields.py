@@ -41,7 +41,7 @@ _CHECKS_DEFERRED: contextvars.ContextVar[bool] = contextvars.ContextVar("config_
 
 @contextlib.contextmanager
 def deferred_checks() -> Iterator[None]:
-    """Builds groups without checking them, for `Config.checked` to check afterwards.
+    """Builds groups without checking them, for `src.config.Config.checked` to check afterwards.
 
     tyro reports a ValueError raised while it builds a nested group in its own multi-line box and exits, which
     would bypass the one-line CLI error policy (`src.cli`); the parser builds the groups inside this block and
@@ -134,8 +134,8 @@ LOG_EVERY = {"cpu": 1, "cuda": 50}
 @dataclasses.dataclass(frozen=True)
 class Role:
     """What a config field is to a run, declared where the field is defined (`setting`). The rules on run folders
-    are derived from the declarations (`RESUMABLE`, `INFERRED`, `FOLDER_FIELDS`, `EXPERIMENT`), never kept as
-    lists of names.
+    are derived from the declarations (`src.config.RESUMABLE`, `src.config.INFERRED`, `src.config.FOLDER_FIELDS`,
+    `src.config.EXPERIMENT`), never kept as lists of names.
 
     Attributes:
         trains: the field changes what the run learns, its numbers. False: where and how the run runs (device,

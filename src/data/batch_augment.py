@@ -168,7 +168,7 @@ class BatchPipeline:
     Args:
         img_size: side of the square output, pixels.
         affine: the random warp, or None.
-        resize_mode: ``"resize"`` or ``"pad"`` (see `build_pixel_transforms`).
+        resize_mode: ``"resize"`` or ``"pad"`` (see `src.augmentations.build_pixel_transforms`).
     """
 
     def __init__(self, img_size: int, affine: BatchAffine | None = None, resize_mode: str = "resize"):

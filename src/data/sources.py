@@ -41,7 +41,8 @@ class Source:
 
     Attributes:
         table: one row per sample (ids, labels, groups, folds), index 0..N-1.
-        images: ``images[i]`` is row i's uint8 image (H, W, C), or point sequence for a `PointSequences` reader.
+        images: ``images[i]`` is row i's uint8 image (H, W, C), or point sequence for a
+            `src.data.images.PointSequences` reader.
         where: the file and line of each row (a `Locator`), for messages.
         id_col: the column of sample ids, or None (row numbers are the ids).
     """

@@ -86,11 +86,11 @@ def pretrainedmodels_net(name: str, in_chans: int, pretrained: str | None) -> tu
 
 class GRUBackbone(nn.Module):
     """The Quick, Draw! recurrent baseline's encoder: stacked GRU layers (Cho et al. 2014) over the (dx, dy, pen)
-    points of a drawing (`src.data.sources.strokes_to_sequence`); its last layer's final hidden state is the embedding.
+    points of a drawing (`src.data.strokes.strokes_to_sequence`); its last layer's final hidden state is the embedding.
 
     Input (N, T, C) float32 whose last column marks real points (1) and padding (0); the other C - 1 columns
     are the point features. Padding is skipped by packing the sequences to their lengths. Output
-    (N, hidden_size, 1, 1), so that `Classifier`'s pooling and heads apply unchanged.
+    (N, hidden_size, 1, 1), so that `src.model.Classifier`'s pooling and heads apply unchanged.
 
     Args:
         in_chans: C, point features plus the mask column (4 for strokes).

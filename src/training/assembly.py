@@ -168,10 +168,10 @@ def training_set(config: Config, data: Data, train_idx: np.ndarray) -> TrainSet 
 
 def resolve(config: Config, data: Data, loaders: Loaders, device: torch.device) -> Config:
     """The config with its inferred fields resolved: ``num_classes`` and ``in_chans`` from the data, the L-softmax
-    head for ``--loss lsoftmax``, ``num_workers`` as the loaders use them, ``--log-every auto`` for ``device``, and
-    the train fold's normalisation (floats), saved with the run so that prediction normalises the same way. (The
-    batch size and accumulation, which the loaders need, are resolved before them:
-    `src.training.batch_size.resolve_batch`.)
+    head for ``--loss lsoftmax``, ``meta_features`` (the width of the metadata encoding, with ``--meta-cols``),
+    ``num_workers`` as the loaders use them, ``--log-every auto`` for ``device``, and the train fold's normalisation
+    (floats), saved with the run so that prediction normalises the same way. (The batch size and accumulation, which
+    the loaders need, are resolved before them: `src.training.batch_size.resolve_batch`.)
 
     Raises:
         ValueError: ``--num-classes`` below the data's classes, or ``--in-chans`` other than the images'.
@@ -261,10 +261,10 @@ class Parts:
 
 def assemble(config: Config, device: torch.device) -> Parts:
     """Builds a run's parts from its config, in the one order their facts allow: the arch checked (`prepare`); the
-    data and folds; the batch
-    size (``--batch-size auto`` tries the model on ``device``: `src.training.batch_size.resolve_batch`); the loaders
-    of the fold; the config resolved from the data and loaders (`resolve`); the model; the step counts. The train,
-    lr-finder and soup commands all build their runs here.
+    data and folds (`setup_data`); the batch size (``--batch-size auto`` tries the model on ``device``:
+    `src.training.batch_size.resolve_batch`); the loaders of the fold (`setup_loaders`); the config resolved from the
+    data and loaders (`resolve`); the model (`setup_model`); the iteration and optimizer-step counts (`Steps`). The
+    train, lr-finder and soup commands all build their runs here.
 
     Raises:
         ValueError: bad input (the data, the folds, a metric or arch the data cannot use, a batch that never fits).

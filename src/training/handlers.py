@@ -58,8 +58,9 @@ def attach_lr_scheduler(
 
 
 def attach_set_epoch(trainer: Engine, loader) -> None:
-    """Tells the sampler (`src.data.sampling.EpochSampler`, a `DistributedSampler`) the 0-based epoch at each epoch
-    start, so every epoch has its own shuffle and augmentation draws."""
+    """Tells the loader's sampler (`src.data.sampling.EpochSampler`, or any sampler with ``set_epoch`` such as torch's
+    `DistributedSampler`) the 0-based epoch at each epoch start, so every epoch has its own shuffle and augmentation
+    draws."""
     if hasattr(loader.sampler, "set_epoch"):
         trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: loader.sampler.set_epoch(engine.state.epoch - 1))
 

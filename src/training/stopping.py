@@ -152,7 +152,8 @@ def attach_stopping(
         trainer: the trainer.
         requests: the run's `StopRequests`.
         last: the last-state handler (`src.training.checkpoints.attach_last_checkpoint`); None: no run folder, stop
-        only. run_dir: the run folder (named in the message), or None.
+            only.
+        run_dir: the run folder (named in the message), or None.
         accumulation_steps: micro-batches per optimizer step (the checks come after optimizer steps only).
         run: ``checkpoint_every`` (in optimizer steps or seconds) and ``log_every`` (with several processes, the
             checks come every this many iterations).

@@ -8,8 +8,8 @@ import torch
 
 
 class CleanExit(Exception):
-    """A planned end before the work is done (`src.training.stopping.Stopped`): `run_cli` prints `message` and exits
-    with ``exit_code``, no traceback."""
+    """A planned end before the work is done (`src.training.stopping.Stopped`): `src.cli.run_cli` prints `message`
+    and exits with ``exit_code``, no traceback."""
 
     exit_code = 1
 
