@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
+from typing import Any
 
 import cv2
 import ignite.distributed as idist
@@ -22,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from src.augmentations import build_pixel_transforms, reseed
 from src.config import DataConfig, LoaderConfig
 from src.data.batch_augment import BatchPipeline, DeviceStage, Pixels, WarpedPixels, batched, build_batch_pipeline
-from src.data.images import ArrayImages, ConcatImages, PointSequences, Reading, in_memory
+from src.data.images import ArrayImages, ConcatImages, ImageReader, PointSequences, Reading, in_memory
 from src.data.metadata import MetaEncoder
 from src.data.prefetch import DeviceLoader
 from src.data.sampling import EpochSampler
@@ -149,7 +150,9 @@ class ImageDataset(Dataset):
             ``((pixels, metadata (width,)), target)``.
     """
 
-    def __init__(self, images, targets: np.ndarray, transform, meta: np.ndarray | None = None):
+    def __init__(
+        self, images: ImageReader, targets: np.ndarray, transform: Callable[..., Any], meta: np.ndarray | None = None
+    ):
         self.images, self.targets, self.transform, self.meta = images, targets, transform, meta
 
     def __len__(self) -> int:
@@ -223,7 +226,9 @@ def one_opencv_thread_per_worker() -> None:
     cv2.setNumThreads(1)
 
 
-def channel_stats(images, rows: np.ndarray | None = None, max_images: int = 5000, seed: int = 0):
+def channel_stats(
+    images: np.ndarray | ImageReader, rows: np.ndarray | None = None, max_images: int = 5000, seed: int = 0
+) -> tuple[list[float], list[float]]:
     """Per-channel mean and std in units of pixel / 255, over (a seeded sample of) the images.
 
     Args:
@@ -280,7 +285,7 @@ class Loaders:
     stage: DeviceStage  # what the pixels become on the model's device (the same for every loader)
     meta_encoder: MetaEncoder | None = None  # the train fold's metadata encoding (--meta-cols)
 
-    def view(self, dataset: ImageDataset, keys: list) -> torch.Tensor:
+    def view(self, dataset: ImageDataset, keys: list[int | tuple[int, int, int]]) -> torch.Tensor:
         """The images of ``keys`` of ``dataset`` as the model sees them (warped, normalised): float32 (N, C, H, W)
         on the CPU, for pictures."""
         return self.stage(default_collate([dataset.pixels(key) for key in keys]), torch.device("cpu"))

@@ -24,10 +24,13 @@ Randomness comes from the `numpy.random.Generator` the object owns, seeded expli
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from src.layers.manifold import StageMixer
 
 
 def cutmix_box(lam: float, height: int, width: int, rng: np.random.Generator) -> tuple[int, int, int, int, float]:
@@ -86,9 +89,9 @@ class Mixup:
         num_classes: int,
         k: int = 2,
         seed: int = 0,
-        to_soft=None,
+        to_soft: Callable[[torch.Tensor], torch.Tensor] | None = None,
         choice: MixChoice = MixChoice(),
-        stages=None,
+        stages: StageMixer | None = None,
     ):
         cutmix_alpha = choice.cutmix_alpha
         if alpha < 0 or cutmix_alpha < 0 or alpha == cutmix_alpha == 0:
@@ -113,7 +116,9 @@ class Mixup:
             return np.array([lam, 1.0 - lam])
         return self.rng.dirichlet(np.full(self.k, self.alpha))
 
-    def __call__(self, x, y: torch.Tensor) -> tuple:
+    def __call__(
+        self, x: torch.Tensor | Sequence[torch.Tensor], y: torch.Tensor
+    ) -> tuple[torch.Tensor | tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
         """Mixes a batch.
 
         Args:

@@ -15,9 +15,10 @@ data sets (eval accuracy at chance). We build EfficientNets with PyTorch's usual
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,6 +36,10 @@ from src.layers.backbones import (
     set_output_stride,
 )
 from src.layers.heads import MARGIN_HEADS, CosineHead, LargeMarginHead, MultiHead
+
+# What an ``ARCHS`` builder returns: (the library's network, the wrapper that makes it a feature extractor of
+# (N, num_features, h, w) maps, num_features).
+Backbone = tuple[nn.Module, Callable[[nn.Module], nn.Module], int]
 
 
 class Classifier(nn.Module):
@@ -112,7 +117,9 @@ class Classifier(nn.Module):
         """(N, num_features) -> logits (N, num_classes)."""
         return self.fc(self.dropout(self.head_norm(features)))
 
-    def forward(self, x: torch.Tensor | Sequence[torch.Tensor], return_features: bool = False):
+    def forward(
+        self, x: torch.Tensor | Sequence[torch.Tensor], return_features: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """(N, C, H, W) -> logits (N, num_classes), or (logits, embedding (N, num_features)) with
         ``return_features`` (one call, so that DistributedDataParallel sees it)."""
         features = self.forward_features(x)
@@ -120,7 +127,7 @@ class Classifier(nn.Module):
         return (logits, features) if return_features else logits
 
 
-def _gru_backbone(config: ModelConfig) -> tuple:
+def _gru_backbone(config: ModelConfig) -> Backbone:
     if config.pretrained == "imagenet":
         raise ValueError("--arch gru has no ImageNet weights; pass a checkpoint path or no --pretrained")
     return GRUBackbone(config.in_chans, config.hidden_size, config.num_layers), _as_is, config.hidden_size
@@ -130,12 +137,12 @@ def _as_is(net: nn.Module) -> nn.Module:
     return net
 
 
-def _effnet_backbone(name: str, config: ModelConfig) -> tuple:
+def _effnet_backbone(name: str, config: ModelConfig) -> Backbone:
     net, num_features = efficientnet_net(name, config.in_chans, config.pretrained, config.drop_path_rate)
     return net, EfficientNetFeatures, num_features
 
 
-def _pm_backbone(name: str, config: ModelConfig) -> tuple:
+def _pm_backbone(name: str, config: ModelConfig) -> Backbone:
     net, num_features = pretrainedmodels_net(name, config.in_chans, config.pretrained)  # no stochastic depth here
     return net, partial(PretrainedModelsFeatures, final_relu=name in FINAL_RELU), num_features
 
@@ -176,7 +183,7 @@ MIN_INPUT = {"inceptionv4": 75, "inceptionresnetv2": 75, "polynet": 75}
 
 # name -> builder(model config: in_chans resolved, pretrained None or 'imagenet') -> (library net, feature wrapper,
 # num_features); the library net is adapted (input channels, output stride, weights) before it is wrapped.
-ARCHS: dict[str, Callable[..., tuple]] = {
+ARCHS: dict[str, Callable[[ModelConfig], Backbone]] = {
     **{f"effnet-b{i}": partial(_effnet_backbone, f"efficientnet-b{i}") for i in range(8)},
     **{name: partial(_pm_backbone, name) for name in PRETRAINEDMODELS_ARCHS},
     "gru": _gru_backbone,
@@ -235,7 +242,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 FILE_SIDES = ("in the file", "in the model")  # how a weights file's shapes are named beside the model's
 
 
-def _load_library_weights(net: nn.Module, state: dict, path: Path) -> None:
+def _load_library_weights(net: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     """Loads a state dict saved from the library's own model (what its 'imagenet' download holds)."""
     head_keys = ("_fc.", "last_linear.", "classifier.", "fc.")
     state = {k: v for k, v in state.items() if not k.startswith(head_keys)}
@@ -304,7 +311,7 @@ def build_model(
     return model
 
 
-def _library_backbone(config: ModelConfig) -> tuple:
+def _library_backbone(config: ModelConfig) -> Backbone:
     """``ARCHS[config.arch](config)``; a failed ImageNet download says what to do instead."""
     try:
         return ARCHS[config.arch](config)
@@ -317,7 +324,9 @@ def _library_backbone(config: ModelConfig) -> tuple:
         raise
 
 
-def shape_mismatch(saved: dict, own: dict) -> tuple[str, tuple, tuple] | None:
+def shape_mismatch(
+    saved: Mapping[str, Any], own: Mapping[str, Any]
+) -> tuple[str, tuple[int, ...], tuple[int, ...]] | None:
     """The first tensor of ``saved`` that ``own`` (a model's state dict) also has, in another shape:
     ``(name, saved shape, own shape)``; None when every shared name fits."""
     for key, value in saved.items():
@@ -327,7 +336,11 @@ def shape_mismatch(saved: dict, own: dict) -> tuple[str, tuple, tuple] | None:
 
 
 def check_shapes(
-    saved: dict, own: dict, what: str, complete: bool = True, sides: tuple[str, str] = ("there", "here")
+    saved: Mapping[str, Any],
+    own: Mapping[str, Any],
+    what: str,
+    complete: bool = True,
+    sides: tuple[str, str] = ("there", "here"),
 ) -> None:
     """Stops with one line when saved tensors do not fit a model: one in another shape, or (``complete``) one that
     the model has and ``saved`` lacks.
@@ -355,7 +368,7 @@ def check_shapes(
         )
 
 
-def _load_own_weights(model: Classifier, state: dict, path: Path) -> None:
+def _load_own_weights(model: Classifier, state: dict[str, torch.Tensor], path: Path) -> None:
     own = model.state_dict()
     mismatched = [k for k, v in state.items() if k in own and torch.is_tensor(v) and own[k].shape != v.shape]
     head_keys = ("fc.", "head_norm.")  # a new head (another num_classes or head kind) may replace the old one

@@ -18,11 +18,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from ignite.utils import manual_seed
 
 from src.cli import INTERRUPTED, parse_config, run_cli
 from src.config import Config, parse_duration
+from src.loaddata import Data
 from src.model import describe_archs
 from src.tracking import mlflow_log, notes, rundir
 from src.tracking.report import RunReport
@@ -51,7 +54,7 @@ logger = logging.getLogger("src.train")  # not __name__: "__main__" under python
 
 def run(
     config: Config, requests: StopRequests | None = None, started: Callable[[Path], None] | None = None
-) -> dict:
+) -> dict[str, Any]:
     """Trains one fold as configured; returns the summary (best score and its epoch, wall time, run folder).
 
     Everything is read and checked before the first file is written: the config, the data, and a run folder that
@@ -105,7 +108,7 @@ def run(
     return summary
 
 
-def open_run(run_dir: Path, changes: list[str] | None, config: Config, data, fold_of) -> None:
+def open_run(run_dir: Path, changes: list[str] | None, config: Config, data: Data, fold_of: np.ndarray) -> None:
     """The run's first write, once every check has passed: a run that goes on (``changes``: its changed settings,
     `src.tracking.rundir.go_on`) rewrites nothing; a new one writes its config, class list and folds."""
     if changes is not None:
@@ -117,7 +120,7 @@ def open_run(run_dir: Path, changes: list[str] | None, config: Config, data, fol
 
 def summarise(
     attached: Attached, training: Training, wall_time: float, run_dir: Path | None, predicted_by: Path | None
-) -> dict:
+) -> dict[str, Any]:
     """The run's summary (``summary.json``), logged and printed in one line."""
     key, early_stopping, history = training.selection.key, attached.early_stopping, attached.history
     best = history.best(key, training.selection.higher_is_better) or {}
@@ -177,7 +180,7 @@ def command(config: Config, argv: Sequence[str]) -> None:
             raise
 
 
-def planner(config: Config):
+def planner(config: Config) -> Callable[[int, Path], int | None] | None:
     """``--time-budget``'s epochs per fold (`src.training.budget.Budget.epochs_for`), or None without a budget.
 
     Raises:

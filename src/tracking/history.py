@@ -154,7 +154,7 @@ class SteadyPace:
 def attach_history(
     trainer: Engine,
     evaluators: dict[str, Engine],
-    optimizer,
+    optimizer: torch.optim.Optimizer,
     history: History,
     img_size: Callable[[], int] | None = None,
     device: torch.device | str = "cpu",

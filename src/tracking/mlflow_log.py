@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import global_step_from_engine
 from ignite.handlers.mlflow_logger import MLflowLogger
@@ -141,7 +142,7 @@ def attach_mlflow(
     config: Config,
     trainer: Engine,
     evaluators: dict[str, Engine],
-    optimizer,
+    optimizer: torch.optim.Optimizer,
     run_dir: Path,
     best: Callable[[], dict[str, float]],
 ) -> Callable[..., bool]:

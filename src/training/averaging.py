@@ -8,6 +8,9 @@ averaging (torch's `AveragedModel`), each built and attached to the trainer.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import EMAHandler
@@ -91,7 +94,7 @@ def attach_swa(
     swa_model: AveragedModel,
     model: torch.nn.Module,
     start_epoch: int,
-    bn_loader,
+    bn_loader: Iterable[Any],
     device: torch.device,
 ) -> None:
     """From epoch ``start_epoch`` (1-based) on, at the end of every epoch: adds the weights to the average and

@@ -15,13 +15,14 @@ import dataclasses
 import gc
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from src.config import EVAL_MULTIPLE, Config
 from src.model import build_model, reads_sequences
+from src.targets import Task
 from src.training.engine import autocast_dtype
 from src.utils import distributed
 from src.utils.errors import is_out_of_memory
@@ -114,7 +115,9 @@ def largest_batch(
     return search(fits, limit, start), tried
 
 
-def find_batch_size(config: Config, in_chans: int, num_classes, rows: int, device: torch.device) -> tuple[int, int]:
+def find_batch_size(
+    config: Config, in_chans: int, num_classes: int | Sequence[int], rows: int, device: torch.device
+) -> tuple[int, int]:
     """``--batch-size auto``: the batch (over all processes) to train with, found on a copy of the run's model, and
     the evaluation batch: `EVAL_MULTIPLE` times that where an evaluation pass of it fits, else the largest that does.
 
@@ -164,7 +167,7 @@ def find_batch_size(config: Config, in_chans: int, num_classes, rows: int, devic
     return batch, eval_batch
 
 
-def resolve_batch(config: Config, task, in_chans: int, rows: int, device: torch.device) -> Config:
+def resolve_batch(config: Config, task: Task, in_chans: int, rows: int, device: torch.device) -> Config:
     """The config with ``--batch-size auto`` (and the evaluation batch it finds) and ``--effective-batch-size``
     turned into numbers (what the run saves).
 

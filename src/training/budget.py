@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from src.config import format_duration
@@ -66,7 +67,7 @@ class Budget:
         clock: a monotonic clock in seconds (tests pass their own).
     """
 
-    def __init__(self, budget_s: float, folds: int, epochs: int, clock=time.monotonic):
+    def __init__(self, budget_s: float, folds: int, epochs: int, clock: Callable[[], float] = time.monotonic):
         self.deadline, self.folds, self.epochs, self.clock = clock() + budget_s, folds, epochs, clock
         self.stopped_at: int | None = None
 

@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,7 +39,7 @@ def run_all_folds(
     train_fold: Callable[[Config], object],
     before_fold: Callable[[Path], None] | None = None,
     epochs_for: Callable[[int, Path], int | None] | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Trains each of ``config.split.folds`` folds with ``train_fold`` (`src.train.run`; finished folds are skipped),
     writes ``oof.csv`` (every training row once: id, fold, labels, probabilities from its fold's best checkpoint) and
     ``cv_summary.json``, and prints the per-fold scores, their mean and standard deviation, and the OOF score of
@@ -85,7 +86,7 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def gather_oof(config: Config, run_dir: Path, folds: list[int] | None = None) -> dict:
+def gather_oof(config: Config, run_dir: Path, folds: list[int] | None = None) -> dict[str, Any]:
     """Gathers the folds' ``valid_predictions.csv`` of ``run_dir`` into ``oof.csv``, writes ``cv_summary.json``
     (rank 0) and prints the per-fold scores, their mean and standard deviation, and the OOF score of ``--metric``.
 

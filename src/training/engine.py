@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from ignite.engine import Engine, Events
@@ -89,7 +89,9 @@ def validation_filter(
     return fraction
 
 
-def to_device(batch: tuple, device: torch.device, channels_last: bool = False) -> tuple:
+def to_device(
+    batch: Sequence[Any], device: torch.device, channels_last: bool = False
+) -> tuple[torch.Tensor | tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Moves an (x, y) batch to ``device``: x images (N, C, H, W), optionally in channels-last memory format, or
     ``(images, metadata (N, width))`` (`src.data.metadata`)."""
     x, y = batch
@@ -249,7 +251,9 @@ def create_evaluator(
     return evaluator
 
 
-def predict_logits(model: nn.Module, loader, device: torch.device, step: StepConfig | None = None) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, loader: Iterable[Any], device: torch.device, step: StepConfig | None = None
+) -> torch.Tensor:
     """Runs ``model`` in eval mode over ``loader`` (batches of (x, y); y is ignored) through an evaluator.
 
     Returns:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from ignite.metrics import Metric
 
 from src.utils import distributed
 
@@ -94,7 +95,7 @@ class MetricState:
     only when the checkpoint has as many processes as the run, with its tensors moved to ``device`` (a checkpoint
     is read onto the CPU)."""
 
-    def __init__(self, metric, device: torch.device | str):
+    def __init__(self, metric: Metric, device: torch.device | str):
         self.metric, self.device = metric, torch.device(device)
 
     def state_dict(self) -> dict[str, Any]:

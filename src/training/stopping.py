@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import ignite.distributed as idist
@@ -74,7 +75,9 @@ class StopRequests:
         clock: a monotonic clock in seconds (tests pass their own).
     """
 
-    def __init__(self, time_limit_s: float | None = None, label: str | None = None, clock=time.monotonic):
+    def __init__(
+        self, time_limit_s: float | None = None, label: str | None = None, clock: Callable[[], float] = time.monotonic
+    ):
         self.clock = clock
         self.deadline = None if time_limit_s is None else clock() + time_limit_s
         self.label = label or f"{time_limit_s} s"
