@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from src.layers.backbones import GRUBackbone
+
 logger = logging.getLogger(__name__)
 
 
@@ -36,7 +38,7 @@ def trunk_of(backbone: nn.Module) -> nn.Module:
     Raises:
         ValueError: a backbone that reads point sequences (``--arch gru``): it has no stages to mix.
     """
-    if hasattr(backbone, "gru"):
+    if isinstance(backbone, GRUBackbone):
         raise ValueError(
             "--mixup-at features: --arch gru reads point sequences (no stages); use --mixup-at input"
         )

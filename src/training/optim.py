@@ -7,6 +7,8 @@ variant, as in ignite's cifar10 example); cosine: Loshchilov & Hutter 2017, http
 
 from __future__ import annotations
 
+import typing
+
 import torch
 from ignite.handlers import (
     ConcatScheduler,
@@ -23,6 +25,13 @@ from torch.optim.lr_scheduler import MultiStepLR
 
 from src.config import OptimConfig, choices
 
+
+@typing.runtime_checkable
+class WithBackbone(typing.Protocol):
+    """A model whose feature extractor is its ``backbone`` module (`src.model.Classifier`): what
+    ``--backbone-lr-mult`` and ``--freeze-epochs`` act on."""
+
+    backbone: nn.Module
 
 def param_groups(model: nn.Module, weight_decay: float, backbone_lr_mult: float = 1.0) -> list[dict]:
     """Splits parameters into decayed weights and undecayed biases / normalisation weights (ndim <= 1).
@@ -41,7 +50,7 @@ def param_groups(model: nn.Module, weight_decay: float, backbone_lr_mult: float 
         )
     backbone = set()
     if backbone_lr_mult != 1.0:
-        if not isinstance(getattr(model, "backbone", None), nn.Module):
+        if not isinstance(model, WithBackbone):
             raise ValueError(f"--backbone-lr-mult needs a model with a backbone; {type(model).__name__} has none")
         backbone = {id(p) for p in model.backbone.parameters()}
     groups = {(mult, decay): [] for mult in dict.fromkeys((1.0, backbone_lr_mult)) for decay in (True, False)}
@@ -64,10 +73,9 @@ def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
     Raises:
         ValueError: the model has no ``backbone`` module.
     """
-    backbone = getattr(model, "backbone", None)
-    if not isinstance(backbone, nn.Module):
+    if not isinstance(model, WithBackbone):
         raise ValueError(f"--freeze-epochs needs a model with a backbone; {type(model).__name__} has none")
-    backbone.requires_grad_(trainable)
+    model.backbone.requires_grad_(trainable)
 
 
 OPTIMIZERS = {  # (param groups, lr, fused) -> optimizer; the keys are the names of src.config.choices.OPTIMIZERS
@@ -141,10 +149,10 @@ def build_lr_scheduler(
     if name == "step":
         offset = warmup_steps if warmup_steps >= 2 else 0  # the wrapped schedule counts from the warmup's end
         milestones = sorted({max(int(f * total_steps) - offset, 1) for f in (0.5, 0.75)})
-        step = LRScheduler(MultiStepLR(optimizer, milestones=milestones, gamma=0.1))  # scales each group's own lr
+        decay = LRScheduler(MultiStepLR(optimizer, milestones=milestones, gamma=0.1))  # scales each group's own lr
         if offset == 0:  # ignite's warmup needs at least 2 events
-            return step
-        return create_lr_scheduler_with_warmup(step, warmup_start_value=lr / 25, warmup_duration=warmup_steps)
+            return decay
+        return create_lr_scheduler_with_warmup(decay, warmup_start_value=lr / 25, warmup_duration=warmup_steps)
     if name == "plateau":  # torch's ReduceLROnPlateau scales each group's own lr
         mode = "max" if higher_is_better else "min"
         return ReduceLROnPlateauScheduler(optimizer, metric_name=metric, mode=mode, factor=0.5, patience=2)
