@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import ignite.distributed as idist
 import torch
@@ -24,8 +25,11 @@ from ignite.handlers import (
     global_step_from_engine,
 )
 from ignite.metrics import Average
+from torch.utils.data import DataLoader
 
 from src.config import format_duration
+from src.data.prefetch import DeviceLoader
+from src.loaddata import Loaders
 from src.training.engine import window_start_filter
 from src.training.optim import set_backbone_trainable
 from src.utils import distributed
@@ -44,20 +48,22 @@ def attach_training_metrics(trainer: Engine, device: torch.device | str = "cpu")
 
 
 def attach_lr_scheduler(
-    trainer: Engine, valid_evaluator: Engine, lr_scheduler: ParamScheduler | None, accumulation_steps: int
+    trainer: Engine, selector: Engine, lr_scheduler: ParamScheduler | None, accumulation_steps: int
 ) -> None:
-    """Step-wise schedules run before each optimizer step; the plateau schedule after each validation."""
+    """Step-wise schedules run before each optimizer step; the plateau schedule after each run of ``selector``, the
+    selecting evaluator (the one whose metric selects checkpoints and stops early, `src.training.evaluation.Selection`:
+    ``valid``, or ``valid_ema`` with ``--ema``), whose metric it watches."""
     if lr_scheduler is None:
         return
     if isinstance(lr_scheduler, ReduceLROnPlateauScheduler):
-        valid_evaluator.add_event_handler(Events.COMPLETED, lr_scheduler)
+        selector.add_event_handler(Events.COMPLETED, lr_scheduler)
     else:
         trainer.add_event_handler(
             Events.ITERATION_STARTED(event_filter=window_start_filter(accumulation_steps)), lr_scheduler
         )
 
 
-def attach_set_epoch(trainer: Engine, loader) -> None:
+def attach_set_epoch(trainer: Engine, loader: DeviceLoader | DataLoader) -> None:
     """Tells the loader's sampler (`src.data.sampling.EpochSampler`, or any sampler with ``set_epoch`` such as torch's
     `DistributedSampler`) the 0-based epoch at each epoch start, so every epoch has its own shuffle and augmentation
     draws."""
@@ -65,7 +71,7 @@ def attach_set_epoch(trainer: Engine, loader) -> None:
         trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: loader.sampler.set_epoch(engine.state.epoch - 1))
 
 
-def attach_evaluation(trainer: Engine, evaluators: dict[str, tuple[Engine, object]], every: Events) -> None:
+def attach_evaluation(trainer: Engine, evaluators: dict[str, tuple[Engine, Iterable[Any]]], every: Events) -> None:
     """Runs each ``name -> (evaluator, loader)`` on ``every`` trainer event, in the given order."""
 
     def evaluate(engine: Engine) -> None:
@@ -75,7 +81,7 @@ def attach_evaluation(trainer: Engine, evaluators: dict[str, tuple[Engine, objec
     trainer.add_event_handler(every, evaluate)
 
 
-def attach_progressive_resizing(trainer: Engine, loaders, size_at: Callable[[int], int], seed: int) -> None:
+def attach_progressive_resizing(trainer: Engine, loaders: Loaders, size_at: Callable[[int], int], seed: int) -> None:
     """Progressive resizing (fast.ai's DAWNBench recipe, Howard 2018; Touvron et al. 2019 on train/test size):
     at the start of each epoch, switches the train and evaluation pipelines to ``size_at(epoch - 1)`` pixels
     when that differs from the current size, and restarts the train iterator so the new size applies to the
@@ -117,9 +123,10 @@ def attach_freezing(trainer: Engine, model: torch.nn.Module, freeze_epochs: int)
     trainer.add_event_handler(Events.EPOCH_STARTED, freeze)
 
 
-def attach_validation_log(trainer: Engine, evaluator: Engine, name: str) -> None:
-    """Logs the selecting evaluator's metrics after each validation inside an epoch (`--val-every`); the
-    epoch-end validation is logged with the history row."""
+def attach_validation_log(trainer: Engine, selector: Engine, name: str) -> None:
+    """Logs the metrics of ``selector``, the selecting evaluator (`src.training.evaluation.Selection`), named
+    ``name``, after each validation inside an epoch (``--val-every``); the epoch-end validation is logged with the
+    history row."""
 
     def log(engine: Engine) -> None:
         state = trainer.state
@@ -127,32 +134,33 @@ def attach_validation_log(trainer: Engine, evaluator: Engine, name: str) -> None
             metrics = " ".join(f"{name}_{k}={v:.4f}" for k, v in engine.state.metrics.items())
             logger.info("iteration %d (epoch %.2f): %s", state.iteration, state.iteration / state.epoch_length, metrics)
 
-    evaluator.add_event_handler(Events.COMPLETED, log)
+    selector.add_event_handler(Events.COMPLETED, log)
 
 
 def attach_early_stopping(
     trainer: Engine,
-    valid_evaluator: Engine,
+    selector: Engine,
     patience: int,
     score_function: Callable[[Engine], float],
     start_epoch: int = 1,
 ) -> EarlyStopping:
-    """Stops training when ``score_function`` of the valid evaluator (higher is better) has not improved for
-    ``patience`` validations (ignite's `EarlyStopping`), counting only validations made in epoch ``start_epoch``
-    (1-based) or later: the first of them sets the score to beat (Keras's ``start_from_epoch``)."""
+    """Stops training when ``score_function`` (higher is better) of ``selector``, the selecting evaluator
+    (`src.training.evaluation.Selection`), has not improved for ``patience`` validations (ignite's `EarlyStopping`),
+    counting only validations made in epoch ``start_epoch`` (1-based) or later: the first of them sets the score to
+    beat (Keras's ``start_from_epoch``)."""
     handler = EarlyStopping(patience=patience, score_function=score_function, trainer=trainer)
 
     def watching(engine: Engine, event: int) -> bool:
         return trainer.state.epoch >= start_epoch
 
-    valid_evaluator.add_event_handler(Events.COMPLETED(event_filter=watching), handler)
+    selector.add_event_handler(Events.COMPLETED(event_filter=watching), handler)
     return handler
 
 
 def attach_tensorboard(
     trainer: Engine,
     evaluators: dict[str, Engine],
-    optimizer,
+    optimizer: torch.optim.Optimizer,
     run_dir: Path,
     log_every: int,
     by_iteration: bool = False,
