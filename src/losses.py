@@ -170,11 +170,12 @@ LSOFTMAX_BASE, LSOFTMAX_POWER = 1000.0, 1.0  # lambda's start and decay power, a
 
 
 class StepAwareLoss(nn.Module, abc.ABC):
-    """A criterion that changes with the optimizer step: the trainer calls `set_step` before each of its steps."""
+    """A criterion that changes with the optimizer step: the trainer calls `set_step` before each iteration with the
+    optimizer step that iteration belongs to."""
 
     @abc.abstractmethod
-    def set_step(self, step: int) -> None:
-        """Follows optimizer step ``step`` (0-based; from the trainer's iteration, so a resume continues)."""
+    def set_step(self, optimizer_step: int) -> None:
+        """Follows optimizer step ``optimizer_step`` (0-based; from the trainer's iteration, so a resume continues)."""
 
 
 class LargeMarginSoftmaxLoss(StepAwareLoss):
@@ -202,9 +203,10 @@ class LargeMarginSoftmaxLoss(StepAwareLoss):
         self.gamma, self.lambda_min = gamma, lambda_min
         self.lam = LSOFTMAX_BASE
 
-    def set_step(self, step: int) -> None:
-        """Sets lambda for optimizer step ``step`` (0-based; from the trainer's iteration, so a resume continues)."""
-        self.lam = max(self.lambda_min, LSOFTMAX_BASE * (1.0 + self.gamma * step) ** -LSOFTMAX_POWER)
+    def set_step(self, optimizer_step: int) -> None:
+        """Sets lambda for optimizer step ``optimizer_step`` (0-based; from the trainer's iteration, so a resume
+        continues)."""
+        self.lam = max(self.lambda_min, LSOFTMAX_BASE * (1.0 + self.gamma * optimizer_step) ** -LSOFTMAX_POWER)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits (N, C) of the head's last training pass; target (N,) int64 or soft (N, C) float."""
@@ -224,7 +226,7 @@ class CenterLoss(nn.Module):
     a learned center of its class; added to the classification loss.
 
     The centers are parameters of this module, trained by their own optimizer (`center_optimizer`, plain SGD
-    as in the paper) so that their step size does not depend on ``weight``.
+    as in the paper) so that the size of their updates does not depend on ``weight``.
 
     Args:
         num_classes: number of classes (centers).
@@ -246,7 +248,7 @@ class CenterLoss(nn.Module):
 
 
 def center_optimizer(center_loss: CenterLoss, lr: float = 0.5) -> torch.optim.Optimizer:
-    """SGD on the centers with step ``lr`` (the paper's alpha) independent of the loss weight: the gradient
+    """SGD on the centers with learning rate ``lr`` (the paper's alpha) independent of the loss weight: the gradient
     of ``weight * loss`` is divided back by ``weight`` through the learning rate."""
     return torch.optim.SGD(center_loss.parameters(), lr=lr / center_loss.weight)
 

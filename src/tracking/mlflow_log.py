@@ -168,9 +168,9 @@ def attach_mlflow(
     mlflow_logger.attach_opt_params_handler(trainer, Events.EPOCH_STARTED, optimizer)
     event = Events.ITERATION_COMPLETED if config.eval.val_every is not None else Events.EPOCH_COMPLETED
     for name, evaluator in evaluators.items():
-        step = global_step_from_engine(trainer, event)
+        global_step = global_step_from_engine(trainer, event)
         mlflow_logger.attach_output_handler(
-            evaluator, Events.COMPLETED, tag=name, metric_names="all", global_step_transform=step
+            evaluator, Events.COMPLETED, tag=name, metric_names="all", global_step_transform=global_step
         )
 
     def finish(exc_type, error, tb) -> bool:

@@ -25,7 +25,7 @@ metrics are.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,7 @@ GRID_IMAGES = 16
 PALETTE = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]], dtype=torch.float32)
 
 
-def to_rgb(images: torch.Tensor, mean, std) -> torch.Tensor:
+def to_rgb(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """De-normalises images and maps their channels to RGB (see the module doc).
 
     Args:
@@ -66,7 +66,7 @@ def to_rgb(images: torch.Tensor, mean, std) -> torch.Tensor:
     return rgb / rgb.amax(dim=(1, 2, 3), keepdim=True).clamp(min=1.0)  # the sum saturates: scale it into [0, 1]
 
 
-def image_grid(images: torch.Tensor, mean, std) -> torch.Tensor:
+def image_grid(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """A grid of images (torchvision's ``make_grid``): float (N, C, H, W) normalised -> float32 (3, H', W')."""
     return make_grid(to_rgb(images, mean, std), nrow=min(8, len(images)), padding=2, pad_value=1.0)
 
@@ -198,25 +198,27 @@ class Pictures:
     def __init__(self, writer, task: Task, loaders, top_losses: int = 16):
         self.writer, self.task, self.loaders, self.top_losses = writer, task, loaders, top_losses
 
-    def attach(self, trainer: Engine, evaluator: Engine, tag: str, step: Callable[[], int]) -> None:
-        """Draws the start grids when ``trainer`` starts and, after each run of ``evaluator`` (the selecting one,
-        named ``tag``), its confusion matrices, per-class table, top losses and PR curves at ``step()``."""
+    def attach(self, trainer: Engine, selector: Engine, tag: str, global_step: Callable[[], int]) -> None:
+        """Draws the start grids when ``trainer`` starts and, after each run of ``selector`` (the selecting evaluator,
+        whose metric selects checkpoints and stops early, named ``tag``), its confusion matrices, per-class table, top
+        losses and PR curves, each at TensorBoard's x-axis value ``global_step()`` (the epoch, or the iteration with
+        validations inside epochs)."""
         outputs = ValidationOutputs(self.task)
         if self.writer is not None:
-            trainer.add_event_handler(Events.STARTED, lambda: log_image_grids(self.writer, self.loaders, step()))
-        evaluator.add_event_handler(Events.STARTED, outputs.reset)
-        evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.update(*e.state.output[:2]))
+            trainer.add_event_handler(Events.STARTED, lambda: log_image_grids(self.writer, self.loaders, global_step()))
+        selector.add_event_handler(Events.STARTED, outputs.reset)
+        selector.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.update(*e.state.output[:2]))
 
         def draw() -> None:
             results = outputs.gathered()
             if self.writer is None or not results:
                 return
-            log_class_views(self.writer, results, self.task, tag, step())
+            log_class_views(self.writer, results, self.task, tag, global_step())
             if self.top_losses and self.loaders.mean:  # images (point sequences have no normalisation)
-                log_top_losses(self.writer, results, self.task, self.loaders, tag, step(), self.top_losses)
+                log_top_losses(self.writer, results, self.task, self.loaders, tag, global_step(), self.top_losses)
             self.writer.flush()
 
-        evaluator.add_event_handler(Events.COMPLETED, draw)
+        selector.add_event_handler(Events.COMPLETED, draw)
 
 
 def log_image_grids(writer, loaders, global_step: int) -> None:

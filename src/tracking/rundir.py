@@ -13,7 +13,7 @@ command that goes on with a run checks them, its history and its checkpoint befo
 | ``folds.csv`` | train | id and fold of every row |
 | ``history.csv`` | train (`src.tracking.history`) | one row per epoch |
 | ``checkpoint_<iteration>.pt`` | train (`src.training.checkpoints`) | the two newest full training states |
-| ``best_model_<step>_<key>=<score>.pt`` | train | the ``--n-saved`` best model weights |
+| ``best_model_<epoch or iteration>_<key>=<score>.pt`` | train | the ``--n-saved`` best model weights |
 | ``swa_model_<epoch>.pt`` | train | the SWA weights (``--swa-start-epoch``) |
 | ``valid_predictions.csv``, ``summary.json`` | train | the valid fold's probabilities; the summary, written last |
 | ``status.json`` | train, cv (`src.tracking.report`) | running (process, host), finished, stopped or crashed; the
@@ -71,7 +71,7 @@ SUBMISSION = "submission.csv"
 ENSEMBLE = "ensemble.json"
 LR_FIND_CSV = "lr_find.csv"
 LR_FIND_PLOT = "lr_find.png"
-BEST_PREFIX = "best"  # ignite's Checkpoint names its files <prefix>_model_<step>_<score name>=<score>.pt
+BEST_PREFIX = "best"  # ignite's Checkpoint names its files <prefix>_model_<global_step>_<score name>=<score>.pt
 SWA_PREFIX = "swa"
 CHECKPOINTS = "checkpoint_*.pt"
 BEST_MODELS = "best_model_*.pt"
@@ -382,8 +382,9 @@ def is_finished(run_dir: Path) -> bool:
     return (Path(run_dir) / SUMMARY).is_file()
 
 
-def step_of(path: Path) -> int:
-    """The step (epoch or iteration) a checkpoint's file name ends with: ``checkpoint_1200.pt`` -> 1200."""
+def global_step_of(path: Path) -> int:
+    """The global step (ignite's term: the epoch or the iteration) a checkpoint's file name ends with:
+    ``checkpoint_1200.pt`` -> 1200."""
     return int(re.findall(r"\d+", path.stem)[-1])
 
 
@@ -397,7 +398,7 @@ def checkpoints(resume: str | Path) -> list[Path]:
     path = Path(resume)
     if path.is_file():
         return [path]
-    candidates = sorted(path.glob(CHECKPOINTS), key=step_of, reverse=True) if path.is_dir() else []
+    candidates = sorted(path.glob(CHECKPOINTS), key=global_step_of, reverse=True) if path.is_dir() else []
     if not candidates:
         raise FileNotFoundError(f"--resume {resume}: no checkpoint file, nor a run folder holding checkpoint_*.pt")
     return candidates

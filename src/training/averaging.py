@@ -53,8 +53,8 @@ def build_ema(model: torch.nn.Module, decay: float, warmup_steps: int = 0) -> EM
 
     Args:
         model: the trained model; the EMA copy (``handler.ema_model``, in eval mode) is made from it.
-        decay: in (0, 1), per optimizer step; the average spans about ``1 / (1 - decay)`` steps.
-        warmup_steps: optimizer steps of the decay warmup; 0 uses ``decay`` from the first step.
+        decay: in (0, 1), per optimizer step; the average spans about ``1 / (1 - decay)`` optimizer steps.
+        warmup_steps: optimizer steps of the decay warmup; 0 uses ``decay`` from the first optimizer step.
 
     Raises:
         ValueError: ``decay`` is not in (0, 1).

@@ -13,7 +13,9 @@ import logging
 import os
 import shutil
 import stat
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import ignite.distributed as idist
 import torch
@@ -22,7 +24,7 @@ from ignite.handlers import Checkpoint, DiskSaver, global_step_from_engine
 from ignite.handlers.ema_handler import EMAWarmUp
 
 from src.model import check_shapes
-from src.tracking.rundir import BEST_PREFIX, step_of
+from src.tracking.rundir import BEST_PREFIX, global_step_of
 from src.training.evaluation import Selection
 from src.utils import files
 
@@ -46,7 +48,7 @@ class SafeDiskSaver(DiskSaver):
     def remove(self, filename: str) -> None:
         self._pending.append(filename)
 
-    def __call__(self, checkpoint, filename: str, metadata=None) -> None:
+    def __call__(self, checkpoint: Mapping[str, Any], filename: str, metadata: Mapping[str, Any] | None = None) -> None:
         if idist.get_rank() == self.save_on_rank:
             write(checkpoint, self.dirname / filename)
         while self._pending:
@@ -55,7 +57,7 @@ class SafeDiskSaver(DiskSaver):
                 (self.dirname / name).unlink(missing_ok=True)
 
 
-def write(obj, path: Path) -> None:
+def write(obj: Any, path: Path) -> None:
     """``torch.save(obj, path)`` under a temporary name renamed into place (`src.utils.files.atomic_path`: a kill leaves
     a recognisable temporary file, which the continuing run removes), readable by the group and others as ignite's
     `DiskSaver` leaves it.
@@ -91,14 +93,15 @@ def is_write_failure(error: BaseException) -> bool:
 
 def attach_best_checkpoint(
     trainer: Engine,
-    evaluator: Engine,
+    selector: Engine,
     model: torch.nn.Module,
     run_dir: Path,
     n_saved: int,
     selection: Selection,
     by_iteration: bool = False,
 ) -> Checkpoint:
-    """After each run of the selecting ``evaluator``, keeps the ``n_saved`` best weights of ``model`` by its metric:
+    """After each run of ``selector``, the selecting evaluator (``selection.name``: ``valid``, or ``valid_ema`` with
+    ``--ema``), keeps the ``n_saved`` best weights of ``model`` by its metric:
     ``best_model_<epoch>_<selection.key>=<score>.pt`` (a lower-is-better metric's score is written negated, ignite's
     convention). With ``by_iteration`` (validation inside epochs) the files are numbered by the trainer's iteration.
 
@@ -116,11 +119,11 @@ def attach_best_checkpoint(
         if by_iteration
         else global_step_from_engine(trainer),
     )
-    evaluator.add_event_handler(Events.COMPLETED, best)
+    selector.add_event_handler(Events.COMPLETED, best)
     return best
 
 
-def attach_last_checkpoint(trainer: Engine, to_save: dict, run_dir: Path) -> Checkpoint:
+def attach_last_checkpoint(trainer: Engine, to_save: Mapping[str, Any], run_dir: Path) -> Checkpoint:
     """Saves the full training state ``to_save`` after every epoch as ``checkpoint_<iteration>.pt``, keeping the
     newest two (the previous one is the fallback when the newest cannot be read, `read_checkpoint`). Saves inside
     epochs (``--checkpoint-every``, a stop) call `save_state`.
@@ -142,14 +145,14 @@ def attach_last_checkpoint(trainer: Engine, to_save: dict, run_dir: Path) -> Che
 def save_state(engine: Engine, last: Checkpoint) -> bool:
     """Saves the training state with ``last`` unless it already holds this iteration's; every process calls it
     (rank 0 writes). Returns whether it saved."""
-    if last.last_checkpoint is not None and _saved_step(last) == engine.state.iteration:
+    if last.last_checkpoint is not None and _saved_iteration(last) == engine.state.iteration:
         return False
     last(engine)
     return True
 
 
-def _saved_step(last: Checkpoint) -> int:
-    return step_of(Path(str(last.last_checkpoint)))
+def _saved_iteration(last: Checkpoint) -> int:
+    return global_step_of(Path(str(last.last_checkpoint)))
 
 
 def attach_model_file(
@@ -169,7 +172,7 @@ def attach_model_file(
     return saver
 
 
-def read_checkpoint(candidates: list[Path]) -> tuple[Path, dict]:
+def read_checkpoint(candidates: list[Path]) -> tuple[Path, dict[str, Any]]:
     """The first of ``candidates`` (newest first) that loads (``weights_only=True``); each one that does not
     (truncated, corrupt) is logged with the reason, and the next one is tried.
 
@@ -188,7 +191,9 @@ def read_checkpoint(candidates: list[Path]) -> tuple[Path, dict]:
     raise ValueError(f"no readable checkpoint among {names}: each is truncated or corrupt")
 
 
-def read_resumable(candidates: list[Path], model: torch.nn.Module, epoch_length: int) -> tuple[Path, dict]:
+def read_resumable(
+    candidates: list[Path], model: torch.nn.Module, epoch_length: int
+) -> tuple[Path, dict[str, Any]]:
     """The newest readable of ``candidates`` (`read_checkpoint`), checked before the run writes anything: its model
     fits ``model`` (`check_shapes`) and its epochs have ``epoch_length`` iterations.
 
@@ -210,7 +215,9 @@ def read_resumable(candidates: list[Path], model: torch.nn.Module, epoch_length:
     return path, state
 
 
-def resume_from(state: dict, to_save: dict, last_checkpoint: Checkpoint | None = None) -> list[str]:
+def resume_from(
+    state: Mapping[str, Any], to_save: Mapping[str, Any], last_checkpoint: Checkpoint | None = None
+) -> list[str]:
     """Loads a training state (`read_checkpoint`) into the objects of ``to_save`` (and the last-state handler).
 
     Args:

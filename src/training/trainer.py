@@ -21,6 +21,7 @@ from ignite.metrics import Metric
 from torch.optim.swa_utils import AveragedModel
 
 from src.config import Config
+from src.data.prefetch import DeviceLoader
 from src.data.sampling import EpochSampler
 from src.inference.oof import predictions_frame, write_predictions
 from src.layers.heads import MarginHead
@@ -67,7 +68,7 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class Training:
-    """Everything a training run updates: the trainer and the objects its step changes, complete when built
+    """Everything a training run updates: the trainer and the objects its iterations change, complete when built
     (`setup_training`). What the handlers attach later is `Attached`, returned by `attach_handlers`."""
 
     trainer: Engine
@@ -185,7 +186,8 @@ def setup_training(config: Config, model: torch.nn.Module, task: Task, steps: St
     if isinstance(criterion, StepAwareLoss):  # L-softmax's annealed margin weight follows the optimizer steps
         accumulation_steps = config.step.accumulation_steps
         trainer.add_event_handler(
-            Events.ITERATION_STARTED, lambda: criterion.set_step((trainer.state.iteration - 1) // accumulation_steps)
+            Events.ITERATION_STARTED,
+            lambda: criterion.set_step(optimizer_step=(trainer.state.iteration - 1) // accumulation_steps),
         )
     return Training(
         trainer,
@@ -209,7 +211,7 @@ def _stage_mixer(config: Config, model: torch.nn.Module) -> StageMixer | None:
     """Manifold mixup's stage mixer for ``--mixup-at features``, else None.
 
     Raises:
-        ValueError: with ``--compile`` (its hooks change per step), or a model without stages (``--arch gru``).
+        ValueError: with ``--compile`` (its hooks change per iteration), or a model without stages (``--arch gru``).
     """
     if config.regularisation.mixup_at != "features":
         return None
@@ -302,9 +304,10 @@ def attach_files(
         swa_model, swa_evaluator = training.swa_model.module, evaluators["valid_swa"]
         swa_checkpoint = attach_model_file(swa_evaluator, swa_model, run_dir, rundir.SWA_PREFIX, trainer)
     best_model = training.ema.ema_model if training.ema is not None else training.model
+    selector = evaluators[training.selection.name]  # the evaluator whose metric selects checkpoints and stops early
     best_checkpoint = attach_best_checkpoint(
         trainer,
-        evaluators[training.selection.name],
+        selector,
         best_model,
         run_dir,
         config.run.n_saved,
@@ -339,9 +342,11 @@ def attach_pictures(
     writer = attached.tb_logger.writer if attached.tb_logger is not None else None
     if config.track.pictures:
         by_iteration = config.eval.val_every is not None
-        step = (lambda: trainer.state.iteration) if by_iteration else (lambda: trainer.state.epoch)
+        # TensorBoard's x-axis value: the iteration with validations inside epochs, else the epoch
+        global_step = (lambda: trainer.state.iteration) if by_iteration else (lambda: trainer.state.epoch)
         pictures = Pictures(writer, training.task, loaders, config.track.top_losses)
-        pictures.attach(trainer, evaluators[selection.name], selection.name, step)
+        selector = evaluators[selection.name]
+        pictures.attach(trainer, selector, selection.name, global_step)
     if writer is None:
         return
 
@@ -359,7 +364,9 @@ def best_so_far(history: History, selection: Selection) -> dict[str, float]:
     return {f"best_{selection.key}": best[selection.key], "best_epoch": best["epoch"]} if best else {}
 
 
-def resume(training: Training, attached: Attached, checkpoint: Path, state: dict, sampler: EpochSampler) -> None:
+def resume(
+    training: Training, attached: Attached, checkpoint: Path, state: dict[str, Any], sampler: EpochSampler
+) -> None:
     """Loads a checkpoint's ``state`` (`src.training.checkpoints.read_resumable`) into the run's objects
     (``attached.to_save``) and its last-checkpoint handler. A state saved inside an epoch goes on from there: the
     sampler skips the samples the epoch has already trained on, and the epoch's running loss is put back after the
@@ -385,7 +392,7 @@ def resume(training: Training, attached: Attached, checkpoint: Path, state: dict
     )
 
 
-def train(training: Training, loader, epochs: int) -> None:
+def train(training: Training, loader: DeviceLoader, epochs: int) -> None:
     """Runs the trainer to ``epochs`` epochs; a resumed run that has trained them all trains nothing (ignite
     would restart it from epoch 0)."""
     done = training.trainer.state.epoch
