@@ -32,6 +32,7 @@ from scipy.stats import rankdata
 
 from src.cli import parse_args, run_cli
 from src.config import Config, load_config_file
+from src.config.choices import SUBMISSION_FORMATS
 from src.inference import stacking
 from src.inference.oof import predictions_frame, read_predictions, write_predictions
 from src.inference.outputs import check_folder, replacing
@@ -79,7 +80,7 @@ class EnsembleConfig:
     """The OOF metric; None: the first run's --metric."""
     output_dir: str = "experiments/ensemble"
     """Where the blend's files go."""
-    submission_format: Literal["label", "topk", "tags", "long", "probs"] | None = None
+    submission_format: Literal[SUBMISSION_FORMATS] | None = None
     """As in src.predict; None: label, tags or long by the task."""
     top_k: int = 3
     """Guesses per row of the topk format."""

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from src.augmentations import build_pixel_transforms
 from src.cli import parse_args, run_cli
 from src.config import Config
+from src.config.choices import SUBMISSION_FORMATS
 from src.data.batch_augment import DeviceStage
 from src.data.images import PointSequences, Reading
 from src.data.prefetch import DeviceLoader
@@ -78,7 +79,7 @@ class PredictConfig:
     """How the TTA variants' probabilities are combined."""
     oof: bool = False
     """Also predict each fold's validation rows with --tta and print the OOF score with and without it."""
-    submission_format: Literal["label", "topk", "tags", "long", "probs"] | None = None
+    submission_format: Literal[SUBMISSION_FORMATS] | None = None
     """label, topk, tags, long or probs (src/inference/submission.py); None: the run's --submission-format, else label,
     tags or long by the task."""
     top_k: int = 3

@@ -25,6 +25,7 @@ CHOICES = {
     "--output-stride": choices.OUTPUT_STRIDES,
     "--optimizer": choices.OPTIMIZERS,
     "--scheduler": choices.SCHEDULERS,
+    "--submission-format": choices.SUBMISSION_FORMATS,
 }
 
 
@@ -37,7 +38,14 @@ def train_help() -> str:
 def test_the_flags_choices_are_the_registrys_names(train_help, flag):
     offered = re.search(rf"{flag} \{{([^}}]*)\}}", train_help)
     assert offered is not None, f"{flag} offers no choices in --help"
-    assert offered.group(1).split(",") == [str(name) for name in CHOICES[flag]]
+    names = [name for name in offered.group(1).split(",") if name != "None"]  # None: the flag's unset default
+    assert names == [str(name) for name in CHOICES[flag]]
+
+
+@pytest.mark.parametrize("command", ["src.predict", "src.ensemble"])
+def test_the_output_commands_offer_the_same_submission_formats(command):
+    offered = re.search(r"--submission-format \{([^}]*)\}", help_text(command))
+    assert offered is not None and offered.group(1).split(",") == ["None", *choices.SUBMISSION_FORMATS]
 
 
 def test_the_optimizers_registry_is_keyed_by_the_names():

@@ -4,7 +4,8 @@
 the check of a config file's value), and the module that builds the choice checks and lists the same tuple:
 `src.losses.task_criterion` (``--loss``), `src.model.Classifier` (``--head``), `src.layers.backbones.set_output_stride`
 (``--output-stride``), `src.training.optim.OPTIMIZERS` (``--optimizer``, its keys) and
-`src.training.optim.build_lr_scheduler` (``--scheduler``). The names live in this module, which imports nothing,
+`src.training.optim.build_lr_scheduler` (``--scheduler``), `src.inference.submission.make_submission`
+(``--submission-format``). The names live in this module, which imports nothing,
 because those modules import `src.config` for their groups: `src.config` importing them would close an import cycle.
 Tests check that each flag's choices in ``--help`` are the tuple and that each builder takes every name
 (``tests/test_choices.py``).
@@ -24,6 +25,8 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 """``--optimizer``: the keys of `src.training.optim.OPTIMIZERS`."""
 SCHEDULERS = ("onecycle", "cosine", "step", "plateau", "none")
 """``--scheduler``: the lr schedules of `src.training.optim.build_lr_scheduler`."""
+SUBMISSION_FORMATS = ("label", "topk", "tags", "long", "probs")
+"""``--submission-format``: the formats of `src.inference.submission` (train, predict and ensemble take them)."""
 ANNEALING_SCHEDULERS = ("onecycle", "cosine")
 """The schedules whose lr follows one curve over the whole run, a warmup then a decay to the last step
 (`src.training.optim`'s curves); early stopping waits for the last quarter of the decay

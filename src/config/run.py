@@ -6,6 +6,7 @@ import dataclasses
 import re
 from typing import Literal
 
+from src.config.choices import SUBMISSION_FORMATS
 from src.config.fields import Group, Names, parse_duration, parse_names, require, setting
 
 
@@ -145,5 +146,5 @@ class CompetitionConfig(Group):
     """Parquet file(s) of the test images (layout 'parquet'); src.predict's default --parquet."""
     sample_submission: str | None = setting(None, trains=False)
     """The competition's sample submission; src.predict's default --sample-submission."""
-    submission_format: Literal["label", "topk", "tags", "long", "probs"] | None = setting(None, trains=False)
+    submission_format: Literal[SUBMISSION_FORMATS] | None = setting(None, trains=False)
     """src.predict's default --submission-format (None: by the task)."""

@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from src.config.choices import SUBMISSION_FORMATS
 from src.targets import Task
 from src.utils import files
 
-FORMATS = ("label", "topk", "tags", "long", "probs")
+FORMATS = SUBMISSION_FORMATS
 DEFAULT_FORMAT = {"single": "label", "multilabel": "tags", "multihead": "long"}
 FORMAT_KINDS = {
     "label": ("single",),
