@@ -164,9 +164,8 @@ def command(config: Config, argv: Sequence[str]) -> None:
     with StopRequests(config.run.time_limit_s, config.run.time_limit) as requests, report:
         try:
             if config.split.fold == "all" and not config.run.dry_run:
-                # the report is of the folder of every fold, from the first fold this command trains
-                train_fold = functools.partial(run, requests=requests, started=lambda fold: report.started(fold.parent))
-                report.summary = run_all_folds(config, train_fold, requests.check_between, epochs_for)
+                train_fold = functools.partial(run, requests=requests)  # the report is of the folder of every fold
+                report.summary = run_all_folds(config, train_fold, requests.check_between, epochs_for, report.started)
                 if config.track.mlflow and distributed.is_main():
                     run_dir = Path(report.summary["run_dir"])
                     mlflow_log.log_cv_run(config, run_dir, report.summary, {"commit": notes.git_state()})

@@ -39,8 +39,8 @@ CASES = [
     (
         "manifold compiled",
         "train",
-        [*TINY, "--mixup-alpha", "0.4", "--mixup-at", "features", "--compile"],
-        "--mixup-at features arms a hook per step",
+        [*TINY, "--mixup-alpha", "0.4", "--mixup-at", "features", "--compile", "--output-dir", "{tmp}"],
+        "--mixup-at features arms a hook per iteration",
     ),
     ("val-every 1.5", "train", ["--val-every", "1.5"], "--val-every 1.5: expected"),
     ("unknown metric", "train", ["--metric", "acc"], "--metric 'acc': unknown metric"),

@@ -28,7 +28,7 @@ def test_a_fold_is_freed_before_the_next_one_starts(tmp_path, monkeypatch):
     try:
         previous, alive = [], []
 
-        def train_fold(config: Config) -> None:
+        def train_fold(config: Config, started=None) -> None:
             alive.append([ref() is not None for ref in previous])
             previous.append(weakref.ref(Engine()))
 

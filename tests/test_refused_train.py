@@ -248,6 +248,15 @@ CASES = [
         ["--config", "{tmp}/bad.yaml", "--output-dir", "{tmp}"],
         "{tmp}/bad.yaml: key 'lr' = 'fast': expected a number (float)",
     ),
+    # a new --fold all run whose first fold is refused: its folder is never made
+    (
+        "new --fold all, missing pretrained",
+        "train",
+        "none",
+        [*FLAGS, "--fold", "all", "--folds", "2", "--output-dir", "{tmp}", "--run-name", "new", "--pretrained",
+         "{tmp}/gone.pt"],
+        "pretrained weights file not found: {tmp}/gone.pt",
+    ),
     # the command line
     ("--epoch for --epochs", "train", "none", ["--epoch", "3"], "--epoch, 3; did you mean --epochs?"),
     (

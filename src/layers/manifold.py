@@ -29,6 +29,9 @@ from torch import nn
 from src.layers.backbones import GRUBackbone
 
 logger = logging.getLogger(__name__)
+NO_STAGES = "--mixup-at features: --arch gru reads point sequences (no stages); use --mixup-at input"
+COMPILED = "--mixup-at features arms a hook per iteration, which --compile would recompile; drop one"
+
 
 
 def trunk_of(backbone: nn.Module) -> nn.Module:
@@ -39,9 +42,7 @@ def trunk_of(backbone: nn.Module) -> nn.Module:
         ValueError: a backbone that reads point sequences (``--arch gru``): it has no stages to mix.
     """
     if isinstance(backbone, GRUBackbone):
-        raise ValueError(
-            "--mixup-at features: --arch gru reads point sequences (no stages); use --mixup-at input"
-        )
+        raise ValueError(NO_STAGES)
     net = getattr(backbone, "net", backbone)
     features = getattr(net, "features", None)
     return features if isinstance(features, nn.Module) else net

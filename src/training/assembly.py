@@ -18,6 +18,7 @@ from src.data.folds import assign_folds, split_indices
 from src.data.images import PointSequences, Reading
 from src.data.metadata import MetaEncoder, meta_columns
 from src.data.pseudo import pseudo_labelled
+from src.layers import manifold
 from src.loaddata import Data, Loaders, TrainSet, build_loaders, default_num_workers, load_data
 from src.metrics import get_metric
 from src.model import build_model, check_arch, reads_sequences
@@ -30,12 +31,18 @@ DRY_RUN_FRACTION = 0.01
 
 
 def prepare(config: Config) -> Config:
-    """Checks ``arch`` before anything is read; a dry run trains one epoch.
+    """Checks ``arch`` and what ``--mixup-at features`` needs of the rest of the config before anything is read or
+    written; a dry run trains one epoch.
 
     Raises:
-        ValueError: an unknown arch (the message lists the known ones).
+        ValueError: an unknown arch (the message lists the known ones); manifold mixup with ``--compile`` (its hooks
+            change per iteration) or with an arch that reads point sequences (no stages to mix).
     """
     check_arch(config.model.arch)
+    if config.regularisation.mixup_at == "features" and config.step.compile:
+        raise ValueError(manifold.COMPILED)
+    if config.regularisation.mixup_at == "features" and reads_sequences(config.model.arch):
+        raise ValueError(manifold.NO_STAGES)
     return config.replace(epochs=1) if config.run.dry_run else config
 
 

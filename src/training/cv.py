@@ -36,16 +36,20 @@ def fold_config(config: Config, run_dir: Path, fold: int) -> Config:
 
 def run_all_folds(
     config: Config,
-    train_fold: Callable[[Config], object],
+    train_fold: Callable[..., object],
     before_fold: Callable[[Path], None] | None = None,
     epochs_for: Callable[[int, Path], int | None] | None = None,
+    started: Callable[[Path], None] | None = None,
 ) -> dict[str, Any]:
     """Trains each of ``config.split.folds`` folds with ``train_fold`` (`src.train.run`; finished folds are skipped),
     writes ``oof.csv`` (every training row once: id, fold, labels, probabilities from its fold's best checkpoint) and
     ``cv_summary.json``, and prints the per-fold scores, their mean and standard deviation, and the OOF score of
     ``--metric``.
 
-    ``before_fold(run folder)`` is called before each fold is trained
+    ``train_fold(fold config, started=...)`` (`src.train.run`) calls ``started(fold folder)`` once the fold's checks
+    have passed and its folder is written; a new run's own folder and ``config.yaml`` are written then, so a command
+    that the first fold refuses leaves nothing behind (``--restart`` moves the old run aside first), and
+    ``started(run folder)`` is called. ``before_fold(run folder)`` is called before each fold is trained
     (`src.training.stopping.StopRequests.check_between` stops there on a signal or near the time limit).
     ``epochs_for(fold, run folder)`` (`src.training.budget.Budget`) sets each fold's epochs, or None leaves that fold
     and the later ones out (``oof.csv`` then covers the folds trained).
@@ -54,10 +58,21 @@ def run_all_folds(
         The cross-validation summary: metric, per-fold scores, mean, std, OOF score, run folder.
     """
     run_dir = rundir.cv_run_dir(config)
-    if rundir.is_run(run_dir) and not config.run.restart:  # the same command again: the same settings
+    going_on = rundir.is_run(run_dir) and not config.run.restart  # the same command again: the same settings
+    if going_on:
         rundir.go_on(run_dir, rundir.check_continuation(run_dir, config))
-    else:
+    elif config.run.restart:
         rundir.start(run_dir, config)
+    opened = going_on or config.run.restart
+
+    def fold_started(fold_dir: Path) -> None:
+        nonlocal opened
+        if not opened:  # the first fold passed its checks: the run's folder is written now
+            rundir.start(run_dir, config)
+            opened = True
+        if started is not None:
+            started(run_dir)
+
     folds = config.split.folds
     for fold in range(folds):
         if rundir.is_finished(rundir.fold_dir(run_dir, fold)):
@@ -68,7 +83,7 @@ def run_all_folds(
             break
         if before_fold is not None:
             before_fold(run_dir)
-        train_fold(fold_config(config, run_dir, fold).replace(epochs=epochs))
+        train_fold(fold_config(config, run_dir, fold).replace(epochs=epochs), started=fold_started)
         free_memory()
 
     distributed.barrier()  # rank 0 has written every fold's predictions

@@ -208,15 +208,14 @@ def setup_training(config: Config, model: torch.nn.Module, task: Task, steps: St
 
 
 def _stage_mixer(config: Config, model: torch.nn.Module) -> StageMixer | None:
-    """Manifold mixup's stage mixer for ``--mixup-at features``, else None.
+    """Manifold mixup's stage mixer for ``--mixup-at features``, else None (what it needs of the rest of the
+    config was checked before the run started: `src.training.assembly.prepare`).
 
     Raises:
-        ValueError: with ``--compile`` (its hooks change per iteration), or a model without stages (``--arch gru``).
+        ValueError: a model without stages (``--arch gru``).
     """
     if config.regularisation.mixup_at != "features":
         return None
-    if config.step.compile:
-        raise ValueError("--mixup-at features arms a hook per step, which --compile would recompile; drop one")
     return StageMixer(model)
 
 
