@@ -13,11 +13,13 @@ import statistics
 import time
 
 import torch
+from torch.utils.data import default_collate
 
 from src.augmentations import build_transforms, reseed
-from src.data.batch_augment import build_batch_pipeline
+from src.data.batch_augment import DeviceStage, build_batch_pipeline
 from src.loaddata import load_digits
 
+CPU = torch.device("cpu")
 MEAN, STD, ROWS = [0.13], [0.31], 2048
 
 
@@ -29,7 +31,10 @@ def main() -> None:
     images = load_digits().source.images
     digits = [images[row] for row in range(ROWS)]
     per_image = build_transforms(32, MEAN, STD, aug="light", seed=0)
-    batch = build_batch_pipeline(32, MEAN, STD, "light", 0, "resize")
+    pipeline, stage = build_batch_pipeline(32, "light", 0, "resize"), DeviceStage(MEAN, STD)
+
+    def batch(images: list, keys: list) -> torch.Tensor:  # the workers' part, then the device stage on the CPU
+        return stage(default_collate(pipeline(images, keys)), CPU)
 
     def albumentations_per_image(rows: range) -> None:
         for row in rows:

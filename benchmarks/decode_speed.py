@@ -185,9 +185,11 @@ def print_table(title: str, results: dict[str, tuple[float, float]], notes: dict
 
 def pipeline_runs(paths: list[str], target: int) -> dict[str, Callable[[], object]]:
     """Decode + the light train augmentation at ``target`` px through `FileImages`: full decode vs reduced
-    (where the file is large enough), with the batch pipeline (batches of 32) and with albumentations per image."""
+    (where the file is large enough), with the batch pipeline (batches of 32; what a loader worker does: resize and
+    draw, the warp and normalisation then run on the GPU, `src.data.batch_augment.DeviceStage`) and with
+    albumentations per image (all of it in the worker)."""
     full, reduced = FileImages([(p,) for p in paths]), FileImages([(p,) for p in paths], target_size=target)
-    batch = build_batch_pipeline(target, MEAN, STD, "light", 0, "resize")
+    batch = build_batch_pipeline(target, "light", 0, "resize")  # the workers' part: warp and normalise on the GPU
     per_image = build_transforms(target, MEAN, STD, aug="light", seed=0)
 
     def batched(images: FileImages) -> None:

@@ -102,9 +102,11 @@ def save_curve(finder: FastaiLRFinder, curve: pd.DataFrame, out_dir: Path, show_
 HELP = """LR range test (Smith 2017): training iterations with the lr growing exponentially from start to end.
 
 Writes lr_find.csv and lr_find.png to <output-dir>/lr_find-<arch>/ and prints the suggested lr. Its own flags:
-  --lr-find-iters INT      training iterations (micro-batches) of the test (default: 100)
-  --lr-find-start FLOAT    the lr of the first iteration (default: 1e-07)
-  --lr-find-end FLOAT      the lr of the last iteration (default: 1.0)
+  --lr-find-iters INT      training iterations (micro-batches) of the sweep from start to end (default: 100)
+  --lr-find-start FLOAT    the low end of the sweep (default: 1e-07)
+  --lr-find-end FLOAT      the lr reached after --lr-find-iters iterations (default: 1.0)
+The curve lists each iteration's loss against the lr after its update, as ignite's FastaiLRFinder records them:
+from start x (end/start)^(1/iters) up to one step past end (it runs one iteration more than asked).
 
 Every training flag below sets up the model, the data and the optimizer as `python -m src.train` would."""
 

@@ -286,7 +286,7 @@ def build_model(
         ValueError: unknown arch or activation, weights that do not fit the architecture, or an output stride the
             arch does not support.
         FileNotFoundError: ``pretrained`` is a path that does not exist.
-        RuntimeError: the ImageNet weights could not be downloaded.
+        ConnectionError: the ImageNet weights could not be downloaded (no internet): the message says what to do.
     """
     check_arch(config.arch)
     in_chans = config.in_chans or 3
@@ -312,12 +312,13 @@ def build_model(
 
 
 def _library_backbone(config: ModelConfig) -> Backbone:
-    """``ARCHS[config.arch](config)``; a failed ImageNet download says what to do instead."""
+    """``ARCHS[config.arch](config)``; a failed ImageNet download says what to do instead, as a `ConnectionError`
+    (an `OSError`: one line, exit 2 from every command)."""
     try:
         return ARCHS[config.arch](config)
     except (OSError, RuntimeError) as error:
         if config.pretrained == "imagenet":
-            raise RuntimeError(
+            raise ConnectionError(
                 f"could not download the ImageNet weights of {config.arch} ({error}); download them where there is "
                 "internet and pass the file with --pretrained PATH"
             ) from error

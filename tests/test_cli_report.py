@@ -41,6 +41,9 @@ def test_finished_stopped_and_crashed_runs_are_logged_notified_and_listed(tmp_pa
     assert "done: finished" in done and "- note: the baseline" in done
     assert f"- command: `python -m src.train {' '.join(TINY)}" in done
     assert f"- code: {notes.git_state()}" in done
+    # the webhook's secret path is in no file a run writes for others to read: the notes log, status.json
+    assert "secret-token" not in text and "--notify http://127.0.0.1:" in done
+    assert all("secret-token" not in rundir.read_status(run)["command"] for run in out.iterdir() if run.is_dir())
     assert all(f"`{setting}`" in done for setting in ("arch=resnet18", "epochs=1", "data_fraction=0.04"))
 
     capsys.readouterr()

@@ -9,9 +9,12 @@ import torch
 from efficientnet_pytorch import EfficientNet
 from torch import nn
 
+import src.model
 from src.config import ModelConfig
 from src.layers.backbones import GRUBackbone, adapt_input_conv
 from src.model import ARCHS, MIN_INPUT, SEQUENCE_ARCHS, build_model, check_shapes, list_archs
+from src.train import main as train_main
+from tests.helpers import TINY, assert_refused
 
 
 def _build(arch: str, num_classes, **fields):
@@ -208,3 +211,13 @@ print(sums[0] == sums[1])
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert done.stdout.strip() == "True"
+
+
+def test_an_imagenet_download_that_fails_is_one_line_exit_2_and_writes_nothing(monkeypatch, capsys, tmp_path):
+    def offline(config):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setitem(src.model.ARCHS, "resnet18", offline)
+    argv = [*TINY, "--arch", "resnet18", "--pretrained", "imagenet", "--output-dir", str(tmp_path)]
+    line = assert_refused(capsys, train_main, argv, tmp_path, "could not download the ImageNet weights of resnet18")
+    assert "--pretrained PATH" in line and "Temporary failure in name resolution" in line

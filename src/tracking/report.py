@@ -87,10 +87,14 @@ class RunReport:
     Args:
         config: the command's config (its ``track`` group says where to write and send).
         command_line: the command as typed (for the notes entry and ``status.json``).
+
+    Everything it writes or sends (``status.json``, the notes entry, the notifications) names the ``--notify``
+    webhooks without their secret paths (`src.tracking.notify.redact`); the run's ``config.yaml`` keeps them whole.
     """
 
     def __init__(self, config: Config, command_line: str):
-        self.config, self.command_line = config, command_line
+        self.config = config
+        self.command_line = self._scrub(command_line)
         self.run_dir: Path | None = None
         self.summary: Mapping[str, Any] = {}
         self._started_at = time.monotonic()
@@ -129,7 +133,7 @@ class RunReport:
             run_dir=self.run_dir,
             summary=self.summary or rundir.read_summary(self.run_dir),
             wall_time_s=time.monotonic() - self._started_at,
-            detail=detail_of(error),
+            detail=self._scrub(detail_of(error)),
         )
         self._status.update(
             status=outcome.status, ended_at=datetime.now().isoformat(timespec="seconds"), detail=outcome.detail
@@ -170,7 +174,13 @@ class RunReport:
         ]
         if self.config.track.note:
             lines.append(f"- note: {self.config.track.note}")
-        return "\n".join(lines)
+        return self._scrub("\n".join(lines))
+
+    def _scrub(self, text: str) -> str:
+        """``text`` with every ``--notify`` target as it may be logged (a webhook without its secret path)."""
+        for target in self.config.track.notify or ():
+            text = text.replace(target, notify.redact(target))
+        return text
 
     def _fields(self, outcome: Outcome) -> dict[str, Any]:
         return {
