@@ -86,6 +86,9 @@ class EnsembleConfig:
     """Guesses per row of the topk format."""
     sample_submission: str | None = None
     """A sample submission fixing the id order and columns, checked against the result."""
+    allow_different_folds: bool = False
+    """Blend runs whose OOF rows sit in other folds (refused by default: their blend's OOF score leaks); the blend's
+    ensemble.json then says same_folds: false."""
 
 
 def blend(probs: list[np.ndarray], weights: np.ndarray, method: str, task: Task) -> np.ndarray:
@@ -159,8 +162,12 @@ def run_task(run: Path) -> Task:
     return Task.from_dict(json.loads(classes.read_text()))
 
 
-def aligned(paths: list[Path], task: Task, what: str) -> tuple[pd.DataFrame, list[str], list[np.ndarray]]:
-    """Reads prediction files and puts their probabilities in the first file's row order.
+def aligned(
+    paths: list[Path], task: Task, what: str, fold_differences: list[tuple[Path, list[str]]] | None = None
+) -> tuple[pd.DataFrame, list[str], list[np.ndarray]]:
+    """Reads prediction files and puts their probabilities in the first file's row order. With
+    ``fold_differences``, each other file whose ``fold`` column differs from the first file's on some ids is
+    appended to it as (path, those ids in the first file's order).
 
     Returns:
         The first file's table, its ids, and each file's probabilities (N, num_outputs) in that order.
@@ -179,6 +186,11 @@ def aligned(paths: list[Path], task: Task, what: str) -> tuple[pd.DataFrame, lis
         if ids != order and sorted(ids) != sorted(order):
             raise ValueError(f"{path}: its {what} ids differ from {paths[0]}'s; blend runs of the same rows")
         probs.append(p if unique and ids == order else _reordered(p, ids, order))
+        if fold_differences is not None and "fold" in frame and "fold" in other:
+            fold_of = dict(zip(ids, other["fold"].tolist()))
+            differing = [i for i, fold in zip(order, frame["fold"].tolist()) if fold_of[i] != fold]
+            if differing:
+                fold_differences.append((path, differing))
     return frame, order, probs
 
 
@@ -229,6 +241,38 @@ def given_weights(text: str, runs: int) -> np.ndarray:
     return weights / weights.sum()
 
 
+def check_folds(differences: list[tuple[Path, list[str]]], first: Path, rows: int, allowed: bool) -> None:
+    """Runs blended on other folds leak: each run's models trained on rows another run validates on, so the OOF
+    score of the blend (and of a stacker fitted on it) is too high. Our own: no library checks it.
+
+    Raises:
+        ValueError: folds that differ, naming the run, how many rows and the first ids; unless ``allowed``
+            (``--allow-different-folds``), which only warns.
+    """
+    for path, ids in differences:
+        shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+        message = (
+            f"{path.parent}: its folds differ from {first}'s on {len(ids)} of {rows} rows ({shown}); a blend of "
+            "runs on other folds leaks into its OOF score: train on the same folds (--folds-from RUN, or the same "
+            "--split-seed and --folds), or pass --allow-different-folds"
+        )
+        if not allowed:
+            raise ValueError(message)
+        print(f"warning: {message}; the OOF score is not comparable", file=sys.stderr)
+
+
+def has_test_predictions(runs: list[Path]) -> bool:
+    """Whether every run has its test predictions; warns when only some have them (the blend then has none)."""
+    tests = [run / rundir.TEST_PREDICTIONS for run in runs]
+    if all(path.is_file() for path in tests):
+        return True
+    if any(path.is_file() for path in tests):
+        lacking = [str(run) for run, path in zip(runs, tests) if not path.is_file()]
+        print(f"warning: no {rundir.TEST_PREDICTIONS} in {', '.join(lacking)}: the blend has no submission "
+              "(predict those runs with src.predict first)", file=sys.stderr)
+    return False
+
+
 def check_runs(args: EnsembleConfig) -> tuple[list[Path], Task, Config]:
     """The run folders to blend, their common task and the first run's saved config, once the arguments are checked.
 
@@ -259,14 +303,12 @@ def ensemble(args: EnsembleConfig) -> dict:
     out = Path(args.output_dir)
     metric, threshold = args.metric or config.eval.metric, config.eval.threshold
     features = stacking.resolve_features(args.stack_features, len(runs), task)
-    frame, order, probs = aligned([run / rundir.OOF for run in runs], task, "OOF")
+    differences: list[tuple[Path, list[str]]] = []
+    frame, order, probs = aligned([run / rundir.OOF for run in runs], task, "OOF", differences)
+    check_folds(differences, runs[0], len(order), args.allow_different_folds)
     targets = task.encode(frame, where=str(runs[0] / rundir.OOF))
     tests = [run / rundir.TEST_PREDICTIONS for run in runs]
-    has_test = all(path.is_file() for path in tests)
-    if not has_test and any(path.is_file() for path in tests):
-        lacking = [str(run) for run, path in zip(runs, tests) if not path.is_file()]
-        print(f"warning: no {rundir.TEST_PREDICTIONS} in {', '.join(lacking)}: the blend has no submission "
-              "(predict those runs with src.predict first)", file=sys.stderr)
+    has_test = has_test_predictions(runs)
     if has_test:
         _, ids, test_probs = aligned(tests, task, "test")
         form = SubmissionFormat(args.submission_format or DEFAULT_FORMAT[task.kind], config.data.id_col, args.top_k,
@@ -287,6 +329,7 @@ def ensemble(args: EnsembleConfig) -> dict:
         "weights": None if weights is None else [round(float(w), 4) for w in weights],
         **({"stacker": args.stacker, "stack_features": features} if weights is None else {}),
         "oof_blend": round(score(metric, blended, targets, task, threshold), 6),
+        "same_folds": not differences,  # False: runs on other folds, an OOF score not comparable (leaks)
     }
     tables = {out / rundir.OOF: predictions_frame(order, blended, task, folds=frame["fold"].to_numpy(), labels=frame)}
     submission = None

@@ -329,15 +329,18 @@ def signal_at(monkeypatch, iteration, signum):
 ABC_TASK = Task("single", (Head("label", ("a", "b", "c")),))
 
 
-def write_run(folder, ids, labels, probs, test_probs, task=ABC_TASK):
+def write_run(folder, ids, labels, probs, test_probs, task=ABC_TASK, folds=None):
     """A finished run's files as `src.ensemble` reads them: one fold's classes.json and config, oof.csv (two
-    folds) and test_predictions.csv."""
+    folds: by default each id's place in the sorted ids, mod 2, so runs of the same ids share their folds in any
+    row order; or ``folds``, one per row) and test_predictions.csv."""
+    place = {image_id: k for k, image_id in enumerate(sorted(ids))}
+    folds = np.array([place[i] % 2 for i in ids]) if folds is None else np.asarray(folds)
     folder.mkdir(parents=True)
     (folder / "fold0").mkdir()
     (folder / "fold0" / "classes.json").write_text(json.dumps(task.to_dict()))
     (folder / "fold0" / "config.yaml").write_text(yaml.safe_dump({"arch": "effnet-b0"}))  # a flat config
     labels_frame = pd.DataFrame({"label": labels})
-    predictions_frame(ids, probs, task, folds=np.arange(len(ids)) % 2, labels=labels_frame).to_csv(
+    predictions_frame(ids, probs, task, folds=folds, labels=labels_frame).to_csv(
         folder / "oof.csv", index=False
     )
     predictions_frame([f"t{i}" for i in range(len(test_probs))], test_probs, task).to_csv(

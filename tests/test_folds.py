@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
-from src.data.folds import MultilabelFolds, assign_folds, make_folds
+from src.data.folds import MultilabelFolds, assign_folds, folds_from_run, make_folds
 from src.targets import Head, Task
 from tests import helpers
 from tests.helpers import fake_data, load, split
@@ -116,3 +116,21 @@ def test_multilabel_folds_of_a_thousand_tags_are_balanced_and_the_packages():
 def test_multilabel_folds_refuse_a_single_tag_column_as_the_package_does():
     with pytest.raises(ValueError, match="multilabel-indicator"):
         _test_folds(MultilabelFolds(n_splits=2, shuffle=True, random_state=0), np.ones((10, 1)))
+
+
+def test_folds_from_a_run_are_that_runs_folds_in_this_datas_row_order(tmp_path):
+    """``--folds-from RUN``: a teammate's folds.csv (another row order, extra rows) gives each row its fold there;
+    rows it lacks and another number of folds are named."""
+    data = fake_data(n=12)
+    ids = data.source.ids()
+    theirs = pd.DataFrame({"id": [*ids[::-1], "extra"], "fold": [*(np.arange(12) // 4)[::-1], 0]})
+    (tmp_path / "run").mkdir()
+    theirs.to_csv(tmp_path / "run" / "folds.csv", index=False)
+    assert folds_from_run(data, tmp_path / "run", 3).tolist() == (np.arange(12) // 4).tolist()
+    with pytest.raises(ValueError, match="its folds.csv has 3 folds; pass --folds 3"):
+        folds_from_run(data, tmp_path / "run", 5)
+    theirs.iloc[2:].to_csv(tmp_path / "run" / "folds.csv", index=False)  # lacks ids 11 and 10
+    with pytest.raises(ValueError, match=r"2 of 12 rows are not in its folds.csv \(10, 11\)"):
+        folds_from_run(data, tmp_path / "run", 3)
+    with pytest.raises(FileNotFoundError, match="--folds-from .*nowhere: no folds.csv"):
+        folds_from_run(data, tmp_path / "nowhere", 3)

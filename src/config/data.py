@@ -143,6 +143,9 @@ class SplitConfig(Group):
     on the same folds (seed averaging, fair comparisons)."""
     data_fraction: float = 1.0
     """Use this fraction of the rows (stratified, seeded); a debug cap."""
+    folds_from: str | None = None
+    """Take every row's fold from this run folder's folds.csv (a teammate's run): the same validation rows, so that
+    the runs can be blended and distilled without a leak (src.ensemble refuses runs on other folds)."""
 
     def check(self) -> None:
         require("folds", self.folds, self.folds >= 2, "an integer >= 2")

@@ -9,6 +9,7 @@ package implements it (`MultilabelStratifiedKFold`), with its core step rewritte
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from sklearn.utils import check_random_state
 
 from src.loaddata import Data, take_subset
 from src.targets import Task, require_columns
+from src.tracking.rundir import FOLDS
 
 
 def assign_folds(
@@ -210,6 +212,34 @@ def read_fold_column(table: pd.DataFrame, column: str, folds: int, where: str) -
     if empty:
         raise ValueError(f"{where}: column {column!r} has no rows for fold(s) {empty} of --folds {folds}")
     return fold_of
+
+
+def folds_from_run(data: Data, run: str | Path, folds: int) -> np.ndarray:
+    """``--folds-from RUN``: the fold of every row as another run assigned it (its ``folds.csv``: id, fold), so that
+    runs trained apart (a teammate's) validate on the same rows and can be blended or distilled without a leak.
+
+    Returns:
+        int64 (N,) in [0, folds), in the order of ``data``'s rows.
+
+    Raises:
+        FileNotFoundError: the run has no ``folds.csv``.
+        ValueError: rows of this data the run does not have (the first named), or another number of folds.
+    """
+    path = Path(run) / FOLDS
+    if not path.is_file():
+        raise FileNotFoundError(f"--folds-from {run}: no {FOLDS} (a run folder of src.train, or a fold<k> of one)")
+    table = pd.read_csv(path, dtype={"id": str})
+    fold_of = dict(zip(table["id"], table["fold"].astype(np.int64)))
+    ids = data.source.ids()
+    missing = [i for i in ids if i not in fold_of]
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise ValueError(f"--folds-from {run}: {len(missing)} of {len(ids)} rows are not in its {FOLDS} ({shown})")
+    assigned = np.array([fold_of[i] for i in ids], dtype=np.int64)
+    count = int(table["fold"].max()) + 1
+    if count != folds:
+        raise ValueError(f"--folds-from {run}: its {FOLDS} has {count} folds; pass --folds {count}")
+    return assigned
 
 
 def split_indices(

@@ -14,7 +14,7 @@ from src.config import LOG_EVERY, Config
 from src.data.distill import hard_targets
 from src.data.distill import test_set as teacher_test_set
 from src.data.distill import train_targets as distilled_targets
-from src.data.folds import assign_folds, split_indices
+from src.data.folds import assign_folds, folds_from_run, split_indices
 from src.data.images import PointSequences, Reading
 from src.data.metadata import MetaEncoder, meta_columns
 from src.data.pseudo import pseudo_labelled
@@ -102,6 +102,8 @@ def setup_data(config: Config) -> tuple[Data, np.ndarray]:
     if config.data.meta_cols:
         check_meta(config, data)
     split = config.split
+    if split.folds_from:
+        return data, folds_from_run(data, split.folds_from, split.folds)
     fold_of = assign_folds(data, split.folds, config.split_seed, config.data.group_col, config.data.fold_col)
     return data, fold_of
 
