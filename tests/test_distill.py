@@ -89,3 +89,26 @@ def test_a_teacher_without_oof_or_missing_rows_is_refused(tmp_path):
     teacher = _teacher(tmp_path / "other", data.source.ids(), np.full((24, 3), 1 / 3), other)
     with pytest.raises(ValueError, match="p_c0"):
         setup_loaders(Config.of(**flags, teacher=str(teacher)), data, fold_of, CPU)
+
+
+def test_a_teacher_on_other_folds_is_refused_by_name_unless_allowed(tmp_path, caplog):
+    """A teacher whose OOF predictions come from other folds trained on this run's valid rows: refused with the
+    count and the first ids; --allow-different-folds trains with it and warns."""
+    csv, folder = helpers.image_folder(tmp_path, n=24, num_classes=3)
+    flags = dict(train_csv=str(csv), image_dir=str(folder), batch_size=4, train_eval_size=4, img_size=16)
+    data, fold_of = setup_data(Config.of(**flags))
+    ids, probs = data.source.ids(), np.full((24, 3), 1 / 3)
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    other = fold_of.copy()
+    other[[0, 1]] = (fold_of[[0, 1]] + 1) % 5  # two rows in another fold
+    predictions_frame(list(ids), probs, data.task, folds=other).to_csv(teacher / "oof.csv", index=False)
+    config = Config.of(**flags, teacher=str(teacher))
+    with pytest.raises(ValueError, match=rf"its folds differ from this run's on 2 of 24 rows \({ids[0]}, {ids[1]}\)"):
+        setup_loaders(config, data, fold_of, CPU)
+    allowed = setup_loaders(config.replace(allow_different_folds=True), data, fold_of, CPU)
+    assert len(allowed.train.dataset) == int((fold_of != 0).sum()) and "not comparable" in caplog.text
+    same = tmp_path / "same"
+    same.mkdir()
+    predictions_frame(list(ids), probs, data.task, folds=fold_of).to_csv(same / "oof.csv", index=False)
+    setup_loaders(Config.of(**flags, teacher=str(same)), data, fold_of, CPU)  # its own folds: no question

@@ -146,6 +146,9 @@ class SplitConfig(Group):
     folds_from: str | None = None
     """Take every row's fold from this run folder's folds.csv (a teammate's run): the same validation rows, so that
     the runs can be blended and distilled without a leak (src.ensemble refuses runs on other folds)."""
+    allow_different_folds: bool = setting(False, trains=False)
+    """Train with a --teacher whose out-of-fold predictions come from other folds (refused by default: its models
+    saw this run's valid rows, so the valid score leaks)."""
 
     def check(self) -> None:
         require("folds", self.folds, self.folds >= 2, "an integer >= 2")

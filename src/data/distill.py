@@ -72,22 +72,27 @@ def teacher_file(teacher: str, name: str) -> Path:
     return path
 
 
-def train_targets(config: Config, ids: list[str], targets: np.ndarray, train_idx: np.ndarray, task: Task):
+def train_targets(
+    config: Config, ids: list[str], targets: np.ndarray, rows: tuple[np.ndarray, np.ndarray], task: Task
+) -> np.ndarray | None:
     """The distilled targets of the training rows, in ``train_idx`` order, or None with ``--teacher-weight 0``
     (plain labels; the teacher's file is still checked).
 
     Args:
-        config: the ``distill`` group.
+        config: the ``distill`` group (and ``allow_different_folds``).
         ids: every data row's id; ``targets`` their encoded labels.
-        train_idx: the training rows (the valid fold's rows are never looked up).
+        rows: ``(fold_of, train_idx)``: the fold of every row, int64 (N,), and the training rows (the valid fold's
+            rows are never looked up).
 
     Raises:
         FileNotFoundError: no ``oof.csv`` in the teacher folder.
-        ValueError: the teacher has other classes (a missing probability column) or lacks a training row.
+        ValueError: the teacher has other classes (a missing probability column), lacks a training row, or was
+            trained on other folds (its models saw this run's valid rows) without --allow-different-folds.
     """
-    distill = config.distill
+    distill, (fold_of, train_idx) = config.distill, rows
     path = teacher_file(distill.teacher, rundir.OOF)
     frame, probs, _ = read_predictions(path, task, with_targets=False)
+    check_teacher_folds(frame, ids, fold_of, path, config.split.allow_different_folds)
     wanted = [ids[i] for i in train_idx]
     rows = rows_of(frame["id"].astype(str).tolist(), wanted, f"--teacher {path}: training rows")
     if distill.teacher_weight == 0:
@@ -102,6 +107,30 @@ def train_targets(config: Config, ids: list[str], targets: np.ndarray, train_idx
         distill.teacher_temperature,
     )
     return mix(hard_targets(targets[train_idx], task), soft, distill.teacher_weight)
+
+
+def check_teacher_folds(frame, ids: list[str], fold_of: np.ndarray, path: Path, allowed: bool) -> None:
+    """A teacher trained on other folds leaks: its soft targets of this run's training rows come from models that
+    trained on this run's valid rows. Our own check, as `src.ensemble.check_folds` for blends.
+
+    Raises:
+        ValueError: rows whose fold differs (the count and the first ids), unless ``allowed`` (a warning).
+    """
+    if "fold" not in frame:
+        return
+    teacher_fold = dict(zip(frame["id"].astype(str).tolist(), frame["fold"].tolist()))
+    differing = [i for i, fold in zip(ids, fold_of.tolist()) if i in teacher_fold and teacher_fold[i] != fold]
+    if not differing:
+        return
+    shown = ", ".join(differing[:3]) + (", ..." if len(differing) > 3 else "")
+    message = (
+        f"--teacher {path}: its folds differ from this run's on {len(differing)} of {len(ids)} rows ({shown}); "
+        "its soft targets would leak this run's valid rows: train on its folds (--folds-from the teacher's run), "
+        "or pass --allow-different-folds"
+    )
+    if not allowed:
+        raise ValueError(message)
+    logger.warning("%s; the valid score is not comparable", message)
 
 
 def test_set(config: Config, reading: Reading, task: Task) -> tuple[object, np.ndarray]:

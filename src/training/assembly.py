@@ -139,7 +139,7 @@ def setup_loaders(config: Config, data: Data, fold_of: np.ndarray, device: torch
         raise ValueError(f"--fold {config.split.fold}: no rows in this fold of {config.split.folds}")
     workers = config.loader.num_workers
     loader = dataclasses.replace(config.loader, num_workers=default_num_workers(device) if workers is None else workers)
-    train_set = training_set(config, data, train_idx)
+    train_set = training_set(config, data, fold_of, train_idx)
     encoder = None
     if config.data.meta_cols:
         encoder = MetaEncoder.fit(data.source.table, config.data.meta_cols, train_idx)
@@ -150,12 +150,13 @@ def setup_loaders(config: Config, data: Data, fold_of: np.ndarray, device: torch
     return dataclasses.replace(loaders, meta_encoder=encoder)
 
 
-def training_set(config: Config, data: Data, train_idx: np.ndarray) -> TrainSet | None:
+def training_set(config: Config, data: Data, fold_of: np.ndarray, train_idx: np.ndarray) -> TrainSet | None:
     """What the train fold learns besides its labels: pseudo-labelled test images (``pseudo`` group), or a
     teacher's soft targets and teacher-labelled test images (``distill`` group, `src.data.distill`).
 
     Raises:
-        ValueError: --pseudo-labels with --teacher, --teacher-test without --teacher, or a bad teacher.
+        ValueError: --pseudo-labels with --teacher, --teacher-test without --teacher, or a bad teacher (one on
+            other folds than ``fold_of``, the folds of every row, unless --allow-different-folds).
         FileNotFoundError: a missing teacher or prediction file.
     """
     distill = config.distill
@@ -167,7 +168,7 @@ def training_set(config: Config, data: Data, train_idx: np.ndarray) -> TrainSet 
         return TrainSet(extra=pseudo_labelled(config.pseudo, config.data, reading(config), data.task))
     if not distill.teacher:
         return None
-    targets = distilled_targets(config, data.source.ids(), data.targets, train_idx, data.task)
+    targets = distilled_targets(config, data.source.ids(), data.targets, (fold_of, train_idx), data.task)
     if not distill.teacher_test:
         return TrainSet(targets=targets)
     if targets is None:  # the labels alone, as soft vectors beside the test images' soft targets
