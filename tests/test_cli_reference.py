@@ -52,3 +52,21 @@ def test_every_flag_of_a_readme_command_is_in_its_parser(command):
     missing = sorted({flag for c, flags in readme_commands() if c == command for flag in flags} - set(
         re.findall(r"--[a-z][\w-]*", shown)))
     assert not missing, f"README: {command} has no flag {missing}"
+
+
+def test_the_readme_lists_every_training_flag_under_its_group_and_no_other():
+    """README's "Flags" section names each config field's flag (``--no-x`` for a switch on by default) in its
+    group's line; defaults and meanings live in docs/cli.md only."""
+    from src.config import FIELD_GROUPS
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Flags") : text.index("## Layout")]
+    lines = re.finditer(r"- \*\*(\w+)\*\*: (.*)", section)
+    listed = {line.group(1): set(re.findall(r"`(--[a-z][\w-]*)`", line.group(2))) for line in lines}
+    for name, group in FIELD_GROUPS.items():
+        if name == "meta_features":  # inferred from --meta-cols, never set by hand
+            continue
+        flag = f"--{name.replace('_', '-')}"
+        assert flag in listed.get(group, set()) or f"--no-{flag[2:]}" in listed.get(group, set()), (name, group)
+    train_help = set(re.findall(r"--[a-z][\w-]*", help_text("src.train")))
+    assert set().union(*listed.values()) <= train_help
