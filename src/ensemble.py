@@ -50,7 +50,7 @@ from src.inference.submission import (
 from src.inference.tta import renormalise
 from src.metrics import get_metric, score
 from src.targets import Task
-from src.tracking import rundir
+from src.tracking import mlflow_log, rundir
 
 METHODS = ("mean", "geometric", "rank")
 
@@ -62,7 +62,10 @@ class EnsembleConfig:
     runs: Annotated[
         list[str], tyro.conf.Positional, tyro.conf.arg(metavar="RUN [RUN ...]", help_behavior_hint="(two or more)")
     ]
-    """Run folders of `--fold all` runs (each with oof.csv; test_predictions.csv for a submission)."""
+    """Run folders of `--fold all` runs (each with oof.csv; test_predictions.csv for a submission), or mlflow:<run-id>
+    for a run shared with `src.runs push` (downloaded once into ~/.cache/kaggle-trainer/mlflow)."""
+    mlflow: str | None = None
+    """The tracking store of mlflow:<run-id> runs; None: the MLFLOW_TRACKING_URI environment variable."""
     method: Literal["mean", "geometric", "rank", "stack"] = "mean"
     """Weighted mean of probabilities, weighted geometric mean, weighted mean of per-class ranks (AUC), or 'stack': a
     level-2 model (--stacker) fitted on the OOF probabilities, its OOF score from stackers fitted on the other folds
@@ -283,7 +286,7 @@ def check_runs(args: EnsembleConfig) -> tuple[list[Path], Task, Config]:
     """
     if len(args.runs) < 2:
         raise ValueError("give at least two run folders to blend")
-    runs = [Path(r) for r in args.runs]
+    runs = [mlflow_log.resolve_run(r, args.mlflow) for r in args.runs]
     if args.weights not in ("auto", "equal"):
         given_weights(args.weights, len(runs))
     check_folder(Path(args.output_dir), "--output-dir")
@@ -300,6 +303,7 @@ def check_runs(args: EnsembleConfig) -> tuple[list[Path], Task, Config]:
 def ensemble(args: EnsembleConfig) -> dict:
     """Blends the runs as configured; returns the scores and weights (see the module doc: check, then write)."""
     runs, task, config = check_runs(args)
+    names = [spec if spec.startswith(mlflow_log.SHARE_PREFIX) else str(run) for spec, run in zip(args.runs, runs)]
     out = Path(args.output_dir)
     metric, threshold = args.metric or config.eval.metric, config.eval.threshold
     features = stacking.resolve_features(args.stack_features, len(runs), task)
@@ -325,7 +329,7 @@ def ensemble(args: EnsembleConfig) -> dict:
     result = {
         "metric": metric,
         "method": args.method,
-        "runs": {str(run): round(score(metric, p, targets, task, threshold), 6) for run, p in zip(runs, probs)},
+        "runs": {name: round(score(metric, p, targets, task, threshold), 6) for name, p in zip(names, probs)},
         "weights": None if weights is None else [round(float(w), 4) for w in weights],
         **({"stacker": args.stacker, "stack_features": features} if weights is None else {}),
         "oof_blend": round(score(metric, blended, targets, task, threshold), 6),
@@ -350,11 +354,16 @@ def ensemble(args: EnsembleConfig) -> dict:
         temps[len(tables)].write_text(json.dumps(result, indent=1))
         if submission is not None:
             write_submission(submission, temps[-1], args.sample_submission)
-    singles = ", ".join(f"{Path(r).name} {s:.4f}" for r, s in result["runs"].items())
+    singles = ", ".join(f"{_short(r)} {s:.4f}" for r, s in result["runs"].items())
     stacker = f"a {args.stacker} stacker on {features} columns (honest OOF)"
     how = f"weights {result['weights']}" if weights is not None else stacker
     print(f"OOF {metric}: {singles}; blend {result['oof_blend']:.4f} with {how}; wrote {out}")
     return result
+
+
+def _short(name: str) -> str:
+    """A run as the summary line names it: a folder's name, or ``mlflow:<run-id>``."""
+    return name if name.startswith(mlflow_log.SHARE_PREFIX) else Path(name).name
 
 
 def main(argv: Sequence[str] | None = None) -> int:

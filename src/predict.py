@@ -52,7 +52,7 @@ from src.inference.tta import MERGES, Merge, Variant, tta_variants
 from src.loaddata import ImageDataset, SequenceToTensor, default_num_workers, one_opencv_thread_per_worker
 from src.metrics import score, to_probs, tune_thresholds
 from src.model import check_shapes
-from src.tracking import rundir
+from src.tracking import mlflow_log, rundir
 from src.tracking.rundir import FoldRun
 from src.training.assembly import reading, resolve_device, setup_model
 from src.training.engine import predict_logits
@@ -65,7 +65,11 @@ class PredictConfig:
     """Predict a test set with a trained run (every fold's best checkpoint) and write the submission."""
 
     run: str
-    """The run folder: one fold's run, or a `--fold all` run (its fold<k>/ sub-folders)."""
+    """The run folder: one fold's run, or a `--fold all` run (its fold<k>/ sub-folders); or mlflow:<run-id>, a run
+    shared with `src.runs push --with-checkpoints` (downloaded once into ~/.cache/kaggle-trainer/mlflow; needs
+    --output-dir)."""
+    mlflow: str | None = None
+    """The tracking store of a mlflow:<run-id> --run; None: the MLFLOW_TRACKING_URI environment variable."""
     test_csv: str | None = None
     """The test table (ids; same layout as training). None: the run's --test-csv (`src.kaggle inspect` writes it),
     except with --oof, which then only scores the OOF predictions."""
@@ -238,6 +242,7 @@ def predict(args: PredictConfig) -> dict:
     """
     if args.tta_merge not in MERGES:
         raise ValueError(f"--tta-merge {args.tta_merge!r}: unknown; known: {', '.join(MERGES)}")
+    args = pulled(args)
     folds = rundir.read_fold_runs(args.run)
     args = with_run_defaults(args, folds[0].config)
     task = folds[0].task
@@ -284,6 +289,19 @@ def predict(args: PredictConfig) -> dict:
         result.update(rows=len(submission), submission=str(out / rundir.SUBMISSION))
         print(f"{len(ids)} test images, {len(folds)} fold(s), --tta {args.tta}: wrote {out / rundir.SUBMISSION}")
     return result
+
+
+def pulled(args: PredictConfig) -> PredictConfig:
+    """``args`` with a ``mlflow:<run-id>`` --run replaced by its downloaded folder (`mlflow_log.resolve_run`).
+
+    Raises:
+        ValueError: such a --run without --output-dir (the downloaded copy is not written to); see `resolve_run`.
+    """
+    if not args.run.startswith(mlflow_log.SHARE_PREFIX):
+        return args
+    if args.output_dir is None:
+        raise ValueError(f"--run {args.run}: pass --output-dir (the downloaded run is not written to)")
+    return dataclasses.replace(args, run=str(mlflow_log.resolve_run(args.run, args.mlflow)))
 
 
 def with_run_defaults(args: PredictConfig, config: Config) -> PredictConfig:

@@ -11,6 +11,11 @@ from each run's own files (``status.json``, ``summary.json`` or ``cv_summary.jso
 A run whose ``status.json`` says ``running`` but whose process is gone from this machine was killed outright
 (SIGKILL, the OOM killer): it is shown as ``crashed``. A run from before ``status.json`` existed is ``finished``
 with a summary and ``unknown`` without.
+
+``python -m src.runs push RUN --mlflow URI [--with-checkpoints]`` shares a finished run with the team: its files
+(config, classes, folds, histories, summaries, OOF, valid and test predictions, with ``--with-checkpoints`` the
+best checkpoints) go to its MLflow run, and teammates pass ``mlflow:<run-id>`` where a run folder is read
+(`src.tracking.mlflow_log.push`, `resolve_run`).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import tyro
 
 from src.cli import parse_args, run_cli
 from src.kaggle.submit import latest_public_score
-from src.tracking import rundir
+from src.tracking import mlflow_log, rundir
 from src.tracking.history import History
 from src.training.evaluation import Selection
 
@@ -38,7 +43,8 @@ RESULTS = ["metric", "best", "best_epoch", "oof", "epochs_run", "wall_time", "im
 
 @dataclasses.dataclass
 class RunsConfig:
-    """List and compare the runs in folders of runs."""
+    """List and compare the runs in folders of runs (`python -m src.runs push RUN --mlflow URI` shares a run with the
+    team)."""
 
     folders: Annotated[list[str], tyro.conf.Positional, tyro.conf.arg(metavar="[FOLDER ...]")] = (
         dataclasses.field(default_factory=lambda: ["experiments"])
@@ -52,6 +58,27 @@ class RunsConfig:
     """An aligned terminal table, a Markdown table or CSV."""
     diff: tuple[str, str] | None = None
     """Two runs (folders, or names in the folders) to compare: settings that differ and the score difference."""
+
+
+@dataclasses.dataclass
+class PushConfig:
+    """Share a run with the team: upload its files to its MLflow run (teammates then pass mlflow:<run-id> to
+    src.ensemble and src.predict --run)."""
+
+    run: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")]
+    """The run folder (a --fold all run with its fold<k>/ sub-folders, or one fold's run)."""
+    mlflow: str
+    """The tracking store: a server (http://host:5000), a database (sqlite:///mlflow.db) or a local folder. The run
+    the folder's --mlflow training recorded for this store is reused, else a new one is made."""
+    with_checkpoints: bool = False
+    """Upload the best checkpoints too (best_model_*.pt; needed to predict a test set with the run)."""
+
+
+def push(config: PushConfig) -> str:
+    """Uploads the run and prints the line a teammate uses; returns its run id."""
+    run_id = mlflow_log.push(Path(config.run), config.mlflow, config.with_checkpoints)
+    print(f"pushed {config.run} to {config.mlflow}: use it as mlflow:{run_id}")
+    return run_id
 
 
 def find_runs(folders: Sequence[str | Path]) -> list[Path]:
@@ -189,6 +216,10 @@ def resolve_run(name: str, folders: Sequence[str]) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["push"]:
+        return run_cli(lambda: push(parse_args(PushConfig, argv[1:], prog="python -m src.runs push")))
+
     def command() -> None:
         config = parse_args(RunsConfig, argv, prog="python -m src.runs")
         if config.diff:

@@ -27,6 +27,7 @@ COMMANDS = (
     ("python -m src.ensemble", "src.ensemble", ()),
     ("python -m src.soup", "src.soup", ()),
     ("python -m src.runs", "src.runs", ()),
+    ("python -m src.runs push", "src.runs", ("push",)),
     ("python -m src.kaggle", "src.kaggle.cli", ()),
     *((f"python -m src.kaggle {sub}", "src.kaggle.cli", (sub,))
       for sub in ("download", "inspect", "submit", "submissions", "bundle")),

@@ -25,6 +25,8 @@ pictures, hparams |
 | ``test_predictions.csv``, ``submission.csv`` | predict, ensemble | test probabilities; the submission |
 | ``ensemble.json`` | ensemble | the blend's weights and scores |
 | ``lr_find.csv``, ``lr_find.png`` | lr_find (its own folder) | the lr range test |
+| ``share_manifest.json`` | a run pulled as ``mlflow:<run-id>`` (`src.tracking.mlflow_log.resolve_run`) | every
+shared file's size and sha256, as ``src.runs push`` uploaded it |
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ HISTORY = "history.csv"
 SUMMARY = "summary.json"
 STATUS = "status.json"
 MLFLOW_RUN = "mlflow.json"
+SHARE_MANIFEST = "share_manifest.json"  # what `python -m src.runs push` uploaded: relative path -> size, sha256
 PREDICTIONS = "valid_predictions.csv"
 OOF = "oof.csv"
 CV_SUMMARY = "cv_summary.json"
