@@ -73,8 +73,8 @@ def test_incomplete_unknown_and_corrupted_runs_are_refused_in_one_line(shared, c
     args = [str(tmp_path / "B"), "--mlflow", store, "--output-dir", str(tmp_path / "out")]
     assert_refused(capsys, ensemble_main, ["mlflow:0123456789abcdef", *args], tmp_path / "B", "not found")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow.set_tracking_uri sets it in this process
-    assert_refused(capsys, ensemble_main, [f"mlflow:{run_id}", str(tmp_path / "B"), "--output-dir", "x"],
-                   tmp_path / "B", "pass --mlflow URI or set MLFLOW_TRACKING_URI")
+    no_store = [f"mlflow:{run_id}", str(tmp_path / "B"), "--output-dir", str(tmp_path / "x")]
+    assert_refused(capsys, ensemble_main, no_store, tmp_path / "B", "pass --mlflow URI or set MLFLOW_TRACKING_URI")
     client.set_tag(run_id, mlflow_log.SHARE_TAG, "false")  # as a push interrupted
     assert_refused(capsys, ensemble_main, [f"mlflow:{run_id}", *args], tmp_path / "B", "not shared completely")
     assert runs_main(["push", str(tmp_path / "A"), "--mlflow", store]) == 0  # pushed again: the same run, complete
