@@ -2,6 +2,8 @@
 run folder is read. A local store (a folder: SQLite and local artifacts), no server."""
 
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -56,6 +58,9 @@ def test_a_pushed_run_blends_as_its_folder_and_is_cached(shared, monkeypatch):
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the cache answers without the store
     assert _blend(tmp_path, "again", f"mlflow:{run_id}", tmp_path / "B")[1] == local_oof
+    stale = cached.parent / f".{run_id}.killed"  # what a pull killed outright left, two hours ago
+    (stale / "share").mkdir(parents=True)
+    os.utime(stale, (time.time() - 7200,) * 2)
     (cached / "oof.csv").write_text("id,fold\n")  # damaged: downloaded again
     (cached / "fold0" / "classes.json").unlink()  # missing: downloaded again
     assert ensemble_main([f"mlflow:{run_id}", str(tmp_path / "B"), "--mlflow", store,

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,7 @@ def log_cv_run(config: Config, run_dir: Path, summary: Mapping[str, Any], tags: 
 SHARE_PREFIX = "mlflow:"
 SHARE_FOLDER = "share"  # the artifact folder holding the run folder's files
 SHARE_TAG = "share.complete"  # "true" only once every file and the manifest are uploaded
+STALE_S = 3600  # a temporary download folder older than this was left by a killed pull
 SHARED_FILES = (
     rundir.CONFIG, rundir.CLASSES, rundir.FOLDS, rundir.HISTORY, rundir.SUMMARY, rundir.CV_SUMMARY, rundir.OOF,
     rundir.PREDICTIONS, rundir.TEST_PREDICTIONS,
@@ -369,6 +371,9 @@ def _download(run_id: str, uri: str, target: Path) -> None:
     damaged copy)."""
     mlflow = import_mlflow()
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{run_id}.*"):  # a pull killed outright; an hour: not one under way
+        if time.time() - stale.stat().st_mtime > STALE_S:
+            shutil.rmtree(stale, ignore_errors=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=target.parent))
     try:
         try:
