@@ -31,7 +31,10 @@ def readme_commands() -> list[tuple[str, list[str]]]:
             words = shlex.split(line.replace("<", "").replace(">", ""), posix=True)
             start = words.index("-m") + 1
             module = words[start]
-            sub = words[start + 1] if module == "src.kaggle" and len(words) > start + 1 else None
+            subcommands = {"src.kaggle": None, "src.runs": {"push"}}  # None: every next word that is no flag
+            known = subcommands.get(module, set())
+            following = words[start + 1] if len(words) > start + 1 else None
+            sub = following if module in subcommands and (known is None or following in known) else None
             command = f"python -m {module}" + (f" {sub}" if sub and not sub.startswith("-") else "")
             flags = [w.split("=")[0] for w in words[start + 1 :] if w.startswith("--")]
             found.append((command, flags))
