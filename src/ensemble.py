@@ -50,7 +50,7 @@ from src.inference.submission import (
 from src.inference.tta import renormalise
 from src.metrics import get_metric, score
 from src.targets import Task
-from src.tracking import mlflow_log, rundir
+from src.tracking import rundir, share
 
 METHODS = ("mean", "geometric", "rank")
 
@@ -286,7 +286,7 @@ def check_runs(args: EnsembleConfig) -> tuple[list[Path], Task, Config]:
     """
     if len(args.runs) < 2:
         raise ValueError("give at least two run folders to blend")
-    runs = [mlflow_log.resolve_run(r, args.mlflow) for r in args.runs]
+    runs = [share.resolve_run(r, args.mlflow) for r in args.runs]
     if args.weights not in ("auto", "equal"):
         given_weights(args.weights, len(runs))
     check_folder(Path(args.output_dir), "--output-dir")
@@ -303,7 +303,7 @@ def check_runs(args: EnsembleConfig) -> tuple[list[Path], Task, Config]:
 def ensemble(args: EnsembleConfig) -> dict:
     """Blends the runs as configured; returns the scores and weights (see the module doc: check, then write)."""
     runs, task, config = check_runs(args)
-    names = [spec if spec.startswith(mlflow_log.SHARE_PREFIX) else str(run) for spec, run in zip(args.runs, runs)]
+    names = [spec if spec.startswith(share.SHARE_PREFIX) else str(run) for spec, run in zip(args.runs, runs)]
     out = Path(args.output_dir)
     metric, threshold = args.metric or config.eval.metric, config.eval.threshold
     features = stacking.resolve_features(args.stack_features, len(runs), task)
@@ -363,7 +363,7 @@ def ensemble(args: EnsembleConfig) -> dict:
 
 def _short(name: str) -> str:
     """A run as the summary line names it: a folder's name, or ``mlflow:<run-id>``."""
-    return name if name.startswith(mlflow_log.SHARE_PREFIX) else Path(name).name
+    return name if name.startswith(share.SHARE_PREFIX) else Path(name).name
 
 
 def main(argv: Sequence[str] | None = None) -> int:

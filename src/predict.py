@@ -52,7 +52,7 @@ from src.inference.tta import MERGES, Merge, Variant, tta_variants
 from src.loaddata import ImageDataset, SequenceToTensor, default_num_workers, one_opencv_thread_per_worker
 from src.metrics import score, to_probs, tune_thresholds
 from src.model import check_shapes
-from src.tracking import mlflow_log, rundir
+from src.tracking import rundir, share
 from src.tracking.rundir import FoldRun
 from src.training.assembly import reading, resolve_device, setup_model
 from src.training.engine import predict_logits
@@ -292,16 +292,16 @@ def predict(args: PredictConfig) -> dict:
 
 
 def pulled(args: PredictConfig) -> PredictConfig:
-    """``args`` with a ``mlflow:<run-id>`` --run replaced by its downloaded folder (`mlflow_log.resolve_run`).
+    """``args`` with a ``mlflow:<run-id>`` --run replaced by its downloaded folder (`share.resolve_run`).
 
     Raises:
         ValueError: such a --run without --output-dir (the downloaded copy is not written to); see `resolve_run`.
     """
-    if not args.run.startswith(mlflow_log.SHARE_PREFIX):
+    if not args.run.startswith(share.SHARE_PREFIX):
         return args
     if args.output_dir is None:
         raise ValueError(f"--run {args.run}: pass --output-dir (the downloaded run is not written to)")
-    return dataclasses.replace(args, run=str(mlflow_log.resolve_run(args.run, args.mlflow)))
+    return dataclasses.replace(args, run=str(share.resolve_run(args.run, args.mlflow)))
 
 
 def with_run_defaults(args: PredictConfig, config: Config) -> PredictConfig:

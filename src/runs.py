@@ -15,7 +15,7 @@ with a summary and ``unknown`` without.
 ``python -m src.runs push RUN --mlflow URI [--with-checkpoints]`` shares a finished run with the team: its files
 (config, classes, folds, histories, summaries, OOF, valid and test predictions, with ``--with-checkpoints`` the
 best checkpoints) go to its MLflow run, and teammates pass ``mlflow:<run-id>`` where a run folder is read
-(`src.tracking.mlflow_log.push`, `resolve_run`).
+(`src.tracking.share.push`, `resolve_run`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import tyro
 
 from src.cli import parse_args, run_cli
 from src.kaggle.submit import latest_public_score
-from src.tracking import mlflow_log, rundir
+from src.tracking import rundir, share
 from src.tracking.history import History
 from src.training.evaluation import Selection
 
@@ -76,7 +76,7 @@ class PushConfig:
 
 def push(config: PushConfig) -> str:
     """Uploads the run and prints the line a teammate uses; returns its run id."""
-    run_id = mlflow_log.push(Path(config.run), config.mlflow, config.with_checkpoints)
+    run_id = share.push(Path(config.run), config.mlflow, config.with_checkpoints)
     print(f"pushed {config.run} to {config.mlflow}: use it as mlflow:{run_id}")
     return run_id
 

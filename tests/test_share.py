@@ -11,7 +11,7 @@ import pytest
 from src.ensemble import main as ensemble_main
 from src.predict import main as predict_main
 from src.runs import main as runs_main
-from src.tracking import mlflow_log
+from src.tracking import mlflow_log, share
 from tests.helpers import ABC_TASK, assert_refused, blend_runs, write_run
 
 pytest.importorskip("mlflow")
@@ -44,7 +44,7 @@ def test_a_pushed_run_blends_as_its_folder_and_is_cached(shared, monkeypatch):
     tmp_path, store, run_id = shared
     client = MlflowClient(mlflow_log.tracking_uri(store))
     run = client.get_run(run_id)
-    assert run.data.tags[mlflow_log.SHARE_TAG] == "true" and run.info.run_name == "A"
+    assert run.data.tags[share.SHARE_TAG] == "true" and run.info.run_name == "A"
     local, local_oof = _blend(tmp_path, "local", tmp_path / "A", tmp_path / "B")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_log.tracking_uri(store))
     pulled, pulled_oof = _blend(tmp_path, "pulled", f"mlflow:{run_id}", tmp_path / "B")
@@ -80,7 +80,7 @@ def test_incomplete_unknown_and_corrupted_runs_are_refused_in_one_line(shared, c
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow.set_tracking_uri sets it in this process
     no_store = [f"mlflow:{run_id}", str(tmp_path / "B"), "--output-dir", str(tmp_path / "x")]
     assert_refused(capsys, ensemble_main, no_store, tmp_path / "B", "pass --mlflow URI or set MLFLOW_TRACKING_URI")
-    client.set_tag(run_id, mlflow_log.SHARE_TAG, "false")  # as a push interrupted
+    client.set_tag(run_id, share.SHARE_TAG, "false")  # as a push interrupted
     assert_refused(capsys, ensemble_main, [f"mlflow:{run_id}", *args], tmp_path / "B", "not shared completely")
     assert runs_main(["push", str(tmp_path / "A"), "--mlflow", store]) == 0  # pushed again: the same run, complete
     assert capsys.readouterr().out.strip().endswith(f"mlflow:{run_id}")

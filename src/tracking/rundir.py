@@ -25,7 +25,7 @@ pictures, hparams |
 | ``test_predictions.csv``, ``submission.csv`` | predict, ensemble | test probabilities; the submission |
 | ``ensemble.json`` | ensemble | the blend's weights and scores |
 | ``lr_find.csv``, ``lr_find.png`` | lr_find (its own folder) | the lr range test |
-| ``share_manifest.json`` | a run pulled as ``mlflow:<run-id>`` (`src.tracking.mlflow_log.resolve_run`) | every
+| ``share_manifest.json`` | a run pulled as ``mlflow:<run-id>`` (`src.tracking.share.resolve_run`) | every
 shared file's size and sha256, as ``src.runs push`` uploaded it |
 """
 

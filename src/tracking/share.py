@@ -1,0 +1,203 @@
+"""A run shared through the team's MLflow store (issue: a team's experiments): ``python -m src.runs push`` uploads
+a run folder's files and a manifest (size, sha256) under ``share/`` of its MLflow run, tagging it complete last;
+``mlflow:<run-id>`` wherever a run folder goes (`resolve_run`) is downloaded once into a cache, through a temporary
+folder, and checked against the manifest at each use. MLflow has no such round trip of a run folder: our own."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from src.config import Config, load_config_file
+from src.tracking import rundir
+from src.tracking.mlflow_log import experiment_id, import_mlflow, read_run_id, tracking_uri
+from src.utils import files
+
+logger = logging.getLogger(__name__)
+
+SHARE_PREFIX = "mlflow:"
+SHARE_FOLDER = "share"  # the artifact folder holding the run folder's files
+SHARE_TAG = "share.complete"  # "true" only once every file and the manifest are uploaded
+STALE_S = 3600  # a temporary download folder older than this was left by a killed pull
+SHARED_FILES = (
+    rundir.CONFIG, rundir.CLASSES, rundir.FOLDS, rundir.HISTORY, rundir.SUMMARY, rundir.CV_SUMMARY, rundir.OOF,
+    rundir.PREDICTIONS, rundir.TEST_PREDICTIONS,
+)
+
+
+def shared_files(run_dir: Path, with_checkpoints: bool = False) -> list[Path]:
+    """What a teammate needs of a run folder: `SHARED_FILES` of the folder and of its ``fold<k>/`` sub-folders,
+    and with ``with_checkpoints`` their best checkpoints (``best_model_*.pt``)."""
+    found = []
+    for folder in [run_dir, *sorted(run_dir.glob("fold[0-9]*"))]:
+        found += [folder / name for name in SHARED_FILES if (folder / name).is_file()]
+        if with_checkpoints:
+            found += sorted(folder.glob(rundir.BEST_MODELS))
+    return found
+
+
+def manifest(root: Path, paths: list[Path]) -> dict[str, dict[str, Any]]:
+    """Relative path (POSIX) -> ``{"size": bytes, "sha256": hex}`` of each file."""
+    return {p.relative_to(root).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in paths}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _store_error(uri: str, error: Exception) -> Exception:
+    """A tracking store's failure as one line: FileNotFoundError for a run it does not hold, ConnectionError else."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+        return FileNotFoundError(f"--mlflow {uri}: {first}")
+    return ConnectionError(f"--mlflow {uri}: cannot use the tracking store: {first}")
+
+
+def _share_run(client, run_dir: Path, uri: str) -> str:
+    """The MLflow run a push uploads to: the one ``--mlflow`` training (or an earlier push) recorded in the folder,
+    or a new one named after the folder in its config's ``--mlflow-experiment`` (ended as finished; recorded in
+    ``mlflow.json`` unless the folder holds another store's run)."""
+    saved = read_run_id(run_dir, uri)
+    if saved is not None:
+        return saved
+    config_file = rundir.first_file(run_dir, rundir.CONFIG)
+    config = load_config_file(config_file) if config_file is not None else Config()
+    config.track.mlflow = uri
+    experiment = experiment_id(import_mlflow(), config)
+    run = client.create_run(experiment, run_name=run_dir.name, tags={"run_dir": str(run_dir.resolve())})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    if not (run_dir / rundir.MLFLOW_RUN).exists():  # a push again (after an interruption) goes to the same run
+        files.write_text(run_dir / rundir.MLFLOW_RUN, json.dumps({"tracking_uri": uri, "run_id": run.info.run_id}))
+    return run.info.run_id
+
+
+def push(run_dir: Path, uri: str, with_checkpoints: bool = False) -> str:
+    """Uploads a run folder's `shared_files` and their manifest (`rundir.SHARE_MANIFEST`) under ``share/`` of its
+    MLflow run, then tags it ``share.complete`` = "true", last: an interrupted push leaves it "false", and pushing
+    again uploads every file and completes it. Returns the run id.
+
+    Raises:
+        FileNotFoundError: not a run folder (no config.yaml in it or its folds).
+        ValueError: mlflow not installed; ConnectionError: the tracking store cannot be used.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or rundir.first_file(run_dir, rundir.CONFIG) is None:
+        raise FileNotFoundError(f"{run_dir}: not a run folder (no {rundir.CONFIG})")
+    mlflow = import_mlflow()
+    paths = shared_files(run_dir, with_checkpoints)
+    files_manifest = manifest(run_dir, paths)
+    try:
+        mlflow.set_tracking_uri(tracking_uri(uri))
+        client = mlflow.MlflowClient(tracking_uri(uri))
+        run_id = _share_run(client, run_dir, uri)
+        client.set_tag(run_id, SHARE_TAG, "false")
+        for path in paths:
+            folder = path.parent.relative_to(run_dir).as_posix()
+            client.log_artifact(run_id, str(path), SHARE_FOLDER if folder == "." else f"{SHARE_FOLDER}/{folder}")
+        client.log_dict(run_id, {"run_dir": run_dir.name, "files": files_manifest},
+                        f"{SHARE_FOLDER}/{rundir.SHARE_MANIFEST}")
+        client.set_tag(run_id, SHARE_TAG, "true")
+    except (ValueError, FileNotFoundError, ConnectionError):
+        raise
+    except Exception as error:  # noqa: BLE001 - MlflowException and the HTTP client's errors
+        raise _store_error(uri, error) from None
+    return run_id
+
+
+def share_uri(uri: str | None) -> str | None:
+    """The tracking URI a pull uses: ``--mlflow`` if given, else ``MLFLOW_TRACKING_URI``."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def cache_root() -> Path:
+    """Where pulled runs are kept: ``$XDG_CACHE_HOME/kaggle-trainer/mlflow`` (``~/.cache`` by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kaggle-trainer" / "mlflow"
+
+
+def resolve_run(spec: str | Path, uri: str | None = None) -> Path:
+    """A run folder argument: a local folder as it is, or ``mlflow:<run-id>``, a run shared with `push`, downloaded
+    once into `cache_root`/<run-id> (into a temporary folder renamed into place once every file matches the
+    manifest) and checked against its manifest (size, sha256) each time it is used; a cached copy that no longer
+    matches is downloaded again.
+
+    Raises:
+        ValueError: no tracking URI, a malformed id, a run not shared completely (no ``share.complete`` tag), or
+            files that do not match the manifest after a fresh download.
+        FileNotFoundError: a run id the store does not hold; ConnectionError: the store cannot be used.
+    """
+    text = str(spec)
+    if not text.startswith(SHARE_PREFIX):
+        return Path(spec)
+    run_id = text[len(SHARE_PREFIX):]
+    if not re.fullmatch(r"[0-9A-Za-z_-]+", run_id):
+        raise ValueError(f"{text}: not an MLflow run id (mlflow:<run-id>, letters and digits)")
+    target = cache_root() / run_id
+    if target.is_dir() and not _mismatches(target):
+        return target
+    uri = share_uri(uri)
+    if uri is None:
+        raise ValueError(f"{text}: no tracking store: pass --mlflow URI or set MLFLOW_TRACKING_URI")
+    _download(run_id, uri, target)
+    return target
+
+
+def _mismatches(folder: Path) -> list[str]:
+    """The files of a pulled run that differ from its manifest (missing, another size or sha256); the manifest
+    itself when it is missing or unreadable."""
+    try:
+        listed = json.loads((folder / rundir.SHARE_MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return [rundir.SHARE_MANIFEST]
+    wrong = []
+    for name, entry in listed.items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != entry["size"] or _sha256(path) != entry["sha256"]:
+            wrong.append(name)
+    return wrong
+
+
+def _download(run_id: str, uri: str, target: Path) -> None:
+    """Downloads the run's ``share/`` folder next to ``target``, checks it, and renames it into place (replacing a
+    damaged copy)."""
+    mlflow = import_mlflow()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{run_id}.*"):  # a pull killed outright; an hour: not one under way
+        if time.time() - stale.stat().st_mtime > STALE_S:
+            shutil.rmtree(stale, ignore_errors=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=target.parent))
+    try:
+        try:
+            client = mlflow.MlflowClient(tracking_uri(uri))
+            tags = client.get_run(run_id).data.tags
+            if tags.get(SHARE_TAG) != "true":
+                raise ValueError(f"mlflow:{run_id}: not shared completely (no {SHARE_TAG} tag): run "
+                                 "`python -m src.runs push <run folder> --mlflow URI` again")
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=SHARE_FOLDER, dst_path=str(temp),
+                                                tracking_uri=tracking_uri(uri))
+        except (ValueError, FileNotFoundError):
+            raise
+        except Exception as error:  # noqa: BLE001 - MlflowException and the HTTP client's errors
+            raise _store_error(uri, error) from None
+        pulled = temp / SHARE_FOLDER
+        wrong = _mismatches(pulled)
+        if wrong:
+            raise ValueError(f"mlflow:{run_id}: {len(wrong)} downloaded file(s) differ from the manifest "
+                             f"({', '.join(wrong[:3])}): push the run again")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(pulled, target)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
