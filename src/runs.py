@@ -15,12 +15,19 @@ with a summary and ``unknown`` without.
 ``python -m src.runs push RUN --mlflow URI [--with-checkpoints]`` shares a finished run with the team: its files
 (config, classes, folds, histories, summaries, OOF, valid and test predictions, with ``--with-checkpoints`` the
 best checkpoints) go to its MLflow run, and teammates pass ``mlflow:<run-id>`` where a run folder is read
-(`src.tracking.share.push`, `resolve_run`).
+(`src.tracking.share.push`, `resolve_run`); a ``--mlflow`` training run pushes itself when it ends.
+
+``python -m src.runs --mlflow URI [--experiment E] [--user U] [FOLDER ...]`` is the team's table: the store's
+shared runs (``mlflow:<run-id>``, `src.tracking.share.shared_runs`) beside the local runs, with who ran each, when,
+and a fingerprint of its folds (``folds``: runs with the same one were scored on the same folds).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import getpass
+import json
 import os
 import socket
 import sys
@@ -38,6 +45,7 @@ from src.tracking.history import History
 from src.training.evaluation import Selection
 
 FIXED = ["run", "status", "arch"]
+TEAM = ["user", "date", "folds"]
 RESULTS = ["metric", "best", "best_epoch", "oof", "epochs_run", "wall_time", "images_per_s", "public_score"]
 
 
@@ -57,7 +65,15 @@ class RunsConfig:
     format: Literal["table", "markdown", "csv"] = "table"
     """An aligned terminal table, a Markdown table or CSV."""
     diff: tuple[str, str] | None = None
-    """Two runs (folders, or names in the folders) to compare: settings that differ and the score difference."""
+    """Two runs (folders, names in the folders, or mlflow:<run-id>) to compare: settings that differ and the score
+    difference."""
+    mlflow: str | None = None
+    """The team's table: the shared runs of this tracking store (a server, a database or a local folder) beside the
+    local runs (the folders given; experiments/ if it exists)."""
+    experiment: str | None = None
+    """With --mlflow: only this experiment's runs (default: every experiment's)."""
+    user: str | None = None
+    """With --mlflow: only this user's runs (MLflow's mlflow.user tag)."""
 
 
 @dataclasses.dataclass
@@ -76,7 +92,9 @@ class PushConfig:
 
 def push(config: PushConfig) -> str:
     """Uploads the run and prints the line a teammate uses; returns its run id."""
-    run_id = share.push(Path(config.run), config.mlflow, config.with_checkpoints)
+    public = latest_public_score(Path(config.run))
+    tags = {"share.public": str(public)} if public is not None else None
+    run_id = share.push(Path(config.run), config.mlflow, config.with_checkpoints, tags)
     print(f"pushed {config.run} to {config.mlflow}: use it as mlflow:{run_id}")
     return run_id
 
@@ -147,18 +165,39 @@ def results(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def table(runs: Sequence[Path]) -> pd.DataFrame:
-    """One row per run: `FIXED` columns, the settings that differ between the runs, then `RESULTS`."""
+def table(runs: Sequence[Path], shared: Sequence[dict[str, Any]] | None = None) -> pd.DataFrame:
+    """One row per run: `FIXED` columns, the settings that differ between the runs, then `RESULTS`; with ``shared``
+    (the team's table: `src.tracking.share.shared_runs`) their rows too and the `TEAM` columns."""
     configs = {run: rundir.read_config(run) for run in runs}
     defaults = rundir.Config().flat()
-    settings = {run: defaults | rundir.changed_settings(config) for run, config in configs.items()}
-    differing = [k for k in defaults if k != "arch" and len({_text(s[k]) for s in settings.values()}) > 1]
+    settings = [{k: _text(v) for k, v in (defaults | rundir.changed_settings(c)).items()} for c in configs.values()]
+    settings += [{k: _text(v) for k, v in defaults.items()} | _settings(s["params"]) for s in shared or []]
+    differing = [k for k in defaults if k != "arch" and len({s.get(k) for s in settings}) > 1]
     rows = []
-    for run, config in configs.items():
+    for (run, config), setting in zip(configs.items(), settings, strict=False):
         row = {"run": run.name, "status": status(run), "arch": config.model.arch}
-        row |= {k: _text(settings[run][k]) for k in differing}
-        rows.append(row | results(run))
-    return pd.DataFrame(rows, columns=FIXED + differing + RESULTS)
+        rows.append(row | _local_team(run) | {k: setting[k] for k in differing} | results(run))
+    for remote, setting in zip(shared or [], settings[len(configs):], strict=True):
+        rows.append(remote | {k: setting.get(k) for k in differing} | {"epochs_run": None, "wall_time": None})
+    team = TEAM if shared is not None else []
+    return pd.DataFrame(rows, columns=FIXED + team + differing + RESULTS)
+
+
+def _settings(params: dict[str, str]) -> dict[str, str]:
+    """MLflow params (text; lists as JSON) as the table shows settings."""
+    def text(value: str) -> str:
+        try:
+            return _text(json.loads(value)) if value.startswith("[") else value
+        except ValueError:
+            return value
+
+    return {k: text(v) for k, v in params.items()}
+
+
+def _local_team(run: Path) -> dict[str, Any]:
+    """The `TEAM` columns of a local run: this user, the config's date, the folds' fingerprint."""
+    when = datetime.datetime.fromtimestamp(rundir.config_path(run).stat().st_mtime, datetime.UTC)
+    return {"user": getpass.getuser(), "date": when.strftime("%Y-%m-%d %H:%M"), "folds": share.folds_fingerprint(run)}
 
 
 def sort(frame: pd.DataFrame, column: str, descending: bool = False) -> pd.DataFrame:
@@ -202,12 +241,15 @@ def diff(run_a: Path, run_b: Path) -> str:
     return "\n".join(lines)
 
 
-def resolve_run(name: str, folders: Sequence[str]) -> Path:
-    """A run folder given as a path or as a name inside one of ``folders``.
+def resolve_run(name: str, folders: Sequence[str], uri: str | None = None) -> Path:
+    """A run folder given as a path, as a name inside one of ``folders``, or as ``mlflow:<run-id>`` (pulled from
+    ``uri``, `src.tracking.share.resolve_run`).
 
     Raises:
-        FileNotFoundError: neither.
+        FileNotFoundError: none of them.
     """
+    if name.startswith(share.SHARE_PREFIX):
+        return share.resolve_run(name, uri)
     candidates = [Path(name)] + [Path(folder) / name for folder in folders]
     for candidate in candidates:
         if rundir.config_path(candidate).is_file():
@@ -223,13 +265,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     def command() -> None:
         config = parse_args(RunsConfig, argv, prog="python -m src.runs")
         if config.diff:
-            print(diff(*(resolve_run(name, config.folders) for name in config.diff)))
+            print(diff(*(resolve_run(name, config.folders, config.mlflow) for name in config.diff)))
             return
-        runs = find_runs(config.folders)
-        if not runs:
-            print(f"no runs in {', '.join(config.folders)}")
+        shared = None
+        folders = config.folders
+        if config.mlflow:
+            shared = share.shared_runs(config.mlflow, config.experiment, config.user)
+            folders = [f for f in folders if Path(f).is_dir() or folders != ["experiments"]]
+        runs = find_runs(folders)
+        if not runs and not shared:
+            print(f"no runs in {', '.join([*config.folders, *([config.mlflow] if config.mlflow else [])])}")
             return
-        print(render(sort(table(runs), config.sort, config.descending), config.format))
+        print(render(sort(table(runs, shared), config.sort, config.descending), config.format))
 
     return run_cli(command)
 

@@ -27,7 +27,7 @@ from src.cli import INTERRUPTED, parse_config, run_cli
 from src.config import Config, parse_duration
 from src.loaddata import Data
 from src.model import describe_archs
-from src.tracking import mlflow_log, notes, rundir
+from src.tracking import mlflow_log, notes, rundir, share
 from src.tracking.report import RunReport
 from src.training.assembly import assemble, resolve_device
 from src.training.batch_size import out_of_memory_message
@@ -172,6 +172,9 @@ def command(config: Config, argv: Sequence[str]) -> None:
             else:
                 one = config.replace(fold=0) if config.split.fold == "all" else config
                 report.summary = run(one, requests, report.started)
+            if config.track.mlflow and distributed.is_main() and report.summary.get("run_dir"):
+                share.push_after_training(Path(report.summary["run_dir"]), config.track.mlflow,
+                                          config.track.mlflow_artifacts)
         except Stopped as stopped:
             every_fold = config.split.fold == "all" and stopped.run_dir is not None and stopped.position is not None
             run_dir = stopped.run_dir.parent if every_fold else stopped.run_dir

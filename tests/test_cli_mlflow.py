@@ -7,21 +7,26 @@ import sys
 import time
 import urllib.request
 
+import numpy as np
+import pandas as pd
 import pytest
 
+from src.ensemble import main as ensemble_main
+from src.runs import main as runs_main
 from src.tracking import mlflow_log
 from src.train import main
-from tests.helpers import TINY, free_port
+from tests.helpers import ABC_TASK, TINY, blend_runs, free_port, write_run
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    """`mlflow server` on a free loopback port with a SQLite store; yields its URL."""
+    """`mlflow server` on a free loopback port with a SQLite store and proxied artifacts (a local folder); yields
+    its URL."""
     folder = tmp_path_factory.mktemp("mlflow")
     port = free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}"]
-    command += ["--artifacts-destination", str(folder / "artifacts"), "--workers", "1"]
+    command += ["--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts", "--workers", "1"]
     log = (folder / "server.log").open("w")
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -84,3 +89,31 @@ def test_without_mlflow_or_with_a_bad_store_the_run_stops_with_one_line(tmp_path
     monkeypatch.setitem(sys.modules, "mlflow", None)  # as if it were not installed
     assert main([*flags, "--mlflow", str(tmp_path / "mlruns")]) == 2
     assert "error: --mlflow needs the mlflow package: pip install mlflow" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a real MLflow server (~20 s to start)
+def test_a_teammate_blends_a_pushed_run_as_its_folder(mlflow_server, tmp_path, monkeypatch, capsys):
+    targets, _, _, left, right = blend_runs(np.random.default_rng(5))
+    ids, labels = [f"r{i}" for i in range(len(targets))], [ABC_TASK.classes[t] for t in targets]
+    write_run(tmp_path / "A", ids, labels, left, left[:4])
+    write_run(tmp_path / "B", ids[::-1], labels[::-1], right[::-1], right[:4])
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name, value in (("LOGNAME", "ana"), ("USER", "ana"), ("XDG_CACHE_HOME", str(tmp_path / "ana"))):
+        monkeypatch.setenv(name, value)  # user A pushes
+    assert runs_main(["push", str(tmp_path / "A"), "--mlflow", mlflow_server]) == 0
+    run_id = capsys.readouterr().out.strip().rsplit("mlflow:", 1)[1]
+
+    for name, value in (("LOGNAME", "bob"), ("USER", "bob"), ("XDG_CACHE_HOME", str(tmp_path / "bob"))):
+        monkeypatch.setenv(name, value)  # user B blends A's run with their own
+    local, pulled = tmp_path / "local", tmp_path / "pulled"
+    assert ensemble_main([str(tmp_path / "A"), str(tmp_path / "B"), "--output-dir", str(local)]) == 0
+    assert ensemble_main([f"mlflow:{run_id}", str(tmp_path / "B"), "--mlflow", mlflow_server,
+                          "--output-dir", str(pulled)]) == 0
+    assert (pulled / "oof.csv").read_bytes() == (local / "oof.csv").read_bytes()
+    assert (tmp_path / "bob" / "kaggle-trainer" / "mlflow" / run_id / "oof.csv").is_file()
+    capsys.readouterr()
+
+    monkeypatch.chdir(tmp_path)  # no experiments/ folder of local runs here
+    assert runs_main(["--mlflow", mlflow_server, "--user", "ana", "--format", "csv"]) == 0
+    (row,) = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out)).to_dict("records")
+    assert row["run"] == f"mlflow:{run_id}" and row["user"] == "ana" and row["arch"] == "effnet-b0"

@@ -4,6 +4,7 @@ run folder is read. A local store (a folder: SQLite and local artifacts), no ser
 import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,3 +99,94 @@ def test_predict_reads_a_shared_run_and_needs_an_output_dir(shared, capsys):
     argv = ["--run", f"mlflow:{run_id}", "--mlflow", store, "--oof", "--output-dir", str(tmp_path / "p")]
     line = assert_refused(capsys, predict_main, argv, tmp_path / "A", "best")  # pushed without --with-checkpoints
     assert run_id in line
+
+
+def _fake_training(monkeypatch, folder):
+    """`src.train`'s training replaced by writing a finished run folder (a fold's, or a --fold all run's)."""
+    from src import train
+
+    def one_fold(config, requests=None, started=None):
+        run_dir = folder / config.run.run_name
+        write_run(run_dir, ["r0", "r1"], ["a", "b"], np.full((2, 3), 1 / 3), np.full((1, 3), 1 / 3))
+        (run_dir / "config.yaml").write_text((run_dir / "fold0" / "config.yaml").read_text())
+        (run_dir / "folds.csv").write_text("id,fold\nr0,0\nr1,1\n")
+        summary = {"best_valid_score": 0.5, "best_epoch": 1, "selected_by": "valid_accuracy", "run_dir": str(run_dir)}
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+        if started is not None:
+            started(run_dir)
+        return summary
+
+    def every_fold(config, train_fold, *args):
+        cv = {"fold_scores": [0.4, 0.6], "mean": 0.5, "std": 0.1, "oof_score": 0.55, "metric": "accuracy"}
+        summary = one_fold(config, started=args[-1]) | cv
+        (Path(summary["run_dir"]) / "cv_summary.json").write_text(json.dumps(summary))
+        return summary
+
+    monkeypatch.setattr(train, "run", one_fold)
+    monkeypatch.setattr(train, "run_all_folds", every_fold)
+    return train
+
+
+def test_a_run_trained_with_mlflow_pushes_itself_and_a_failed_push_only_warns(tmp_path, monkeypatch, caplog):
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    train = _fake_training(monkeypatch, tmp_path)
+    store = str(tmp_path / "mlruns")
+    client = MlflowClient(mlflow_log.tracking_uri(store))
+    for name, extra in (("one", []), ("cv", ["--fold", "all", "--mlflow-artifacts"])):
+        assert train.main(["--output-dir", str(tmp_path), "--run-name", name, "--mlflow", store, *extra]) == 0
+        run_id = mlflow_log.read_run_id(tmp_path / name, store)
+        tags = client.get_run(run_id).data.tags
+        assert tags[share.SHARE_TAG] == "true" and tags["share.best"] == "0.5"
+        assert tags[share.FOLDS_TAG] == share.folds_fingerprint(tmp_path / name) and len(tags[share.FOLDS_TAG]) == 12
+        shared = {a.path for a in client.list_artifacts(run_id, "share")}
+        assert {"share/oof.csv", "share/folds.csv", "share/share_manifest.json"} <= shared
+    assert client.get_run(run_id).data.tags["share.oof"] == "0.55"  # the --fold all run: its CV run
+    assert client.get_run(run_id).data.metrics["summary_oof_score"] == 0.55
+
+    def refused(*args, **kwargs):
+        raise ConnectionError("--mlflow x: cannot use the tracking store: gone")
+
+    monkeypatch.setattr(share, "push", refused)
+    assert train.main(["--output-dir", str(tmp_path), "--run-name", "late", "--mlflow", store]) == 0
+    assert "could not push" in caplog.text and "python -m src.runs push" in caplog.text
+
+
+def test_an_ensemble_pushes_as_a_run_tagged_with_its_members(shared, capsys):
+    from mlflow import MlflowClient
+
+    tmp_path, store, run_id = shared
+    _blend(tmp_path, "blend", f"mlflow:{run_id}", tmp_path / "B")
+    assert runs_main(["push", str(tmp_path / "blend"), "--mlflow", store]) == 0
+    blend_id = capsys.readouterr().out.strip().rsplit("mlflow:", 1)[1]
+    tags = MlflowClient(mlflow_log.tracking_uri(store)).get_run(blend_id).data.tags
+    assert tags[share.MEMBERS_TAG] == f"mlflow:{run_id},B" and tags[share.SHARE_TAG] == "true"
+    assert float(tags["share.oof"]) == json.loads((tmp_path / "blend" / "ensemble.json").read_text())["oof_blend"]
+    assert share.resolve_run(f"mlflow:{blend_id}", store).joinpath("ensemble.json").is_file()
+
+
+def test_the_team_table_lists_the_shared_runs_beside_local_ones(shared, capsys, monkeypatch):
+    tmp_path, store, run_id = shared
+    monkeypatch.setenv("LOGNAME", "bea")
+    (tmp_path / "B" / "config.yaml").write_text("arch: effnet-b0\n")
+    assert runs_main(["push", str(tmp_path / "B"), "--mlflow", store]) == 0
+    b_id = capsys.readouterr().out.strip().rsplit("mlflow:", 1)[1]
+    local = tmp_path / "mine"
+    local.mkdir()
+    (tmp_path / "A").rename(local / "A")
+    (local / "A" / "config.yaml").write_text("arch: resnet18\n")
+    assert runs_main([str(local), "--mlflow", store, "--format", "csv", "--sort", "run"]) == 0
+    import pandas as pd
+
+    frame = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out)).set_index("run")
+    assert set(frame.index) == {"A", f"mlflow:{run_id}", f"mlflow:{b_id}"}
+    assert list(frame.columns[:5]) == ["status", "arch", "user", "date", "folds"]
+    assert frame.loc[f"mlflow:{b_id}", "user"] == "bea" and frame.loc["A", "arch"] == "resnet18"
+    assert frame.loc[f"mlflow:{run_id}", "arch"] == "effnet-b0"  # the params a push logs
+    monkeypatch.chdir(tmp_path)  # no experiments/ folder of local runs here
+    assert runs_main(["--mlflow", store, "--user", "bea", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.count("mlflow:") == 1
+    assert runs_main(["--mlflow", store, "--experiment", "nope"]) == 2
+    assert runs_main(["--diff", str(local / "A"), f"mlflow:{b_id}", "--mlflow", store]) == 0
+    assert "resnet18" in capsys.readouterr().out.splitlines()[1]  # arch: the setting that differs

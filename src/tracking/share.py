@@ -5,6 +5,8 @@ folder, and checked against the manifest at each use. MLflow has no such round t
 
 from __future__ import annotations
 
+import datetime
+import getpass
 import hashlib
 import json
 import logging
@@ -18,7 +20,7 @@ from typing import Any
 
 from src.config import Config, load_config_file
 from src.tracking import rundir
-from src.tracking.mlflow_log import experiment_id, import_mlflow, read_run_id, tracking_uri
+from src.tracking.mlflow_log import experiment_id, import_mlflow, params, read_run_id, tracking_uri
 from src.utils import files
 
 logger = logging.getLogger(__name__)
@@ -26,10 +28,14 @@ logger = logging.getLogger(__name__)
 SHARE_PREFIX = "mlflow:"
 SHARE_FOLDER = "share"  # the artifact folder holding the run folder's files
 SHARE_TAG = "share.complete"  # "true" only once every file and the manifest are uploaded
+FOLDS_TAG = "share.folds"  # the first 12 hex digits of the sha256 of the run's folds.csv: runs on the same folds
+MEMBERS_TAG = "share.members"  # an ensemble's or a soup's runs, comma-separated
+USER_TAG = "mlflow.user"
+SOUP = "soup.json"
 STALE_S = 3600  # a temporary download folder older than this was left by a killed pull
 SHARED_FILES = (
     rundir.CONFIG, rundir.CLASSES, rundir.FOLDS, rundir.HISTORY, rundir.SUMMARY, rundir.CV_SUMMARY, rundir.OOF,
-    rundir.PREDICTIONS, rundir.TEST_PREDICTIONS,
+    rundir.PREDICTIONS, rundir.TEST_PREDICTIONS, rundir.ENSEMBLE, SOUP,
 )
 
 
@@ -77,24 +83,31 @@ def _share_run(client, run_dir: Path, uri: str) -> str:
     config.track.mlflow = uri
     experiment = experiment_id(import_mlflow(), config)
     run = client.create_run(experiment, run_name=run_dir.name, tags={"run_dir": str(run_dir.resolve())})
+    if config_file is not None:  # the settings, as --mlflow training logs them, for the team's table
+        from mlflow.entities import Param
+
+        logged = [Param(k, v) for k, v in params(config).items()]
+        for start in range(0, len(logged), 100):
+            client.log_batch(run.info.run_id, params=logged[start:start + 100])
     client.set_terminated(run.info.run_id, "FINISHED")
     if not (run_dir / rundir.MLFLOW_RUN).exists():  # a push again (after an interruption) goes to the same run
         files.write_text(run_dir / rundir.MLFLOW_RUN, json.dumps({"tracking_uri": uri, "run_id": run.info.run_id}))
     return run.info.run_id
 
 
-def push(run_dir: Path, uri: str, with_checkpoints: bool = False) -> str:
+def push(run_dir: Path, uri: str, with_checkpoints: bool = False, tags: dict[str, str] | None = None) -> str:
     """Uploads a run folder's `shared_files` and their manifest (`rundir.SHARE_MANIFEST`) under ``share/`` of its
-    MLflow run, then tags it ``share.complete`` = "true", last: an interrupted push leaves it "false", and pushing
-    again uploads every file and completes it. Returns the run id.
+    MLflow run with the tags of `describe` (and ``tags``), then tags it ``share.complete`` = "true", last: an
+    interrupted push leaves it "false", and pushing again uploads every file and completes it. An ensemble's or a
+    soup's folder pushes as a run. Returns the run id.
 
     Raises:
-        FileNotFoundError: not a run folder (no config.yaml in it or its folds).
+        FileNotFoundError: not a run folder (no config.yaml or ensemble.json in it or its folds).
         ValueError: mlflow not installed; ConnectionError: the tracking store cannot be used.
     """
     run_dir = Path(run_dir)
-    if not run_dir.is_dir() or rundir.first_file(run_dir, rundir.CONFIG) is None:
-        raise FileNotFoundError(f"{run_dir}: not a run folder (no {rundir.CONFIG})")
+    if not run_dir.is_dir() or not any(rundir.first_file(run_dir, n) for n in (rundir.CONFIG, rundir.ENSEMBLE)):
+        raise FileNotFoundError(f"{run_dir}: not a run folder (no {rundir.CONFIG}, no {rundir.ENSEMBLE})")
     mlflow = import_mlflow()
     paths = shared_files(run_dir, with_checkpoints)
     files_manifest = manifest(run_dir, paths)
@@ -103,6 +116,10 @@ def push(run_dir: Path, uri: str, with_checkpoints: bool = False) -> str:
         client = mlflow.MlflowClient(tracking_uri(uri))
         run_id = _share_run(client, run_dir, uri)
         client.set_tag(run_id, SHARE_TAG, "false")
+        for key, value in (describe(run_dir) | dict(tags or {})).items():
+            client.set_tag(run_id, key, value)
+        if USER_TAG not in client.get_run(run_id).data.tags:  # a run made by a push, not by --mlflow training
+            client.set_tag(run_id, USER_TAG, getpass.getuser())
         for path in paths:
             folder = path.parent.relative_to(run_dir).as_posix()
             client.log_artifact(run_id, str(path), SHARE_FOLDER if folder == "." else f"{SHARE_FOLDER}/{folder}")
@@ -114,6 +131,99 @@ def push(run_dir: Path, uri: str, with_checkpoints: bool = False) -> str:
     except Exception as error:  # noqa: BLE001 - MlflowException and the HTTP client's errors
         raise _store_error(uri, error) from None
     return run_id
+
+
+def push_after_training(run_dir: Path, uri: str, with_checkpoints: bool) -> str | None:
+    """`push` of a run that ``--mlflow`` training just finished; a failure is a warning, never the run's failure."""
+    try:
+        run_id = push(run_dir, uri, with_checkpoints)
+    except Exception as error:  # noqa: BLE001 - the run is trained: nothing of the store may fail it
+        logger.warning("MLflow: could not push %s (%s); push it later: python -m src.runs push %s --mlflow %s",
+                       run_dir, error, run_dir, uri)
+        return None
+    logger.info("pushed %s to %s: teammates use it as mlflow:%s", run_dir, uri, run_id)
+    return run_id
+
+
+def folds_fingerprint(run_dir: Path) -> str | None:
+    """The first 12 hex digits of the sha256 of the run's ``folds.csv`` (its folder's, else its first fold's)."""
+    path = run_dir / rundir.FOLDS if (run_dir / rundir.FOLDS).is_file() else rundir.first_file(run_dir, rundir.FOLDS)
+    return _sha256(path)[:12] if path is not None else None
+
+
+def members(run_dir: Path) -> list[str]:
+    """The runs an ensemble (``ensemble.json``) or a soup (its folds' ``soup.json`` ingredients) is made of."""
+    names: list[str] = []
+    blend = run_dir / rundir.ENSEMBLE
+    if blend.is_file():
+        names += [n if n.startswith(SHARE_PREFIX) else Path(n).name for n in json.loads(blend.read_text())["runs"]]
+    for soup in sorted(run_dir.glob(f"**/{SOUP}")):
+        for checkpoint in map(Path, json.loads(soup.read_text()).get("ingredients", [])):
+            folder = checkpoint.parent.parent if checkpoint.parent.name.startswith("fold") else checkpoint.parent
+            names.append(folder.name)
+    return list(dict.fromkeys(names))
+
+
+def describe(run_dir: Path) -> dict[str, str]:
+    """The tags a pushed run carries for the team's table: ``share.folds`` (`folds_fingerprint`), ``share.best``
+    (the best valid score, the folds' mean for ``--fold all``), ``share.oof`` (the OOF score or the blend's),
+    ``share.metric`` and ``share.members`` (`members`); those the folder has."""
+    summary = rundir.read_summary(run_dir)
+    blend = json.loads((run_dir / rundir.ENSEMBLE).read_text()) if (run_dir / rundir.ENSEMBLE).is_file() else {}
+    found = {
+        FOLDS_TAG: folds_fingerprint(run_dir),
+        "share.best": summary.get("mean", summary.get("best_valid_score")),
+        "share.oof": summary.get("oof_score", blend.get("oof_blend")),
+        "share.metric": summary.get("selected_by", blend.get("metric")),
+        MEMBERS_TAG: ",".join(members(run_dir)) or None,
+    }
+    return {k: str(v) for k, v in found.items() if v is not None}
+
+
+def shared_runs(uri: str, experiment: str | None = None, user: str | None = None) -> list[dict[str, Any]]:
+    """The store's shared runs (``share.complete`` = "true"), newest first, in ``experiment`` (every experiment if
+    None) and of ``user`` (anyone's if None): ``run`` (``mlflow:<id>``), ``status``, ``user``, ``date``, ``arch``,
+    ``folds``, ``best``, ``oof``, ``metric``, ``public_score``, ``members`` and ``params`` (their text).
+
+    Raises:
+        ValueError: no such experiment; ConnectionError: the store cannot be used.
+    """
+    mlflow = import_mlflow()
+    try:
+        client = mlflow.MlflowClient(tracking_uri(uri))
+        if experiment is None:
+            ids = [e.experiment_id for e in client.search_experiments()]
+        else:
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                raise ValueError(f"--experiment {experiment}: no such experiment in {uri}")
+            ids = [found.experiment_id]
+        query = f"tags.`{SHARE_TAG}` = 'true'" + (f" AND tags.`{USER_TAG}` = '{user}'" if user else "")
+        found_runs = client.search_runs(ids, query, max_results=1000) if ids else []
+    except ValueError:
+        raise
+    except Exception as error:  # noqa: BLE001 - MlflowException and the HTTP client's errors
+        raise _store_error(uri, error) from None
+    return [_row(run) for run in found_runs]
+
+
+def _row(run) -> dict[str, Any]:
+    tags, settings = run.data.tags, run.data.params
+    started = datetime.datetime.fromtimestamp(run.info.start_time / 1000, datetime.UTC)
+    return {
+        "run": f"{SHARE_PREFIX}{run.info.run_id}", "status": run.info.status.lower(), "user": tags.get(USER_TAG),
+        "date": started.strftime("%Y-%m-%d %H:%M"), "arch": settings.get("arch"), "folds": tags.get(FOLDS_TAG),
+        "best": _number(tags.get("share.best")), "oof": _number(tags.get("share.oof")),
+        "metric": tags.get("share.metric"), "public_score": tags.get("share.public"),
+        "members": tags.get(MEMBERS_TAG), "params": dict(settings),
+    }
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def share_uri(uri: str | None) -> str | None:
