@@ -48,7 +48,7 @@ from src.config import Config
 from src.inference.oof import predictions_frame
 from src.inference.outputs import check_folder, read_weights, replacing_folder
 from src.metrics import score, to_probs
-from src.tracking import rundir
+from src.tracking import rundir, share
 from src.training.assembly import assemble, resolve_device
 from src.training.cv import gather_oof
 from src.training.engine import predict_logits, to_device
@@ -71,7 +71,10 @@ class SoupConfig:
     method: Literal["uniform", "greedy"] = "uniform"
     """uniform: the mean of them all; greedy: add each (best first) only if the valid score does not drop."""
     output: str | None = None
-    """The soup's run folder; None: <first run>-soup."""
+    """The soup's run folder; None: <first run>-soup (required when a run is mlflow:<run-id>)."""
+    mlflow: str | None = None
+    """Tracking URI of runs given as mlflow:<run-id> (shared with src.runs push --with-checkpoints); None:
+    MLFLOW_TRACKING_URI."""
     device: str = "auto"
     """'auto', 'cpu', 'cuda' or 'cuda:N'."""
 
@@ -199,6 +202,7 @@ def make_soup(args: SoupConfig) -> Path:
         ValueError: runs of other archs or folds; a checkpoint that cannot be read; an output that is a file, one
             of the runs, or a folder that holds no soup.
     """
+    args = pulled(args)
     runs = [rundir.read_fold_runs(run) for run in args.runs]
     if len({len(folds) for folds in runs}) > 1 or len({f.config.model.arch for folds in runs for f in folds}) > 1:
         raise ValueError(f"{' '.join(args.runs)}: soups need runs of one arch with the same folds")
@@ -228,6 +232,20 @@ def make_soup(args: SoupConfig) -> Path:
             files.write_text(build / rundir.CV_SUMMARY, json.dumps(summary | {"run_dir": str(out)}, indent=1))
             print(printed.getvalue().replace(str(build), str(out)), end="")
     return out
+
+
+def pulled(args: SoupConfig) -> SoupConfig:
+    """``args`` with each ``mlflow:<run-id>`` run replaced by its downloaded folder (`share.resolve_run`).
+
+    Raises:
+        ValueError: such a run without --output (the downloaded copy is not written to); see `resolve_run`.
+    """
+    shared = [run for run in args.runs if run.startswith(share.SHARE_PREFIX)]
+    if not shared:
+        return args
+    if args.output is None:
+        raise ValueError(f"{shared[0]}: pass --output (the downloaded run is not written to)")
+    return dataclasses.replace(args, runs=[str(share.resolve_run(run, args.mlflow)) for run in args.runs])
 
 
 def check_output(out: Path, runs: Sequence[Path]) -> None:

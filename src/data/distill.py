@@ -26,7 +26,7 @@ from src.data.images import Reading
 from src.data.pseudo import test_images
 from src.inference.oof import read_predictions, rows_of
 from src.targets import Task
-from src.tracking import rundir
+from src.tracking import rundir, share
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +59,15 @@ def mix(hard: np.ndarray, teacher: np.ndarray, weight: float) -> np.ndarray:
     return (weight * teacher + (1.0 - weight) * hard).astype(np.float32)
 
 
-def teacher_file(teacher: str, name: str) -> Path:
-    """``oof.csv`` or ``test_predictions.csv`` of the teacher folder.
+def teacher_file(teacher: str, name: str, uri: str | None = None) -> Path:
+    """``oof.csv`` or ``test_predictions.csv`` of the teacher folder, or of a run shared as ``mlflow:<run-id>``
+    (`share.resolve_run`; ``uri``: the config's ``--mlflow``, else MLFLOW_TRACKING_URI).
 
     Raises:
-        FileNotFoundError: the folder or the file is missing (the message says what makes one).
+        FileNotFoundError: the folder or the file is missing (the message says what makes one), or a run id the
+            store does not hold; ValueError, ConnectionError: see `resolve_run`.
     """
-    path = Path(teacher) / name
+    path = share.resolve_run(teacher, uri) / name
     if not path.is_file():
         made_by = "a --fold all run or src.ensemble" if name == rundir.OOF else "src.predict or src.ensemble"
         raise FileNotFoundError(f"--teacher {teacher}: no {name} (written by {made_by})")
@@ -90,7 +92,7 @@ def train_targets(
             trained on other folds (its models saw this run's valid rows) without --allow-different-folds.
     """
     distill, (fold_of, train_idx) = config.distill, rows
-    path = teacher_file(distill.teacher, rundir.OOF)
+    path = teacher_file(distill.teacher, rundir.OOF, config.track.mlflow)
     frame, probs, _ = read_predictions(path, task, with_targets=False)
     check_teacher_folds(frame, ids, fold_of, path, config.split.allow_different_folds)
     wanted = [ids[i] for i in train_idx]
@@ -143,7 +145,7 @@ def test_set(config: Config, reading: Reading, task: Task) -> tuple[object, np.n
     distill = config.distill
     if not config.pseudo.pseudo_test_csv:
         raise ValueError("--teacher-test needs --pseudo-test-csv (the test table the teacher predicted)")
-    path = teacher_file(distill.teacher, rundir.TEST_PREDICTIONS)
+    path = teacher_file(distill.teacher, rundir.TEST_PREDICTIONS, config.track.mlflow)
     frame, probs, _ = read_predictions(path, task, with_targets=False)
     where = f"--teacher {path} against --pseudo-test-csv {config.pseudo.pseudo_test_csv}"
     images = test_images(config.pseudo, config.data, reading, frame["id"].astype(str).tolist(), where)

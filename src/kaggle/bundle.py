@@ -41,7 +41,7 @@ from src.inference.tta import tta_variants
 from src.kaggle import notebook
 from src.kaggle.offline import BUNDLE_JSON, MODELS
 from src.kaggle.submit import ENSEMBLE, folder_config
-from src.tracking import notes, rundir
+from src.tracking import notes, rundir, share
 from src.utils import files
 
 DEFAULT_IMAGE = Path(__file__).with_name("kaggle_image.txt")
@@ -119,8 +119,10 @@ def _pip(args: list[str], what: str) -> None:
         raise ValueError(f"pip wheel failed for {what}: {lines[-1] if lines else done.returncode}")
 
 
-def members(folder: Path) -> tuple[list[Path], list[float], str]:
-    """The runs a folder predicts with: itself, or an ensemble's members; with the weights and blend method.
+def members(folder: Path, options=None) -> tuple[list[Path], list[float], str]:
+    """The runs a folder predicts with: itself, or an ensemble's members (a shared ``mlflow:<run-id>`` member
+    downloaded, `share.resolve_run`, from ``options.mlflow`` or MLFLOW_TRACKING_URI); with the weights and blend
+    method.
 
     Raises:
         ValueError: a stacked ensemble (`src.inference.stacking`).
@@ -130,7 +132,8 @@ def members(folder: Path) -> tuple[list[Path], list[float], str]:
         if blend.get("method") == "stack":
             raise ValueError(f"{folder}: a stacked ensemble cannot be bundled yet (its level-2 model is not saved); "
                              "bundle a weighted blend (src.ensemble --method mean, geometric or rank)")
-        return [Path(r) for r in blend["runs"]], blend["weights"], blend.get("method", "mean")
+        runs = [share.resolve_run(r, getattr(options, "mlflow", None)) for r in blend["runs"]]  # mlflow:<run-id> too
+        return runs, blend["weights"], blend.get("method", "mean")
     return [folder], [1.0], "mean"
 
 
@@ -189,12 +192,12 @@ def bundle(folder: Path, out: Path, options) -> dict:
         ValueError: see `test_files`, `missing_packages`, `build_wheels`; a checkpoint that cannot be read; or
             ``out`` is a file, or a non-empty folder that is not a bundle. ``out`` is left as it was then.
     """
-    config = folder_config(folder)
+    config = folder_config(folder, getattr(options, "mlflow", None))
     competition = config.competition.competition or "COMPETITION"
     check_folder(out, "--out")
     if out.exists() and any(out.iterdir()) and not (out / BUNDLE_JSON).is_file():
         raise ValueError(f"--out {out}: a non-empty folder that is not a bundle; give a new or a bundle folder")
-    runs, weights, method = members(folder)
+    runs, weights, method = members(folder, options)
     test = test_files(config)
     tta_variants(options.tta, config.loader.size_schedule[-1][1])  # an unknown --tta, not found only on Kaggle
     for fold in (fold for run in runs for fold in rundir.read_fold_runs(run)):

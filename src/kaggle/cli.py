@@ -17,6 +17,7 @@ import tyro
 
 from src.cli import parse_args, run_cli
 from src.kaggle import client, layout
+from src.tracking import share
 
 
 @dataclasses.dataclass
@@ -44,13 +45,16 @@ class Submit:
     """Check a run's submission.csv against the sample submission, submit it, wait for the score and record it."""
 
     folder: tyro.conf.Positional[str]
-    """A run folder or an ensemble folder holding submission.csv."""
+    """A run folder or an ensemble folder holding submission.csv (a shared mlflow:<run-id> is refused: predict it
+    into a folder with src.predict --run mlflow:<run-id> --output-dir DIR and submit DIR)."""
     message: Annotated[str, tyro.conf.arg(aliases=["-m"])]
     """The submission's message, shown beside its score on Kaggle."""
     timeout: float = 600.0
     """Seconds to wait for the score before leaving it pending."""
     poll: float = 10.0
     """Seconds between two looks at the score."""
+    mlflow: str | None = None
+    """Tracking URI of a folder given as mlflow:<run-id>; None: MLFLOW_TRACKING_URI."""
 
 
 @dataclasses.dataclass
@@ -68,7 +72,8 @@ class Bundle:
     """Write a folder to upload as a Kaggle Dataset that predicts the competition offline (a code competition)."""
 
     folder: tyro.conf.Positional[str]
-    """A `--fold all` run folder or an ensemble folder."""
+    """A `--fold all` run folder or an ensemble folder, or mlflow:<run-id>: a run shared with src.runs push
+    --with-checkpoints (downloaded once into ~/.cache/kaggle-trainer/mlflow)."""
     out: str = "bundle"
     """The bundle folder."""
     image_has: str | None = None
@@ -86,6 +91,8 @@ class Bundle:
     """<user>/<slug>: create the Kaggle Dataset (or a new version of it) from the bundle."""
     push: bool = False
     """Also push inference.ipynb as a Kaggle notebook (needs --upload)."""
+    mlflow: str | None = None
+    """Tracking URI of a folder (or ensemble member) given as mlflow:<run-id>; None: MLFLOW_TRACKING_URI."""
 
 
 # The subcommands by name: the command line's choices and the suggestions for a misspelt one come from here.
@@ -106,7 +113,8 @@ def run(command, connect=client.connect) -> object:
     if isinstance(command, Submit):
         if not command.message.strip():
             raise ValueError("-m: give the submission a message, e.g. -m 'effnet-b0 5 folds, flip TTA'")
-        return submit.submit(connect, Path(command.folder), command.message, command.timeout, command.poll)
+        folder = submittable(command.folder, command.mlflow)
+        return submit.submit(connect, folder, command.message, command.timeout, command.poll)
     if isinstance(command, Submissions):
         table = submit.submissions(connect(), command.competition, Path(command.runs))
         print(table.to_string(index=False) if len(table) else f"{command.competition}: no submissions yet")
@@ -114,7 +122,7 @@ def run(command, connect=client.connect) -> object:
     if command.push and not command.upload:
         raise ValueError("--push: needs --upload <user>/<slug> (the notebook reads the bundle from that dataset)")
     out = Path(command.out)
-    manifest = bundle.bundle(Path(command.folder), out, command)
+    manifest = bundle.bundle(share.resolve_run(command.folder, command.mlflow), out, command)
     if command.upload:
         api = connect()
         done = publish.upload(api, out, command.upload, f"{manifest['source']} ({manifest['created']})")
@@ -122,6 +130,20 @@ def run(command, connect=client.connect) -> object:
         if command.push:
             print(f"notebook: {publish.push(api, out)}")
     return manifest
+
+
+def submittable(folder: str, uri: str | None) -> Path:
+    """The folder ``submit`` reads and records into: a local one; a shared ``mlflow:<run-id>`` is refused once
+    found (its downloaded copy is never written to, and a push shares no submission.csv).
+
+    Raises:
+        ValueError: a shared run (what to do instead); FileNotFoundError, ConnectionError: see `resolve_run`.
+    """
+    if not folder.startswith(share.SHARE_PREFIX):
+        return Path(folder)
+    share.resolve_run(folder, uri)  # an unknown or incomplete run is named as such
+    raise ValueError(f"{folder}: a shared run is not submitted from the download cache (the record would be written "
+                     f"there): python -m src.predict --run {folder} --output-dir DIR, then submit DIR")
 
 
 def inspect(folder: Path, competition: str | None, source: str) -> layout.Finding:

@@ -22,7 +22,7 @@ import pandas as pd
 from src.config import Config
 from src.inference.submission import check_unique
 from src.kaggle.client import calling
-from src.tracking import notes, rundir
+from src.tracking import notes, rundir, share
 from src.utils import files
 
 RECORDS = "kaggle_submissions.csv"
@@ -30,8 +30,9 @@ COLUMNS = ["competition", "date", "message", "file", "sha256", "ref", "status", 
 ENSEMBLE = "ensemble.json"
 
 
-def folder_config(folder: Path) -> Config:
-    """The config of a run folder, or of an ensemble folder's first member (`src.ensemble` writes ensemble.json).
+def folder_config(folder: Path, uri: str | None = None) -> Config:
+    """The config of a run folder, or of an ensemble folder's first member (`src.ensemble` writes ensemble.json;
+    a member shared as ``mlflow:<run-id>`` is downloaded from ``uri`` or MLFLOW_TRACKING_URI).
 
     Raises:
         FileNotFoundError: neither a run folder nor an ensemble folder.
@@ -40,7 +41,7 @@ def folder_config(folder: Path) -> Config:
         return rundir.read_config(folder)
     if (folder / ENSEMBLE).is_file():
         members = list(json.loads((folder / ENSEMBLE).read_text())["runs"])
-        return rundir.read_config(Path(members[0]))
+        return rundir.read_config(share.resolve_run(members[0], uri))
     raise FileNotFoundError(f"{folder}: not a run folder (config.yaml) nor an ensemble folder ({ENSEMBLE})")
 
 

@@ -165,7 +165,8 @@ def training_set(config: Config, data: Data, fold_of: np.ndarray, train_idx: np.
     if config.pseudo.pseudo_labels and distill.teacher:
         raise ValueError("--pseudo-labels with --teacher: use --teacher-test to learn the teacher's test predictions")
     if config.pseudo.pseudo_labels:
-        return TrainSet(extra=pseudo_labelled(config.pseudo, config.data, reading(config), data.task))
+        extra = pseudo_labelled(config.pseudo, config.data, reading(config), data.task, config.track.mlflow)
+        return TrainSet(extra=extra)
     if not distill.teacher:
         return None
     targets = distilled_targets(config, data.source.ids(), data.targets, (fold_of, train_idx), data.task)
