@@ -12,6 +12,7 @@ from src.inference.oof import predictions_frame
 from src.kaggle.cli import main as kaggle_main
 from src.runs import main as runs_main
 from src.soup import main as soup_main
+from src.tools.export_digits import write_image_folder
 from src.tracking import rundir
 from src.train import main as train_main
 from src.training.assembly import setup_data, setup_loaders
@@ -83,12 +84,18 @@ def _student(tmp_path):
     return flags, data, fold_of
 
 
-def test_a_shared_teacher_gives_the_targets_of_its_folder(store, tmp_path, capsys, monkeypatch):
+def test_a_shared_teacher_gives_the_targets_of_its_folder_and_pseudo_labels_its_test_predictions(
+    store, tmp_path, capsys, monkeypatch
+):
     flags, data, fold_of = _student(tmp_path)
     probs = np.eye(3)[(data.targets + 1) % 3] * 0.8 + 0.2 / 3
     teacher = tmp_path / "teacher"
     teacher.mkdir()
     predictions_frame(data.source.ids(), probs, data.task, fold_of).to_csv(teacher / rundir.OOF, index=False)
+    test_ids = [f"t{i}" for i in range(6)]
+    test_csv = write_image_folder(helpers.class_images(6, 3, seed=1)[0], None, tmp_path, name="test", ids=test_ids)
+    test_probs = np.eye(3)[[0, 1, 2, 0, 1, 2]] * np.array([[0.9], [0.4], [0.9], [0.9], [0.4], [0.9]]) + 0.02
+    predictions_frame(test_ids, test_probs, data.task).to_csv(teacher / rundir.TEST_PREDICTIONS, index=False)
     rundir.write_config(teacher, Config.of(**flags))
     run_id = _push(teacher, store, capsys)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -102,6 +109,14 @@ def test_a_shared_teacher_gives_the_targets_of_its_folder(store, tmp_path, capsy
     assert np.array_equal(setup_loaders(config, data, fold_of, CPU).train.dataset.targets, targets[0])
     with pytest.raises(FileNotFoundError, match="not found"):
         distill.teacher_file(UNKNOWN, rundir.OOF)
+
+    pseudo = dict(pseudo_test_csv=str(test_csv), pseudo_image_dir=str(tmp_path / "test"), pseudo_threshold=0.5)
+    trains = []
+    for spec in (str(teacher / rundir.TEST_PREDICTIONS), f"mlflow:{run_id}"):
+        trains.append(setup_loaders(Config.of(**flags, **pseudo, pseudo_labels=spec), data, fold_of, CPU).train)
+    local, pulled = (train.dataset for train in trains)
+    assert len(pulled) == len(local) == int((fold_of != 0).sum()) + 4  # the 4 confident test images
+    assert np.array_equal(pulled.targets, local.targets)
 
 
 def test_unknown_shared_runs_are_refused_in_one_line_by_each_command(store, tmp_path, capsys, monkeypatch):
