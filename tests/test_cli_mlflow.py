@@ -71,6 +71,8 @@ def test_a_run_and_its_continuation_are_one_mlflow_run_on_the_server(mlflow_serv
     assert "train loss" in run.data.metrics and "summary_best_valid_accuracy" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert "valid_predictions.csv" in artifacts and any(a.startswith("best_model_") for a in artifacts)
+    assert run.data.tags["share.complete"] == "true"  # pushed when it ended, with --mlflow-artifacts its checkpoint
+    assert any(a.path.startswith("share/best_model_") for a in client.list_artifacts(run.info.run_id, "share"))
 
 
 def test_a_local_folder_needs_no_server():

@@ -190,3 +190,12 @@ def test_the_team_table_lists_the_shared_runs_beside_local_ones(shared, capsys, 
     assert runs_main(["--mlflow", store, "--experiment", "nope"]) == 2
     assert runs_main(["--diff", str(local / "A"), f"mlflow:{b_id}", "--mlflow", store]) == 0
     assert "resnet18" in capsys.readouterr().out.splitlines()[1]  # arch: the setting that differs
+
+
+def test_a_soups_members_are_the_runs_of_its_ingredients(tmp_path):
+    for fold in (0, 1):
+        (tmp_path / "soup" / f"fold{fold}").mkdir(parents=True)
+        ingredients = [f"/x/runA/fold{fold}/best_model_1.pt", f"/x/runB/fold{fold}/best_model_2.pt"]
+        (tmp_path / "soup" / f"fold{fold}" / "soup.json").write_text(json.dumps({"ingredients": ingredients}))
+    assert share.members(tmp_path / "soup") == ["runA", "runB"]
+    assert "soup.json" in share.SHARED_FILES and share.describe(tmp_path / "soup")[share.MEMBERS_TAG] == "runA,runB"
