@@ -93,7 +93,8 @@ class PseudoConfig(Group):
     """Pseudo-labels: confident test predictions that join the training folds (`src.data.pseudo`)."""
 
     pseudo_labels: str | None = None
-    """Test predictions (test_predictions.csv of src.predict) whose confident rows join the training folds."""
+    """Test predictions (test_predictions.csv of src.predict; mlflow:<run-id>: a shared run's) whose confident rows
+    join the training folds."""
     pseudo_threshold: float = 0.95
     """Smallest top-class probability of a pseudo-labelled test image."""
     pseudo_test_csv: str | None = None
@@ -112,7 +113,8 @@ class DistillConfig(Group):
 
     teacher: str | None = None
     """A teacher: a --fold all run or an ensemble folder with oof.csv (and test_predictions.csv for
-    --teacher-test). Each training row learns from the teacher's out-of-fold prediction of it."""
+    --teacher-test), or mlflow:<run-id> (a shared run; the store from --mlflow or MLFLOW_TRACKING_URI). Each
+    training row learns from the teacher's out-of-fold prediction of it."""
     teacher_weight: float = 0.5
     """Share of the teacher's soft targets in each training target (the rest: the hard label); 0 trains on the
     labels alone, 1 on the teacher alone."""
