@@ -131,3 +131,10 @@ def test_unknown_shared_runs_are_refused_in_one_line_by_each_command(store, tmp_
     assert_refused(capsys, train_main, [*common, "--teacher", UNKNOWN], out, "not found")
     pseudo = ["--pseudo-labels", UNKNOWN, "--pseudo-test-csv", str(tmp_path / "test.csv")]
     assert_refused(capsys, train_main, [*common, *pseudo], out, "not found")
+
+
+def test_folds_from_a_shared_run_are_the_folds_of_its_folder(shared, store):
+    folder, _, run_id = shared
+    data, fold_of = setup_data(Config.of(folds_from=f"mlflow:{run_id}", mlflow=store))
+    theirs = pd.read_csv(folder / rundir.FOLDS, dtype={"id": str})
+    assert dict(zip(data.source.ids(), fold_of.tolist())) == dict(zip(theirs["id"], theirs["fold"].tolist()))

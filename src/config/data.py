@@ -146,8 +146,9 @@ class SplitConfig(Group):
     data_fraction: float = 1.0
     """Use this fraction of the rows (stratified, seeded); a debug cap."""
     folds_from: str | None = None
-    """Take every row's fold from this run folder's folds.csv (a teammate's run): the same validation rows, so that
-    the runs can be blended and distilled without a leak (src.ensemble refuses runs on other folds)."""
+    """Take every row's fold from this run folder's folds.csv (a teammate's run, or mlflow:<run-id>): the same
+    validation rows, so that the runs can be blended and distilled without a leak (src.ensemble refuses runs on
+    other folds)."""
     allow_different_folds: bool = setting(False, trains=False)
     """Train with a --teacher whose out-of-fold predictions come from other folds (refused by default: its models
     saw this run's valid rows, so the valid score leaks)."""

@@ -20,6 +20,7 @@ from sklearn.utils import check_random_state
 
 from src.loaddata import Data, take_subset
 from src.targets import Task, require_columns
+from src.tracking import share
 from src.tracking.rundir import FOLDS
 
 
@@ -214,9 +215,11 @@ def read_fold_column(table: pd.DataFrame, column: str, folds: int, where: str) -
     return fold_of
 
 
-def folds_from_run(data: Data, run: str | Path, folds: int) -> np.ndarray:
+def folds_from_run(data: Data, run: str | Path, folds: int, uri: str | None = None) -> np.ndarray:
     """``--folds-from RUN``: the fold of every row as another run assigned it (its ``folds.csv``: id, fold), so that
     runs trained apart (a teammate's) validate on the same rows and can be blended or distilled without a leak.
+    ``run`` may be ``mlflow:<run-id>``, a shared run (`src.tracking.share.resolve_run`; ``uri``: the config's
+    ``--mlflow``, else MLFLOW_TRACKING_URI).
 
     Returns:
         int64 (N,) in [0, folds), in the order of ``data``'s rows.
@@ -225,7 +228,7 @@ def folds_from_run(data: Data, run: str | Path, folds: int) -> np.ndarray:
         FileNotFoundError: the run has no ``folds.csv``.
         ValueError: rows of this data the run does not have (the first named), or another number of folds.
     """
-    path = Path(run) / FOLDS
+    path = share.resolve_run(run, uri) / FOLDS
     if not path.is_file():
         raise FileNotFoundError(f"--folds-from {run}: no {FOLDS} (a run folder of src.train, or a fold<k> of one)")
     table = pd.read_csv(path, dtype={"id": str})

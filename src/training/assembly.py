@@ -103,7 +103,7 @@ def setup_data(config: Config) -> tuple[Data, np.ndarray]:
         check_meta(config, data)
     split = config.split
     if split.folds_from:
-        return data, folds_from_run(data, split.folds_from, split.folds)
+        return data, folds_from_run(data, split.folds_from, split.folds, config.track.mlflow)
     fold_of = assign_folds(data, split.folds, config.split_seed, config.data.group_col, config.data.fold_col)
     return data, fold_of
 
