@@ -21,7 +21,7 @@ from sklearn.utils import check_random_state
 from src.loaddata import Data, take_subset
 from src.targets import Task, require_columns
 from src.tracking import share
-from src.tracking.rundir import FOLDS
+from src.tracking.rundir import FOLDS, first_file
 
 
 def assign_folds(
@@ -228,8 +228,8 @@ def folds_from_run(data: Data, run: str | Path, folds: int, uri: str | None = No
         FileNotFoundError: the run has no ``folds.csv``.
         ValueError: rows of this data the run does not have (the first named), or another number of folds.
     """
-    path = share.resolve_run(run, uri) / FOLDS
-    if not path.is_file():
+    path = first_file(share.resolve_run(run, uri), FOLDS)  # a --fold all run: its folds' (one split)
+    if path is None:
         raise FileNotFoundError(f"--folds-from {run}: no {FOLDS} (a run folder of src.train, or a fold<k> of one)")
     table = pd.read_csv(path, dtype={"id": str})
     fold_of = dict(zip(table["id"], table["fold"].astype(np.int64)))
