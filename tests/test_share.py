@@ -70,6 +70,13 @@ def test_a_pushed_run_blends_as_its_folder_and_is_cached(shared, monkeypatch):
     assert (cached / "fold0" / "classes.json").is_file()
     assert not [p for p in cached.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
 
+    experiment = client.get_experiment(run.info.experiment_id).name  # by name: the newest shared run so named
+    assert share.resolve_run(f"mlflow:{experiment}/A", store) == cached
+    with pytest.raises(FileNotFoundError, match="no run named 'Z' shared completely"):
+        share.resolve_run(f"mlflow:{experiment}/Z", store)
+    with pytest.raises(FileNotFoundError, match="has no experiment 'nowhere'"):
+        share.resolve_run("mlflow:nowhere/A", store)
+
 
 def test_incomplete_unknown_and_corrupted_runs_are_refused_in_one_line(shared, capsys, monkeypatch):
     from mlflow import MlflowClient

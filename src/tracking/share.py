@@ -238,7 +238,8 @@ def cache_root() -> Path:
 
 
 def resolve_run(spec: str | Path, uri: str | None = None) -> Path:
-    """A run folder argument: a local folder as it is, or ``mlflow:<run-id>``, a run shared with `push`, downloaded
+    """A run folder argument: a local folder as it is, or ``mlflow:<run-id>`` (or ``mlflow:<experiment>/<run-name>``,
+    the newest shared run of that name), a run shared with `push`, downloaded
     once into `cache_root`/<run-id> (into a temporary folder renamed into place once every file matches the
     manifest) and checked against its manifest (size, sha256) each time it is used; a cached copy that no longer
     matches is downloaded again.
@@ -251,17 +252,48 @@ def resolve_run(spec: str | Path, uri: str | None = None) -> Path:
     text = str(spec)
     if not text.startswith(SHARE_PREFIX):
         return Path(spec)
-    run_id = text[len(SHARE_PREFIX):]
+    run_id, uri = text[len(SHARE_PREFIX):], share_uri(uri)
+    if "/" in run_id:  # mlflow:<experiment>/<run-name>: the newest shared run of that name
+        run_id = _run_named(text, uri)
     if not re.fullmatch(r"[0-9A-Za-z_-]+", run_id):
         raise ValueError(f"{text}: not an MLflow run id (mlflow:<run-id>, letters and digits)")
     target = cache_root() / run_id
     if target.is_dir() and not _mismatches(target):
         return target
-    uri = share_uri(uri)
     if uri is None:
         raise ValueError(f"{text}: no tracking store: pass --mlflow URI or set MLFLOW_TRACKING_URI")
     _download(run_id, uri, target)
     return target
+
+
+def _run_named(text: str, uri: str | None) -> str:
+    """The id of the newest completely shared run named ``<run-name>`` in experiment ``<experiment>`` of
+    ``mlflow:<experiment>/<run-name>``.
+
+    Raises:
+        ValueError: no tracking URI, or a name with a quote (the store's filter language cannot hold it).
+        FileNotFoundError: no such experiment, or no shared run of that name in it.
+    """
+    experiment, name = text[len(SHARE_PREFIX):].split("/", 1)
+    if uri is None:
+        raise ValueError(f"{text}: no tracking store: pass --mlflow URI or set MLFLOW_TRACKING_URI")
+    if "'" in name or not name:
+        raise ValueError(f"{text}: expected mlflow:<experiment>/<run-name>, a run name without quotes")
+    mlflow = import_mlflow()
+    try:
+        client = mlflow.MlflowClient(tracking_uri(uri))
+        found = client.get_experiment_by_name(experiment)
+        runs = [] if found is None else client.search_runs(
+            [found.experiment_id], f"tags.mlflow.runName = '{name}' and tags.`{SHARE_TAG}` = 'true'",
+            order_by=["attributes.start_time DESC"], max_results=1,
+        )
+    except Exception as error:  # noqa: BLE001 - MlflowException and the HTTP client's errors
+        raise _store_error(uri, error) from None
+    if found is None:
+        raise FileNotFoundError(f"{text}: --mlflow {uri} has no experiment {experiment!r}")
+    if not runs:
+        raise FileNotFoundError(f"{text}: no run named {name!r} shared completely in experiment {experiment!r}")
+    return runs[0].info.run_id
 
 
 def _mismatches(folder: Path) -> list[str]:
