@@ -12,6 +12,7 @@ none twice, and `gather_rows` concatenates the blocks in rank order, which is th
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -102,7 +103,10 @@ def hide_cuda() -> None:
 
 
 def _without_local_rank(local_rank: int, command: Callable[..., object], *args: object) -> None:
-    command(*args)
+    try:
+        command(*args)
+    finally:  # the run's engines, handlers and DDP model hold one another in reference cycles: freed while the
+        gc.collect()  # process group exists (a DDP reducer freed after it is destroyed can abort the process at exit)
 
 
 def shard(rows: np.ndarray) -> np.ndarray:
