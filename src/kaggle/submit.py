@@ -10,7 +10,6 @@ and fills in the scores of records that were still pending.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from datetime import datetime
@@ -86,14 +85,6 @@ def check_submission(path: Path, sample: Path) -> int:
     return len(ours)
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _status(submission) -> str:
     status = getattr(submission, "status", "")
     return str(getattr(status, "name", status)).lower()
@@ -150,7 +141,7 @@ def submit(connect, folder: Path, message: str, timeout_s: float = 600, poll_s: 
         print(f"{path}: {rows} rows match {config.competition.sample_submission} (ids, order, columns, types)")
     elif not path.is_file():
         raise FileNotFoundError(f"{path}: no submission; write it with src.predict (or src.ensemble)")
-    digest = sha256(path)
+    digest = files.sha256(path)
     api = connect()
     with calling(competition):
         response = api.competition_submit(str(path), message, competition, quiet=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime
 import getpass
-import hashlib
 import json
 import logging
 import os
@@ -52,15 +51,7 @@ def shared_files(run_dir: Path, with_checkpoints: bool = False) -> list[Path]:
 
 def manifest(root: Path, paths: list[Path]) -> dict[str, dict[str, Any]]:
     """Relative path (POSIX) -> ``{"size": bytes, "sha256": hex}`` of each file."""
-    return {p.relative_to(root).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in paths}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return {p.relative_to(root).as_posix(): {"size": p.stat().st_size, "sha256": files.sha256(p)} for p in paths}
 
 
 def _store_error(uri: str, error: Exception) -> Exception:
@@ -148,7 +139,7 @@ def push_after_training(run_dir: Path, uri: str, with_checkpoints: bool) -> str 
 def folds_fingerprint(run_dir: Path) -> str | None:
     """The first 12 hex digits of the sha256 of the run's ``folds.csv`` (its folder's, else its first fold's)."""
     path = run_dir / rundir.FOLDS if (run_dir / rundir.FOLDS).is_file() else rundir.first_file(run_dir, rundir.FOLDS)
-    return _sha256(path)[:12] if path is not None else None
+    return files.sha256(path)[:12] if path is not None else None
 
 
 def members(run_dir: Path) -> list[str]:
@@ -306,7 +297,7 @@ def _mismatches(folder: Path) -> list[str]:
     wrong = []
     for name, entry in listed.items():
         path = folder / name
-        if not path.is_file() or path.stat().st_size != entry["size"] or _sha256(path) != entry["sha256"]:
+        if not path.is_file() or path.stat().st_size != entry["size"] or files.sha256(path) != entry["sha256"]:
             wrong.append(name)
     return wrong
 

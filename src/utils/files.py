@@ -10,6 +10,7 @@ A kill (SIGKILL, a lost machine) inside a write leaves its temporary file behind
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import tempfile
@@ -87,3 +88,9 @@ def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
     """``frame.to_csv(path, index=False)``, atomically."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
+
+
+def sha256(path: str | Path) -> str:
+    """The file's sha256, hex (`hashlib.file_digest`, read in blocks)."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
