@@ -264,6 +264,24 @@ def check_folds(differences: list[tuple[Path, list[str]]], first: Path, rows: in
         print(f"warning: {message}; the OOF score is not comparable", file=sys.stderr)
 
 
+def check_classes(first_task: Task, task: Task, first: str, run: str) -> None:
+    """Runs blend only on the same label encoding (classes and their order, `share.label_fingerprint`: the team
+    table's ``classes`` column); ``--allow-different-folds`` never waives it, as it waives a leak, not outputs that
+    mean other classes.
+
+    Raises:
+        ValueError: naming both runs and the first difference (the class's position and its names); or their
+            head weights, which weight the multi-head metric.
+    """
+    difference = share.label_difference(first_task, task, (f"in {_short(first)}", f"in {_short(run)}"))
+    if difference is not None:
+        raise ValueError(f"{run}: its label encoding differs from {first}'s ({difference}); blend runs of the same "
+                         "classes in the same order")
+    if task != first_task:
+        raise ValueError(f"{run}: its head weights {list(task.weights)} differ from {first}'s "
+                         f"{list(first_task.weights)}; blend runs of the same task")
+
+
 def has_test_predictions(runs: list[Path]) -> bool:
     """Whether every run has its test predictions; warns when only some have them (the blend then has none)."""
     tests = [run / rundir.TEST_PREDICTIONS for run in runs]
@@ -281,7 +299,7 @@ def check_runs(args: EnsembleConfig) -> tuple[list[Path], Task, Config]:
 
     Raises:
         ValueError: fewer than two runs, bad --weights, an --output-dir that is a file, or runs of different
-            tasks.
+            tasks (`check_classes`).
         FileNotFoundError: a run without its saved config.
     """
     if len(args.runs) < 2:
@@ -291,9 +309,8 @@ def check_runs(args: EnsembleConfig) -> tuple[list[Path], Task, Config]:
         given_weights(args.weights, len(runs))
     check_folder(Path(args.output_dir), "--output-dir")
     task = run_task(runs[0])
-    for run in runs[1:]:
-        if run_task(run) != task:
-            raise ValueError(f"{run}: its class list differs from {runs[0]}'s; blend runs of the same task")
+    for name, run in zip(args.runs[1:], runs[1:]):
+        check_classes(task, run_task(run), args.runs[0], name)
     config_file = rundir.first_file(runs[0], rundir.CONFIG)
     if config_file is None:
         raise FileNotFoundError(f"{runs[0]}: no {rundir.CONFIG}; ensembles take finished --fold all runs")

@@ -19,7 +19,8 @@ best checkpoints) go to its MLflow run, and teammates pass ``mlflow:<run-id>`` w
 
 ``python -m src.runs --mlflow URI [--experiment E] [--user U] [FOLDER ...]`` is the team's table: the store's
 shared runs (``mlflow:<run-id>``, `src.tracking.share.shared_runs`) beside the local runs, with who ran each, when,
-and a fingerprint of its folds (``folds``: runs with the same one were scored on the same folds).
+a fingerprint of its folds (``folds``: runs with the same one were scored on the same folds) and one of its label
+encoding (``classes``: the same classes in the same order; `src.ensemble` and ``--teacher`` refuse others).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from src.tracking.history import History
 from src.training.evaluation import Selection
 
 FIXED = ["run", "status", "arch"]
-TEAM = ["user", "date", "folds"]
+TEAM = ["user", "date", "folds", "classes"]
 RESULTS = ["metric", "best", "best_epoch", "oof", "epochs_run", "wall_time", "images_per_s", "public_score"]
 
 
@@ -195,9 +196,10 @@ def _settings(params: dict[str, str]) -> dict[str, str]:
 
 
 def _local_team(run: Path) -> dict[str, Any]:
-    """The `TEAM` columns of a local run: this user, the config's date, the folds' fingerprint."""
+    """The `TEAM` columns of a local run: this user, the config's date, the fingerprints of its folds and classes."""
     when = datetime.datetime.fromtimestamp(rundir.config_path(run).stat().st_mtime, datetime.UTC)
-    return {"user": getpass.getuser(), "date": when.strftime("%Y-%m-%d %H:%M"), "folds": share.folds_fingerprint(run)}
+    return {"user": getpass.getuser(), "date": when.strftime("%Y-%m-%d %H:%M"), "folds": share.folds_fingerprint(run),
+            "classes": share.classes_fingerprint(run)}
 
 
 def sort(frame: pd.DataFrame, column: str, descending: bool = False) -> pd.DataFrame:

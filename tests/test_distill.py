@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -112,3 +114,20 @@ def test_a_teacher_on_other_folds_is_refused_by_name_unless_allowed(tmp_path, ca
     same.mkdir()
     predictions_frame(list(ids), probs, data.task, folds=fold_of).to_csv(same / "oof.csv", index=False)
     setup_loaders(Config.of(**flags, teacher=str(same)), data, fold_of, CPU)  # its own folds: no question
+
+
+def test_a_teacher_of_another_label_encoding_is_refused_by_its_first_differing_class(tmp_path):
+    """A teacher whose classes.json lists the classes in another order: one line naming it and the first class that
+    differs, whatever --allow-different-folds says; the same encoding trains."""
+    csv, folder = helpers.image_folder(tmp_path, n=24, num_classes=3)
+    flags = dict(train_csv=str(csv), image_dir=str(folder), batch_size=4, train_eval_size=4, img_size=16)
+    data, fold_of = setup_data(Config.of(**flags))
+    teacher = _teacher(tmp_path / "teacher", data.source.ids(), np.full((24, 3), 1 / 3), data.task)
+    swapped = Task("single", (Head("label", ("c0", "c2", "c1")),))
+    (teacher / "classes.json").write_text(json.dumps(swapped.to_dict()))
+    config = Config.of(**flags, teacher=str(teacher), allow_different_folds=True)
+    with pytest.raises(ValueError, match=rf"--teacher {teacher}: its label encoding differs from this run's "
+                                         rf"\(class 1 of label: 'c1' here, 'c2' in {teacher}\)"):
+        setup_loaders(config, data, fold_of, CPU)
+    (teacher / "classes.json").write_text(json.dumps(data.task.to_dict()))
+    setup_loaders(config, data, fold_of, CPU)

@@ -7,7 +7,7 @@ from scipy.stats import rankdata
 from src.ensemble import aligned, blend, combine, fit_weights, prepare
 from src.inference.oof import predictions_frame, write_predictions
 from src.targets import Head, Task
-from tests.helpers import blend_runs
+from tests.helpers import assert_refused, blend_runs, write_run
 
 TASK = Task("single", (Head("label", ("a", "b", "c")),))
 
@@ -76,3 +76,22 @@ def test_aligned_puts_every_run_in_the_first_runs_row_order(tmp_path):
     assert np.array_equal(probs[0], first) and np.array_equal(probs[1], second) and np.array_equal(probs[2], second)
     with pytest.raises(ValueError, match="d.csv: its OOF ids differ"):
         aligned([paths[0], paths[3]], TASK, "OOF")
+
+
+def test_runs_of_another_label_encoding_are_refused_by_name_even_with_allow_different_folds(tmp_path, capsys):
+    """Two runs whose classes.json list the same classes in another order: one line naming both runs and the first
+    class that differs; --allow-different-folds waives folds, not the label encoding."""
+    from src.ensemble import main
+    from src.tracking import share
+
+    targets, good, noisy, _, _ = blend_runs(np.random.default_rng(1))
+    ids, labels = [f"r{i}" for i in range(len(targets))], [TASK.classes[t] for t in targets]
+    write_run(tmp_path / "A", ids, labels, good, good[:4])
+    swapped = Task("single", (Head("label", ("a", "c", "b")),))
+    write_run(tmp_path / "B", ids, labels, noisy[:, [0, 2, 1]], noisy[:4, [0, 2, 1]], task=swapped)
+    argv = [str(tmp_path / "A"), str(tmp_path / "B"), "--allow-different-folds", "--output-dir", str(tmp_path / "e")]
+    line = assert_refused(capsys, main, argv, tmp_path, "its label encoding differs")
+    assert f"{tmp_path / 'B'}: its label encoding differs from {tmp_path / 'A'}'s" in line
+    assert "class 1 of label: 'b' in A, 'c' in B" in line
+    assert share.classes_fingerprint(tmp_path / "A") != share.classes_fingerprint(tmp_path / "B")
+    assert share.classes_fingerprint(tmp_path / "A") == share.label_fingerprint(TASK)

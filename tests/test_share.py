@@ -112,7 +112,7 @@ def _fake_training(monkeypatch, folder):
     """`src.train`'s training replaced by writing a finished run folder (a fold's, or a --fold all run's)."""
     from src import train
 
-    def one_fold(config, requests=None, started=None):
+    def one_fold(config, requests=None, started=None, handlers=None):
         run_dir = folder / config.run.run_name
         write_run(run_dir, ["r0", "r1"], ["a", "b"], np.full((2, 3), 1 / 3), np.full((1, 3), 1 / 3))
         (run_dir / "config.yaml").write_text((run_dir / "fold0" / "config.yaml").read_text())
@@ -147,6 +147,7 @@ def test_a_run_trained_with_mlflow_pushes_itself_and_a_failed_push_only_warns(tm
         tags = client.get_run(run_id).data.tags
         assert tags[share.SHARE_TAG] == "true" and tags["share.best"] == "0.5"
         assert tags[share.FOLDS_TAG] == share.folds_fingerprint(tmp_path / name) and len(tags[share.FOLDS_TAG]) == 12
+        assert tags[share.CLASSES_TAG] == share.classes_fingerprint(tmp_path / name) is not None
         shared = {a.path for a in client.list_artifacts(run_id, "share")}
         assert {"share/oof.csv", "share/folds.csv", "share/share_manifest.json"} <= shared
     assert client.get_run(run_id).data.tags["share.oof"] == "0.55"  # the --fold all run: its CV run
@@ -188,7 +189,8 @@ def test_the_team_table_lists_the_shared_runs_beside_local_ones(shared, capsys, 
 
     frame = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out)).set_index("run")
     assert set(frame.index) == {"A", f"mlflow:{run_id}", f"mlflow:{b_id}"}
-    assert list(frame.columns[:5]) == ["status", "arch", "user", "date", "folds"]
+    assert list(frame.columns[:6]) == ["status", "arch", "user", "date", "folds", "classes"]
+    assert frame.loc["A", "classes"] == frame.loc[f"mlflow:{b_id}", "classes"] == share.label_fingerprint(ABC_TASK)
     assert frame.loc[f"mlflow:{b_id}", "user"] == "bea" and frame.loc["A", "arch"] == "resnet18"
     assert frame.loc[f"mlflow:{run_id}", "arch"] == "effnet-b0"  # the params a push logs
     monkeypatch.chdir(tmp_path)  # no experiments/ folder of local runs here

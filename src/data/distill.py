@@ -88,11 +88,13 @@ def train_targets(
 
     Raises:
         FileNotFoundError: no ``oof.csv`` in the teacher folder.
-        ValueError: the teacher has other classes (a missing probability column), lacks a training row, or was
-            trained on other folds (its models saw this run's valid rows) without --allow-different-folds.
+        ValueError: the teacher has another label encoding (`check_teacher_classes`) or lacks a probability
+            column or a training row, or was trained on other folds (its models saw this run's valid rows) without
+            --allow-different-folds.
     """
     distill, (fold_of, train_idx) = config.distill, rows
     path = teacher_file(distill.teacher, rundir.OOF, config.track.mlflow)
+    check_teacher_classes(path.parent, task, distill.teacher)
     frame, probs, _ = read_predictions(path, task, with_targets=False)
     check_teacher_folds(frame, ids, fold_of, path, config.split.allow_different_folds)
     wanted = [ids[i] for i in train_idx]
@@ -109,6 +111,21 @@ def train_targets(
         distill.teacher_temperature,
     )
     return mix(hard_targets(targets[train_idx], task), soft, distill.teacher_weight)
+
+
+def check_teacher_classes(folder: Path, task: Task, teacher: str) -> None:
+    """The teacher's label encoding (its ``classes.json``: classes and their order) must be this run's, whatever
+    ``--allow-different-folds`` says, as for `src.ensemble.check_classes`; a teacher folder without one (an
+    ensemble's) is checked by its probability columns alone.
+
+    Raises:
+        ValueError: naming the teacher and the first difference (the class's position and its names).
+    """
+    theirs = share.run_classes(folder)
+    difference = None if theirs is None else share.label_difference(task, theirs, ("here", f"in {teacher}"))
+    if difference is not None:
+        raise ValueError(f"--teacher {teacher}: its label encoding differs from this run's ({difference}); distil "
+                         "from a run of the same classes in the same order")
 
 
 def check_teacher_folds(frame, ids: list[str], fold_of: np.ndarray, path: Path, allowed: bool) -> None:
@@ -140,12 +157,14 @@ def test_set(config: Config, reading: Reading, task: Task) -> tuple[object, np.n
 
     Raises:
         FileNotFoundError: no ``test_predictions.csv`` in the teacher folder, or no test table.
-        ValueError: no ``--pseudo-test-csv``, or teacher ids missing from the test table.
+        ValueError: no ``--pseudo-test-csv``, teacher ids missing from the test table, or another label encoding
+            (`check_teacher_classes`).
     """
     distill = config.distill
     if not config.pseudo.pseudo_test_csv:
         raise ValueError("--teacher-test needs --pseudo-test-csv (the test table the teacher predicted)")
     path = teacher_file(distill.teacher, rundir.TEST_PREDICTIONS, config.track.mlflow)
+    check_teacher_classes(path.parent, task, distill.teacher)
     frame, probs, _ = read_predictions(path, task, with_targets=False)
     where = f"--teacher {path} against --pseudo-test-csv {config.pseudo.pseudo_test_csv}"
     images = test_images(config.pseudo, config.data, reading, frame["id"].astype(str).tolist(), where)

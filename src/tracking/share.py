@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import getpass
+import hashlib
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from src.config import Config, load_config_file
+from src.targets import Task
 from src.tracking import rundir
 from src.tracking.mlflow_log import experiment_id, import_mlflow, params, read_run_id, tracking_uri
 from src.utils import files
@@ -28,6 +30,7 @@ SHARE_PREFIX = "mlflow:"
 SHARE_FOLDER = "share"  # the artifact folder holding the run folder's files
 SHARE_TAG = "share.complete"  # "true" only once every file and the manifest are uploaded
 FOLDS_TAG = "share.folds"  # the first 12 hex digits of the sha256 of the run's folds.csv: runs on the same folds
+CLASSES_TAG = "share.classes"  # 12 hex digits of the sha256 of its label encoding: runs of the same classes, in order
 MEMBERS_TAG = "share.members"  # an ensemble's or a soup's runs, comma-separated
 USER_TAG = "mlflow.user"
 SOUP = "soup.json"
@@ -142,6 +145,45 @@ def folds_fingerprint(run_dir: Path) -> str | None:
     return files.sha256(path)[:12] if path is not None else None
 
 
+def label_fingerprint(task: Task) -> str:
+    """The first 12 hex digits of the sha256 of a task's label encoding: its kind, label columns and their classes
+    in order (not its head weights, a training setting)."""
+    encoding = {"kind": task.kind, "heads": [[h.column, list(h.classes)] for h in task.heads]}
+    return hashlib.sha256(json.dumps(encoding, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_classes(run_dir: Path) -> Task | None:
+    """The task of the run's ``classes.json`` (its folder's, else its first fold's), or None without one."""
+    own = run_dir / rundir.CLASSES
+    path = own if own.is_file() else rundir.first_file(run_dir, rundir.CLASSES)
+    return Task.from_dict(json.loads(path.read_text())) if path is not None else None
+
+
+def classes_fingerprint(run_dir: Path) -> str | None:
+    """`label_fingerprint` of the run's ``classes.json``, or None without one (an ensemble's folder)."""
+    task = run_classes(run_dir)
+    return label_fingerprint(task) if task is not None else None
+
+
+def label_difference(ours: Task, theirs: Task, names: tuple[str, str] = ("here", "there")) -> str | None:
+    """The first difference between two label encodings (kind, label columns, classes and their order) in words,
+    e.g. "class 1 of label: 'b' here, 'c' there" with ``names`` (ours, theirs); None when they are the same."""
+    def both(mine, other) -> str:
+        return f"{mine!r} {names[0]}, {other!r} {names[1]}"
+
+    if ours.kind != theirs.kind:
+        return f"task kind: {both(ours.kind, theirs.kind)}"
+    columns = ([h.column for h in ours.heads], [h.column for h in theirs.heads])
+    if columns[0] != columns[1]:
+        return f"label columns: {both(*columns)}"
+    for mine, other in zip(ours.heads, theirs.heads):
+        for position in range(max(len(mine.classes), len(other.classes))):
+            here, there = (h.classes[position] if position < len(h.classes) else None for h in (mine, other))
+            if here != there:
+                return f"class {position} of {mine.column}: {both(here, there)}"
+    return None
+
+
 def members(run_dir: Path) -> list[str]:
     """The runs an ensemble (``ensemble.json``) or a soup (its folds' ``soup.json`` ingredients) is made of."""
     names: list[str] = []
@@ -156,13 +198,14 @@ def members(run_dir: Path) -> list[str]:
 
 
 def describe(run_dir: Path) -> dict[str, str]:
-    """The tags a pushed run carries for the team's table: ``share.folds`` (`folds_fingerprint`), ``share.best``
-    (the best valid score, the folds' mean for ``--fold all``), ``share.oof`` (the OOF score or the blend's),
-    ``share.metric`` and ``share.members`` (`members`); those the folder has."""
+    """The tags a pushed run carries for the team's table: ``share.folds`` (`folds_fingerprint`), ``share.classes``
+    (`classes_fingerprint`), ``share.best`` (the best valid score, the folds' mean for ``--fold all``), ``share.oof``
+    (the OOF score or the blend's), ``share.metric`` and ``share.members`` (`members`); those the folder has."""
     summary = rundir.read_summary(run_dir)
     blend = json.loads((run_dir / rundir.ENSEMBLE).read_text()) if (run_dir / rundir.ENSEMBLE).is_file() else {}
     found = {
         FOLDS_TAG: folds_fingerprint(run_dir),
+        CLASSES_TAG: classes_fingerprint(run_dir),
         "share.best": summary.get("mean", summary.get("best_valid_score")),
         "share.oof": summary.get("oof_score", blend.get("oof_blend")),
         "share.metric": summary.get("selected_by", blend.get("metric")),
@@ -174,7 +217,7 @@ def describe(run_dir: Path) -> dict[str, str]:
 def shared_runs(uri: str, experiment: str | None = None, user: str | None = None) -> list[dict[str, Any]]:
     """The store's shared runs (``share.complete`` = "true"), newest first, in ``experiment`` (every experiment if
     None) and of ``user`` (anyone's if None): ``run`` (``mlflow:<id>``), ``status``, ``user``, ``date``, ``arch``,
-    ``folds``, ``best``, ``oof``, ``metric``, ``public_score``, ``members`` and ``params`` (their text).
+    ``folds``, ``classes``, ``best``, ``oof``, ``metric``, ``public_score``, ``members`` and ``params`` (their text).
 
     Raises:
         ValueError: no such experiment; ConnectionError: the store cannot be used.
@@ -204,6 +247,7 @@ def _row(run) -> dict[str, Any]:
     return {
         "run": f"{SHARE_PREFIX}{run.info.run_id}", "status": run.info.status.lower(), "user": tags.get(USER_TAG),
         "date": started.strftime("%Y-%m-%d %H:%M"), "arch": settings.get("arch"), "folds": tags.get(FOLDS_TAG),
+        "classes": tags.get(CLASSES_TAG),
         "best": _number(tags.get("share.best")), "oof": _number(tags.get("share.oof")),
         "metric": tags.get("share.metric"), "public_score": tags.get("share.public"),
         "members": tags.get(MEMBERS_TAG), "params": dict(settings),
