@@ -9,6 +9,7 @@ summary. ``--fold all`` hands `run` to `src.training.cv`, which trains every fol
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ignite.engine import Engine
 from ignite.utils import manual_seed
 
 from src.cli import INTERRUPTED, parse_config, run_cli
@@ -53,7 +55,10 @@ logger = logging.getLogger("src.train")  # not __name__: "__main__" under python
 
 
 def run(
-    config: Config, requests: StopRequests | None = None, started: Callable[[Path], None] | None = None
+    config: Config,
+    requests: StopRequests | None = None,
+    started: Callable[[Path], None] | None = None,
+    handlers: Callable[[Training, Engine], None] | None = None,
 ) -> dict[str, Any]:
     """Trains one fold as configured; returns the summary (best score and its epoch, wall time, run folder).
 
@@ -61,6 +66,7 @@ def run(
     goes on (its settings, class list, folds, history and checkpoint; `src.tracking.rundir.check_continuation`,
     `src.tracking.rundir.check_data`, `src.training.checkpoints.read_resumable`), so a refused command leaves the
     folder as it was. ``started(run folder)`` (`src.tracking.report.RunReport`) is called once the folder is written.
+    ``handlers(training, selecting evaluator)`` attaches a caller's own handlers after the run's (the sweep's pruner).
 
     Raises:
         Stopped: a signal or the time limit stopped it after saving the training state (``requests``).
@@ -88,6 +94,8 @@ def run(
     with contextlib.ExitStack() as cleanup:  # closes TensorBoard's writer and the loaders' workers
         cleanup.callback(loaders.close)
         attached = attach_handlers(resolved, training, evaluators, loaders, run_dir, cleanup, requests)
+        if handlers is not None:
+            handlers(training, evaluators[training.selection.name])
         if checkpoint is not None:
             resume(training, attached, *checkpoint, loaders.train.sampler)
         where = "dry run (no files written)" if run_dir is None else f"run folder {run_dir}"
@@ -148,30 +156,45 @@ def summarise(
     return summary
 
 
-def command(config: Config, argv: Sequence[str]) -> None:
+@dataclasses.dataclass(frozen=True)
+class Extras:
+    """What a caller that runs training commands adds to them (`src.sweep`'s trials).
+
+    Attributes:
+        handlers: ``handlers(training, selecting evaluator)`` attached after the run's own (the trial's pruner).
+        folds: with ``--fold all``, train only the first ``folds`` folds (the OOF score covers those).
+    """
+
+    handlers: Callable[[Training, Engine], None] | None = None
+    folds: int | None = None
+
+
+def command(config: Config, argv: Sequence[str], extras: Extras = Extras()) -> dict[str, Any] | None:
     """``--list-archs``, every fold (``--fold all``), or one fold (a dry run of ``--fold all`` checks fold 0), with
     signals and ``--time-limit`` turned into clean stops (`src.training.stopping`) and the end reported
-    (`src.tracking.report`: the run's status, the notes log, notifications).
+    (`src.tracking.report`: the run's status, the notes log, notifications). Returns the run's summary (the
+    cross-validation summary with ``--fold all``), or None for ``--list-archs``.
 
     Raises:
         Stopped: with the command line that continues the run.
     """
     if config.run.list_archs:
         print("\n".join(describe_archs()))
-        return
-    epochs_for = planner(config)  # before anything starts: a budget needs --fold all
+        return None
+    epochs_for = planner(config, extras.folds)  # before anything starts: a budget needs --fold all
     report = RunReport(config, command_line(argv))
     with StopRequests(config.run.time_limit_s, config.run.time_limit) as requests, report:
         try:
             if config.split.fold == "all" and not config.run.dry_run:
-                train_fold = functools.partial(run, requests=requests)  # the report is of the folder of every fold
+                # the report is of the folder of every fold
+                train_fold = functools.partial(run, requests=requests, handlers=extras.handlers)
                 report.summary = run_all_folds(config, train_fold, requests.check_between, epochs_for, report.started)
                 if config.track.mlflow and distributed.is_main():
                     run_dir = Path(report.summary["run_dir"])
                     mlflow_log.log_cv_run(config, run_dir, report.summary, {"commit": notes.git_state()})
             else:
                 one = config.replace(fold=0) if config.split.fold == "all" else config
-                report.summary = run(one, requests, report.started)
+                report.summary = run(one, requests, report.started, extras.handlers)
             if config.track.mlflow and distributed.is_main() and report.summary.get("run_dir"):
                 share.push_after_training(Path(report.summary["run_dir"]), config.track.mlflow,
                                           config.track.mlflow_artifacts)
@@ -180,20 +203,32 @@ def command(config: Config, argv: Sequence[str]) -> None:
             run_dir = stopped.run_dir.parent if every_fold else stopped.run_dir
             stopped.command = continue_command(argv, run_dir)
             raise
+    return report.summary
 
 
-def planner(config: Config) -> Callable[[int, Path], int | None] | None:
-    """``--time-budget``'s epochs per fold (`src.training.budget.Budget.epochs_for`), or None without a budget.
+def planner(config: Config, folds: int | None = None) -> Callable[[int, Path], int | None] | None:
+    """``--time-budget``'s epochs per fold (`src.training.budget.Budget.epochs_for`), or None without a budget;
+    with ``folds``, the folds from that one on are left out.
 
     Raises:
         ValueError: a budget without ``--fold all``.
     """
-    if config.run.time_budget is None:
-        return None
-    if config.split.fold != "all":
+    if config.run.time_budget is not None and config.split.fold != "all":
         raise ValueError(f"--time-budget {config.run.time_budget} plans the folds of --fold all; use --time-limit")
-    budget_s = parse_duration(config.run.time_budget)
-    return Budget(budget_s, config.split.folds, config.optim.epochs).epochs_for
+    trained = min(folds or config.split.folds, config.split.folds)
+    if config.run.time_budget is not None:
+        budget = Budget(parse_duration(config.run.time_budget), trained, config.optim.epochs).epochs_for
+    elif folds is None:
+        return None
+    else:
+        budget = None
+
+    def epochs_for(fold: int, run_dir: Path) -> int | None:
+        if fold >= trained:
+            return None
+        return budget(fold, run_dir) if budget is not None else config.optim.epochs
+
+    return epochs_for
 
 
 def continue_command(argv: Sequence[str], run_dir: Path | None) -> str:

@@ -28,6 +28,8 @@ COMMANDS = (
     ("python -m src.soup", "src.soup", ()),
     ("python -m src.runs", "src.runs", ()),
     ("python -m src.runs push", "src.runs", ("push",)),
+    ("python -m src.sweep", "src.sweep", ()),
+    ("python -m src.sweep report", "src.sweep", ("report",)),
     ("python -m src.kaggle", "src.kaggle.cli", ()),
     *((f"python -m src.kaggle {sub}", "src.kaggle.cli", (sub,))
       for sub in ("download", "inspect", "submit", "submissions", "bundle")),

@@ -194,10 +194,11 @@ class RunReport:
 
 
 def status_of(error: BaseException | None) -> str:
-    """``finished`` (no error), ``stopped`` (a clean stop, `src.training.stopping.Stopped`) or ``crashed``."""
+    """``finished`` (no error), ``stopped`` (a clean stop, `src.training.stopping.Stopped`), ``pruned`` (by a sweep's
+    pruner, `src.utils.errors.Pruned`) or ``crashed``."""
     if error is None:
         return "finished"
-    return "stopped" if isinstance(error, CleanExit) else "crashed"
+    return error.status if isinstance(error, CleanExit) else "crashed"
 
 
 def detail_of(error: BaseException | None) -> str:

@@ -12,9 +12,16 @@ class CleanExit(Exception):
     and exits with ``exit_code``, no traceback."""
 
     exit_code = 1
+    status = "stopped"  # the run's status (`src.tracking.report`)
 
     def message(self) -> str:
         return str(self)
+
+
+class Pruned(CleanExit):
+    """A sweep's pruner ended the trial's run early: its metric trailed the other trials' (`src.tuning.study`)."""
+
+    status = "pruned"
 
 
 OUT_OF_MEMORY_MESSAGES = (

@@ -1,0 +1,187 @@
+"""Sweeps (issue 32): a bad space is one line before any trial; two workers on one journal file run each of the
+study's trials once, the report names the best and its best.yaml trains; the pruner stops a trial whose learning
+rate cannot learn; a worker killed mid-trial leaves a trial that the next worker marks failed and retries once,
+continuing its run folder."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from src.config import Config
+from src.train import main as train_main
+from src.tuning.space import check_space
+from src.tuning.study import RETRY_ATTR, RUN_ATTR
+from tests.helpers import class_images
+
+optuna = pytest.importorskip("optuna")
+pytest.importorskip("optuna_integration")
+
+from src import sweep  # noqa: E402 - after the optional packages are found
+
+ROOT = Path(__file__).resolve().parents[1]
+FLAGS = ["--arch", "resnet18", "--img-size", "16", "--folds", "3", "--batch-size", "16", "--train-eval-size", "16",
+         "--no-progress", "--no-pictures", "--split-seed", "0"]
+SPACE = "lr: {log_uniform: [1.0e-3, 3.0e-2]}\nlabel_smoothing: {uniform: [0.0, 0.2]}\n"
+
+
+@pytest.fixture(scope="module")
+def competition(tmp_path_factory) -> list[str]:
+    """An easy task (the class is where the bright square is): its data flags."""
+    from src.tools.export_digits import write_image_folder
+
+    root = tmp_path_factory.mktemp("quadrants")
+    images, labels = class_images(96, 3, seed=3)
+    csv = write_image_folder(images, [f"c{v}" for v in labels], root)
+    return ["--train-csv", str(csv), "--image-dir", str(root / "train")]
+
+
+def _space(tmp_path, text=SPACE) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("lrr: {log_uniform: [1.0e-4, 1.0e-2]}\n", "lrr: not a trainer flag; did you mean lr?"),
+    ("epochs: {uniform: [2, 6]}\n", "epochs: uniform: the flag takes an integer, not a float range"),
+    ("lr: {log_uniform: [1.0e-2, 1.0e-2]}\n", "lr: log_uniform: an empty range"),
+    ("lr: {log_uniform: [0, 1.0e-2]}\n", "a log range needs low > 0"),
+    ("mixup_alpha: {normal: [0, 1]}\n", "mixup_alpha: expected one distribution of uniform"),
+    ("label_smoothing: {uniform: [0.0, 1.5]}\n", "1.5 is refused by the trainer: --label-smoothing 1.5"),
+    ("fold: {int: [0, 2]}\n", "fold: the folds are fixed for every trial"),
+    ("num_workers: {int: [0, 2]}\n", "num_workers: not a setting of what a run learns"),
+    ("- lr\n", "expected a mapping of flags to distributions"),
+])
+def test_a_bad_space_is_one_line_before_any_trial(tmp_path, capsys, competition, text, expected):
+    out = tmp_path / "experiments"
+    code = sweep.main(["--space", str(_space(tmp_path, text)), "--trials", "2", *competition, *FLAGS,
+                       "--output-dir", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert expected in err and len(err.splitlines()) == 1, err
+    assert not out.exists()  # no storage, no run folder
+
+
+def test_a_bad_sweep_flag_is_one_line(tmp_path, capsys, competition):
+    for flags, expected in ([["--trials", "0"], "--trials 0: expected an integer >= 1"],
+                            [["--pruner", "sometimes"], "--pruner"],
+                            [["--time-budget", "soon"], "--time-budget 'soon'"]):
+        assert sweep.main(["--space", str(_space(tmp_path)), *flags, *competition, *FLAGS,
+                           "--output-dir", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_space_values_are_typed_as_their_fields():
+    params = check_space({"epochs": {"int": [2, 5]}, "aug": {"choice": ["none", "light"]},
+                          "--mixup-alpha": {"uniform": [0, 1]}}, Config())
+    assert [(p.name, p.kind, p.values) for p in params] == [
+        ("epochs", "int", (2, 5)), ("aug", "choice", ("none", "light")), ("mixup_alpha", "uniform", (0.0, 1.0))]
+
+
+def _worker(space: Path, storage: Path, out: Path, competition: list[str]) -> subprocess.Popen:
+    command = [sys.executable, "-m", "src.sweep", "--space", str(space), "--trials", "4", "--storage", str(storage),
+               "--study", "pair", "--pruner", "none", *competition, *FLAGS, "--epochs", "2", "--output-dir", str(out),
+               "--no-notes"]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_two_workers_on_one_journal_run_each_trial_once_and_the_best_trains(tmp_path, capsys, competition):
+    space, storage, out = _space(tmp_path), tmp_path / "pair.journal", tmp_path / "experiments"
+    workers = [_worker(space, storage, out, competition) for _ in range(2)]
+    logs = [worker.communicate(timeout=300)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], logs
+
+    study = optuna.load_study(study_name="pair", storage=sweep.storage(str(storage), storage))
+    trials = study.get_trials()
+    assert len(trials) == 4 and {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
+    runs = sorted(t.user_attrs[RUN_ATTR] for t in trials)
+    assert runs == [f"pair-t{k:03d}" for k in range(4)]
+    assert all(any(f"Trial {k} finished" in log for log in logs) for k in range(4))
+    assert sum(log.count("finished with value") for log in logs) == 4  # each trial trained once, by one worker
+    for name in runs:
+        assert json.loads((out / name / "status.json").read_text())["status"] == "finished"
+        assert len((out / name / "history.csv").read_text().splitlines()) == 1 + 2  # two epochs, once
+
+    capsys.readouterr()
+    report = tmp_path / "report"
+    assert sweep.main(["report", "--study", "pair", "--storage", str(storage), "--out", str(report)]) == 0
+    printed = capsys.readouterr().out
+    best = study.best_trial
+    assert f"best: trial {best.number}, {best.value} ({best.user_attrs[RUN_ATTR]})" in printed
+    assert {"trials.csv", "best.yaml", "history.png"} <= {p.name for p in report.iterdir()}
+    best_yaml = (report / "best.yaml").read_text()
+    assert f"lr: {best.params['lr']}" in best_yaml and "split_seed: 0" in best_yaml
+    argv = ["--config", str(report / "best.yaml"), "--fold", "0", "--epochs", "1", "--output-dir", str(tmp_path),
+            "--run-name", "from-best", "--no-notes"]
+    assert train_main(argv) == 0
+    saved = (tmp_path / "from-best" / "config.yaml").read_text()
+    assert f"lr: {best.params['lr']}" in saved
+
+
+def test_the_pruner_stops_a_trial_whose_learning_rate_cannot_learn(tmp_path, competition):
+    base = sweep.parse_config([*competition, *FLAGS, "--epochs", "4", "--output-dir", str(tmp_path), "--no-notes"])
+    study = sweep.run({"lr": {"choice": [0.01, 1.0e-12]}}, base, trials=2, study="hopeless",
+                      enqueue=[{"lr": 0.01}, {"lr": 1.0e-12}], pruner="median", pruner_startup_trials=1,
+                      pruner_warmup_epochs=0)
+    learns, hopeless = study.get_trials()
+    assert learns.state == optuna.trial.TrialState.COMPLETE and learns.value > 0.6
+    assert hopeless.state == optuna.trial.TrialState.PRUNED and hopeless.params == {"lr": 1.0e-12}
+    status = json.loads((tmp_path / "hopeless-t001" / "status.json").read_text())
+    assert status["status"] == "pruned"
+    epochs = len((tmp_path / "hopeless-t001" / "history.csv").read_text().splitlines()) - 1
+    assert 1 <= epochs < 4
+
+
+def test_a_killed_worker_s_trial_is_retried_once_from_its_checkpoint(tmp_path, competition):
+    space, storage, out = _space(tmp_path), tmp_path / "kill.journal", tmp_path / "experiments"
+    flags = [*competition, *FLAGS, "--epochs", "8", "--output-dir", str(out), "--no-notes"]
+    command = [sys.executable, "-m", "src.sweep", "--space", str(space), "--trials", "1", "--storage", str(storage),
+               "--study", "kill", "--pruner", "none", *flags]
+    worker = subprocess.Popen(command, cwd=ROOT, env=os.environ | {"OMP_NUM_THREADS": "1"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history = out / "kill-t000" / "history.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not history.is_file() or len(history.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=30)
+    epochs_done = len(history.read_text().splitlines()) - 1
+    assert 2 <= epochs_done < 8, "the trial was not killed in the middle"
+
+    base = sweep.parse_config(flags)
+    study = sweep.run(space, base, trials=1, storage=str(storage), study="kill", pruner="none")
+    killed, retry = study.get_trials()
+    assert killed.state == optuna.trial.TrialState.FAIL
+    assert retry.state == optuna.trial.TrialState.COMPLETE and retry.user_attrs[RETRY_ATTR] == 0
+    assert retry.params == killed.params and retry.user_attrs[RUN_ATTR] == "kill-t000"
+    rows = (out / "kill-t000" / "history.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == [str(k) for k in range(1, 9)]  # each epoch once: it went on
+    assert not (out / "kill-t001").exists()  # no second run folder: the same run went on
+
+
+def _trial(number, state="COMPLETE", **attrs):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(number=number, state=getattr(optuna.trial.TrialState, state), user_attrs=attrs)
+
+
+def test_trials_beyond_the_count_are_surplus_and_a_retry_takes_its_original_s_place():
+    from src.tuning.study import counted, is_surplus, wants_trial
+
+    trials = [_trial(0), _trial(1, "FAIL", interrupted="SIGTERM"), _trial(2, "RUNNING"),
+              _trial(3, "WAITING", retry_of=1)]
+    assert [t.number for t in counted(trials)] == [0, 2, 3]  # trial 1's retry counts instead of it
+    assert wants_trial(trials, 3)  # three count, but the retry waits to be run
+    assert not is_surplus(trials, 3, 3)
+    both = [*trials[:3], _trial(3, "RUNNING", retry_of=1), _trial(4, "RUNNING")]  # two workers at once
+    assert is_surplus(both, 4, 3) and not is_surplus(both, 3, 3)
+    assert not wants_trial([*both[:4], _trial(4, "FAIL", surplus=True)], 3)
