@@ -66,6 +66,7 @@ SUMMARY = "summary.json"
 STATUS = "status.json"
 MLFLOW_RUN = "mlflow.json"
 SHARE_MANIFEST = "share_manifest.json"  # what `python -m src.runs push` uploaded: relative path -> size, sha256
+SHARE_RECEIPT = "share_push.json"  # what a push of the folder has uploaded so far, kept locally: a push resumes
 PREDICTIONS = "valid_predictions.csv"
 OOF = "oof.csv"
 CV_SUMMARY = "cv_summary.json"

@@ -1,5 +1,6 @@
 """A run shared through the team's MLflow store (issue: a team's experiments): ``python -m src.runs push`` uploads
-a run folder's files and a manifest (size, sha256) under ``share/`` of its MLflow run, tagging it complete last;
+a run folder's files and a manifest (size, sha256) under ``share/`` of its MLflow run, tagging it complete last
+(a push again resumes, sending only what it has not sent yet);
 ``mlflow:<run-id>`` wherever a run folder goes (`resolve_run`) is downloaded once into a cache, through a temporary
 folder, and checked against the manifest at each use. MLflow has no such round trip of a run folder: our own."""
 
@@ -92,8 +93,8 @@ def _share_run(client, run_dir: Path, uri: str) -> str:
 def push(run_dir: Path, uri: str, with_checkpoints: bool = False, tags: dict[str, str] | None = None) -> str:
     """Uploads a run folder's `shared_files` and their manifest (`rundir.SHARE_MANIFEST`) under ``share/`` of its
     MLflow run with the tags of `describe` (and ``tags``), then tags it ``share.complete`` = "true", last: an
-    interrupted push leaves it "false", and pushing again uploads every file and completes it. An ensemble's or a
-    soup's folder pushes as a run. Returns the run id.
+    interrupted push leaves it "false". A push again resumes (`_upload`): a file it already uploaded to the same run
+    with the same content is not sent again. An ensemble's or a soup's folder pushes as a run. Returns the run id.
 
     Raises:
         FileNotFoundError: not a run folder (no config.yaml or ensemble.json in it or its folds).
@@ -114,9 +115,7 @@ def push(run_dir: Path, uri: str, with_checkpoints: bool = False, tags: dict[str
             client.set_tag(run_id, key, value)
         if USER_TAG not in client.get_run(run_id).data.tags:  # a run made by a push, not by --mlflow training
             client.set_tag(run_id, USER_TAG, getpass.getuser())
-        for path in paths:
-            folder = path.parent.relative_to(run_dir).as_posix()
-            client.log_artifact(run_id, str(path), SHARE_FOLDER if folder == "." else f"{SHARE_FOLDER}/{folder}")
+        _upload(client, run_id, run_dir, files_manifest, uri)
         client.log_dict(run_id, {"run_dir": run_dir.name, "files": files_manifest},
                         f"{SHARE_FOLDER}/{rundir.SHARE_MANIFEST}")
         client.set_tag(run_id, SHARE_TAG, "true")
@@ -125,6 +124,38 @@ def push(run_dir: Path, uri: str, with_checkpoints: bool = False, tags: dict[str
     except Exception as error:  # noqa: BLE001 - MlflowException and the HTTP client's errors
         raise _store_error(uri, error) from None
     return run_id
+
+
+def _upload(client, run_id: str, run_dir: Path, files_manifest: dict[str, dict[str, Any]], uri: str) -> None:
+    """Uploads the manifest's files under ``share/``, but those that the folder's receipt (`rundir.SHARE_RECEIPT`:
+    the store, the run and each uploaded file's sha256, rewritten atomically after each upload) says were uploaded
+    to this run with this content and that the store holds at their size: an interrupted push resumes where it
+    stopped, and an edited file goes again. The receipt stays local (it is no shared file)."""
+    receipt_path, store = run_dir / rundir.SHARE_RECEIPT, tracking_uri(uri)
+    try:
+        receipt = json.loads(receipt_path.read_text())
+        sent = dict(receipt["files"]) if (receipt["run_id"], receipt["tracking_uri"]) == (run_id, store) else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        sent = {}
+    stored = _stored_sizes(client, run_id, SHARE_FOLDER) if sent else {}
+    for name, entry in files_manifest.items():
+        remote = f"{SHARE_FOLDER}/{name}"
+        if sent.get(name) == entry["sha256"] and stored.get(remote) == entry["size"]:
+            continue
+        client.log_artifact(run_id, str(run_dir / name), remote.rsplit("/", 1)[0])
+        sent[name] = entry["sha256"]
+        files.write_text(receipt_path, json.dumps({"run_id": run_id, "tracking_uri": store, "files": sent}))
+
+
+def _stored_sizes(client, run_id: str, folder: str) -> dict[str, int]:
+    """Artifact path -> size in bytes of every file the run's artifact ``folder`` holds, its sub-folders' too."""
+    sizes = {}
+    for info in client.list_artifacts(run_id, folder):
+        if info.is_dir:
+            sizes |= _stored_sizes(client, run_id, info.path)
+        else:
+            sizes[info.path] = info.file_size
+    return sizes
 
 
 def push_after_training(run_dir: Path, uri: str, with_checkpoints: bool) -> str | None:
