@@ -280,13 +280,16 @@ def command(argv: Sequence[str]) -> None:
     """``report`` or a sweep, parsed from the command line."""
     if argv and argv[0] == "report":
         options = parse_args(ReportConfig, argv[1:], prog="python -m src.sweep report")
-        store = storage(options.storage, default_storage(options.output_dir, options.study))
+        where = options.storage or str(default_storage(options.output_dir, options.study))
+        if "://" not in where and not Path(where).is_file():
+            raise FileNotFoundError(f"--storage {where}: no such journal file (the sweep's --storage, or "
+                                    "--output-dir for its default)")
+        store = storage(where, Path(where))
         optuna = import_optuna()
         try:
             study = optuna.load_study(study_name=options.study, storage=store)
         except KeyError:
-            raise ValueError(f"--study {options.study}: no such study in {options.storage or 'the default storage'}"
-                             ) from None
+            raise ValueError(f"--study {options.study}: no such study in {where}") from None
         sweep_report.write_report(study, Path(options.out or Path(options.output_dir) / "sweeps" / options.study))
         return
     mine, trainer = split_argv(argv)

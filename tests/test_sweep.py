@@ -79,6 +79,35 @@ def test_a_bad_sweep_flag_is_one_line(tmp_path, capsys, competition):
     assert not (tmp_path / "x").exists()
 
 
+def test_without_optuna_a_sweep_is_one_line(tmp_path, capsys, monkeypatch, competition):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
+    assert sweep.main(["--space", str(_space(tmp_path)), *competition, *FLAGS, "--output-dir", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: sweeps need optuna and optuna-integration (optuna is missing): pip install optuna " \
+                  "optuna-integration"
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_worker_with_other_fixed_flags_is_refused(tmp_path, capsys, competition):
+    storage = tmp_path / "s.journal"
+    base = sweep.parse_config([*competition, *FLAGS, "--epochs", "1", "--output-dir", str(tmp_path), "--no-notes"])
+    sweep.run({"lr": {"uniform": [1e-3, 1e-2]}}, base, trials=1, storage=str(storage), study="one", pruner="none")
+    before = storage.read_bytes()
+    argv = ["--space", str(_space(tmp_path, "lr: {uniform: [1.0e-3, 1.0e-2]}\n")), "--trials", "1", "--study", "one",
+            "--storage", str(storage), *competition, *FLAGS, "--epochs", "2", "--output-dir", str(tmp_path)]
+    assert sweep.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--study one: started with experiment" in err and "every worker runs the same command" in err, err
+    assert storage.read_bytes() == before
+
+
+def test_a_report_of_no_study_is_one_line(tmp_path, capsys):
+    assert sweep.main(["report", "--study", "none", "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --storage {tmp_path / 'sweeps' / 'none.journal'}: no such journal file"), err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_space_values_are_typed_as_their_fields():
     params = check_space({"epochs": {"int": [2, 5]}, "aug": {"choice": ["none", "light"]},
                           "--mixup-alpha": {"uniform": [0, 1]}}, Config())
@@ -129,7 +158,8 @@ def test_two_workers_on_one_journal_run_each_trial_once_and_the_best_trains(tmp_
 
 def test_the_pruner_stops_a_trial_whose_learning_rate_cannot_learn(tmp_path, competition):
     base = sweep.parse_config([*competition, *FLAGS, "--epochs", "4", "--output-dir", str(tmp_path), "--no-notes"])
-    study = sweep.run({"lr": {"choice": [0.01, 1.0e-12]}}, base, trials=2, study="hopeless",
+    storage = f"sqlite:///{tmp_path / 'sweeps.db'}"  # a database storage (the other tests: journal files)
+    study = sweep.run({"lr": {"choice": [0.01, 1.0e-12]}}, base, trials=2, study="hopeless", storage=storage,
                       enqueue=[{"lr": 0.01}, {"lr": 1.0e-12}], pruner="median", pruner_startup_trials=1,
                       pruner_warmup_epochs=0)
     learns, hopeless = study.get_trials()

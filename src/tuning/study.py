@@ -88,8 +88,11 @@ def open_study(name: str, store, maximize: bool, settings: Mapping[str, Any], ba
     """
     optuna = import_optuna()
     direction = "maximize" if maximize else "minimize"
-    study = optuna.create_study(study_name=name, storage=store, direction=direction, load_if_exists=True,
-                                sampler=sampler, pruner=pruner)
+    if name in optuna.get_all_study_names(store):  # read only: a refused worker leaves the storage as it was
+        study = optuna.load_study(study_name=name, storage=store, sampler=sampler, pruner=pruner)
+    else:  # two workers starting at once: the second loads the first's
+        study = optuna.create_study(study_name=name, storage=store, direction=direction, load_if_exists=True,
+                                    sampler=sampler, pruner=pruner)
     if study.direction.name.lower() != direction:
         raise ValueError(f"--study {name}: it {study.direction.name.lower()}s its objective, this command "
                          f"{direction}s (another --metric?): name another study")
