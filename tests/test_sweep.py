@@ -81,7 +81,8 @@ def test_a_bad_sweep_flag_is_one_line(tmp_path, capsys, competition):
 
 def test_without_optuna_a_sweep_is_one_line(tmp_path, capsys, monkeypatch, competition):
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
-    assert sweep.main(["--space", str(_space(tmp_path)), *competition, *FLAGS, "--output-dir", str(tmp_path / "x")]) == 2
+    argv = ["--space", str(_space(tmp_path)), *competition, *FLAGS, "--output-dir", str(tmp_path / "x")]
+    assert sweep.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: sweeps need optuna and optuna-integration (optuna is missing): pip install optuna " \
                   "optuna-integration"
