@@ -216,3 +216,14 @@ def test_trials_beyond_the_count_are_surplus_and_a_retry_takes_its_original_s_pl
     both = [*trials[:3], _trial(3, "RUNNING", retry_of=1), _trial(4, "RUNNING")]  # two workers at once
     assert is_surplus(both, 4, 3) and not is_surplus(both, 3, 3)
     assert not wants_trial([*both[:4], _trial(4, "FAIL", surplus=True)], 3)
+
+
+def test_the_time_budget_stops_the_running_trial_and_starts_no_other(tmp_path, competition):
+    base = sweep.parse_config([*competition, *FLAGS, "--epochs", "200", "--output-dir", str(tmp_path), "--no-notes"])
+    storage = str(tmp_path / "clock.journal")
+    study = sweep.run({"lr": {"uniform": [1e-3, 1e-2]}}, base, trials=2, study="clock", storage=storage,
+                      pruner="none", time_budget="6s")
+    (stopped,) = study.get_trials()  # the second trial never started
+    assert stopped.state == optuna.trial.TrialState.FAIL and "time limit" in stopped.user_attrs["interrupted"]
+    status = json.loads((tmp_path / "clock-t000" / "status.json").read_text())
+    assert status["status"] == "stopped" and "the time limit" in status["detail"]
