@@ -24,6 +24,7 @@ from typing import Any
 
 from ignite.engine import Engine, Events
 
+from src.utils import processes
 from src.utils.errors import Pruned
 
 logger = logging.getLogger(__name__)
@@ -151,25 +152,13 @@ def interrupted(trial) -> bool:
         return INTERRUPTED_ATTR in trial.user_attrs
     worker = trial.user_attrs.get(WORKER_ATTR) or {}
     return (trial.state == optuna.trial.TrialState.RUNNING and worker.get("host") == socket.gethostname()
-            and not _alive(worker.get("pid")))
+            and not processes.alive(worker.get("pid")))
 
 
 def claim(trial, run_name: str) -> None:
     """Records the trial's worker (this host and process) and its run folder's name."""
     trial.set_user_attr(WORKER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
     trial.set_user_attr(RUN_ATTR, run_name)
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process with that number
-        return True
-    return True
 
 
 class Pruning:
