@@ -256,8 +256,10 @@ def summarise(study) -> None:
         return
     states = ", ".join(f"{n} {s}" for s, n in table["state"].value_counts().items())
     best = table.iloc[0]
-    print(f"sweep {study.study_name}: {len(table)} trials ({states}); best so far: trial {best['trial']}, "
-          f"{best['value']} ({best['run']}); report: python -m src.sweep report --study {study.study_name}")
+    found = f"best so far: trial {best['trial']}, {best['value']} ({best['run']})" if best["state"] == "complete" \
+        else "no trial finished"
+    print(f"sweep {study.study_name}: {len(table)} trials ({states}); {found}; report: python -m src.sweep report "
+          f"--study {study.study_name}")
 
 
 def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:

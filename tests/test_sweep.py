@@ -227,3 +227,13 @@ def test_the_time_budget_stops_the_running_trial_and_starts_no_other(tmp_path, c
     assert stopped.state == optuna.trial.TrialState.FAIL and "time limit" in stopped.user_attrs["interrupted"]
     status = json.loads((tmp_path / "clock-t000" / "status.json").read_text())
     assert status["status"] == "stopped" and "the time limit" in status["detail"]
+
+
+def test_sweep_folds_scores_a_trial_by_the_oof_of_its_first_folds(tmp_path, competition):
+    base = sweep.parse_config([*competition, *FLAGS, "--epochs", "1", "--output-dir", str(tmp_path), "--no-notes"])
+    study = sweep.run({"lr": {"uniform": [1e-3, 1e-2]}}, base, trials=1, study="cv", sweep_folds=2, pruner="none")
+    (trial,) = study.get_trials()
+    run = tmp_path / "cv-t000"
+    cv = json.loads((run / "cv_summary.json").read_text())
+    assert cv["folds"] == [0, 1] and trial.value == cv["oof_score"]
+    assert sorted(p.name for p in run.glob("fold*")) == ["fold0", "fold1"]  # the third fold never trained

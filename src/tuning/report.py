@@ -25,8 +25,9 @@ SHOWN = 5  # the best trials printed
 
 
 def trials_table(study) -> pd.DataFrame:
-    """One row per trial that counts (`src.tuning.study.counted`): number, state, value, epochs reported,
-    duration (s), parameters, run folder; the best first."""
+    """One row per trial that counts (`src.tuning.study.counted`): number, state, value (a pruned trial's: its
+    last validation), epochs reported, duration (s), parameters, run folder; the finished trials first, the best
+    first."""
     optuna = import_optuna()
     rows = []
     for trial in counted(study.get_trials(deepcopy=False)):
@@ -38,7 +39,8 @@ def trials_table(study) -> pd.DataFrame:
     if frame.empty:
         return frame
     ascending = study.direction == optuna.study.StudyDirection.MINIMIZE
-    return frame.sort_values("value", ascending=ascending, na_position="last", kind="stable")
+    frame = frame.sort_values("value", ascending=ascending, na_position="last", kind="stable")
+    return frame.sort_values("state", key=lambda state: state != "complete", kind="stable")  # finished ones first
 
 
 def importances(study) -> dict[str, float]:
