@@ -148,7 +148,8 @@ def run(space: Mapping[str, Any] | str | Path, base: Config, trials: int = 20, a
     base = checked_base(base, config)
     optuna = import_optuna()
     sampler = optuna.samplers.TPESampler(seed=config.sampler_seed)
-    pruner = make_pruner(config.pruner, base.optim.epochs, config.pruner_startup_trials, config.pruner_warmup_epochs)
+    epochs = None if any(param.name == "epochs" for param in params) else base.optim.epochs
+    pruner = make_pruner(config.pruner, epochs, config.pruner_startup_trials, config.pruner_warmup_epochs)
     maximize = get_metric(base.eval.metric).higher_is_better
     settings = {"experiment": {k: v for k, v in base.flat().items() if k in EXPERIMENT}, "space": dict(space),
                 "objective": objective_name(base, config)}

@@ -66,16 +66,17 @@ def storage(url: str | None, default: Path):
     return optuna.storages.JournalStorage(JournalFileBackend(target))
 
 
-def make_pruner(kind: str, epochs: int, startup_trials: int = 5, warmup_epochs: int = 1):
+def make_pruner(kind: str, epochs: int | None, startup_trials: int = 5, warmup_epochs: int = 1):
     """Optuna's pruner: ``median`` (`MedianPruner`: a trial whose best score so far trails the median of the
     earlier trials' at the same epoch, once ``startup_trials`` trials have finished and from epoch
     ``warmup_epochs`` + 1), ``hyperband``
-    (`HyperbandPruner`, from 1 to ``epochs`` epochs; Li et al. 2018) or ``none``."""
+    (`HyperbandPruner`, from 1 to ``epochs`` epochs, None when the space sets them: the first finished trial's;
+    Li et al. 2018) or ``none``."""
     optuna = import_optuna()
     if kind == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs + 1)
     if kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1))
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto" if epochs is None else epochs)
     return optuna.pruners.NopPruner()
 
 
