@@ -94,7 +94,7 @@ class PushConfig:
 def push(config: PushConfig) -> str:
     """Uploads the run and prints the line a teammate uses; returns its run id."""
     public = latest_public_score(Path(config.run))
-    tags = {"share.public": str(public)} if public is not None else None
+    tags = {share.PUBLIC_TAG: str(public)} if public is not None else None
     run_id = share.push(Path(config.run), config.mlflow, config.with_checkpoints, tags)
     print(f"pushed {config.run} to {config.mlflow}: use it as mlflow:{run_id}")
     return run_id

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -204,3 +205,57 @@ def test_bundle_upload_creates_then_versions_the_dataset_and_pushes(trained, tmp
     kernel = json.loads((tmp_path / "b" / "kernel-metadata.json").read_text())
     assert kernel["dataset_sources"] == ["me/shapes-bundle"] and kernel["id"] == "me/shapes-bundle-inference"
     assert [p.name.split("-")[0] for p in (tmp_path / "b" / "wheels").iterdir()] == ["kaggle_ignite_trainer"]
+
+
+def test_a_shared_run_is_submitted_from_a_copy_of_its_own_and_its_public_score_tags_it(
+    trained, tmp_path, capsys, monkeypatch
+):
+    """submit mlflow:<run-id>: checked in the download cache, copied into experiments/<run>-<id[:8]> (or --out) and
+    recorded there; the public score tags the MLflow run (the team table's column), as it does for a local folder
+    with mlflow.json; a failure to tag only warns; a shared run without submission.csv says to predict it."""
+    from mlflow import MlflowClient
+
+    from src.tracking import mlflow_log, share
+
+    run, _ = trained
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    store = str(tmp_path / "mlruns")
+    assert runs_main(["push", str(run), "--mlflow", store]) == 0
+    run_id = capsys.readouterr().out.strip().rsplit("mlflow:", 1)[1]
+    client = MlflowClient(mlflow_log.tracking_uri(store))
+    api = StandInKaggleApi("shapes", tmp_path / "served", score=lambda path: "0.8333", pending_polls=0)
+    shared = ["submit", f"mlflow:{run_id}", "-m", "team", "--mlflow", store, "--poll", "0"]
+    assert main(shared, connect=lambda: api) == 0
+    copy = tmp_path / "experiments" / f"r-{run_id[:8]}"
+    assert Path(api.submitted[0]["file"]).resolve() == copy / "submission.csv"
+    assert pd.read_csv(copy / "kaggle_submissions.csv", dtype=str).loc[0, "public_score"] == "0.8333"
+    cached = tmp_path / "cache" / "kaggle-trainer" / "mlflow" / run_id
+    assert not (cached / "kaggle_submissions.csv").exists() and (cached / "submission.csv").is_file()
+    assert client.get_run(run_id).data.tags[share.PUBLIC_TAG] == "0.8333"
+    assert f"{share.PUBLIC_TAG} = 0.8333" in capsys.readouterr().out
+    assert runs_main(["--mlflow", store, "--format", "csv"]) == 0
+    table = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out)).set_index("run")
+    assert table.loc[f"mlflow:{run_id}", "public_score"] == pytest.approx(0.8333)
+    assert main(shared, connect=lambda: api) == 0  # the same copy again: a second record in it
+    assert len(pd.read_csv(copy / "kaggle_submissions.csv", dtype=str)) == 2
+
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x.txt").write_text("mine")
+    helpers.assert_refused(capsys, lambda argv: main(argv, connect=lambda: api), [*shared, "--out", "taken"],
+                           tmp_path / "taken", "--out taken: exists and is not a copy of")
+    api.score = lambda path: "0.9"  # a local folder with mlflow.json (written by its push) tags its run too
+    assert main(["submit", str(run), "-m", "local", "--poll", "0"], connect=lambda: api) == 0
+    assert client.get_run(run_id).data.tags[share.PUBLIC_TAG] == "0.9"
+    (run / "mlflow.json").write_text(json.dumps({"tracking_uri": store, "run_id": "0123456789abcdef"}))
+    assert main(["submit", str(run), "-m", "unknown run", "--poll", "0"], connect=lambda: api) == 0
+    assert "warning: could not tag the MLflow run" in capsys.readouterr().out
+
+    (run / "submission.csv").unlink()
+    (run / "mlflow.json").unlink()
+    assert runs_main(["push", str(run), "--mlflow", store]) == 0
+    other = capsys.readouterr().out.strip().rsplit("mlflow:", 1)[1]
+    helpers.assert_refused(capsys, lambda argv: main(argv, connect=lambda: api),
+                           ["submit", f"mlflow:{other}", "-m", "x", "--mlflow", store], tmp_path / "experiments",
+                           f"python -m src.predict --run mlflow:{other} --output-dir DIR")

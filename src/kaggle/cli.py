@@ -17,7 +17,7 @@ import tyro
 
 from src.cli import parse_args, run_cli
 from src.kaggle import client, layout
-from src.tracking import share
+from src.tracking import rundir, share
 
 
 @dataclasses.dataclass
@@ -45,8 +45,8 @@ class Submit:
     """Check a run's submission.csv against the sample submission, submit it, wait for the score and record it."""
 
     folder: tyro.conf.Positional[str]
-    """A run folder or an ensemble folder holding submission.csv (a shared mlflow:<run-id> is refused: predict it
-    into a folder with src.predict --run mlflow:<run-id> --output-dir DIR and submit DIR)."""
+    """A run folder or an ensemble folder holding submission.csv, or mlflow:<run-id>: a run shared with its
+    submission.csv, copied into --out and submitted from there."""
     message: Annotated[str, tyro.conf.arg(aliases=["-m"])]
     """The submission's message, shown beside its score on Kaggle."""
     timeout: float = 600.0
@@ -55,6 +55,9 @@ class Submit:
     """Seconds between two looks at the score."""
     mlflow: str | None = None
     """Tracking URI of a folder given as mlflow:<run-id>; None: MLFLOW_TRACKING_URI."""
+    out: Annotated[str | None, tyro.conf.arg(metavar="DIR")] = None
+    """Where a shared mlflow:<run-id> is copied to and submitted from (the record is written there, never into the
+    download cache); None: experiments/<its run folder's name>-<the id's first 8 characters>."""
 
 
 @dataclasses.dataclass
@@ -113,7 +116,7 @@ def run(command, connect=client.connect) -> object:
     if isinstance(command, Submit):
         if not command.message.strip():
             raise ValueError("-m: give the submission a message, e.g. -m 'effnet-b0 5 folds, flip TTA'")
-        folder = submittable(command.folder, command.mlflow)
+        folder = submittable(command)
         return submit.submit(connect, folder, command.message, command.timeout, command.poll)
     if isinstance(command, Submissions):
         table = submit.submissions(connect(), command.competition, Path(command.runs))
@@ -132,18 +135,27 @@ def run(command, connect=client.connect) -> object:
     return manifest
 
 
-def submittable(folder: str, uri: str | None) -> Path:
-    """The folder ``submit`` reads and records into: a local one; a shared ``mlflow:<run-id>`` is refused once
-    found (its downloaded copy is never written to, and a push shares no submission.csv).
+def submittable(command: Submit) -> Path:
+    """The folder ``submit`` reads and records into: a local one as it is; a shared ``mlflow:<run-id>`` checked
+    (`submit.checked`) in the download cache, then copied out of it (`share.local_copy`; ``--out``).
 
     Raises:
-        ValueError: a shared run (what to do instead); FileNotFoundError, ConnectionError: see `resolve_run`.
+        ValueError: ``--out`` with a local folder, a shared run without submission.csv (what to do instead), or
+            see `submit.checked` and `share.local_copy`; FileNotFoundError, ConnectionError: see `resolve_run`.
     """
-    if not folder.startswith(share.SHARE_PREFIX):
-        return Path(folder)
-    share.resolve_run(folder, uri)  # an unknown or incomplete run is named as such
-    raise ValueError(f"{folder}: a shared run is not submitted from the download cache (the record would be written "
-                     f"there): python -m src.predict --run {folder} --output-dir DIR, then submit DIR")
+    from src.kaggle import submit
+
+    if not command.folder.startswith(share.SHARE_PREFIX):
+        if command.out is not None:
+            raise ValueError(f"--out {command.out}: only for a shared mlflow:<run-id>; {command.folder} is "
+                             "submitted where it is")
+        return Path(command.folder)
+    cached = share.resolve_run(command.folder, command.mlflow)
+    if not (cached / rundir.SUBMISSION).is_file():
+        raise ValueError(f"{command.folder}: shared without {rundir.SUBMISSION}; predict it first: python -m "
+                         f"src.predict --run {command.folder} --output-dir DIR, then submit DIR")
+    submit.checked(cached)
+    return share.local_copy(command.folder, command.mlflow, command.out)
 
 
 def inspect(folder: Path, competition: str | None, source: str) -> layout.Finding:

@@ -121,26 +121,40 @@ def record(folder: Path, row: dict) -> None:
     files.write_csv(frame[COLUMNS], path)
 
 
-def submit(connect, folder: Path, message: str, timeout_s: float = 600, poll_s: float = 10) -> dict:
-    """Checks, uploads, waits for the score and records it (see the module doc); returns the record.
-
-    ``connect`` gives the Kaggle client; it is called once the submission has passed the checks.
+def checked(folder: Path) -> tuple[Config, Path, int | None]:
+    """The run's config and its submission.csv once checked (`check_submission` against the config's sample
+    submission), with its row count (None without a sample submission).
 
     Raises:
-        ValueError: no competition name in the run's config, a submission that fails `check_submission`, or an
-            API error.
+        ValueError: no competition name in the run's config, or a submission that fails `check_submission`.
+        FileNotFoundError: no submission.csv (or no sample submission where the config names one).
     """
     config = folder_config(folder)
-    competition = config.competition.competition
-    if not competition:
+    if not config.competition.competition:
         raise ValueError(f"{folder}: the run's config names no competition; train with --competition <name> "
                          "(src.kaggle inspect --competition writes it into train.yaml)")
     path = folder / rundir.SUBMISSION
     if config.competition.sample_submission:
-        rows = check_submission(path, Path(config.competition.sample_submission))
-        print(f"{path}: {rows} rows match {config.competition.sample_submission} (ids, order, columns, types)")
-    elif not path.is_file():
+        return config, path, check_submission(path, Path(config.competition.sample_submission))
+    if not path.is_file():
         raise FileNotFoundError(f"{path}: no submission; write it with src.predict (or src.ensemble)")
+    return config, path, None
+
+
+def submit(connect, folder: Path, message: str, timeout_s: float = 600, poll_s: float = 10) -> dict:
+    """Checks (`checked`), uploads, waits for the score and records it (see the module doc); returns the record.
+    A scored submission of a folder with an MLflow run (``mlflow.json``) tags that run with its public score
+    (`share.tag_public_score`); a failure to tag is a warning.
+
+    ``connect`` gives the Kaggle client; it is called once the submission has passed the checks.
+
+    Raises:
+        ValueError: see `checked`, or an API error.
+    """
+    config, path, rows = checked(folder)
+    competition = config.competition.competition
+    if rows is not None:
+        print(f"{path}: {rows} rows match {config.competition.sample_submission} (ids, order, columns, types)")
     digest = files.sha256(path)
     api = connect()
     with calling(competition):
@@ -161,7 +175,20 @@ def submit(connect, folder: Path, message: str, timeout_s: float = 600, poll_s: 
               "shows and records the score once it is there")
     else:
         print(f"{status}: public score {row['public_score'] or '-'}, private {row['private_score'] or '-'}")
+    if row["public_score"] not in (None, ""):
+        _tag(folder, str(row["public_score"]))
     return row
+
+
+def _tag(folder: Path, public_score: str) -> None:
+    """`share.tag_public_score`, a failure printed as a warning: the submission is made and recorded."""
+    try:
+        run_id = share.tag_public_score(folder, public_score)
+    except Exception as error:  # noqa: BLE001 - the store's failure must not fail a made submission
+        print(f"warning: could not tag the MLflow run of {folder} with its public score: {error}")
+        return
+    if run_id is not None:
+        print(f"MLflow run {run_id}: {share.PUBLIC_TAG} = {public_score} (the team table's public score)")
 
 
 def _note(config: Config, folder: Path, row: dict) -> None:

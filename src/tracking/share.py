@@ -33,12 +33,13 @@ SHARE_TAG = "share.complete"  # "true" only once every file and the manifest are
 FOLDS_TAG = "share.folds"  # the first 12 hex digits of the sha256 of the run's folds.csv: runs on the same folds
 CLASSES_TAG = "share.classes"  # 12 hex digits of the sha256 of its label encoding: runs of the same classes, in order
 MEMBERS_TAG = "share.members"  # an ensemble's or a soup's runs, comma-separated
+PUBLIC_TAG = "share.public"  # the public score of the run's latest scored Kaggle submission
 USER_TAG = "mlflow.user"
 SOUP = "soup.json"
 STALE_S = 3600  # a temporary download folder older than this was left by a killed pull
 SHARED_FILES = (
     rundir.CONFIG, rundir.CLASSES, rundir.FOLDS, rundir.HISTORY, rundir.SUMMARY, rundir.CV_SUMMARY, rundir.OOF,
-    rundir.PREDICTIONS, rundir.TEST_PREDICTIONS, rundir.ENSEMBLE, SOUP,
+    rundir.PREDICTIONS, rundir.TEST_PREDICTIONS, rundir.SUBMISSION, rundir.ENSEMBLE, SOUP,
 )
 
 
@@ -280,7 +281,7 @@ def _row(run) -> dict[str, Any]:
         "date": started.strftime("%Y-%m-%d %H:%M"), "arch": settings.get("arch"), "folds": tags.get(FOLDS_TAG),
         "classes": tags.get(CLASSES_TAG),
         "best": _number(tags.get("share.best")), "oof": _number(tags.get("share.oof")),
-        "metric": tags.get("share.metric"), "public_score": tags.get("share.public"),
+        "metric": tags.get("share.metric"), "public_score": tags.get(PUBLIC_TAG),
         "members": tags.get(MEMBERS_TAG), "params": dict(settings),
     }
 
@@ -290,6 +291,57 @@ def _number(text: str | None) -> float | None:
         return float(text)
     except (TypeError, ValueError):
         return None
+
+
+def tag_public_score(run_dir: Path, public_score: str) -> str | None:
+    """Tags the MLflow run that the folder's ``mlflow.json`` records (its ``--mlflow`` training, its push, or the
+    shared run it is a `local_copy` of) with its Kaggle public score (`PUBLIC_TAG`: the team table's column).
+
+    Returns:
+        The run id, or None when the folder records no run (or no tracking store).
+
+    Raises:
+        ValueError: mlflow not installed; FileNotFoundError: a run the store does not hold; ConnectionError: the
+            store cannot be used.
+    """
+    try:
+        saved = json.loads((Path(run_dir) / rundir.MLFLOW_RUN).read_text())
+    except (OSError, ValueError):
+        return None
+    run_id, uri = saved.get("run_id"), saved.get("tracking_uri")
+    if not run_id or not uri:
+        return None
+    mlflow = import_mlflow()
+    try:
+        mlflow.MlflowClient(tracking_uri(uri)).set_tag(run_id, PUBLIC_TAG, str(public_score))
+    except Exception as error:  # noqa: BLE001 - MlflowException and the HTTP client's errors
+        raise _store_error(uri, error) from None
+    return run_id
+
+
+def local_copy(spec: str, uri: str | None, out: str | Path | None = None) -> Path:
+    """A shared run (``mlflow:<run-id>``, `resolve_run`) copied out of the download cache into a folder of one's
+    own, to write into (a Kaggle submission's record): ``out``, by default
+    ``experiments/<its run folder's name>-<the id's first 8 characters>``. Its ``mlflow.json`` names the shared run
+    (and the store, when known), so a copy made earlier is recognised, refreshed and written into again.
+
+    Raises:
+        ValueError: ``out`` exists, not empty, and is not a copy of this run; see `resolve_run` for the rest.
+    """
+    cached = resolve_run(spec, uri)
+    run_id, uri = cached.name, share_uri(uri)
+    name = json.loads((cached / rundir.SHARE_MANIFEST).read_text()).get("run_dir") or run_id
+    target = Path(out) if out is not None else Path("experiments") / f"{name}-{run_id[:8]}"
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        try:
+            copied = json.loads((target / rundir.MLFLOW_RUN).read_text()).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            copied = None
+        if copied != run_id:
+            raise ValueError(f"--out {target}: exists and is not a copy of {spec}; pass another --out")
+    shutil.copytree(cached, target, dirs_exist_ok=True)
+    files.write_text(target / rundir.MLFLOW_RUN, json.dumps({"tracking_uri": uri, "run_id": run_id}))
+    return target
 
 
 def share_uri(uri: str | None) -> str | None:
