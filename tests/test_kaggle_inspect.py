@@ -127,3 +127,42 @@ def test_a_rows_files_are_those_that_name_its_id_as_a_whole_word(tmp_path):
     files = templates.image_files(tmp_path)
     found = templates.infer(pd.DataFrame({"id": names, "label": "a"}), "id", files, tmp_path)
     assert (found.template, found.channels, found.found, found.sampled) == ("img/{id}.png", None, 4, 4)
+
+
+def test_folds_from_a_run_join_the_train_yaml_once_its_ids_are_the_tables(tmp_path, capsys, monkeypatch):
+    """--folds-from RUN (a folder, or mlflow:<run-id>): folds_from and its folds in train.yaml when its folds.csv
+    holds exactly the table's ids; a missing or an extra id is one line naming the first, and no train.yaml."""
+    from src.config import load_config_file
+    from src.runs import main as runs_main
+
+    comp = tmp_path / "comp"
+    csv, _ = helpers.image_folder(comp, n=24, num_classes=3)
+    ids = pd.read_csv(csv, dtype=str)["id"].tolist()
+    run = tmp_path / "run"
+    (run / "fold0").mkdir(parents=True)
+    (run / "config.yaml").write_text("arch: resnet18\n")
+    folds = run / "fold0" / "folds.csv"
+
+    pd.DataFrame({"id": ids[:3] + ids[4:], "fold": 0}).to_csv(folds, index=False)
+    helpers.assert_refused(capsys, main, ["inspect", str(comp), "--folds-from", str(run)], comp,
+                           f"--folds-from {run}: 1 of the 24 ids of {csv} are not in its folds.csv (the first: "
+                           f"{ids[3]!r})")
+    pd.DataFrame({"id": [*ids, "stranger"], "fold": 0}).to_csv(folds, index=False)
+    helpers.assert_refused(capsys, main, ["inspect", str(comp), "--folds-from", str(run)], comp,
+                           "holds 1 ids that")
+    assert not (comp / "train.yaml").exists()
+
+    pd.DataFrame({"id": ids[::-1], "fold": [i % 2 for i in range(24)]}).to_csv(folds, index=False)
+    assert main(["inspect", str(comp), "--folds-from", str(run)]) == 0
+    config = load_config_file(comp / "train.yaml")
+    assert (config.split.folds_from, config.split.folds) == (str(run), 2)
+    assert "--folds-from" in capsys.readouterr().out
+
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    store = str(tmp_path / "mlruns")
+    assert runs_main(["push", str(run), "--mlflow", store]) == 0
+    shared = "mlflow:" + capsys.readouterr().out.strip().rsplit("mlflow:", 1)[1]
+    assert main(["inspect", str(comp), "--folds-from", shared, "--mlflow", store]) == 0
+    assert load_config_file(comp / "train.yaml").split.folds_from == shared

@@ -38,6 +38,11 @@ class Inspect:
     """The competition's files, unzipped."""
     competition: str | None = None
     """The competition's name (for submit and bundle); `download` sets it."""
+    folds_from: str | None = None
+    """A run folder or mlflow:<run-id> whose folds (its folds.csv: ids to folds) the training uses, as --folds-from:
+    a teammate's runs then blend with it; checked to hold exactly the training table's ids."""
+    mlflow: str | None = None
+    """Tracking URI of --folds-from mlflow:<run-id>; None: MLFLOW_TRACKING_URI (training needs it too)."""
 
 
 @dataclasses.dataclass
@@ -112,7 +117,7 @@ def run(command, connect=client.connect) -> object:
         download.download(connect(), command.competition, out)
         return inspect(out, command.competition, "the competition it was downloaded from")
     if isinstance(command, Inspect):
-        return inspect(Path(command.folder), command.competition, "given with --competition")
+        return inspect(Path(command.folder), command.competition, "given with --competition", command)
     if isinstance(command, Submit):
         if not command.message.strip():
             raise ValueError("-m: give the submission a message, e.g. -m 'effnet-b0 5 folds, flip TTA'")
@@ -158,9 +163,12 @@ def submittable(command: Submit) -> Path:
     return share.local_copy(command.folder, command.mlflow, command.out)
 
 
-def inspect(folder: Path, competition: str | None, source: str) -> layout.Finding:
-    """Inspects ``folder``, writes its train.yaml and prints the evidence, the undecided and the commands."""
+def inspect(folder: Path, competition: str | None, source: str, flags: Inspect | None = None) -> layout.Finding:
+    """Inspects ``folder``, writes its train.yaml (with ``--folds-from``, once its folds are checked:
+    `layout.decide_folds_from`) and prints the evidence, the undecided and the commands."""
     finding = layout.inspect_folder(folder, competition, source)
+    if flags is not None and flags.folds_from:
+        layout.decide_folds_from(finding, flags.folds_from, flags.mlflow)
     path = layout.write_train_yaml(finding)
     print(f"{folder}:")
     for line in finding.evidence:

@@ -20,7 +20,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from src.config import Config
+from src.data.sources import read_source
 from src.kaggle import templates
+from src.tracking import rundir, share
 from src.utils import files
 
 TRAIN_YAML = "train.yaml"
@@ -283,6 +286,36 @@ def _test_side(finding: Finding, tables: list[Path], sample: Path | None) -> Non
         paths = _parquets(finding.folder, "test")
         if paths:
             finding.decide("test_parquet", _pattern(paths), "parquet file(s) named test")
+
+
+def decide_folds_from(finding: Finding, run: str, uri: str | None = None) -> None:
+    """``inspect --folds-from RUN``: trains on the folds of ``RUN`` (a run folder or ``mlflow:<run-id>``,
+    `share.resolve_run`), once its ``folds.csv`` is found to hold exactly the ids of the inspected training table
+    (read as training reads it, `read_source`): ``folds_from`` and its number of ``folds`` join the finding.
+
+    Raises:
+        FileNotFoundError: the run has no ``folds.csv``.
+        ValueError: an id of the table its folds lack, or one of its folds the table lacks (the first named, and
+            how many), or the table cannot be read with the fields decided so far.
+    """
+    path = rundir.first_file(share.resolve_run(run, uri), rundir.FOLDS)
+    if path is None:
+        raise FileNotFoundError(f"--folds-from {run}: no {rundir.FOLDS} (a run folder of src.train, or a fold<k> "
+                                "of one)")
+    table = pd.read_csv(path, dtype={"id": str}, keep_default_na=False)
+    ids, theirs = read_source(Config.of(**finding.fields).data).ids(), table["id"].tolist()
+    train = finding.fields.get("train_csv")
+    known, ours = set(theirs), set(ids)
+    missing, extra = [i for i in ids if i not in known], [i for i in theirs if i not in ours]
+    if missing:
+        raise ValueError(f"--folds-from {run}: {len(missing)} of the {len(ids)} ids of {train} are not in its "
+                         f"{rundir.FOLDS} (the first: {missing[0]!r}); its folds are of other data")
+    if extra:
+        raise ValueError(f"--folds-from {run}: its {rundir.FOLDS} holds {len(extra)} ids that {train} lacks (the "
+                         f"first: {extra[0]!r}); its folds are of other data")
+    count = int(pd.to_numeric(table["fold"]).max()) + 1
+    finding.decide("folds_from", run, f"its {rundir.FOLDS} holds exactly the {len(ids)} ids of the training table")
+    finding.decide("folds", count, f"the folds of {run}")
 
 
 def write_train_yaml(finding: Finding) -> Path:
