@@ -3,6 +3,7 @@ next push sends only the files not sent yet (or edited since). A local store (a 
 artifacts), no server."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from src.runs import main as runs_main
 from src.tracking import mlflow_log, rundir, share
-from tests.helpers import ABC_TASK, assert_refused, write_run
+from tests.helpers import ABC_TASK, assert_refused, free_port, write_run
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -77,3 +78,20 @@ def test_a_push_again_sends_only_what_an_interrupted_push_did_not(tmp_path, monk
     assert (again / "fold0" / "history.csv").read_text().endswith("2,0.7\n")
     assert client.get_run(run_id).data.tags[share.SHARE_TAG] == "true"
     assert share.describe(run)[share.CLASSES_TAG] == share.label_fingerprint(ABC_TASK)
+
+
+def test_a_dead_tracking_server_is_one_line_in_seconds_unless_the_user_set_mlflow_s_retries(
+    tmp_path, monkeypatch, capsys
+):
+    """Nothing listens on the port: the push fails after MLflow's retries, which `import_mlflow` makes few (the test
+    would take minutes with MLflow's own); a value the user set is kept."""
+    for name in mlflow_log.HTTP_DEFAULTS:  # unset, and restored after the test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    run, dead = tmp_path / "A", f"http://127.0.0.1:{free_port()}"
+    write_run(run, ["r0", "r1"], ["a", "b"], np.full((2, 3), 1 / 3), np.full((1, 3), 1 / 3))
+    assert_refused(capsys, runs_main, ["push", str(run), "--mlflow", dead], run, dead)
+    assert {name: os.environ[name] for name in mlflow_log.HTTP_DEFAULTS} == mlflow_log.HTTP_DEFAULTS
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")
+    mlflow_log.import_mlflow()
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"

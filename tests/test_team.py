@@ -73,7 +73,7 @@ def test_two_users_blend_through_the_store_as_through_their_folders(tmp_path, mo
     assert_refused(capsys, ensemble_main, blend, tmp_path / "bob", f"{tmp_path / 'bob' / 'C'}: its folds differ")
     unknown = ["mlflow:0123456789abcdef0123456789abcdef", str(tmp_path / "bob" / "B"), "--output-dir", str(local)]
     assert_refused(capsys, ensemble_main, unknown, tmp_path / "bob", "0123456789abcdef0123456789abcdef")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache-new"))  # not downloaded yet: the server is asked
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache-new"))  # not downloaded yet: the server is asked,
+    # in seconds (src.tracking.mlflow_log.HTTP_DEFAULTS), not MLflow's minutes of retries
     dead = [shared, str(tmp_path / "bob" / "B"), "--output-dir", str(local), "--mlflow", "http://127.0.0.1:9"]
     assert_refused(capsys, ensemble_main, dead, tmp_path / "bob", "--mlflow http://127.0.0.1:9: cannot use")
