@@ -176,12 +176,16 @@ def submit(connect, folder: Path, message: str, timeout_s: float = 600, poll_s: 
     else:
         print(f"{status}: public score {row['public_score'] or '-'}, private {row['private_score'] or '-'}")
     if row["public_score"] not in (None, ""):
-        _tag(folder, str(row["public_score"]))
+        _tag(folder)
     return row
 
 
-def _tag(folder: Path, public_score: str) -> None:
-    """`share.tag_public_score`, a failure printed as a warning: the submission is made and recorded."""
+def _tag(folder: Path) -> None:
+    """`share.tag_public_score` with the folder's `latest_public_score`, a failure printed as a warning: the
+    submission is made and recorded."""
+    public_score = latest_public_score(folder)
+    if public_score is None:
+        return
     try:
         run_id = share.tag_public_score(folder, public_score)
     except Exception as error:  # noqa: BLE001 - the store's failure must not fail a made submission
@@ -220,7 +224,8 @@ def latest_public_score(run_dir: Path) -> str | None:
 
 def submissions(api, competition: str, runs_dir: Path) -> pd.DataFrame:
     """The competition's submissions, newest first, each with the run folder that recorded it (matched by
-    ``ref``); records still pending in those folders get their scores."""
+    ``ref``); records still pending in those folders get their scores (and their MLflow runs the public score, as
+    `submit` tags them)."""
     with calling(competition):
         listed = [s for s in api.competition_submissions(competition) or [] if s is not None]
     recorded = {}
@@ -234,6 +239,7 @@ def submissions(api, competition: str, runs_dir: Path) -> pd.DataFrame:
         if row is not None and row["status"] != _status(s):
             record(folder, row | {"status": _status(s), "public_score": s.public_score,
                                   "private_score": s.private_score})
+            _tag(folder)
         rows.append({"date": str(s.date)[:16], "ref": s.ref, "message": s.description, "status": _status(s),
                      "public_score": s.public_score, "private_score": s.private_score,
                      "run": folder.name if folder else ""})

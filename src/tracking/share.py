@@ -201,7 +201,7 @@ def label_difference(ours: Task, theirs: Task, names: tuple[str, str] = ("here",
     """The first difference between two label encodings (kind, label columns, classes and their order) in words,
     e.g. "class 1 of label: 'b' here, 'c' there" with ``names`` (ours, theirs); None when they are the same."""
     def both(mine, other) -> str:
-        return f"{mine!r} {names[0]}, {other!r} {names[1]}"
+        return ", ".join(f"{'no class' if v is None else repr(v)} {name}" for v, name in zip((mine, other), names))
 
     if ours.kind != theirs.kind:
         return f"task kind: {both(ours.kind, theirs.kind)}"
@@ -332,15 +332,17 @@ def local_copy(spec: str, uri: str | None, out: str | Path | None = None) -> Pat
     run_id, uri = cached.name, share_uri(uri)
     name = json.loads((cached / rundir.SHARE_MANIFEST).read_text()).get("run_dir") or run_id
     target = Path(out) if out is not None else Path("experiments") / f"{name}-{run_id[:8]}"
+    copied = {}
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         try:
-            copied = json.loads((target / rundir.MLFLOW_RUN).read_text()).get("run_id")
-        except (OSError, ValueError, AttributeError):
-            copied = None
-        if copied != run_id:
+            copied = dict(json.loads((target / rundir.MLFLOW_RUN).read_text()))
+        except (OSError, ValueError, TypeError):
+            pass
+        if copied.get("run_id") != run_id:
             raise ValueError(f"--out {target}: exists and is not a copy of {spec}; pass another --out")
     shutil.copytree(cached, target, dirs_exist_ok=True)
-    files.write_text(target / rundir.MLFLOW_RUN, json.dumps({"tracking_uri": uri, "run_id": run_id}))
+    saved = {"tracking_uri": uri or copied.get("tracking_uri"), "run_id": run_id}  # the store, once known
+    files.write_text(target / rundir.MLFLOW_RUN, json.dumps(saved))
     return target
 
 
