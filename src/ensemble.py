@@ -275,7 +275,7 @@ def check_classes(first_task: Task, task: Task, first: str, run: str) -> None:
     """
     difference = share.label_difference(first_task, task, (f"in {_short(first)}", f"in {_short(run)}"))
     if difference is not None:
-        raise ValueError(f"{run}: its label encoding differs from {first}'s ({difference}); blend runs of the same "
+        raise ValueError(f"{run}: its class list differs from {first}'s ({difference}); blend runs of the same "
                          "classes in the same order")
     if task != first_task:
         raise ValueError(f"{run}: its head weights {list(task.weights)} differ from {first}'s "

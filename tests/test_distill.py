@@ -126,7 +126,7 @@ def test_a_teacher_of_another_label_encoding_is_refused_by_its_first_differing_c
     swapped = Task("single", (Head("label", ("c0", "c2", "c1")),))
     (teacher / "classes.json").write_text(json.dumps(swapped.to_dict()))
     config = Config.of(**flags, teacher=str(teacher), allow_different_folds=True)
-    with pytest.raises(ValueError, match=rf"--teacher {teacher}: its label encoding differs from this run's "
+    with pytest.raises(ValueError, match=rf"--teacher {teacher}: its class list differs from this run's "
                                          rf"\(class 1 of label: 'c1' here, 'c2' in {teacher}\)"):
         setup_loaders(config, data, fold_of, CPU)
     (teacher / "classes.json").write_text(json.dumps(data.task.to_dict()))

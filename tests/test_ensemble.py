@@ -90,8 +90,8 @@ def test_runs_of_another_label_encoding_are_refused_by_name_even_with_allow_diff
     swapped = Task("single", (Head("label", ("a", "c", "b")),))
     write_run(tmp_path / "B", ids, labels, noisy[:, [0, 2, 1]], noisy[:4, [0, 2, 1]], task=swapped)
     argv = [str(tmp_path / "A"), str(tmp_path / "B"), "--allow-different-folds", "--output-dir", str(tmp_path / "e")]
-    line = assert_refused(capsys, main, argv, tmp_path, "its label encoding differs")
-    assert f"{tmp_path / 'B'}: its label encoding differs from {tmp_path / 'A'}'s" in line
+    line = assert_refused(capsys, main, argv, tmp_path, "its class list differs")
+    assert f"{tmp_path / 'B'}: its class list differs from {tmp_path / 'A'}'s" in line
     assert "class 1 of label: 'b' in A, 'c' in B" in line
     assert share.classes_fingerprint(tmp_path / "A") != share.classes_fingerprint(tmp_path / "B")
     assert share.classes_fingerprint(tmp_path / "A") == share.label_fingerprint(TASK)

@@ -124,7 +124,7 @@ def check_teacher_classes(folder: Path, task: Task, teacher: str) -> None:
     theirs = share.run_classes(folder)
     difference = None if theirs is None else share.label_difference(task, theirs, ("here", f"in {teacher}"))
     if difference is not None:
-        raise ValueError(f"--teacher {teacher}: its label encoding differs from this run's ({difference}); distil "
+        raise ValueError(f"--teacher {teacher}: its class list differs from this run's ({difference}); distil "
                          "from a run of the same classes in the same order")
 
 
