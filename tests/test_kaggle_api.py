@@ -248,6 +248,12 @@ def test_a_shared_run_is_submitted_from_a_copy_of_its_own_and_its_public_score_t
     api.score = lambda path: "0.9"  # a local folder with mlflow.json (written by its push) tags its run too
     assert main(["submit", str(run), "-m", "local", "--poll", "0"], connect=lambda: api) == 0
     assert client.get_run(run_id).data.tags[share.PUBLIC_TAG] == "0.9"
+    api.score, api.pending_polls = (lambda path: "0.95"), 10  # scored after submit gave up: submissions tags it
+    assert main(["submit", str(run), "-m", "later", "--timeout", "0", "--poll", "0"], connect=lambda: api) == 0
+    assert client.get_run(run_id).data.tags[share.PUBLIC_TAG] == "0.9"
+    api.pending_polls = 0
+    assert main(["submissions", "shapes", "--runs", str(run.parent)], connect=lambda: api) == 0
+    assert client.get_run(run_id).data.tags[share.PUBLIC_TAG] == "0.95"
     (run / "mlflow.json").write_text(json.dumps({"tracking_uri": store, "run_id": "0123456789abcdef"}))
     assert main(["submit", str(run), "-m", "unknown run", "--poll", "0"], connect=lambda: api) == 0
     assert "warning: could not tag the MLflow run" in capsys.readouterr().out
