@@ -29,7 +29,6 @@ import dataclasses
 import datetime
 import getpass
 import json
-import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -44,6 +43,7 @@ from src.kaggle.submit import latest_public_score
 from src.tracking import rundir, share
 from src.tracking.history import History
 from src.training.evaluation import Selection
+from src.utils import processes
 
 FIXED = ["run", "status", "arch"]
 TEAM = ["user", "date", "folds", "classes"]
@@ -115,26 +115,15 @@ def find_runs(folders: Sequence[str | Path]) -> list[Path]:
 
 
 def status(run_dir: Path) -> str:
-    """``running``, ``finished``, ``stopped``, ``crashed`` or ``unknown`` (see the module doc)."""
+    """``running``, ``finished``, ``stopped``, ``pruned`` (a sweep's trial), ``crashed`` or ``unknown`` (see the module
+    doc)."""
     recorded = rundir.read_status(run_dir)
     state = recorded.get("status")
-    if state == "running" and recorded.get("host") == socket.gethostname() and not _alive(recorded.get("pid")):
+    if state == "running" and recorded.get("host") == socket.gethostname() and not processes.alive(recorded.get("pid")):
         return "crashed"
     if state:
         return state
     return "finished" if rundir.read_summary(run_dir) else "unknown"
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process with that number
-        return True
-    return True
 
 
 def results(run_dir: Path) -> dict[str, Any]:

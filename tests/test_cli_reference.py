@@ -31,7 +31,7 @@ def readme_commands() -> list[tuple[str, list[str]]]:
             words = shlex.split(line.replace("<", "").replace(">", ""), posix=True)
             start = words.index("-m") + 1
             module = words[start]
-            subcommands = {"src.kaggle": None, "src.runs": {"push"}}  # None: every next word that is no flag
+            subcommands = {"src.kaggle": None, "src.runs": {"push"}, "src.sweep": {"report"}}  # None: any word
             known = subcommands.get(module, set())
             following = words[start + 1] if len(words) > start + 1 else None
             sub = following if module in subcommands and (known is None or following in known) else None
@@ -52,6 +52,8 @@ def test_the_readme_names_commands_of_the_reference():
 def test_every_flag_of_a_readme_command_is_in_its_parser(command):
     module, args = next((m, a) for c, m, a in COMMANDS if c == command)
     shown = help_text(module, args)
+    if command == "python -m src.sweep":  # the flags that are not the sweep's are the trainer's
+        shown += help_text("src.train")
     missing = sorted({flag for c, flags in readme_commands() if c == command for flag in flags} - set(
         re.findall(r"--[a-z][\w-]*", shown)))
     assert not missing, f"README: {command} has no flag {missing}"
