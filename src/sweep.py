@@ -16,6 +16,7 @@ pruner (`src.tuning.study.Pruning`). Every worker runs the same command on one s
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import shlex
 import statistics
@@ -30,6 +31,7 @@ from src.config import EXPERIMENT, FOLDER_FIELDS, Config, parse_duration
 from src.metrics import get_metric
 from src.train import Extras
 from src.train import command as train_command
+from src.training.assembly import prepare, setup_data
 from src.training.stopping import TIME_LIMIT_EXIT, Stopped
 from src.tuning import report as sweep_report
 from src.tuning.space import Param, as_flags, check_space, load_space
@@ -41,6 +43,7 @@ from src.tuning.study import (
     Pruning,
     claim,
     import_optuna,
+    is_second_retry,
     is_surplus,
     make_pruner,
     open_study,
@@ -146,6 +149,7 @@ def run(space: Mapping[str, Any] | str | Path, base: Config, trials: int = 20, a
     config = SweepConfig(space=where, trials=trials, **options)
     params = check_space(space, base, where)
     base = checked_base(base, config)
+    setup_data(prepare(base))  # the data and folds read once before anything is written: a typo is refused here
     optuna = import_optuna()
     sampler = optuna.samplers.TPESampler(seed=config.sampler_seed)
     epochs = None if any(param.name == "epochs" for param in params) else base.optim.epochs
@@ -153,13 +157,16 @@ def run(space: Mapping[str, Any] | str | Path, base: Config, trials: int = 20, a
     maximize = get_metric(base.eval.metric).higher_is_better
     settings = {"experiment": {k: v for k, v in base.flat().items() if k in EXPERIMENT}, "space": dict(space),
                 "objective": objective_name(base, config)}
+    settings = json.loads(json.dumps(settings))  # as the storage keeps it (tuples as lists)
     store = storage(config.storage, default_storage(base.run.output_dir, config.study))
     study = open_study(config.study, store, maximize, settings, saved_base(base), pruner, sampler)
-    retry_interrupted(study)
     for values in enqueue:
         study.enqueue_trial(dict(values), skip_if_exists=True)
     objective = Objective(params, base, list(argv), config)
-    while wants_trial(study.get_trials(deepcopy=False), config.trials) and objective.has_time():
+    while True:
+        retry_interrupted(study)  # before each trial: another worker may have been killed meanwhile
+        if not (wants_trial(study.get_trials(deepcopy=False), config.trials) and objective.has_time()):
+            break
         try:
             study.optimize(objective, n_trials=1, catch=(ValueError, Surplus))
         except OutOfTime:
@@ -174,7 +181,7 @@ def checked_base(base: Config, config: SweepConfig) -> Config:
     Raises:
         ValueError: a dry run, a run name or resume of the trainer's (the sweep names its runs), or a fold.
     """
-    for name in FOLDER_FIELDS | {"dry_run", "time_budget"}:
+    for name in FOLDER_FIELDS | {"dry_run", "time_budget", "time_limit"}:
         if base.flat()[name] not in (None, False):
             flag = name.replace("_", "-")
             raise ValueError(f"--{flag}: the sweep names, starts and times its trials' runs itself; leave --{flag} "
@@ -221,16 +228,18 @@ class Objective:
         values = {param.name: param.suggest(trial) for param in self.params}
         run_name = trial.user_attrs.get(RUN_ATTR) or f"{self.config.study}-t{trial.number:03d}"
         claim(trial, run_name)
-        if is_surplus(trial.study.get_trials(deepcopy=False), trial.number, self.config.trials):
+        trials = trial.study.get_trials(deepcopy=False)
+        if is_surplus(trials, trial.number, self.config.trials) or is_second_retry(trials, trial):
             trial.set_user_attr(SURPLUS_ATTR, True)
-            raise Surplus(f"trial {trial.number}: beyond --trials {self.config.trials}, dropped")
+            raise Surplus(f"trial {trial.number}: beyond --trials {self.config.trials} or retried already, dropped")
         changes = values | {"run_name": run_name}
         if self.config.sweep_folds is not None:
             changes["fold"] = "all"
         if self.deadline is not None:
             changes["time_limit"] = f"{max(1, int(self.deadline - time.monotonic()))}s"
         config = self.base.replace(**changes)
-        argv = [*self.argv, *as_flags(values), "--run-name", run_name]
+        every_fold = ["--fold", "all"] if "fold" in changes else []
+        argv = [*self.argv, *as_flags(values), *every_fold, "--run-name", run_name]
         extras = Extras(handlers=Pruning(trial), folds=self.config.sweep_folds)
         started = time.monotonic()
         try:
@@ -241,6 +250,9 @@ class Objective:
             trial.set_user_attr(INTERRUPTED_ATTR, stopped.reason)
             if stopped.exit_code == TIME_LIMIT_EXIT and self.deadline is not None:
                 raise OutOfTime(stopped.reason) from None
+            raise
+        except KeyboardInterrupt:  # a second Ctrl-C: the run kept its last checkpoint
+            trial.set_user_attr(INTERRUPTED_ATTR, "KeyboardInterrupt")
             raise
         self.durations.append(time.monotonic() - started)
         score = summary.get("oof_score" if config.split.fold == "all" else "best_valid_score") if summary else None
@@ -284,9 +296,10 @@ def command(argv: Sequence[str]) -> None:
     if argv and argv[0] == "report":
         options = parse_args(ReportConfig, argv[1:], prog="python -m src.sweep report")
         where = options.storage or str(default_storage(options.output_dir, options.study))
-        if "://" not in where and not Path(where).is_file():
-            raise FileNotFoundError(f"--storage {where}: no such journal file (the sweep's --storage, or "
-                                    "--output-dir for its default)")
+        path = where.removeprefix("sqlite:///") if where.startswith("sqlite:///") else where
+        if "://" not in path and not Path(path).is_file():
+            raise FileNotFoundError(f"--storage {where}: no such file (the sweep's --storage, or --output-dir for "
+                                    "its default journal)")
         store = storage(where, Path(where))
         optuna = import_optuna()
         try:

@@ -16,7 +16,7 @@ import pytest
 from src.config import Config
 from src.train import main as train_main
 from src.tuning.space import check_space
-from src.tuning.study import RETRY_ATTR, RUN_ATTR
+from src.tuning.study import RETRY_ATTR, RUN_ATTR, counted
 from tests.helpers import class_images
 
 optuna = pytest.importorskip("optuna")
@@ -57,6 +57,8 @@ def _space(tmp_path, text=SPACE) -> Path:
     ("fold: {int: [0, 2]}\n", "fold: the folds are fixed for every trial"),
     ("num_workers: {int: [0, 2]}\n", "num_workers: not a setting of what a run learns"),
     ("- lr\n", "expected a mapping of flags to distributions"),
+    ("lr: {uniform: [1.0e-3, 1.0e-2]}\n--lr: {uniform: [1.0e-3, 2.0e-2]}\n", "--lr: the flag lr is given twice"),
+    ("lr: {uniform: [1.0e-3, fast]}\n", "lr: uniform: expected [low, high], two numbers"),
 ])
 def test_a_bad_space_is_one_line_before_any_trial(tmp_path, capsys, competition, text, expected):
     out = tmp_path / "experiments"
@@ -70,6 +72,7 @@ def test_a_bad_space_is_one_line_before_any_trial(tmp_path, capsys, competition,
 
 def test_a_bad_sweep_flag_is_one_line(tmp_path, capsys, competition):
     for flags, expected in ([["--trials", "0"], "--trials 0: expected an integer >= 1"],
+                            [["--time-limit", "1h"], "--time-limit: the sweep names, starts and times its trials"],
                             [["--pruner", "sometimes"], "--pruner"],
                             [["--time-budget", "soon"], "--time-budget 'soon'"]):
         assert sweep.main(["--space", str(_space(tmp_path)), *flags, *competition, *FLAGS,
@@ -93,6 +96,8 @@ def test_a_worker_with_other_fixed_flags_is_refused(tmp_path, capsys, competitio
     storage = tmp_path / "s.journal"
     base = sweep.parse_config([*competition, *FLAGS, "--epochs", "1", "--output-dir", str(tmp_path), "--no-notes"])
     sweep.run({"lr": {"uniform": [1e-3, 1e-2]}}, base, trials=1, storage=str(storage), study="one", pruner="none")
+    again = sweep.run({"lr": {"uniform": (1e-3, 1e-2)}}, base, trials=1, storage=str(storage), study="one")
+    assert len(again.get_trials()) == 1  # the same settings (a tuple as the storage's list): no trial more to run
     before = storage.read_bytes()
     argv = ["--space", str(_space(tmp_path, "lr: {uniform: [1.0e-3, 1.0e-2]}\n")), "--trials", "1", "--study", "one",
             "--storage", str(storage), *competition, *FLAGS, "--epochs", "2", "--output-dir", str(tmp_path)]
@@ -105,15 +110,25 @@ def test_a_worker_with_other_fixed_flags_is_refused(tmp_path, capsys, competitio
 def test_a_report_of_no_study_is_one_line(tmp_path, capsys):
     assert sweep.main(["report", "--study", "none", "--output-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"error: --storage {tmp_path / 'sweeps' / 'none.journal'}: no such journal file"), err
+    assert err.startswith(f"error: --storage {tmp_path / 'sweeps' / 'none.journal'}: no such file"), err
     assert list(tmp_path.iterdir()) == []
 
 
 def test_space_values_are_typed_as_their_fields():
-    params = check_space({"epochs": {"int": [2, 5]}, "aug": {"choice": ["none", "light"]},
-                          "--mixup-alpha": {"uniform": [0, 1]}}, Config())
+    space = sweep.load_space(_space_file("epochs: {int: [2, 5]}\naug: {choice: [none, light]}\n"
+                                         "--mixup-alpha: {uniform: [0, 1]}\nlr: {log_uniform: [1e-4, 1e-2]}\n"))
+    params = check_space(space, Config())
     assert [(p.name, p.kind, p.values) for p in params] == [
-        ("epochs", "int", (2, 5)), ("aug", "choice", ("none", "light")), ("mixup_alpha", "uniform", (0.0, 1.0))]
+        ("epochs", "int", (2, 5)), ("aug", "choice", ("none", "light")), ("mixup_alpha", "uniform", (0.0, 1.0)),
+        ("lr", "log_uniform", (1e-4, 1e-2))]  # YAML reads 1e-4 as text: taken as meant
+
+
+def _space_file(text: str) -> Path:
+    import tempfile
+
+    path = Path(tempfile.mkdtemp()) / "space.yaml"
+    path.write_text(text)
+    return path
 
 
 def _worker(space: Path, storage: Path, out: Path, competition: list[str]) -> subprocess.Popen:
@@ -131,11 +146,10 @@ def test_two_workers_on_one_journal_run_each_trial_once_and_the_best_trains(tmp_
     assert [worker.returncode for worker in workers] == [0, 0], logs
 
     study = optuna.load_study(study_name="pair", storage=sweep.storage(str(storage), storage))
-    trials = study.get_trials()
+    trials = counted(study.get_trials())  # a fifth, started by both workers at once, is dropped before it trains
     assert len(trials) == 4 and {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
     runs = sorted(t.user_attrs[RUN_ATTR] for t in trials)
-    assert runs == [f"pair-t{k:03d}" for k in range(4)]
-    assert all(any(f"Trial {k} finished" in log for log in logs) for k in range(4))
+    assert sorted(p.name for p in out.iterdir() if (p / "config.yaml").exists()) == runs
     assert sum(log.count("finished with value") for log in logs) == 4  # each trial trained once, by one worker
     for name in runs:
         assert json.loads((out / name / "status.json").read_text())["status"] == "finished"
@@ -237,3 +251,42 @@ def test_sweep_folds_scores_a_trial_by_the_oof_of_its_first_folds(tmp_path, comp
     cv = json.loads((run / "cv_summary.json").read_text())
     assert cv["folds"] == [0, 1] and trial.value == cv["oof_score"]
     assert sorted(p.name for p in run.glob("fold*")) == ["fold0", "fold1"]  # the third fold never trained
+
+
+def test_a_trial_is_interrupted_when_its_worker_is_gone_even_if_its_number_came_back():
+    import socket
+
+    from src.tuning.study import interrupted
+    from src.utils.processes import start_time
+
+    here, me = socket.gethostname(), os.getpid()
+
+    def running(**worker):
+        return _trial(0, "RUNNING", run_name="s-t000", worker={"host": here} | worker)
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert interrupted(running(pid=dead.pid))
+    assert interrupted(running(pid=me, started=start_time(me)))  # this worker runs no trial while it looks
+    assert interrupted(running(pid=os.getppid(), started=-1))  # the number is another process's now
+    assert not interrupted(running(pid=os.getppid(), started=start_time(os.getppid())))
+    assert not interrupted(_trial(0, "RUNNING", run_name="s-t000", worker={"host": "elsewhere", "pid": dead.pid}))
+
+
+def test_a_trial_retried_by_two_workers_at_once_runs_once():
+    from src.tuning.study import is_second_retry
+
+    trials = [_trial(0, "FAIL", interrupted="SIGTERM", run_name="s-t000"), _trial(1),
+              _trial(2, "WAITING", retry_of=0), _trial(3, "WAITING", retry_of=0)]
+    assert [t.number for t in counted(trials)] == [1, 2]
+    assert is_second_retry(trials, trials[3]) and not is_second_retry(trials, trials[2])
+
+
+def test_no_trial_starts_that_the_median_trial_says_would_not_end_in_the_budget():
+    objective = sweep.Objective([], Config(), [], sweep.SweepConfig(space="space", time_budget="100s"))
+    assert objective.has_time()  # the first trial always starts
+    objective.durations = [30.0, 200.0, 40.0]  # median 40 s
+    objective.deadline = time.monotonic() + 60
+    assert objective.has_time()
+    objective.deadline = time.monotonic() + 35
+    assert not objective.has_time()

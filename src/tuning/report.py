@@ -44,8 +44,8 @@ def trials_table(study) -> pd.DataFrame:
 
 
 def importances(study) -> dict[str, float]:
-    """Optuna's parameter importances (fANOVA) over the finished trials; empty with fewer than two or when no
-    parameter varies."""
+    """Optuna's parameter importances (its default evaluator) over the finished trials; empty with fewer than two
+    or when no parameter varies."""
     optuna = import_optuna()
     try:
         return optuna.importance.get_param_importances(study)

@@ -81,6 +81,8 @@ def check_space(space: Mapping[str, Any], base: Config, where: str = "space") ->
     for key, entry in space.items():
         name = str(key).lstrip("-").replace("-", "_")
         _check_name(name, where)
+        if name in {param.name for param in params}:
+            raise ValueError(f"{where}: {key}: the flag {name} is given twice")
         if not isinstance(entry, Mapping) or len(entry) != 1 or next(iter(entry)) not in DISTRIBUTIONS:
             raise ValueError(f"{where}: {key}: expected one distribution of {', '.join(DISTRIBUTIONS)} "
                              f"(e.g. {{log_uniform: [1.0e-4, 1.0e-2]}}), got {entry!r}")
@@ -121,11 +123,15 @@ def _values(where: str, kind: str, values: Any, hint: Any) -> tuple[Any, ...]:
     if wanted not in _scalar_types(hint):
         raise ValueError(f"{where}: the flag takes {typecheck.describe(hint)}, not a {wanted.__name__} range "
                          "(use choice)")
-    if len(values) != 2 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+    try:  # YAML 1.1 reads 1e-4 (no dot) as text: taken as meant, as in config files
+        numbers = [typecheck.conform(value, float) for value in values]
+    except typecheck.WrongType:
+        numbers = []
+    if len(values) != 2 or len(numbers) != 2:
         raise ValueError(f"{where}: expected [low, high], two numbers, got {values!r}")
-    low, high = (wanted(v) for v in values)
-    if wanted is int and any(v != int(v) for v in values):
+    if wanted is int and any(v != int(v) for v in numbers):
         raise ValueError(f"{where}: expected two integers, got {values!r}")
+    low, high = (wanted(v) for v in numbers)
     if not low < high:
         raise ValueError(f"{where}: an empty range {values!r}: expected low < high")
     if kind.startswith("log") and low <= 0:

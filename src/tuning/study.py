@@ -8,7 +8,9 @@ share); what is ours is the bookkeeping a sweep of long training runs needs on t
   two workers started at once beyond the count is dropped before it trains (marked failed, ``surplus``);
 - **a killed trial is retried once**: a trial left running by a worker process that no longer exists on this
   host, or stopped by a signal or the time limit (``interrupted``), is marked failed and enqueued again with its
-  parameters and run folder, so the retry continues the run from its last checkpoint;
+  parameters and run folder, so the retry continues the run from its last checkpoint. Workers look before each
+  trial. A worker killed on another machine is seen only by a worker on that machine (by host name: the journal
+  storage keeps no heartbeats);
 - **one study, one command**: the first worker records the fixed settings, the space and the objective in the
   study; a worker with others is refused (`open_study`).
 """
@@ -110,9 +112,17 @@ def open_study(name: str, store, maximize: bool, settings: Mapping[str, Any], ba
 
 
 def counted(trials: Sequence[Any]) -> list[Any]:
-    """The trials that count toward ``--trials``: all but the surplus ones and those whose retry counts instead."""
+    """The trials that count toward ``--trials``: all but the surplus ones, those whose retry counts instead, and a
+    second retry of one trial (two workers that found it interrupted at once each enqueued one)."""
     retried = {t.user_attrs.get(RETRY_ATTR) for t in trials}
-    return [t for t in trials if not t.user_attrs.get(SURPLUS_ATTR) and t.number not in retried]
+    return [t for t in trials if not t.user_attrs.get(SURPLUS_ATTR) and t.number not in retried
+            and not is_second_retry(trials, t)]
+
+
+def is_second_retry(trials: Sequence[Any], trial) -> bool:
+    """Whether ``trial`` retries a trial that an earlier-numbered trial already retries."""
+    of = trial.user_attrs.get(RETRY_ATTR)
+    return of is not None and any(t.user_attrs.get(RETRY_ATTR) == of and t.number < trial.number for t in trials)
 
 
 def wants_trial(trials: Sequence[Any], total: int) -> bool:
@@ -128,15 +138,17 @@ def is_surplus(trials: Sequence[Any], number: int, total: int) -> bool:
 
 
 def retry_interrupted(study) -> list[int]:
-    """Marks the trials an interrupted worker left (`interrupted`) failed and enqueues each again, once, with its
-    parameters and run folder. Returns their numbers."""
+    """Marks the trials an interrupted worker left (`interrupted`) failed and enqueues each again, once (a retry is
+    not retried), with its parameters and run folder. Returns the numbers of those enqueued."""
     optuna = import_optuna()
     trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs.get(RETRY_ATTR) for t in trials}
-    again = [t for t in trials if interrupted(t) and t.number not in retried and RETRY_ATTR not in t.user_attrs]
-    for trial in again:
+    left = [t for t in trials if interrupted(t)]
+    for trial in left:
         if trial.state == optuna.trial.TrialState.RUNNING:
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+    retried = {t.user_attrs.get(RETRY_ATTR) for t in trials}
+    again = [t for t in left if t.number not in retried and RETRY_ATTR not in t.user_attrs]
+    for trial in again:
         study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number, RUN_ATTR: trial.user_attrs[RUN_ATTR]})
         logger.warning("trial %d was interrupted (%s): retried once, continuing run %s", trial.number,
                        trial.user_attrs.get(INTERRUPTED_ATTR, "its worker is gone"), trial.user_attrs[RUN_ATTR])
@@ -152,13 +164,16 @@ def interrupted(trial) -> bool:
     if trial.state == optuna.trial.TrialState.FAIL:
         return INTERRUPTED_ATTR in trial.user_attrs
     worker = trial.user_attrs.get(WORKER_ATTR) or {}
-    return (trial.state == optuna.trial.TrialState.RUNNING and worker.get("host") == socket.gethostname()
-            and not processes.alive(worker.get("pid")))
+    if trial.state != optuna.trial.TrialState.RUNNING or worker.get("host") != socket.gethostname():
+        return False
+    pid = worker.get("pid")  # this process runs no trial while it looks (a restarted container's worker reuses pids)
+    return pid == os.getpid() or not processes.alive(pid, worker.get("started"))
 
 
 def claim(trial, run_name: str) -> None:
     """Records the trial's worker (this host and process) and its run folder's name."""
-    trial.set_user_attr(WORKER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
+    pid = os.getpid()
+    trial.set_user_attr(WORKER_ATTR, {"host": socket.gethostname(), "pid": pid, "started": processes.start_time(pid)})
     trial.set_user_attr(RUN_ATTR, run_name)
 
 
