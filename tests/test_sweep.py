@@ -74,8 +74,9 @@ def test_a_bad_sweep_flag_is_one_line(tmp_path, capsys, competition):
     for flags, expected in ([["--trials", "0"], "--trials 0: expected an integer >= 1"],
                             [["--time-limit", "1h"], "--time-limit: the sweep names, starts and times its trials"],
                             [["--pruner", "sometimes"], "--pruner"],
-                            [["--time-budget", "soon"], "--time-budget 'soon'"]):
-        assert sweep.main(["--space", str(_space(tmp_path)), *flags, *competition, *FLAGS,
+                            [["--time-budget", "soon"], "--time-budget 'soon'"],
+                            [["--train-csv", str(tmp_path / "typo.csv")], "typo.csv"]):  # the data, read first
+        assert sweep.main(["--space", str(_space(tmp_path)), *competition, *FLAGS, *flags,
                            "--output-dir", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err.strip()
         assert expected in err and len(err.splitlines()) == 1, err
