@@ -291,3 +291,13 @@ def test_no_trial_starts_that_the_median_trial_says_would_not_end_in_the_budget(
     assert objective.has_time()
     objective.deadline = time.monotonic() + 35
     assert not objective.has_time()
+
+
+
+def test_hyperband_prunes_trials_in_its_brackets(tmp_path, competition):
+    base = sweep.parse_config([*competition, *FLAGS, "--epochs", "4", "--output-dir", str(tmp_path), "--no-notes"])
+    study = sweep.run({"lr": {"choice": [0.01, 1.0e-12]}}, base, trials=4, study="hb", pruner="hyperband",
+                      enqueue=[{"lr": 0.01}, {"lr": 0.01}, {"lr": 1.0e-12}, {"lr": 1.0e-12}])
+    states = [t.state.name for t in study.get_trials()]
+    assert states[0] == "COMPLETE" and "PRUNED" in states and set(states) <= {"COMPLETE", "PRUNED"}, states
+    assert study.best_trial.params == {"lr": 0.01}
