@@ -181,8 +181,9 @@ def checked_base(base: Config, config: SweepConfig) -> Config:
     Raises:
         ValueError: a dry run, a run name or resume of the trainer's (the sweep names its runs), or a fold.
     """
+    flat = base.flat()
     for name in FOLDER_FIELDS | {"dry_run", "time_budget", "time_limit"}:
-        if base.flat()[name] not in (None, False):
+        if flat[name] not in (None, False):
             flag = name.replace("_", "-")
             raise ValueError(f"--{flag}: the sweep names, starts and times its trials' runs itself; leave --{flag} "
                              "out (see --time-budget of python -m src.sweep --help)")
@@ -311,10 +312,9 @@ def command(argv: Sequence[str]) -> None:
     mine, trainer = split_argv(argv)
     options = parse_args(SweepConfig, mine, prog="python -m src.sweep")
     base = parse_config(trainer, prog="python -m src.sweep")
-    fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(SweepConfig)} | {"argv": trainer}
-    fields.pop("trials")
+    others = {k: v for k, v in dataclasses.asdict(options).items() if k not in ("space", "trials")}
     try:
-        run(fields.pop("space"), base, options.trials, **fields)
+        run(options.space, base, options.trials, argv=trainer, **others)
     except Stopped as stopped:
         stopped.command = "python -m src.sweep " + shlex.join(argv)
         raise

@@ -115,21 +115,13 @@ def test_a_report_of_no_study_is_one_line(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_space_values_are_typed_as_their_fields():
-    space = sweep.load_space(_space_file("epochs: {int: [2, 5]}\naug: {choice: [none, light]}\n"
-                                         "--mixup-alpha: {uniform: [0, 1]}\nlr: {log_uniform: [1e-4, 1e-2]}\n"))
+def test_space_values_are_typed_as_their_fields(tmp_path):
+    space = sweep.load_space(_space(tmp_path, "epochs: {int: [2, 5]}\naug: {choice: [none, light]}\n"
+                                              "--mixup-alpha: {uniform: [0, 1]}\nlr: {log_uniform: [1e-4, 1e-2]}\n"))
     params = check_space(space, Config())
     assert [(p.name, p.kind, p.values) for p in params] == [
         ("epochs", "int", (2, 5)), ("aug", "choice", ("none", "light")), ("mixup_alpha", "uniform", (0.0, 1.0)),
         ("lr", "log_uniform", (1e-4, 1e-2))]  # YAML reads 1e-4 as text: taken as meant
-
-
-def _space_file(text: str) -> Path:
-    import tempfile
-
-    path = Path(tempfile.mkdtemp()) / "space.yaml"
-    path.write_text(text)
-    return path
 
 
 def _worker(space: Path, storage: Path, out: Path, competition: list[str]) -> subprocess.Popen:
